@@ -1,0 +1,23 @@
+//! The fault programs, one per file. Each is a thin entry point around a
+//! `try_*` function; all of them fail open: on any lookup or parse error the
+//! packet or call passes unchanged.
+#![no_std]
+#![no_main]
+
+mod cgroup;
+mod maps;
+mod net;
+mod net_egress;
+mod net_ingress;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible: bpf_probe_write_user, bpf_override_return and the LSM hooks
+// are gpl_only helpers (kernel/bpf/verifier.c, check_helper_call).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,42 @@
+//! Packet loss on what the target sends: a tc egress classifier on the
+//! devices of the target's network namespace, attached through a TCX link
+//! (fd-owned, kernel >= 6.6) or a netlink filter on older kernels.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_REDIRECT, TC_ACT_UNSPEC},
+    helpers::generated::bpf_redirect,
+    macros::classifier,
+    programs::TcContext,
+};
+use chaos_abi::net::DIR_EGRESS;
+
+use crate::net::{Verdict, decide};
+
+#[classifier]
+pub fn net_egress(ctx: TcContext) -> i32 {
+    match decide(&ctx, DIR_EGRESS) {
+        // TC_ACT_UNSPEC == TCX_NEXT: let the next program in the chain run,
+        // as if we were not there.
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => drop_silently(),
+    }
+}
+
+/// Drop a packet so that the sending socket cannot tell, as on a real
+/// network.
+///
+/// `TC_ACT_SHOT` (`TCX_DROP`) makes `__dev_queue_xmit` return
+/// `NET_XMIT_DROP`, which the stack reports as ENOBUFS/congestion (`ping`
+/// re-sends, TCP enters CWR), and `TC_ACT_STOLEN` is mapped to `TCX_NEXT` by
+/// TCX (include/net/tcx.h, tcx_action_code). `TC_ACT_REDIRECT` is honoured
+/// by both: `sch_handle_egress` (net/core/dev.c) ignores the result of
+/// `skb_do_redirect` and returns `NET_XMIT_SUCCESS`, and `skb_do_redirect`
+/// (net/core/filter.c) frees the skb when the target ifindex names no
+/// device. Ifindex 0 never names one, so this is a drop the sender sees as a
+/// successful transmit.
+#[inline(always)]
+fn drop_silently() -> i32 {
+    // SAFETY: plain helper call; flags 0 is valid.
+    unsafe { bpf_redirect(0, 0) };
+    TC_ACT_REDIRECT as i32
+}

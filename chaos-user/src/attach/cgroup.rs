@@ -1,0 +1,32 @@
+//! Programs attached to a cgroup, through fd-owned BPF links
+//! (`BPF_LINK_CREATE`, Linux >= 5.7): they run only for that subtree and
+//! vanish with the process.
+
+use std::{fs::File, os::fd::AsFd};
+
+use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLink};
+
+use crate::{
+    ebpf::describe,
+    error::{Error, Result},
+    targets::Target,
+};
+
+/// Attach a cgroup_skb program to `target`.
+///
+/// Through `BPF_LINK_CREATE` a cgroup attachment always coexists with other
+/// programs (links are multi-attach by nature) and the kernel rejects any
+/// attach flag with EINVAL (kernel/bpf/cgroup.c, cgroup_bpf_link_attach), so
+/// the mode must be `Single`, which aya turns into flags 0.
+pub fn attach_skb(
+    prog: &mut CgroupSkb,
+    target: &Target,
+    direction: CgroupSkbAttachType,
+) -> Result<CgroupSkbLink> {
+    let context = || format!("attaching the {direction:?} program to {target}");
+    let dir = File::open(&target.path).map_err(|e| Error::kernel(context(), e))?;
+    let id = prog
+        .attach(dir.as_fd(), direction, CgroupAttachMode::Single)
+        .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))?;
+    prog.take_link(id).map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))
+}

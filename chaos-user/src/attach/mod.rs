@@ -1,0 +1,6 @@
+//! Attaching programs, and detaching them, with every object that can
+//! outlive the process recorded in the state file first.
+
+pub mod cgroup;
+pub mod netns;
+pub mod tc;

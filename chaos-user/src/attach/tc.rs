@@ -1,0 +1,208 @@
+//! The egress classifier on network devices.
+//!
+//! With TCX (Linux >= 6.6) the attachment is a BPF link owned by our file
+//! descriptor: it disappears with the process, however the process ends.
+//! Without TCX it is a cls_bpf filter under a clsact qdisc, created through
+//! netlink, which survives the process: it is written to the state file
+//! before it is created, carries the rule's kernel-side deadline, and is
+//! removed by `chaos recover` (or the next chaos start) if we die.
+
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttachType,
+    links::Link as _,
+    tc::{self, NlOptions, SchedClassifierLink, TcAttach, TcHandle},
+};
+use serde::Serialize;
+
+use super::netns::Netns;
+use crate::{
+    ebpf::describe,
+    error::{Error, Result},
+    state::{Leftover, Record, StateFile},
+};
+
+/// How egress programs are attached on this kernel (chosen by probing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EgressMode {
+    Tcx,
+    Netlink,
+}
+
+/// `TC_H_CLSACT:TC_H_MIN_EGRESS`, the parent of egress filters.
+fn egress_parent() -> TcHandle {
+    TcAttachType::Egress.into()
+}
+
+/// Filters we create run before anyone else's (lowest preference number
+/// wins), so that no other filter's verdict can skip the fault.
+const FILTER_PRIORITY: u16 = 1;
+
+/// One device's egress attachment.
+#[derive(Debug)]
+pub struct EgressLink {
+    pub netns: Netns,
+    pub ifindex: u32,
+    pub ifname: String,
+    link: Option<SchedClassifierLink>,
+    /// Netlink mode: the filter, and the clsact qdisc if we added it.
+    filter: Option<Leftover>,
+    clsact: Option<Leftover>,
+}
+
+/// Attach `prog` (loaded) to the egress of `ifindex` in `netns`.
+pub fn attach_egress(
+    prog: &mut SchedClassifier,
+    netns: &Netns,
+    ifindex: u32,
+    ifname: &str,
+    mode: EgressMode,
+    state: &mut StateFile,
+) -> Result<EgressLink> {
+    let mut out = EgressLink {
+        netns: netns.clone(),
+        ifindex,
+        ifname: ifname.to_owned(),
+        link: None,
+        filter: None,
+        clsact: None,
+    };
+    let context = || format!("attaching the egress program to {ifname} (netns {})", netns.inode);
+    match mode {
+        EgressMode::Tcx => {
+            let link = netns
+                .run(|| {
+                    let mut attach = |order| {
+                        prog.attach(ifindex, TcAttach::Tcx { attach_type: TcAttachType::Egress, order })
+                    };
+                    // First in the chain, so no other program's verdict can
+                    // skip the fault; after the others if someone insists on
+                    // being first.
+                    let id = attach(LinkOrder::first()).or_else(|_| attach(LinkOrder::default()))?;
+                    prog.take_link(id)
+                })
+                .map_err(|e| Error::kernel(context(), e))?
+                .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))?;
+            out.link = Some(link);
+        }
+        EgressMode::Netlink => {
+            let clsact = Leftover::Clsact { netns: netns.inode, ifindex, ifname: ifname.to_owned() };
+            state.append(&Record::Leftover(clsact.clone()))?;
+            let added =
+                netns.run(|| tc::qdisc_add_clsact(ifindex)).map_err(|e| Error::kernel(context(), e))?;
+            match added {
+                Ok(()) => out.clsact = Some(clsact),
+                // It was there before us: not ours to remove.
+                Err(_) => state.append(&Record::Removed(clsact))?,
+            }
+            let mut last_err = None;
+            for attempt in 0..16u32 {
+                let handle = 0xc4a0_0000 | ((std::process::id() + attempt) & 0xffff);
+                let filter = Leftover::TcFilter {
+                    netns: netns.inode,
+                    ifindex,
+                    ifname: ifname.to_owned(),
+                    parent: egress_parent().into(),
+                    priority: FILTER_PRIORITY,
+                    handle,
+                };
+                state.append(&Record::Leftover(filter.clone()))?;
+                let attached = netns
+                    .run(|| {
+                        let options = NlOptions {
+                            priority: FILTER_PRIORITY,
+                            handle: TcHandle::from(handle),
+                            classid: None,
+                        };
+                        let id =
+                            prog.attach(ifindex, TcAttach::Netlink { parent: egress_parent(), options })?;
+                        prog.take_link(id)
+                    })
+                    .map_err(|e| Error::kernel(context(), e))?;
+                match attached {
+                    Ok(link) => {
+                        out.link = Some(link);
+                        out.filter = Some(filter);
+                        break;
+                    }
+                    Err(e) => {
+                        state.append(&Record::Removed(filter))?;
+                        last_err = Some(describe(&e));
+                    }
+                }
+            }
+            if out.link.is_none() {
+                let err = last_err.unwrap_or_default();
+                detach_egress(out, state)?;
+                return Err(Error::kernel(context(), anyhow::anyhow!(err)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Detach, inside the device's namespace (a netlink detach names the device
+/// by index, which only means something there).
+pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<()> {
+    let context = format!("detaching the egress program from {} (netns {})", link.ifname, link.netns.inode);
+    if let Some(l) = link.link.take() {
+        link.netns
+            .run(move || l.detach())
+            .map_err(|e| Error::kernel(&context, e))?
+            .map_err(|e| Error::kernel(&context, anyhow::anyhow!(describe(&e.into()))))?;
+    }
+    if let Some(filter) = link.filter.take() {
+        state.append(&Record::Removed(filter))?;
+    }
+    if let Some(clsact) = link.clsact.take() {
+        remove_clsact_if_unused(&link.netns, &link.ifname)?;
+        state.append(&Record::Removed(clsact))?;
+    }
+    Ok(())
+}
+
+/// Delete a clsact qdisc we added, unless someone attached filters to it
+/// meanwhile (deleting it would take theirs too).
+pub fn remove_clsact_if_unused(netns: &Netns, ifname: &str) -> Result<()> {
+    let ifname = ifname.to_owned();
+    netns
+        .run(move || -> std::io::Result<()> {
+            let tc = |args: &[&str]| std::process::Command::new("tc").args(args).output();
+            for dir in ["ingress", "egress"] {
+                let out = tc(&["filter", "show", "dev", &ifname, dir])?;
+                if !out.stdout.is_empty() {
+                    tracing::warn!("leaving the clsact qdisc on {ifname}: other filters use it");
+                    return Ok(());
+                }
+            }
+            let out = tc(&["qdisc", "del", "dev", &ifname, "clsact"])?;
+            if !out.status.success() {
+                let msg = String::from_utf8_lossy(&out.stderr);
+                // Gone already (device removed, or someone else deleted it).
+                if !msg.contains("Cannot find") && !msg.contains("Invalid handle") && !msg.contains("No such")
+                {
+                    return Err(std::io::Error::other(format!("tc qdisc del dev {ifname} clsact: {msg}")));
+                }
+            }
+            Ok(())
+        })
+        .and_then(|r| r)
+        .map_err(|e| Error::kernel("removing the clsact qdisc chaos added", e))
+}
+
+/// Remove a filter recorded by a dead chaos process.
+pub fn remove_filter(netns: &Netns, ifindex: u32, parent: u32, priority: u16, handle: u32) -> Result<()> {
+    netns
+        .run(move || {
+            let link = SchedClassifierLink::attached(
+                ifindex,
+                TcHandle::from(parent),
+                priority,
+                TcHandle::from(handle),
+                None,
+            )?;
+            link.detach().map_err(|e| std::io::Error::other(describe(&e.into())))
+        })
+        .and_then(|r| r)
+        .map_err(|e| Error::kernel(format!("removing tc filter pref {priority} handle {handle:#x}"), e))
+}

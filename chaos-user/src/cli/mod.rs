@@ -1,0 +1,62 @@
+//! The `chaos` command line: one file per subcommand. Doc comments here are
+//! the `--help` text.
+
+pub mod attack;
+pub mod doctor;
+pub mod recover;
+mod target;
+
+use clap::{Parser, Subcommand};
+pub use target::TargetArgs;
+
+use crate::error::{ExitCode, Result};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (an attack ran to its end; `run`: the hypothesis held)
+  1  `run`: the hypothesis was violated
+  2  aborted by a signal or a safety condition; every fault was rolled back
+  3  invalid input or environment (bad flag or file, missing target, not root,
+     kernel lacks a mechanism); nothing was injected
+  4  the target is already under attack by another chaos process
+  5  internal or kernel error while injecting; what was injected was rolled back";
+
+/// Kernel-level fault injection for exactly one cgroup: a container, a pod,
+/// a systemd unit or a process tree.
+///
+/// eBPF programs drop packets (and, as they land: delay them, fail I/O,
+/// skew clocks) for the processes of one cgroup subtree only. Every fault
+/// carries its own deadline in the kernel, so it ends on time even if chaos
+/// itself is killed.
+#[derive(Debug, Parser)]
+#[command(name = "chaos", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// Log level for messages on stderr (error, warn, info, debug, trace),
+    /// or a tracing filter such as `chaos=debug`.
+    #[arg(long, global = true, default_value = "info", env = "CHAOS_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one attack from the command line.
+    #[command(subcommand)]
+    Attack(attack::AttackCommand),
+    /// Show which kernel mechanisms chaos can use here, each probed.
+    Doctor(doctor::DoctorArgs),
+    /// Remove what chaos processes that died left behind.
+    Recover(recover::RecoverArgs),
+}
+
+impl Command {
+    pub fn run(self) -> Result<ExitCode> {
+        match self {
+            Self::Attack(a) => a.run(),
+            Self::Doctor(d) => d.run(),
+            Self::Recover(r) => r.run(),
+        }
+    }
+}

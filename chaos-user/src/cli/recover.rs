@@ -1,0 +1,45 @@
+//! `chaos recover`: remove what dead chaos processes left behind.
+
+use clap::Args;
+
+use crate::{
+    error::{ExitCode, Result},
+    recover, session, state,
+};
+
+/// Remove every object recorded by a chaos process that is no longer
+/// running: netlink tc filters and the clsact qdiscs chaos added (kernels
+/// without TCX). Such leftovers are already inert — their rules' kernel-side
+/// deadlines have passed or will — but they cost a map lookup per packet
+/// until removed. Objects of running chaos processes, and anything chaos did
+/// not create, are never touched. Every chaos start does this too.
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Print one JSON object per action instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RecoverArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        session::require_root("chaos recover")?;
+        let actions = recover::recover(&state::state_dir())?;
+        for a in &actions {
+            if self.json {
+                println!("{}", serde_json::to_string(a).expect("serializable"));
+            } else {
+                println!(
+                    "{}: {} (left by pid {})",
+                    a.object,
+                    a.outcome,
+                    a.owner_pid.map_or("?".into(), |p| p.to_string())
+                );
+            }
+        }
+        if actions.is_empty() && !self.json {
+            println!("nothing to recover");
+        }
+        let failed = actions.iter().any(|a| a.outcome.starts_with("failed"));
+        Ok(if failed { ExitCode::Internal } else { ExitCode::Ok })
+    }
+}

@@ -1,0 +1,41 @@
+//! Target flags shared by every attack.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::{
+    error::Result,
+    targets::{AllowHost, CgroupFs, Target},
+};
+
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct TargetArgs {
+    /// The cgroup v2 directory to attack, with everything below it: a path
+    /// under the cgroup2 mount (/sys/fs/cgroup/system.slice/nginx.service)
+    /// or relative to it (/system.slice/nginx.service).
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Attack the cgroup that process PID is in (and everything below it).
+    #[arg(long, value_name = "PID", group = "target")]
+    pub pid: Option<i32>,
+
+    /// Allow the root cgroup or PID 1's cgroup as a target (that is the
+    /// whole host).
+    #[arg(long)]
+    pub allow_host: bool,
+}
+
+impl TargetArgs {
+    pub fn resolve(&self) -> Result<Target> {
+        let fs = CgroupFs::discover()?;
+        let allow = AllowHost(self.allow_host);
+        match (&self.cgroup, self.pid) {
+            (Some(path), _) => fs.resolve_path(path, allow),
+            (None, Some(pid)) => fs.resolve_pid(std::path::Path::new("/proc"), pid, allow),
+            (None, None) => unreachable!("clap requires one of --cgroup, --pid"),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The controller: runs attacks until their deadlines, and stops every one
+//! of them at its deadline, on SIGINT/SIGTERM/SIGHUP, or when the caller
+//! aborts (a failed health probe) — the first of the three safety layers.
+
+use std::{
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    attack::{Attack, Mechanism},
+    error::Result,
+    events::Events,
+    injector::{Injector, Running, Stopped},
+    signals::{self, SignalWatch, Wake},
+    units::format_duration,
+};
+
+/// Why attacks ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Deadline,
+    Signal(i32),
+    Abort(String),
+}
+
+impl EndReason {
+    pub fn label(&self) -> String {
+        match self {
+            Self::Deadline => "deadline".into(),
+            Self::Signal(sig) => signals::name(*sig).to_owned(),
+            Self::Abort(why) => format!("abort: {why}"),
+        }
+    }
+}
+
+/// How often the live view refreshes and the abort check runs.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Start `attacks` together and run them to their ends. `check` runs every
+/// tick and returns `Some(reason)` to abort everything. Each attack stops at
+/// its own deadline; a signal or an abort stops all that still run.
+pub fn run_parallel(
+    injector: &mut Injector,
+    attacks: Vec<(Attack, Mechanism)>,
+    events: &Events,
+    signals: &SignalWatch,
+    mut check: impl FnMut(&Injector, &[Running]) -> Option<String>,
+) -> Result<(EndReason, Vec<Stopped>)> {
+    let mut running = Vec::new();
+    let mut stopped = Vec::new();
+    for (attack, mechanism) in attacks {
+        match injector.start(attack, mechanism) {
+            Ok(r) => {
+                events.start(&r);
+                tracing::info!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
+                running.push(r);
+            }
+            Err(e) => {
+                // Roll back the ones already started, then report.
+                stop_all(injector, &mut running, &mut stopped, &EndReason::Abort(e.to_string()), events);
+                return Err(e);
+            }
+        }
+    }
+    let live = std::io::stderr().is_terminal();
+    let mut reason = EndReason::Deadline;
+    while !running.is_empty() {
+        let next = running.iter().map(|r| r.started + r.attack.duration).min().expect("non-empty");
+        match signals.wait(next, TICK) {
+            Wake::Signal(sig) => {
+                reason = EndReason::Signal(sig);
+                break;
+            }
+            Wake::Deadline => {
+                let now = Instant::now();
+                let (due, rest): (Vec<_>, Vec<_>) =
+                    running.into_iter().partition(|r| r.started + r.attack.duration <= now);
+                running = rest;
+                for r in due {
+                    stop_one(injector, r, &mut stopped, &EndReason::Deadline, events);
+                }
+            }
+            Wake::Tick => {}
+        }
+        if let Some(why) = check(injector, &running) {
+            reason = EndReason::Abort(why);
+            break;
+        }
+        if live {
+            draw(injector, &running);
+        }
+    }
+    if live {
+        eprint!("\r\x1b[K");
+    }
+    stop_all(injector, &mut running, &mut stopped, &reason, events);
+    Ok((reason, stopped))
+}
+
+fn stop_all(
+    injector: &mut Injector,
+    running: &mut Vec<Running>,
+    stopped: &mut Vec<Stopped>,
+    reason: &EndReason,
+    events: &Events,
+) {
+    for r in running.drain(..) {
+        stop_one(injector, r, stopped, reason, events);
+    }
+}
+
+fn stop_one(
+    injector: &mut Injector,
+    r: Running,
+    stopped: &mut Vec<Stopped>,
+    reason: &EndReason,
+    events: &Events,
+) {
+    let attack = r.attack.clone();
+    match injector.stop(r) {
+        Ok(s) => {
+            events.end(&s, &reason.label());
+            tracing::info!(
+                attack = %s.attack.id,
+                inert_us = s.inert_after.as_micros() as u64,
+                "stopped ({}): egress {}/{} dropped, ingress {}/{} dropped",
+                reason.label(),
+                s.counters.egress_dropped,
+                s.counters.egress_matched,
+                s.counters.ingress_dropped,
+                s.counters.ingress_matched,
+            );
+            stopped.push(s);
+        }
+        Err(e) => tracing::error!(attack = %attack.id, "stopping failed: {e}; run `chaos recover`"),
+    }
+    if let Err(e) = injector.record_end(&attack) {
+        tracing::warn!("recording the end of {}: {e}", attack.id);
+    }
+}
+
+/// One status line on stderr.
+fn draw(injector: &Injector, running: &[Running]) {
+    let mut line = String::new();
+    for r in running {
+        let c = injector.counters(r).unwrap_or_default();
+        let elapsed = r.started.elapsed().min(r.attack.duration);
+        line += &format!(
+            "{} {}/{}  egress {}/{} dropped  ingress {}/{} dropped   ",
+            r.attack.id,
+            format_duration(Duration::from_secs(elapsed.as_secs())),
+            format_duration(r.attack.duration),
+            c.egress_dropped,
+            c.egress_matched,
+            c.ingress_dropped,
+            c.ingress_matched
+        );
+    }
+    eprint!("\r\x1b[K{line}");
+    let _ = std::io::stderr().flush();
+}

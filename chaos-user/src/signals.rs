@@ -1,0 +1,72 @@
+//! SIGINT, SIGTERM and SIGHUP as messages, so that a controller waiting for
+//! a deadline wakes at once when asked to stop.
+
+use std::{
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    time::{Duration, Instant},
+};
+
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM},
+    iterator::Signals,
+};
+
+pub struct SignalWatch {
+    rx: Receiver<i32>,
+}
+
+/// Why a wait ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wake {
+    Deadline,
+    Tick,
+    Signal(i32),
+}
+
+impl SignalWatch {
+    pub fn install() -> std::io::Result<Self> {
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { rx })
+    }
+
+    /// Wait until `deadline`, a signal, or `tick` elapsed, whichever first.
+    pub fn wait(&self, deadline: Instant, tick: Duration) -> Wake {
+        let now = Instant::now();
+        if now >= deadline {
+            return Wake::Deadline;
+        }
+        let until_deadline = deadline - now;
+        let timeout = until_deadline.min(tick);
+        match self.rx.recv_timeout(timeout) {
+            Ok(sig) => Wake::Signal(sig),
+            Err(RecvTimeoutError::Timeout) if timeout == until_deadline => Wake::Deadline,
+            Err(RecvTimeoutError::Timeout) => Wake::Tick,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                if timeout == until_deadline { Wake::Deadline } else { Wake::Tick }
+            }
+        }
+    }
+
+    /// A signal received since the last call, if any.
+    pub fn pending(&self) -> Option<i32> {
+        self.rx.try_recv().ok()
+    }
+}
+
+pub fn name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}

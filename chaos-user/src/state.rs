@@ -1,0 +1,314 @@
+//! The record of what can outlive a chaos process, and `chaos recover`.
+//!
+//! Each running chaos process owns `/run/chaos/<pid>.jsonl` and holds an
+//! exclusive `flock(2)` on it for its whole life: the kernel drops the lock
+//! when the process dies, however it dies, so a file whose lock can be taken
+//! belongs to a dead process. The file is append-only JSON lines: every
+//! object that could survive the process (a netlink tc filter, a qdisc we
+//! installed) is recorded *before* it is created and marked removed after it
+//! is gone; a crash mid-append loses at most a partial last line, which
+//! replay ignores.
+//!
+//! Starting an attack first takes the directory lock, recovers the files of
+//! dead processes, and checks the live ones for an attack of the same fault
+//! family on the same target.
+
+use std::{
+    collections::BTreeSet,
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Where state files live; `CHAOS_STATE_DIR` overrides it (tests).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("CHAOS_STATE_DIR").map_or_else(|| PathBuf::from("/run/chaos"), PathBuf::from)
+}
+
+/// One line of a state file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    Owner { pid: i32, command: String },
+    Attack { id: String, fault: String, family: String, target_id: u64, target_path: PathBuf },
+    AttackEnded { id: String },
+    Leftover(Leftover),
+    Removed(Leftover),
+}
+
+/// An object that survives its creator unless removed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Leftover {
+    /// A cls_bpf filter attached through netlink (kernels without TCX).
+    TcFilter { netns: u64, ifindex: u32, ifname: String, parent: u32, priority: u16, handle: u32 },
+    /// A clsact qdisc chaos added because the device had none.
+    Clsact { netns: u64, ifindex: u32, ifname: String },
+}
+
+impl std::fmt::Display for Leftover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TcFilter { netns, ifname, priority, handle, .. } => {
+                write!(f, "tc filter on {ifname} (netns {netns}) egress pref {priority} handle {handle:#x}")
+            }
+            Self::Clsact { netns, ifname, .. } => write!(f, "clsact qdisc on {ifname} (netns {netns})"),
+        }
+    }
+}
+
+/// What a state file says, replayed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    pub pid: Option<i32>,
+    /// (id, fault, family, target id, target path) of attacks not ended.
+    pub attacks: Vec<(String, String, String, u64, PathBuf)>,
+    /// Objects created and not removed, in creation order reversed (remove
+    /// filters before the qdisc that holds them).
+    pub leftovers: Vec<Leftover>,
+}
+
+impl Replay {
+    pub fn parse(text: &str) -> Self {
+        let mut replay = Self::default();
+        let mut ended = BTreeSet::new();
+        let mut removed = Vec::new();
+        let mut created = Vec::new();
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<Record>(line) else {
+                continue; // a torn last line
+            };
+            match record {
+                Record::Owner { pid, .. } => replay.pid = Some(pid),
+                Record::Attack { id, fault, family, target_id, target_path } => {
+                    replay.attacks.push((id, fault, family, target_id, target_path));
+                }
+                Record::AttackEnded { id } => {
+                    ended.insert(id);
+                }
+                Record::Leftover(l) => created.push(l),
+                Record::Removed(l) => removed.push(l),
+            }
+        }
+        replay.attacks.retain(|a| !ended.contains(&a.0));
+        for r in removed {
+            if let Some(i) = created.iter().position(|c| *c == r) {
+                created.remove(i);
+            }
+        }
+        created.reverse();
+        replay.leftovers = created;
+        replay
+    }
+}
+
+/// This process's state file, locked for its lifetime.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    file: File,
+    /// Recorded and not yet removed; the file outlives us unless empty.
+    outstanding: Vec<Leftover>,
+}
+
+/// The directory lock, held while checking for conflicts and registering.
+pub struct DirLock {
+    _dir: File,
+}
+
+fn flock(file: &File, op: i32) -> io::Result<()> {
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+impl DirLock {
+    pub fn take(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| state_error(dir, e))?;
+        let d = File::open(dir).map_err(|e| state_error(dir, e))?;
+        flock(&d, libc::LOCK_EX).map_err(|e| state_error(dir, e))?;
+        Ok(Self { _dir: d })
+    }
+}
+
+fn state_error(path: &Path, e: io::Error) -> Error {
+    Error::environment(format!("cannot use state directory {}: {e} (chaos must run as root)", path.display()))
+}
+
+impl StateFile {
+    /// Create and lock this process's state file. Call with the directory
+    /// lock held.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let pid = std::process::id() as i32;
+        let path = dir.join(format!("{pid}.jsonl"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| state_error(&path, e))?;
+        flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| state_error(&path, e))?;
+        let mut state = Self { path, file, outstanding: Vec::new() };
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        state.append(&Record::Owner { pid, command })?;
+        Ok(state)
+    }
+
+    pub fn append(&mut self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record).expect("records serialize");
+        line.push(b'\n');
+        // One write(2) per record on an O_APPEND-free file we alone write:
+        // a crash leaves whole lines plus at most one torn one.
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| state_error(&self.path, e))?;
+        match record {
+            Record::Leftover(l) => self.outstanding.push(l.clone()),
+            Record::Removed(l) => self.outstanding.retain(|o| o != l),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Objects recorded and not yet removed.
+    pub fn outstanding(&self) -> &[Leftover] {
+        &self.outstanding
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StateFile {
+    /// A clean end (everything recorded was removed): the file goes, and the
+    /// directory too when it is empty. Otherwise the file stays for
+    /// `chaos recover`.
+    fn drop(&mut self) {
+        if !self.outstanding.is_empty() {
+            tracing::error!(
+                state = %self.path.display(),
+                "{} object(s) could not be removed; run `chaos recover`",
+                self.outstanding.len()
+            );
+            return;
+        }
+        let _ = fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A state file found in the directory.
+pub struct Found {
+    pub path: PathBuf,
+    pub replay: Replay,
+    /// True when its owner still runs (its lock is held).
+    pub live: bool,
+}
+
+/// All state files, with whether their owner lives. Does not modify them.
+pub fn scan(dir: &Path) -> Vec<Found> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Found> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .filter(|p| {
+            p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<i32>().ok())
+                != Some(std::process::id() as i32)
+        })
+        .filter_map(|path| {
+            let file = File::open(&path).ok()?;
+            let live = flock(&file, libc::LOCK_SH | libc::LOCK_NB).is_err();
+            let replay = Replay::parse(&fs::read_to_string(&path).ok()?);
+            Some(Found { path, replay, live })
+        })
+        .collect();
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(handle: u32) -> Leftover {
+        Leftover::TcFilter {
+            netns: 1,
+            ifindex: 2,
+            ifname: "eth0".into(),
+            parent: 0xffff_fff3,
+            priority: 7,
+            handle,
+        }
+    }
+
+    #[test]
+    fn replay_subtracts_removed_and_ended() {
+        let clsact = Leftover::Clsact { netns: 1, ifindex: 2, ifname: "eth0".into() };
+        let lines = [
+            Record::Owner { pid: 42, command: "chaos".into() },
+            Record::Attack {
+                id: "a1".into(),
+                fault: "net-loss".into(),
+                family: "net".into(),
+                target_id: 9,
+                target_path: "/x".into(),
+            },
+            Record::Attack {
+                id: "a2".into(),
+                fault: "net-loss".into(),
+                family: "net".into(),
+                target_id: 10,
+                target_path: "/y".into(),
+            },
+            Record::Leftover(clsact.clone()),
+            Record::Leftover(filter(1)),
+            Record::Leftover(filter(2)),
+            Record::Removed(filter(1)),
+            Record::AttackEnded { id: "a1".into() },
+        ];
+        let mut text: String = lines.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        text.push_str("{\"record\":\"leftover\",\"kind\":\"tc-fil"); // torn line
+        let replay = Replay::parse(&text);
+        assert_eq!(replay.pid, Some(42));
+        assert_eq!(replay.attacks.len(), 1);
+        assert_eq!(replay.attacks[0].0, "a2");
+        // filters before the qdisc that holds them
+        assert_eq!(replay.leftovers, vec![filter(2), clsact]);
+    }
+
+    #[test]
+    fn live_and_dead_files_are_told_apart() {
+        let dir = std::env::temp_dir().join(format!("chaos-state-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // A dead owner's file: nobody holds its lock.
+        fs::write(
+            dir.join("999999.jsonl"),
+            serde_json::to_string(&Record::Leftover(filter(3))).unwrap() + "\n",
+        )
+        .unwrap();
+        // A live one: we hold its lock from another open file description.
+        let live_path = dir.join("999998.jsonl");
+        fs::write(&live_path, "").unwrap();
+        let held = File::open(&live_path).unwrap();
+        flock(&held, libc::LOCK_EX).unwrap();
+        let found = scan(&dir);
+        assert_eq!(found.len(), 2);
+        assert!(found.iter().any(|f| f.path == live_path && f.live));
+        assert!(found.iter().any(|f| f.replay.leftovers == vec![filter(3)] && !f.live));
+        drop(held);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
