@@ -12,11 +12,7 @@ use chaos_abi::cgroup::MAX_LEVEL;
 /// `bpf_get_current_ancestor_cgroup_id` do. The loop is bounded by
 /// `MAX_LEVEL` for the verifier; untargeted levels cost one bit test.
 #[inline(always)]
-pub fn find_rule<'a, V>(
-    rules: &'a HashMap<u64, V>,
-    levels: u32,
-    ancestor: impl Fn(i32) -> u64,
-) -> Option<&'a V> {
+pub fn find_rule<V>(rules: &HashMap<u64, V>, levels: u32, ancestor: impl Fn(i32) -> u64) -> Option<&V> {
     let mut level = MAX_LEVEL as i32;
     while level >= 0 {
         if levels & (1 << level) != 0 {

@@ -38,5 +38,5 @@ pub fn net_egress(ctx: TcContext) -> i32 {
 fn drop_silently() -> i32 {
     // SAFETY: plain helper call; flags 0 is valid.
     unsafe { bpf_redirect(0, 0) };
-    TC_ACT_REDIRECT as i32
+    TC_ACT_REDIRECT
 }

@@ -50,7 +50,24 @@ pub fn plan(attack: &Attack, caps: &mut Capabilities) -> Result<Mechanism> {
     match &attack.fault {
         Fault::NetLoss(loss) => {
             let egress = if loss.filter.direction.egress() {
-                if caps.has(Capability::Tcx) {
+                let forced = std::env::var("CHAOS_EGRESS_MODE").ok();
+                if let Some(mode) = forced.as_deref() {
+                    // For tests and for operators who need one mode: still
+                    // only if the kernel can do it.
+                    let (mode, cap) = match mode {
+                        "tcx" => (EgressMode::Tcx, Capability::Tcx),
+                        "netlink" => (EgressMode::Netlink, Capability::TcNetlink),
+                        other => {
+                            return Err(Error::invalid(format!(
+                                "CHAOS_EGRESS_MODE={other}: expected tcx or netlink"
+                            )));
+                        }
+                    };
+                    if !caps.has(cap) {
+                        return Err(unavailable(attack, "egress", &[cap], caps));
+                    }
+                    Some(mode)
+                } else if caps.has(Capability::Tcx) {
                     Some(EgressMode::Tcx)
                 } else if caps.has(Capability::TcNetlink) {
                     Some(EgressMode::Netlink)

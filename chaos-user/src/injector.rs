@@ -307,7 +307,7 @@ impl Injector {
         }
         let (link, _) = self.ingress.remove(&id).expect("present");
         link.detach()
-            .map_err(|e| Error::kernel("detaching the ingress program", anyhow::anyhow!(describe(&e.into()))))
+            .map_err(|e| Error::kernel("detaching the ingress program", anyhow::anyhow!(describe(&e))))
     }
 
     /// Record that an attack ended (state file).

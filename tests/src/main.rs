@@ -1,1 +1,28 @@
-fn main() {}
+//! Privileged integration tests for chaos, and the traffic helpers they
+//! spawn into target cgroups and namespaces.
+//!
+//! One test file per fault program (`src/tests/`), mirroring
+//! `chaos-ebpf/src/`. Tests create their own network namespaces, veth pairs
+//! and cgroups, drive real traffic, and assert on what is measured outside
+//! the mechanism (a receiver's count, a socket's errors, a tool's report).
+//! A test that needs a kernel capability this machine lacks is *skipped*
+//! with the probe's reason — the same probe `chaos doctor` prints.
+//!
+//! ```text
+//! chaos-integration [--json] [--list] [FILTER...]
+//! chaos-integration helper <udp-sink|udp-source|tcp-sink|tcp-source> ...
+//! ```
+
+mod fixtures;
+mod harness;
+mod helpers;
+mod stats;
+mod tests;
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("helper") {
+        return helpers::main(&args[1..]);
+    }
+    harness::main(&args, tests::ALL)
+}

@@ -149,7 +149,7 @@ pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<()> 
         link.netns
             .run(move || l.detach())
             .map_err(|e| Error::kernel(&context, e))?
-            .map_err(|e| Error::kernel(&context, anyhow::anyhow!(describe(&e.into()))))?;
+            .map_err(|e| Error::kernel(&context, anyhow::anyhow!(describe(&e))))?;
     }
     if let Some(filter) = link.filter.take() {
         state.append(&Record::Removed(filter))?;
@@ -201,7 +201,7 @@ pub fn remove_filter(netns: &Netns, ifindex: u32, parent: u32, priority: u16, ha
                 TcHandle::from(handle),
                 None,
             )?;
-            link.detach().map_err(|e| std::io::Error::other(describe(&e.into())))
+            link.detach().map_err(|e| std::io::Error::other(describe(&e)))
         })
         .and_then(|r| r)
         .map_err(|e| Error::kernel(format!("removing tc filter pref {priority} handle {handle:#x}"), e))

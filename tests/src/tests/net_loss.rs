@@ -1,0 +1,214 @@
+//! `chaos attack net-loss`: rates, scope, filters and fidelity, measured by
+//! receivers and senders outside the mechanism.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use chaos::capabilities::Capability;
+
+use crate::{
+    fixtures::{lab::Lab, runner::ChaosRun},
+    harness::Ctx,
+    helpers::{tcp, udp},
+    stats::check_rate,
+};
+
+const PACKETS: u64 = 2500;
+const INTERVAL_US: u64 = 100;
+pub const EGRESS: &[Capability] = &[Capability::Tcx, Capability::TcNetlink];
+
+/// Start an attack on the lab's target and wait until it is in force.
+pub fn attack(lab: &Lab, extra: &[&str]) -> anyhow::Result<ChaosRun> {
+    let mut args = vec!["attack", "net-loss", "--cgroup", &lab.target.rel];
+    args.extend_from_slice(extra);
+    let mut run = ChaosRun::start(&args)?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    Ok(run)
+}
+
+/// Stop an attack early (SIGTERM) and return its end event.
+pub fn end(run: ChaosRun) -> anyhow::Result<serde_json::Value> {
+    run.signal(libc::SIGTERM);
+    let ended = run.wait(Duration::from_secs(20))?;
+    ended.event("abort").or(ended.event("stop")).cloned().ok_or_else(|| anyhow::anyhow!("no end event"))
+}
+
+fn lost(packets: &[udp::Packet], tag: u32, sent: u64) -> u64 {
+    sent - packets.iter().filter(|p| p.tag == tag).count() as u64
+}
+
+pub fn egress_rates_are_exact_and_silent(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let sink_addr = SocketAddr::from((lab.peer_ip, 9000));
+    for percent in [0u32, 1, 10, 50, 100] {
+        let run =
+            attack(&lab, &["--direction", "egress", "--percent", &percent.to_string(), "--duration", "60s"])?;
+        let sink = udp::Sink::start(lab.peer(), sink_addr)?;
+        let sent = udp::send(lab.target(), sink_addr, 1, PACKETS, INTERVAL_US)?;
+        let packets = sink.finish()?;
+        let end = end(run)?;
+        // Silent: a lossy link never fails sendto.
+        anyhow::ensure!(
+            sent.errors == 0,
+            "{percent}%: sendto failed {} times ({})",
+            sent.errors,
+            sent.errnos
+        );
+        let lost = lost(&packets, 1, sent.sent);
+        check_rate(&format!("egress loss at {percent}%"), lost, sent.sent, f64::from(percent) / 100.0)?;
+        let dropped = end["counters"]["egress_dropped"].as_u64().unwrap_or(u64::MAX);
+        anyhow::ensure!(
+            dropped == lost,
+            "{percent}%: chaos counted {dropped} drops, the receiver missed {lost}"
+        );
+    }
+    Ok(())
+}
+
+pub fn ingress_rates_are_exact(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::CgroupSkb)?;
+    let lab = Lab::new()?;
+    let sink_addr = SocketAddr::from((lab.ctr_ip, 9001));
+    for percent in [0u32, 1, 10, 50, 100] {
+        let run = attack(
+            &lab,
+            &["--direction", "ingress", "--percent", &percent.to_string(), "--duration", "60s"],
+        )?;
+        let sink = udp::Sink::start(lab.target(), sink_addr)?;
+        let sent = udp::send(lab.peer(), sink_addr, 2, PACKETS, INTERVAL_US)?;
+        let packets = sink.finish()?;
+        let end = end(run)?;
+        anyhow::ensure!(sent.errors == 0, "the remote sender saw errors: {}", sent.errnos);
+        let lost = lost(&packets, 2, sent.sent);
+        check_rate(&format!("ingress loss at {percent}%"), lost, sent.sent, f64::from(percent) / 100.0)?;
+        let dropped = end["counters"]["ingress_dropped"].as_u64().unwrap_or(u64::MAX);
+        anyhow::ensure!(
+            dropped == lost,
+            "{percent}%: chaos counted {dropped} drops, the receiver missed {lost}"
+        );
+    }
+    Ok(())
+}
+
+pub fn sibling_cgroup_loses_nothing(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    ctx.require(Capability::CgroupSkb)?;
+    let lab = Lab::new()?;
+    let run = attack(&lab, &["--percent", "50", "--duration", "60s"])?;
+    // Egress: both cgroups send to the same sink, over the same device, at
+    // the same time.
+    let sink_addr = SocketAddr::from((lab.peer_ip, 9002));
+    let sink = udp::Sink::start(lab.peer(), sink_addr)?;
+    let target = udp::send_background(lab.target(), sink_addr, 10, PACKETS, INTERVAL_US)?;
+    let sibling = udp::send(lab.sibling(), sink_addr, 11, PACKETS, INTERVAL_US)?;
+    target.wait_with_output()?;
+    let packets = sink.finish()?;
+    anyhow::ensure!(
+        lost(&packets, 11, sibling.sent) == 0,
+        "the sibling lost {} packets",
+        lost(&packets, 11, sibling.sent)
+    );
+    check_rate("target egress loss beside the sibling", lost(&packets, 10, PACKETS), PACKETS, 0.5)?;
+    // Ingress: a sink in each cgroup.
+    let t_addr = SocketAddr::from((lab.ctr_ip, 9003));
+    let s_addr = SocketAddr::from((lab.ctr_ip, 9004));
+    let t_sink = udp::Sink::start(lab.target(), t_addr)?;
+    let s_sink = udp::Sink::start(lab.sibling(), s_addr)?;
+    let to_target = udp::send_background(lab.peer(), t_addr, 12, PACKETS, INTERVAL_US)?;
+    udp::send(lab.peer(), s_addr, 13, PACKETS, INTERVAL_US)?;
+    to_target.wait_with_output()?;
+    let (t, s) = (t_sink.finish()?, s_sink.finish()?);
+    end(run)?;
+    anyhow::ensure!(
+        lost(&s, 13, PACKETS) == 0,
+        "the sibling lost {} received packets",
+        lost(&s, 13, PACKETS)
+    );
+    check_rate("target ingress loss beside the sibling", lost(&t, 12, PACKETS), PACKETS, 0.5)?;
+    Ok(())
+}
+
+pub fn cidr_and_port_filters(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let a = SocketAddr::from((lab.peer_ip, 9010));
+    let b = SocketAddr::from((lab.peer_ip, 9011));
+    let cases: &[(&[&str], u64, u64)] = &[
+        // (filter flags, expected loss to port 9010, to port 9011)
+        (&["--port", "9010"], PACKETS, 0),
+        (&["--cidr", "10.77.0.2/32", "--protocol", "udp"], PACKETS, PACKETS),
+        (&["--cidr", "10.78.0.0/16"], 0, 0),
+        (&["--cidr", "10.77.0.0/24", "--port", "9011", "--protocol", "udp"], 0, PACKETS),
+        (&["--protocol", "tcp"], 0, 0),
+    ];
+    for (filters, want_a, want_b) in cases {
+        let mut args = vec!["--direction", "egress", "--percent", "100", "--duration", "60s"];
+        args.extend_from_slice(filters);
+        let run = attack(&lab, &args)?;
+        let sink_a = udp::Sink::start(lab.peer(), a)?;
+        let sink_b = udp::Sink::start(lab.peer(), b)?;
+        let n = 500;
+        udp::send(lab.target(), a, 20, n, INTERVAL_US)?;
+        udp::send(lab.target(), b, 21, n, INTERVAL_US)?;
+        let (pa, pb) = (sink_a.finish()?, sink_b.finish()?);
+        end(run)?;
+        let (la, lb) = (lost(&pa, 20, n), lost(&pb, 21, n));
+        let scale = |w: u64| w * n / PACKETS;
+        anyhow::ensure!(
+            la == scale(*want_a) && lb == scale(*want_b),
+            "filters {filters:?}: lost {la} to :9010 and {lb} to :9011, expected {} and {}",
+            scale(*want_a),
+            scale(*want_b)
+        );
+    }
+    Ok(())
+}
+
+pub fn ping_reports_the_loss(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let run = attack(&lab, &["--direction", "egress", "--percent", "50", "--duration", "60s"])?;
+    let count = 1000u64;
+    let mut ping = Command::new("ping");
+    ping.args(["-n", "-q", "-c", &count.to_string(), "-i", "0.002", "-W", "1"]).arg(lab.peer_ip.to_string());
+    ping.stdout(std::process::Stdio::piped());
+    let out = lab.target().spawn(&mut ping)?.wait_with_output()?;
+    end(run)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "2000 packets transmitted, 1012 received, 49.4% packet loss, time ..."
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| anyhow::anyhow!("ping said: {text}"))?;
+    let num = |word: &str| -> Option<u64> {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        words.iter().position(|w| *w == word).and_then(|i| words.get(i - 1)?.parse().ok())
+    };
+    let (tx, rx) = (num("packets").unwrap_or(0), num("received").unwrap_or(0));
+    // Re-sending (as on ENOBUFS) would show as more transmitted or no loss.
+    anyhow::ensure!(tx == count, "ping transmitted {tx}, not {count}: {line}");
+    check_rate("loss reported by ping", tx - rx, tx, 0.5)
+}
+
+pub fn tcp_recovers_by_retransmission(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let addr = SocketAddr::from((lab.peer_ip, 9020));
+    let bytes = 4 << 20;
+    let run = attack(&lab, &["--direction", "egress", "--percent", "10", "--duration", "120s"])?;
+    let sink = tcp::Sink::start(lab.peer(), addr)?;
+    let transfer = tcp::send(lab.target(), addr, bytes)?;
+    let received = sink.bytes()?;
+    let end = end(run)?;
+    anyhow::ensure!(received == bytes, "the receiver got {received} of {bytes} bytes");
+    anyhow::ensure!(transfer.retrans > 0, "no retransmissions at 10% loss: the loss was not network-like");
+    let dropped = end["counters"]["egress_dropped"].as_u64().unwrap_or(0);
+    anyhow::ensure!(dropped > 0, "chaos dropped nothing");
+    eprint!(
+        "[{} MB in {:.1}s, {} retransmissions, {dropped} drops] ",
+        bytes >> 20,
+        transfer.seconds,
+        transfer.retrans
+    );
+    Ok(())
+}
