@@ -124,12 +124,11 @@ fn stop_one(
             tracing::info!(
                 attack = %s.attack.id,
                 inert_us = s.inert_after.as_micros() as u64,
-                "stopped ({}): egress {}/{} dropped, ingress {}/{} dropped",
+                "stopped ({}): injected into {} of {} matching events; {} after the kernel deadline",
                 reason.label(),
-                s.counters.egress_dropped,
-                s.counters.egress_matched,
-                s.counters.ingress_dropped,
-                s.counters.ingress_matched,
+                s.counters.injected,
+                s.counters.matched,
+                s.counters.expired,
             );
             stopped.push(s);
         }
@@ -147,14 +146,12 @@ fn draw(injector: &Injector, running: &[Running]) {
         let c = injector.counters(r).unwrap_or_default();
         let elapsed = r.started.elapsed().min(r.attack.duration);
         line += &format!(
-            "{} {}/{}  egress {}/{} dropped  ingress {}/{} dropped   ",
+            "{} {}/{}  injected {} of {}   ",
             r.attack.id,
             format_duration(Duration::from_secs(elapsed.as_secs())),
             format_duration(r.attack.duration),
-            c.egress_dropped,
-            c.egress_matched,
-            c.ingress_dropped,
-            c.ingress_matched
+            c.injected,
+            c.matched,
         );
     }
     eprint!("\r\x1b[K{line}");

@@ -54,13 +54,7 @@ impl Events {
     pub fn end(&self, stopped: &Stopped, reason: &str) {
         let mut fields = attack_fields(&stopped.attack);
         fields["reason"] = json!(reason);
-        fields["counters"] = json!({
-            "egress_matched": stopped.counters.egress_matched,
-            "egress_dropped": stopped.counters.egress_dropped,
-            "ingress_matched": stopped.counters.ingress_matched,
-            "ingress_dropped": stopped.counters.ingress_dropped,
-            "expired": stopped.counters.expired,
-        });
+        fields["counters"] = json!(stopped.counters);
         fields["inert_after_us"] = json!(stopped.inert_after.as_micros() as u64);
         fields["detached_after_us"] = json!(stopped.detached_after.as_micros() as u64);
         self.emit(if reason == "deadline" { "stop" } else { "abort" }, fields);

@@ -34,6 +34,7 @@ use crate::{
     },
     attack::{Attack, Mechanism},
     clock::monotonic_ns,
+    counters::Counters,
     ebpf::{self, describe},
     error::{Error, Result},
     faults::Fault,
@@ -62,7 +63,7 @@ pub struct Running {
 #[derive(Debug)]
 pub struct Stopped {
     pub attack: Attack,
-    pub counters: NetCounters,
+    pub counters: Counters,
     /// From the stop call to the rule deleted (the fault inert).
     pub inert_after: Duration,
     /// From the stop call to every attachment released.
@@ -161,17 +162,18 @@ impl Injector {
     }
 
     /// Counters of a running attack, summed over CPUs.
-    pub fn counters(&self, running: &Running) -> Result<NetCounters> {
+    pub fn counters(&self, running: &Running) -> Result<Counters> {
         let map: PerCpuArray<&MapData, NetCounters> = self.map(net::COUNTERS)?;
         let values = map.get(&running.slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
-        Ok(values.iter().fold(NetCounters::default(), |mut sum, c| {
+        let sum = values.iter().fold(NetCounters::default(), |mut sum, c| {
             sum.egress_matched += c.egress_matched;
             sum.egress_dropped += c.egress_dropped;
             sum.ingress_matched += c.ingress_matched;
             sum.ingress_dropped += c.ingress_dropped;
             sum.expired += c.expired;
             sum
-        }))
+        });
+        Ok(sum.into())
     }
 
     fn map<'a, T: TryFrom<&'a aya::maps::Map>>(&'a self, name: &str) -> Result<T> {

@@ -14,6 +14,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod controller;
+pub mod counters;
 pub mod ebpf;
 pub mod error;
 pub mod events;
