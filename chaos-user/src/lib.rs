@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod faults;
 pub mod injector;
+pub mod plan;
 pub mod recover;
 pub mod session;
 pub mod signals;

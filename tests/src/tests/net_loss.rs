@@ -29,7 +29,9 @@ pub fn attack(lab: &Lab, extra: &[&str]) -> anyhow::Result<ChaosRun> {
 pub fn end(run: ChaosRun) -> anyhow::Result<serde_json::Value> {
     run.signal(libc::SIGTERM);
     let ended = run.wait(Duration::from_secs(20))?;
-    ended.event("abort").or(ended.event("stop")).cloned().ok_or_else(|| anyhow::anyhow!("no end event"))
+    ended.event("abort").or(ended.event("stop")).cloned().ok_or_else(|| {
+        anyhow::anyhow!("no end event (exit {:?}); chaos said:\n{}", ended.status, ended.stderr)
+    })
 }
 
 fn lost(packets: &[udp::Packet], tag: u32, sent: u64) -> u64 {
