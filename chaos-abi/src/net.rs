@@ -2,10 +2,7 @@
 
 /// `HashMap<u64 /* cgroup id */, NetRule>`.
 pub const RULES: &str = "NET_RULES";
-/// `Array<u32>` with one entry: bit `n` is set when some rule targets a
-/// cgroup at level `n` (see `chaos_abi::cgroup::MAX_LEVEL`). Untargeted
-/// traffic then costs one ancestor lookup per level in use (usually one),
-/// not one per possible level.
+/// `Array<cgroup::Levels>` with one entry: the levels of [`RULES`]' keys.
 pub const LEVELS: &str = "NET_LEVELS";
 /// `PerCpuArray<NetCounters>`, indexed by [`NetRule::slot`].
 pub const COUNTERS: &str = "NET_COUNTERS";

@@ -1,21 +1,29 @@
 //! Rule lookup by cgroup ancestry.
 
 use aya_ebpf::maps::HashMap;
-use chaos_abi::cgroup::MAX_LEVEL;
+use chaos_abi::cgroup::{Levels, MAX_LEVEL};
 
 /// The rule of the deepest targeted ancestor of a cgroup, so that a rule on
 /// a child overrides one on its parent.
 ///
-/// `levels` has bit `n` set when some rule targets a cgroup at level `n`;
 /// `ancestor(n)` returns the id of the ancestor at level `n` (0 when the
 /// cgroup is shallower), as `bpf_skb_ancestor_cgroup_id` and
-/// `bpf_get_current_ancestor_cgroup_id` do. The loop is bounded by
-/// `MAX_LEVEL` for the verifier; untargeted levels cost one bit test.
+/// `bpf_get_current_ancestor_cgroup_id` do. The walk starts at the deepest
+/// targeted level, so a single target costs one ancestor lookup and one
+/// hash lookup; the bound on `deepest` lets the verifier see the loop end.
 #[inline(always)]
-pub fn find_rule<V>(rules: &HashMap<u64, V>, levels: u32, ancestor: impl Fn(i32) -> u64) -> Option<&V> {
-    let mut level = MAX_LEVEL as i32;
+pub fn find_rule<'a, V>(
+    rules: &'a HashMap<u64, V>,
+    levels: &Levels,
+    ancestor: impl Fn(i32) -> u64,
+) -> Option<&'a V> {
+    if levels.deepest > MAX_LEVEL {
+        return None;
+    }
+    let mask = levels.mask;
+    let mut level = levels.deepest as i32;
     while level >= 0 {
-        if levels & (1 << level) != 0 {
+        if mask & (1 << level) != 0 {
             let id = ancestor(level);
             if id != 0 {
                 // SAFETY: rules are only ever replaced whole by the loader

@@ -4,7 +4,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
-use chaos_abi::net::{MAX_RULES, MAX_SLOTS, NetCounters, NetRule};
+use chaos_abi::{
+    cgroup::Levels,
+    net::{MAX_RULES, MAX_SLOTS, NetCounters, NetRule},
+};
 
 /// `chaos_abi::net::RULES`: network rules keyed by target cgroup id.
 #[map]
@@ -12,7 +15,7 @@ pub static NET_RULES: HashMap<u64, NetRule> = HashMap::with_max_entries(MAX_RULE
 
 /// `chaos_abi::net::LEVELS`: which cgroup levels carry a network rule.
 #[map]
-pub static NET_LEVELS: Array<u32> = Array::with_max_entries(1, 0);
+pub static NET_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
 
 /// `chaos_abi::net::COUNTERS`: per-CPU counters, one slot per attack.
 #[map]

@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! chaos-integration [--json] [--list] [FILTER...]
-//! chaos-integration helper <udp-sink|udp-source|tcp-sink|tcp-source> ...
+//! chaos-integration helper <udp-sink|udp-source|udp-flood|tcp-sink|tcp-source> ...
+//! chaos-integration bench [net]
 //! ```
 
+mod bench;
 mod fixtures;
 mod harness;
 mod helpers;
@@ -21,8 +23,10 @@ mod tests;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("helper") {
-        return helpers::main(&args[1..]);
+    match args.first().map(String::as_str) {
+        Some("helper") => return helpers::main(&args[1..]),
+        Some("bench") => return bench::main(&args[1..]),
+        _ => {}
     }
     harness::main(&args, tests::ALL)
 }

@@ -26,10 +26,10 @@ pub enum Verdict {
 #[inline(always)]
 pub fn decide(ctx: &impl EbpfContext, dir: u8) -> Verdict {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
-    let Some(levels) = NET_LEVELS.get(0).copied() else {
+    let Some(levels) = NET_LEVELS.get(0) else {
         return Verdict::Pass;
     };
-    if levels == 0 {
+    if levels.mask == 0 {
         return Verdict::Pass;
     }
     // SAFETY: the helper only reads the skb the kernel handed us.

@@ -10,17 +10,10 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
-#[group(id = "target", required = true, multiple = false)]
+#[group(skip)]
 pub struct TargetArgs {
-    /// The cgroup v2 directory to attack, with everything below it: a path
-    /// under the cgroup2 mount (/sys/fs/cgroup/system.slice/nginx.service)
-    /// or relative to it (/system.slice/nginx.service).
-    #[arg(long, value_name = "PATH", group = "target")]
-    pub cgroup: Option<PathBuf>,
-
-    /// Attack the cgroup that process PID is in (and everything below it).
-    #[arg(long, value_name = "PID", group = "target")]
-    pub pid: Option<i32>,
+    #[command(flatten)]
+    pub select: Select,
 
     /// Allow the root cgroup or PID 1's cgroup as a target (that is the
     /// whole host).
@@ -28,11 +21,26 @@ pub struct TargetArgs {
     pub allow_host: bool,
 }
 
+/// Exactly one of --cgroup, --pid.
+#[derive(Debug, Args)]
+#[group(id = "target", required = true, multiple = false)]
+pub struct Select {
+    /// The cgroup v2 directory to attack, with everything below it: a path
+    /// under the cgroup2 mount (/sys/fs/cgroup/system.slice/nginx.service)
+    /// or relative to it (/system.slice/nginx.service).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+
+    /// Attack the cgroup that process PID is in (and everything below it).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<i32>,
+}
+
 impl TargetArgs {
     pub fn resolve(&self) -> Result<Target> {
         let fs = CgroupFs::discover()?;
         let allow = AllowHost(self.allow_host);
-        match (&self.cgroup, self.pid) {
+        match (&self.select.cgroup, self.select.pid) {
             (Some(path), _) => fs.resolve_path(path, allow),
             (None, Some(pid)) => fs.resolve_pid(std::path::Path::new("/proc"), pid, allow),
             (None, None) => unreachable!("clap requires one of --cgroup, --pid"),

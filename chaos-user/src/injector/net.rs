@@ -15,7 +15,7 @@ use aya::{
     util::nr_cpus,
 };
 use chaos_abi::{
-    cgroup::MAX_LEVEL,
+    cgroup::{Levels, MAX_LEVEL},
     net::{self, NetCounters, NetRule},
 };
 
@@ -157,10 +157,9 @@ impl Net {
     }
 
     fn write_levels(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let mask =
-            self.level_users.iter().enumerate().filter(|(_, n)| **n > 0).fold(0u32, |m, (l, _)| m | 1 << l);
-        let mut levels: Array<&mut MapData, u32> = map_mut(ebpf, net::LEVELS)?;
-        levels.set(0, &mask, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
+        let value = Levels::from_users(&self.level_users);
+        let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, net::LEVELS)?;
+        levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
     }
 
     fn attach_egress(

@@ -18,6 +18,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("udp-sink") => udp::sink(&args[1..]),
         Some("udp-source") => udp::source(&args[1..]),
+        Some("udp-flood") => udp::flood(&args[1..]),
         Some("tcp-sink") => tcp::sink(&args[1..]),
         Some("tcp-source") => tcp::source(&args[1..]),
         other => Err(anyhow::anyhow!("unknown helper {other:?}")),

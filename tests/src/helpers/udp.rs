@@ -82,6 +82,38 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `udp-flood --to ADDR:PORT --seconds S`: send small datagrams as fast as
+/// one core can for S seconds; print `{"sent": N, "seconds": S}`. The
+/// sender's rate is bounded by the per-packet cost of the whole transmit
+/// path, tc hooks included, so it measures what a hook adds per packet.
+pub fn flood(args: &[String]) -> anyhow::Result<()> {
+    let to: SocketAddr = arg(args, "--to")?;
+    let seconds: f64 = arg(args, "--seconds")?;
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(to)?;
+    let buf = [0u8; 18]; // 64-byte frames: 14 + 20 + 8 + 18 + 4 (FCS)
+    let start = Instant::now();
+    let limit = Duration::from_secs_f64(seconds);
+    let mut sent = 0u64;
+    while start.elapsed() < limit {
+        for _ in 0..256 {
+            if sock.send(&buf).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    println!("{}", json!({ "sent": sent, "seconds": start.elapsed().as_secs_f64() }));
+    Ok(())
+}
+
+/// Run a `udp-flood` and return packets per second.
+pub fn flood_rate(place: Place<'_>, to: SocketAddr, seconds: f64) -> anyhow::Result<f64> {
+    let mut cmd =
+        command("udp-flood", &["--to".into(), to.to_string(), "--seconds".into(), seconds.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(place.output(&mut cmd)?.trim())?;
+    Ok(v["sent"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0))
+}
+
 /// One received datagram.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet {

@@ -1,0 +1,206 @@
+//! net-loss: what the programs cost traffic they do not target, and how
+//! fast a fault starts and ends.
+//!
+//! 1. Untargeted throughput: a process in the *sibling* cgroup sends over
+//!    the veth while the target cgroup (same namespace, same device) is
+//!    under 50% egress + ingress loss, so every sibling packet runs the
+//!    egress classifier and finds no rule. Small UDP datagrams as fast as
+//!    one core can send (per-packet cost dominates: ns/packet added), and a
+//!    TCP bulk transfer with iperf3 (throughput).
+//! 2. Start latency: from spawning `chaos attack` to the first datagram
+//!    lost, for a target streaming one datagram per 100 µs.
+//! 3. Stop latency: from SIGTERM to the last datagram lost, and the
+//!    injector's own measure (rule deleted, `inert_after_us`).
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use chaos::clock::monotonic_ns;
+
+use super::median;
+use crate::{
+    fixtures::{lab::Lab, runner::ChaosRun},
+    helpers::udp,
+};
+
+const ROUNDS: usize = 5;
+
+pub fn run() -> anyhow::Result<()> {
+    let lab = Lab::new()?;
+    println!("net-loss benchmarks, {ROUNDS} alternating rounds each, medians\n");
+    untargeted(&lab)?;
+    latency(&lab)?;
+    Ok(())
+}
+
+fn attack(lab: &Lab) -> anyhow::Result<ChaosRun> {
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "net-loss",
+        "--cgroup",
+        &lab.target.rel,
+        "--percent",
+        "50",
+        "--duration",
+        "10m",
+    ])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    Ok(run)
+}
+
+fn stop(run: ChaosRun) -> anyhow::Result<serde_json::Value> {
+    run.signal(libc::SIGTERM);
+    let ended = run.wait(Duration::from_secs(20))?;
+    ended.event("abort").cloned().ok_or_else(|| anyhow::anyhow!("no abort event: {}", ended.stderr))
+}
+
+fn iperf_gbps(lab: &Lab, seconds: u32) -> anyhow::Result<f64> {
+    let mut cmd = Command::new("iperf3");
+    cmd.args(["-c", &lab.peer_ip.to_string(), "-t", &seconds.to_string(), "-J"]);
+    let out = lab.sibling().output(&mut cmd)?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("iperf3 said {out}"))?;
+    Ok(bps / 1e9)
+}
+
+/// An empty TCX egress program on the ctr device: the cost of having any
+/// tc egress hook at all, to tell it apart from what chaos's program adds.
+fn noop_hook(lab: &Lab) -> anyhow::Result<aya::Ebpf> {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use aya::programs::{SchedClassifier, TcAttachType, tc::TcAttach};
+    let mut ebpf = chaos::ebpf::load_capabilities()?;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut("probe_sched_cls")
+        .ok_or_else(|| anyhow::anyhow!("no probe_sched_cls"))?
+        .try_into()?;
+    prog.load()?;
+    let path = std::path::PathBuf::from(lab.ctr.path());
+    let netns = chaos::attach::netns::Netns { inode: std::fs::metadata(&path)?.ino(), path };
+    let dev = std::ffi::CString::new(lab.ctr_dev.clone())?;
+    netns.run(|| {
+        prog.attach(
+            dev.as_c_str(),
+            TcAttach::Tcx { attach_type: TcAttachType::Egress, order: Default::default() },
+        )
+    })??;
+    Ok(ebpf)
+}
+
+fn untargeted(lab: &Lab) -> anyhow::Result<()> {
+    let flood_to = SocketAddr::from((lab.peer_ip, 9200));
+    let have_iperf = Command::new("iperf3").arg("--version").output().is_ok();
+    let mut server = if have_iperf {
+        let mut cmd = Command::new("iperf3");
+        cmd.args(["-s", "-B", &lab.peer_ip.to_string()]).stdout(std::process::Stdio::null());
+        Some(lab.peer().spawn(&mut cmd)?)
+    } else {
+        None
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut pps_base, mut pps_with, mut gbps_base, mut gbps_with) = (vec![], vec![], vec![], vec![]);
+    let mut pps_noop = vec![];
+    for _ in 0..ROUNDS {
+        pps_base.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
+        if have_iperf {
+            gbps_base.push(iperf_gbps(lab, 3)?);
+        }
+        let hook = noop_hook(lab)?;
+        pps_noop.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
+        drop(hook);
+        let run = attack(lab)?;
+        pps_with.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
+        if have_iperf {
+            gbps_with.push(iperf_gbps(lab, 3)?);
+        }
+        stop(run)?;
+    }
+    if let Some(s) = server.as_mut() {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let (b, n, w) = (median(pps_base), median(pps_noop), median(pps_with));
+    println!("untargeted traffic (sibling cgroup, same device) with the target under attack");
+    println!("{:<38} {:>12} {:>12} {:>12} {:>8}", "metric", "no hook", "empty TCX", "chaos", "ratio");
+    println!(
+        "{:<38} {:>12.0} {:>12.0} {:>12.0} {:>8.3}",
+        "UDP 64-byte frames/s (one sender)",
+        b,
+        n,
+        w,
+        w / b
+    );
+    println!(
+        "{:<38} {:>12} {:>12.1} {:>12.1} {:>8}",
+        "ns added per packet vs no hook",
+        "",
+        (1.0 / n - 1.0 / b) * 1e9,
+        (1.0 / w - 1.0 / b) * 1e9,
+        ""
+    );
+    if have_iperf {
+        let (gb, gw) = (median(gbps_base), median(gbps_with));
+        println!("{:<38} {:>12.2} {:>12} {:>12.2} {:>8.3}", "TCP Gbit/s (iperf3, 3 s)", gb, "", gw, gw / gb);
+    } else {
+        println!("(iperf3 not installed: TCP throughput skipped)");
+    }
+    println!("ratio = chaos / no hook; goal >= 0.98\n");
+    Ok(())
+}
+
+fn latency(lab: &Lab) -> anyhow::Result<()> {
+    let addr = SocketAddr::from((lab.peer_ip, 9201));
+    let (mut start_ms, mut stop_ms, mut inert_us) = (vec![], vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let sink = udp::Sink::start(lab.peer(), addr)?;
+        let count = 20_000u64; // 2 s at 100 µs
+        let sender = udp::send_background(lab.target(), addr, 3, count, 100)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let spawned = monotonic_ns();
+        let run = attack(lab)?;
+        std::thread::sleep(Duration::from_millis(700));
+        let signalled = monotonic_ns();
+        let end = stop(run)?;
+        sender.wait_with_output()?;
+        let packets = sink.finish()?;
+        let mut got: Vec<(u64, u64)> =
+            packets.iter().filter(|p| p.tag == 3).map(|p| (p.seq, p.sent_ns)).collect();
+        got.sort();
+        // Lost datagrams, with send times interpolated from their neighbours
+        // (the sender keeps a 100 µs schedule).
+        let mut lost_times = Vec::new();
+        for w in got.windows(2) {
+            for missing in w[0].0 + 1..w[1].0 {
+                let frac = (missing - w[0].0) as f64 / (w[1].0 - w[0].0) as f64;
+                lost_times.push(w[0].1 as f64 + frac * (w[1].1 - w[0].1) as f64);
+            }
+        }
+        let first = lost_times.first().copied().unwrap_or(f64::NAN);
+        let last = lost_times.last().copied().unwrap_or(f64::NAN);
+        start_ms.push((first - spawned as f64) / 1e6);
+        stop_ms.push((last - signalled as f64) / 1e6);
+        inert_us.push(end["inert_after_us"].as_f64().unwrap_or(f64::NAN));
+    }
+    println!("fault start and end (target streams a datagram every 100 µs)");
+    println!("{:<52} {:>10} {:>8}", "metric", "median", "goal");
+    println!(
+        "{:<52} {:>8.1}ms {:>8}",
+        "spawn `chaos attack` -> first datagram lost",
+        median(start_ms),
+        "< 100ms"
+    );
+    println!(
+        "{:<52} {:>8.2}ms {:>8}",
+        "SIGTERM -> last datagram lost (<= 0: none after)",
+        median(stop_ms),
+        "< 5ms"
+    );
+    println!(
+        "{:<52} {:>8.0}us {:>8}",
+        "stop -> rule deleted (injector, inert_after_us)",
+        median(inert_us),
+        "< 5ms"
+    );
+    Ok(())
+}
