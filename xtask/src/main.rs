@@ -6,8 +6,11 @@
 mod bench;
 mod build;
 mod demo;
+mod kernels;
+mod matrix;
 mod summary;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,9 +27,14 @@ enum Task {
     /// Run the demo: a sandboxed service, an experiment against it, a
     /// verdict; the sandbox is removed afterwards.
     Demo(demo::Args),
-    /// The whole test suite: lints, unit tests, integration tests on this
-    /// kernel (and in VMs); ends with `N passed, N failed, N skipped`.
+    /// The whole test suite: lints, unit tests, and the integration tests
+    /// on this kernel and in VMs on Debian's 6.1 and 6.12 kernels; ends with
+    /// a table (a row per kernel) and `N passed, N failed, N skipped`.
     Test(test::Args),
+    /// Boot a VM on one of Debian's kernels and run a command in it (by
+    /// default `chaos doctor`), e.g. `./x vm --kernel debian-6.1 -- chaos
+    /// doctor`.
+    Vm(vm::Args),
     /// Build the release binaries (target/release/chaos and the test runner).
     Build,
     /// Benchmarks: tables of ratios against a baseline measured in the same
@@ -41,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.task {
         Task::Demo(a) => demo::run(a),
         Task::Test(a) => test::run(a),
+        Task::Vm(a) => vm::run_task(a),
         Task::Build => build::release().map(|_| true),
         Task::Bench(a) => bench::run(a),
         Task::Setup => Ok(true),

@@ -32,11 +32,13 @@ impl fmt::Display for Counts {
 }
 
 /// Results per section (e.g. `lint`, `unit`, `host-6.18`, `debian-6.1`),
-/// with how long each took.
+/// with how long each took, and every failure with its reason.
 #[derive(Default)]
 pub struct Summary {
     pub sections: BTreeMap<String, (Counts, f64)>,
     order: Vec<String>,
+    notes: BTreeMap<String, String>,
+    failures: Vec<(String, String, String)>,
 }
 
 impl Summary {
@@ -49,6 +51,16 @@ impl Summary {
         entry.1 += seconds;
     }
 
+    /// A failure to list at the end: (section, what, why).
+    pub fn fail(&mut self, section: &str, what: &str, why: &str) {
+        self.failures.push((section.to_owned(), what.to_owned(), why.to_owned()));
+    }
+
+    /// A remark shown beside the section's row (e.g. the exact kernel).
+    pub fn note(&mut self, section: &str, note: &str) {
+        self.notes.insert(section.to_owned(), note.to_owned());
+    }
+
     pub fn total(&self) -> Counts {
         let mut t = Counts::default();
         for (c, _) in self.sections.values() {
@@ -58,13 +70,51 @@ impl Summary {
     }
 
     pub fn print(&self) {
+        if !self.failures.is_empty() {
+            println!("\nfailures:");
+            for (section, what, why) in &self.failures {
+                println!("  [{section}] {what}");
+                for line in why.lines() {
+                    println!("      {line}");
+                }
+            }
+        }
         println!("\n{:<14} {:>7} {:>7} {:>8} {:>9}", "section", "passed", "failed", "skipped", "seconds");
         for name in &self.order {
             let (c, s) = self.sections[name];
-            println!("{name:<14} {:>7} {:>7} {:>8} {s:>9.1}", c.passed, c.failed, c.skipped);
+            let note = self.notes.get(name).map(|n| format!("  {n}")).unwrap_or_default();
+            println!("{name:<14} {:>7} {:>7} {:>8} {s:>9.1}{note}", c.passed, c.failed, c.skipped);
         }
         println!("\n{}", self.total());
     }
+}
+
+/// One line of `chaos-integration --json`.
+#[derive(serde::Deserialize, Debug, PartialEq)]
+pub struct TestResult {
+    pub test: String,
+    pub outcome: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// A result line, also when something else was written to the same stream
+/// just before it without a newline (a VM merges the runner's stdout and
+/// stderr into one stream).
+pub fn parse_result(line: &str) -> Option<TestResult> {
+    let start = line.find('{')?;
+    serde_json::from_str(&line[start..]).ok()
+}
+
+/// The runner's closing line `N passed, N failed, N skipped`.
+pub fn parse_closing_line(line: &str) -> Option<Counts> {
+    let mut parts = line.trim().split(", ");
+    let mut num = |word: &str| -> Option<usize> {
+        let (n, w) = parts.next()?.split_once(' ')?;
+        if w == word { n.parse().ok() } else { None }
+    };
+    let c = Counts { passed: num("passed")?, failed: num("failed")?, skipped: num("skipped")? };
+    parts.next().is_none().then_some(c)
 }
 
 /// Parse libtest's `test result: ok. 12 passed; 0 failed; 1 ignored; ...`
@@ -97,5 +147,21 @@ mod tests {
         let out = "running 3 tests\n...\ntest result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
                    test result: FAILED. 5 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out\n";
         assert_eq!(parse_libtest(out), Counts { passed: 8, failed: 2, skipped: 1 });
+    }
+
+    #[test]
+    fn parses_runner_lines() {
+        let json = r#"{"detail":"x","outcome":"skipped","seconds":0.1,"test":"a::b"}"#;
+        let want = TestResult { test: "a::b".into(), outcome: "skipped".into(), detail: "x".into() };
+        assert_eq!(parse_result(json), Some(want));
+        let after_partial = format!("[last loss -0.3 ms] {json}");
+        assert_eq!(parse_result(&after_partial).unwrap().test, "a::b");
+        assert_eq!(parse_result("test a::b ... ok (0.1s)"), None);
+        assert_eq!(
+            parse_closing_line("14 passed, 2 failed, 1 skipped"),
+            Some(Counts { passed: 14, failed: 2, skipped: 1 })
+        );
+        assert_eq!(parse_closing_line("running 17 integration tests"), None);
+        assert_eq!(parse_closing_line("1 passed, 0 failed, 0 skipped, 3 more"), None);
     }
 }
