@@ -11,6 +11,8 @@
 #![no_std]
 
 pub mod cgroup;
+pub mod clock;
+pub mod io;
 pub mod net;
 
 /// Implement `aya::Pod` for ABI types when building the loader.

@@ -1,4 +1,8 @@
 //! Network faults: one [`NetRule`] per target cgroup, counters per slot.
+//!
+//! A rule carries every effect of one attack (loss, delay with jitter, rate,
+//! duplication, corruption, reordering), as one netem instance does; the eBPF
+//! side evaluates them only after a packet matched the rule.
 
 /// `HashMap<u64 /* cgroup id */, NetRule>`.
 pub const RULES: &str = "NET_RULES";
@@ -11,6 +15,18 @@ pub const COUNTERS: &str = "NET_COUNTERS";
 pub const MAX_RULES: u32 = 1024;
 /// Number of counter slots (one per attack in a run).
 pub const MAX_SLOTS: u32 = 64;
+/// `Array<u64>` indexed by [`NetRule::slot`]: the rate limiter's virtual
+/// clock (`bpf_ktime_get_ns()` at which the last scheduled byte leaves).
+pub const RATE_CLOCKS: &str = "NET_RATE_CLOCKS";
+/// `Array<i32>` of [`JITTER_TABLE_SIZE`] entries: quantiles of the standard
+/// normal distribution at `(i + 0.5) / JITTER_TABLE_SIZE`, scaled by
+/// 2^[`JITTER_TABLE_SHIFT`]; written once by the loader.
+pub const JITTER_TABLE: &str = "NET_JITTER_TABLE";
+/// Entries of [`JITTER_TABLE`]; a power of two so that a random index is a
+/// mask.
+pub const JITTER_TABLE_SIZE: u32 = 4096;
+/// Fixed-point scale of [`JITTER_TABLE`] entries.
+pub const JITTER_TABLE_SHIFT: u32 = 16;
 
 /// [`NetRule::directions`] bit: packets the target sends.
 pub const DIR_EGRESS: u8 = 1 << 0;
@@ -25,8 +41,31 @@ pub const FAMILY_V4: u32 = 2;
 pub const FAMILY_V6: u32 = 10;
 
 /// `loss_threshold` that drops every packet: `bpf_get_prandom_u32()` is
-/// always below 2^32.
+/// always below 2^32. The same scale serves every probability of a rule.
 pub const LOSS_ALWAYS: u64 = 1 << 32;
+
+/// [`NetRule::flags`]: packets get a departure time (delay, jitter, rate or
+/// reorder): the original is replaced by an orphaned clone that an fq qdisc
+/// on the device holds until then.
+pub const FLAG_SCHEDULE: u32 = 1 << 0;
+/// [`NetRule::flags`]: give each scheduled copy a flow hash of its own, so
+/// that fq treats it as a flow of one packet and releases it at its own time
+/// (jitter, reorder); without it a packet cannot leave before an earlier one
+/// of its flow.
+pub const FLAG_FLOW_PER_PACKET: u32 = 1 << 1;
+
+/// [`NetRule::distribution`]: jitter uniform in `[-jitter, +jitter]`.
+pub const DIST_UNIFORM: u32 = 0;
+/// [`NetRule::distribution`]: jitter normal with standard deviation
+/// `jitter`, from [`JITTER_TABLE`].
+pub const DIST_NORMAL: u32 = 1;
+
+/// Written to `__sk_buff->cb[0]` and `cb[1]` of a copy chaos sends with
+/// `bpf_clone_redirect`, so that the egress program recognises the copy when
+/// it comes through the device's egress again, clears the mark and lets it
+/// pass. An arbitrary 64-bit constant: `cb` of other packets holds what the
+/// IP layer left there, which never spells this.
+pub const COPY_MARK: [u32; 2] = [0xc4a0_5eed, 0x9e37_79b9];
 
 /// The peer a rule is limited to: the destination of egress packets, the
 /// source of ingress packets.
@@ -60,8 +99,29 @@ pub struct NetRule {
     pub protocol: u8,
     /// [`DIR_EGRESS`] | [`DIR_INGRESS`].
     pub directions: u8,
-    /// Index into [`COUNTERS`].
+    /// Index into [`COUNTERS`] and [`RATE_CLOCKS`].
     pub slot: u32,
+    /// [`FLAG_SCHEDULE`] | [`FLAG_FLOW_PER_PACKET`].
+    pub flags: u32,
+    /// Added to every scheduled packet's departure time (ns).
+    pub delay_ns: u64,
+    /// Uniform half-width or normal standard deviation (ns); 0 = none.
+    pub jitter_ns: u64,
+    /// Bandwidth limit in bits per second on the wire (`wire_len`); 0 =
+    /// none.
+    pub rate_bps: u64,
+    /// Drop a packet, rather than queue it, when it would leave the rate
+    /// limiter more than this long from now (ns).
+    pub rate_backlog_ns: u64,
+    /// Send an extra copy when `bpf_get_prandom_u32() < duplicate_threshold`.
+    pub duplicate_threshold: u64,
+    /// Flip a header bit of a copy when the roll is below this.
+    pub corrupt_threshold: u64,
+    /// Send a copy at once, past the delayed ones, when the roll is below
+    /// this (only with [`FLAG_SCHEDULE`]).
+    pub reorder_threshold: u64,
+    /// [`DIST_UNIFORM`] or [`DIST_NORMAL`].
+    pub distribution: u32,
     pub _pad: u32,
 }
 
@@ -80,11 +140,25 @@ pub struct NetCounters {
     /// Target packets that found the rule past its deadline and were passed
     /// untouched: proof that the kernel-side deadline ended the fault.
     pub expired: u64,
+    /// Egress packets any effect of the rule applied to (loss included).
+    pub egress_injected: u64,
+    /// Copies sent with a departure time in the future.
+    pub egress_delayed: u64,
+    /// Extra copies sent.
+    pub egress_duplicated: u64,
+    /// Copies sent with a flipped header bit.
+    pub egress_corrupted: u64,
+    /// Copies sent at once, ahead of the delayed ones.
+    pub egress_reordered: u64,
+    /// Packets dropped because the rate limiter's backlog was full.
+    pub egress_rate_dropped: u64,
+    /// Copies the device's qdisc refused (fq's packet limits).
+    pub egress_queue_dropped: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<NetPeer>() == 36);
-const _: () = assert!(core::mem::size_of::<NetRule>() == 64);
+const _: () = assert!(core::mem::size_of::<NetRule>() == 128);
 const _: () = assert!(core::mem::align_of::<NetRule>() == 8);
-const _: () = assert!(core::mem::size_of::<NetCounters>() == 40);
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 96);
 
 crate::pod!(NetRule, NetCounters);

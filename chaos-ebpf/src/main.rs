@@ -3,8 +3,26 @@
 //! packet or call passes unchanged.
 #![no_std]
 #![no_main]
+// io::fetch_add: one instruction of BPF inline assembly.
+#![feature(asm_experimental_arch)]
 
 mod cgroup;
+mod clock;
+mod clock_enter_gettime;
+mod clock_enter_gettimeofday;
+mod clock_enter_time;
+mod clock_exec;
+mod clock_exit;
+mod clock_fexit_gettime;
+mod clock_fexit_gettimeofday;
+mod clock_fexit_time;
+mod clock_libc_enter;
+mod clock_libc_enter_multi;
+mod clock_libc_return;
+mod clock_libc_return_multi;
+mod io;
+mod io_open;
+mod io_rw;
 mod maps;
 mod net;
 mod net_egress;

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use chaos_abi::{
     cgroup::Levels,
-    net::{MAX_RULES, MAX_SLOTS, NetCounters, NetRule},
+    net::{JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, NetCounters, NetRule},
 };
 
 /// `chaos_abi::net::RULES`: network rules keyed by target cgroup id.
@@ -20,3 +20,59 @@ pub static NET_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
 /// `chaos_abi::net::COUNTERS`: per-CPU counters, one slot per attack.
 #[map]
 pub static NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
+
+/// `chaos_abi::net::RATE_CLOCKS`: the rate limiter's clock, one per attack
+/// (shared by all CPUs: it is one link).
+#[map]
+pub static NET_RATE_CLOCKS: Array<u64> = Array::with_max_entries(MAX_SLOTS, 0);
+
+/// `chaos_abi::net::JITTER_TABLE`: standard normal quantiles for jitter.
+#[map]
+pub static NET_JITTER_TABLE: Array<i32> = Array::with_max_entries(JITTER_TABLE_SIZE, 0);
+
+/// `chaos_abi::io::RULES`: I/O rules keyed by target cgroup id.
+#[map]
+pub static IO_RULES: HashMap<u64, chaos_abi::io::IoRule> =
+    HashMap::with_max_entries(chaos_abi::io::MAX_RULES, 0);
+
+/// `chaos_abi::io::CONFIG`: levels, field offsets, calibration request.
+#[map]
+pub static IO_CONFIG: Array<chaos_abi::io::IoConfig> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::io::COUNTERS`: per-CPU counters, one slot per attack.
+#[map]
+pub static IO_COUNTERS: PerCpuArray<chaos_abi::io::IoCounters> =
+    PerCpuArray::with_max_entries(chaos_abi::io::MAX_SLOTS, 0);
+
+/// `chaos_abi::io::CALLS`: matching calls so far, per slot (atomic).
+#[map]
+pub static IO_CALLS: Array<u64> = Array::with_max_entries(chaos_abi::io::MAX_SLOTS, 0);
+
+/// `chaos_abi::io::CALIBRATION`: the inode of the loader's last
+/// calibration open.
+#[map]
+pub static IO_CALIBRATION: Array<chaos_abi::io::IoCalibration> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::clock::RULES`: clock rules keyed by target cgroup id.
+#[map]
+pub static CLOCK_RULES: HashMap<u64, chaos_abi::clock::ClockRule> =
+    HashMap::with_max_entries(chaos_abi::clock::MAX_RULES, 0);
+
+/// `chaos_abi::clock::CONFIG`: levels and `struct linux_binprm` offsets.
+#[map]
+pub static CLOCK_CONFIG: Array<chaos_abi::clock::ClockConfig> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::clock::COUNTERS`: per-CPU counters, one slot per attack.
+#[map]
+pub static CLOCK_COUNTERS: PerCpuArray<chaos_abi::clock::ClockCounters> =
+    PerCpuArray::with_max_entries(chaos_abi::clock::MAX_SLOTS, 0);
+
+/// `chaos_abi::clock::PENDING_SYSCALL`: clock system calls in flight.
+#[map]
+pub static CLOCK_PENDING_SYSCALL: LruHashMap<u64, chaos_abi::clock::ClockPending> =
+    LruHashMap::with_max_entries(chaos_abi::clock::MAX_PENDING, 0);
+
+/// `chaos_abi::clock::PENDING_LIBC`: C library clock calls in flight.
+#[map]
+pub static CLOCK_PENDING_LIBC: LruHashMap<u64, chaos_abi::clock::ClockPending> =
+    LruHashMap::with_max_entries(chaos_abi::clock::MAX_PENDING, 0);

@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     attack::{Attack, Mechanism},
+    clock::monotonic_ns,
     error::Result,
     events::Events,
     injector::{Injector, Running, Stopped},
@@ -45,25 +46,65 @@ pub fn run_parallel(
     attacks: Vec<(Attack, Mechanism)>,
     events: &Events,
     signals: &SignalWatch,
-    mut check: impl FnMut(&Injector, &[Running]) -> Option<String>,
+    check: impl FnMut(&Injector, &[Running]) -> Option<String>,
 ) -> Result<(EndReason, Vec<Stopped>)> {
+    let options = GroupOptions { status_line: true, quiet: false };
+    let (reason, ended) = run_group(injector, attacks, events, signals, options, check)?;
+    Ok((reason, ended.into_iter().map(|e| e.stopped).collect()))
+}
+
+/// How [`run_group`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupOptions {
+    /// Draw the one-line status on stderr when it is a terminal. Callers
+    /// that draw a view of their own (`chaos run`) turn it off.
+    pub status_line: bool,
+    /// Log starts and stops at debug level rather than info: for callers
+    /// that show them in a live view, which log lines would garble.
+    pub quiet: bool,
+}
+
+/// An attack that ended, and when its stop began.
+#[derive(Debug)]
+pub struct Ended {
+    pub stopped: Stopped,
+    /// CLOCK_MONOTONIC when the controller asked the injector to stop it;
+    /// plus `stopped.inert_after`, when the fault became inert. Lets a
+    /// caller measure from its own abort decision to the fault gone.
+    pub stop_called_ns: u64,
+}
+
+/// [`run_parallel`], with options, returning when each stop began.
+pub fn run_group(
+    injector: &mut Injector,
+    attacks: Vec<(Attack, Mechanism)>,
+    events: &Events,
+    signals: &SignalWatch,
+    options: GroupOptions,
+    mut check: impl FnMut(&Injector, &[Running]) -> Option<String>,
+) -> Result<(EndReason, Vec<Ended>)> {
     let mut running = Vec::new();
     let mut stopped = Vec::new();
     for (attack, mechanism) in attacks {
         match injector.start(attack, mechanism) {
             Ok(r) => {
                 events.start(&r);
-                tracing::info!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
+                if options.quiet {
+                    tracing::debug!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
+                } else {
+                    tracing::info!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
+                }
                 running.push(r);
             }
             Err(e) => {
                 // Roll back the ones already started, then report.
-                stop_all(injector, &mut running, &mut stopped, &EndReason::Abort(e.to_string()), events);
+                let why = EndReason::Abort(e.to_string());
+                stop_all(injector, &mut running, &mut stopped, &why, events, options.quiet);
                 return Err(e);
             }
         }
     }
-    let live = std::io::stderr().is_terminal();
+    let live = options.status_line && std::io::stderr().is_terminal();
     let mut reason = EndReason::Deadline;
     while !running.is_empty() {
         let next = running.iter().map(|r| r.started + r.attack.duration).min().expect("non-empty");
@@ -78,7 +119,7 @@ pub fn run_parallel(
                     running.into_iter().partition(|r| r.started + r.attack.duration <= now);
                 running = rest;
                 for r in due {
-                    stop_one(injector, r, &mut stopped, &EndReason::Deadline, events);
+                    stop_one(injector, r, &mut stopped, &EndReason::Deadline, events, options.quiet);
                 }
             }
             Wake::Tick => {}
@@ -94,43 +135,50 @@ pub fn run_parallel(
     if live {
         eprint!("\r\x1b[K");
     }
-    stop_all(injector, &mut running, &mut stopped, &reason, events);
+    stop_all(injector, &mut running, &mut stopped, &reason, events, options.quiet);
     Ok((reason, stopped))
 }
 
 fn stop_all(
     injector: &mut Injector,
     running: &mut Vec<Running>,
-    stopped: &mut Vec<Stopped>,
+    stopped: &mut Vec<Ended>,
     reason: &EndReason,
     events: &Events,
+    quiet: bool,
 ) {
     for r in running.drain(..) {
-        stop_one(injector, r, stopped, reason, events);
+        stop_one(injector, r, stopped, reason, events, quiet);
     }
 }
 
 fn stop_one(
     injector: &mut Injector,
     r: Running,
-    stopped: &mut Vec<Stopped>,
+    stopped: &mut Vec<Ended>,
     reason: &EndReason,
     events: &Events,
+    quiet: bool,
 ) {
     let attack = r.attack.clone();
+    let stop_called_ns = monotonic_ns();
     match injector.stop(r) {
         Ok(s) => {
             events.end(&s, &reason.label());
-            tracing::info!(
-                attack = %s.attack.id,
-                inert_us = s.inert_after.as_micros() as u64,
+            let msg = format!(
                 "stopped ({}): injected into {} of {} matching events; {} after the kernel deadline",
                 reason.label(),
                 s.counters.injected,
                 s.counters.matched,
                 s.counters.expired,
             );
-            stopped.push(s);
+            let inert_us = s.inert_after.as_micros() as u64;
+            if quiet {
+                tracing::debug!(attack = %s.attack.id, inert_us, "{msg}");
+            } else {
+                tracing::info!(attack = %s.attack.id, inert_us, "{msg}");
+            }
+            stopped.push(Ended { stopped: s, stop_called_ns });
         }
         Err(e) => tracing::error!(attack = %attack.id, "stopping failed: {e}; run `chaos recover`"),
     }

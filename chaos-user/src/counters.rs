@@ -40,13 +40,21 @@ impl From<chaos_abi::net::NetCounters> for Counters {
     fn from(c: chaos_abi::net::NetCounters) -> Self {
         Self {
             matched: c.egress_matched + c.ingress_matched,
-            injected: c.egress_dropped + c.ingress_dropped,
+            // Egress packets count once however many effects hit them;
+            // ingress has loss only.
+            injected: c.egress_injected + c.ingress_dropped,
             expired: c.expired,
             detail: BTreeMap::from([
                 ("egress_matched", c.egress_matched),
                 ("egress_dropped", c.egress_dropped),
                 ("ingress_matched", c.ingress_matched),
                 ("ingress_dropped", c.ingress_dropped),
+                ("egress_delayed", c.egress_delayed),
+                ("egress_duplicated", c.egress_duplicated),
+                ("egress_corrupted", c.egress_corrupted),
+                ("egress_reordered", c.egress_reordered),
+                ("egress_rate_dropped", c.egress_rate_dropped),
+                ("egress_queue_dropped", c.egress_queue_dropped),
             ]),
         }
     }

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | 0 | success: the attack ran to its end; `run`: the hypothesis held |
 //! | 1 | `run`: the hypothesis was violated |
-//! | 2 | aborted: by a signal, or by a safety condition (`run`) — every fault was rolled back |
+//! | 2 | aborted: by a signal, or by a safety condition (`run`: an abort condition, the maximum duration) — every fault was rolled back; `run` also when the steady state did not hold before injecting — nothing was injected |
 //! | 3 | invalid input or environment: bad flags or file, missing target, not root, missing kernel capability — nothing was injected |
 //! | 4 | the target is already under attack by another chaos process — nothing was injected |
 //! | 5 | internal or kernel error while injecting — what had been injected was rolled back |

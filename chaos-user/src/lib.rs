@@ -10,18 +10,24 @@
 
 pub mod attach;
 pub mod attack;
+pub mod btf;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod counters;
+pub mod demo;
 pub mod ebpf;
 pub mod error;
 pub mod events;
+pub mod experiment;
 pub mod faults;
 pub mod injector;
+pub mod metrics;
 pub mod plan;
+pub mod probes;
 pub mod recover;
+pub mod report;
 pub mod session;
 pub mod signals;
 pub mod state;

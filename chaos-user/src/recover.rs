@@ -9,7 +9,7 @@ use std::{fs, path::Path};
 use serde::Serialize;
 
 use crate::{
-    attach::{netns::Netns, tc},
+    attach::{netns::Netns, qdisc, tc},
     error::Result,
     state::{self, DirLock, Leftover},
 };
@@ -63,7 +63,14 @@ fn remove(leftover: &Leftover) -> String {
         },
         Leftover::Clsact { netns, ifname, .. } => match Netns::find(*netns) {
             None => return "gone".into(),
-            Some(ns) => tc::remove_clsact_if_unused(&ns, ifname),
+            Some(ns) => tc::remove_clsact_if_unused(&ns, ifname).map(drop),
+        },
+        Leftover::Qdisc { netns, ifname, before, .. } => match Netns::find(*netns) {
+            None => return "gone".into(),
+            Some(ns) => match qdisc::restore(&ns, ifname, before) {
+                Err(e) if qdisc::is_gone(&e.to_string()) => return "gone".into(),
+                other => other,
+            },
         },
     };
     match outcome {

@@ -2,7 +2,7 @@
 //! a deadline wakes at once when asked to stop.
 
 use std::{
-    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
     time::{Duration, Instant},
 };
 
@@ -13,7 +13,11 @@ use signal_hook::{
 
 pub struct SignalWatch {
     rx: Receiver<i32>,
+    tx: Sender<i32>,
 }
+
+/// Not a signal: sent by [`SignalWatch::waker`] to end a wait early.
+const WAKE: i32 = 0;
 
 /// Why a wait ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,6 +31,7 @@ impl SignalWatch {
     pub fn install() -> std::io::Result<Self> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let (tx, rx) = mpsc::channel();
+        let waker = tx.clone();
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             for sig in signals.forever() {
                 if tx.send(sig).is_err() {
@@ -34,7 +39,17 @@ impl SignalWatch {
                 }
             }
         })?;
-        Ok(Self { rx })
+        Ok(Self { rx, tx: waker })
+    }
+
+    /// A handle that ends the current (or next) [`Self::wait`] early with
+    /// [`Wake::Tick`], from any thread: a health probe that turns unhealthy
+    /// wakes the controller at once instead of at its next tick.
+    pub fn waker(&self) -> impl Fn() + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move || {
+            let _ = tx.send(WAKE);
+        }
     }
 
     /// Wait until `deadline`, a signal, or `tick` elapsed, whichever first.
@@ -46,6 +61,7 @@ impl SignalWatch {
         let until_deadline = deadline - now;
         let timeout = until_deadline.min(tick);
         match self.rx.recv_timeout(timeout) {
+            Ok(WAKE) => Wake::Tick,
             Ok(sig) => Wake::Signal(sig),
             Err(RecvTimeoutError::Timeout) if timeout == until_deadline => Wake::Deadline,
             Err(RecvTimeoutError::Timeout) => Wake::Tick,
@@ -58,7 +74,7 @@ impl SignalWatch {
 
     /// A signal received since the last call, if any.
     pub fn pending(&self) -> Option<i32> {
-        self.rx.try_recv().ok()
+        self.rx.try_iter().find(|sig| *sig != WAKE)
     }
 }
 

@@ -49,6 +49,10 @@ pub enum Leftover {
     TcFilter { netns: u64, ifindex: u32, ifname: String, parent: u32, priority: u16, handle: u32 },
     /// A clsact qdisc chaos added because the device had none.
     Clsact { netns: u64, ifindex: u32, ifname: String },
+    /// A root qdisc chaos installed (fq, for departure times) in place of
+    /// the kernel's default; `before` is `tc -j qdisc show dev <ifname>`
+    /// from just before, which deleting chaos's qdisc must bring back.
+    Qdisc { netns: u64, ifindex: u32, ifname: String, handle: String, before: String },
 }
 
 impl std::fmt::Display for Leftover {
@@ -58,6 +62,9 @@ impl std::fmt::Display for Leftover {
                 write!(f, "tc filter on {ifname} (netns {netns}) egress pref {priority} handle {handle:#x}")
             }
             Self::Clsact { netns, ifname, .. } => write!(f, "clsact qdisc on {ifname} (netns {netns})"),
+            Self::Qdisc { netns, ifname, handle, .. } => {
+                write!(f, "root qdisc {handle} on {ifname} (netns {netns})")
+            }
         }
     }
 }

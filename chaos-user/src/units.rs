@@ -179,6 +179,71 @@ impl serde::Serialize for Cidr {
     }
 }
 
+/// A bandwidth in bits per second: `10mbit`, `1.5gbit`, `500kbit`,
+/// `100Mbit/s`. Units are decimal (k = 1000) and count bits, as tc's do;
+/// byte units (`mbps`, which tc reads as megabytes) are refused as
+/// ambiguous, and so is a bare number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rate {
+    pub bits_per_second: u64,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let s = text.trim();
+        let lower = s.to_ascii_lowercase();
+        let lower = lower.strip_suffix("/s").unwrap_or(&lower);
+        let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
+        let (num, unit) = lower.split_at(split);
+        if num.is_empty() {
+            return Err(format!("invalid rate {s:?}; write e.g. 10mbit or 1gbit"));
+        }
+        let value: f64 = num.parse().map_err(|_| format!("invalid number in rate {s:?}"))?;
+        let scale = match unit.trim() {
+            "bit" => 1e0,
+            "kbit" => 1e3,
+            "mbit" => 1e6,
+            "gbit" => 1e9,
+            "tbit" => 1e12,
+            "" => return Err(format!("rate {s:?} has no unit; write {value}mbit or {value}kbit")),
+            u @ ("bps" | "kbps" | "mbps" | "gbps" | "b" | "kb" | "mb" | "gb") => {
+                return Err(format!(
+                    "rate unit {u:?} in {s:?} is ambiguous (tc reads it as bytes per second); write bits: {value}{}",
+                    u.trim_end_matches("ps").trim_end_matches('b').to_owned() + "bit"
+                ));
+            }
+            other => return Err(format!("unknown unit {other:?} in rate {s:?} (units: kbit, mbit, gbit)")),
+        };
+        let bits = value * scale;
+        if !bits.is_finite() || bits < 1.0 || bits > u64::MAX as f64 {
+            return Err(format!("rate {s:?} is out of range"));
+        }
+        Ok(Self { bits_per_second: bits.round() as u64 })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.bits_per_second;
+        for (scale, unit) in
+            [(1_000_000_000_000, "tbit"), (1_000_000_000, "gbit"), (1_000_000, "mbit"), (1_000, "kbit")]
+        {
+            if b >= scale && b.is_multiple_of(scale / 1000) {
+                let v = b as f64 / scale as f64;
+                return write!(f, "{v}{unit}");
+            }
+        }
+        write!(f, "{b}bit")
+    }
+}
+
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +294,21 @@ mod tests {
         assert_eq!("2001:db8::/32".parse::<Cidr>().unwrap().prefix, 32);
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("foo".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn rates() {
+        let bps = |s: &str| s.parse::<Rate>().map(|r| r.bits_per_second);
+        assert_eq!(bps("10mbit"), Ok(10_000_000));
+        assert_eq!(bps("100Mbit/s"), Ok(100_000_000));
+        assert_eq!(bps("1.5gbit"), Ok(1_500_000_000));
+        assert_eq!(bps("500kbit"), Ok(500_000));
+        assert!(bps("10").unwrap_err().contains("no unit"));
+        assert!(bps("10mbps").unwrap_err().contains("ambiguous"));
+        assert!(bps("10furlongs").unwrap_err().contains("unknown unit"));
+        assert!(bps("-1mbit").is_err());
+        for s in ["10mbit", "1.5gbit", "500kbit", "56kbit", "100bit", "2.048mbit"] {
+            assert_eq!(s.parse::<Rate>().unwrap().to_string(), s);
+        }
     }
 }

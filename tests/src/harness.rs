@@ -66,6 +66,19 @@ enum Outcome {
 }
 
 pub fn main(args: &[String], tests: &[Test]) -> std::process::ExitCode {
+    if let Some(bad) = args.iter().find(|a| a.starts_with('-') && !matches!(a.as_str(), "--json" | "--list"))
+    {
+        let status = if matches!(bad.as_str(), "-h" | "--help") { 0 } else { 3 };
+        if status != 0 {
+            eprintln!("chaos-integration: unknown option {bad:?}");
+        }
+        eprintln!(
+            "usage: chaos-integration [--json] [--list] [FILTER...]   run the tests whose name contains a FILTER\n\
+             \x20      chaos-integration bench <net|net-delay|io|clock>   a benchmark (see bench/README.md)\n\
+             \x20      chaos-integration helper ...                       traffic helpers the tests spawn"
+        );
+        return std::process::ExitCode::from(status);
+    }
     let json = args.iter().any(|a| a == "--json");
     let list = args.iter().any(|a| a == "--list");
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();

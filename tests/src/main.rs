@@ -10,8 +10,8 @@
 //!
 //! ```text
 //! chaos-integration [--json] [--list] [FILTER...]
-//! chaos-integration helper <udp-sink|udp-source|udp-flood|tcp-sink|tcp-source> ...
-//! chaos-integration bench [net]
+//! chaos-integration helper <udp-sink|udp-source|udp-flood|tcp-sink|tcp-source|http-server> ...
+//! chaos-integration bench <net|net-delay|io|clock>
 //! ```
 
 mod bench;

@@ -1,6 +1,9 @@
 //! What the network fault programs share: finding a packet's rule, matching
-//! its filters, and the loss decision with its counters.
+//! its filters, and the loss decision with its counters. The egress-only
+//! effects (delay, rate, duplication, corruption, reordering) live in
+//! [`effects`] and run only for packets that matched a rule.
 
+pub mod effects;
 mod packet;
 
 use aya_ebpf::{
@@ -15,64 +18,81 @@ use crate::{
     maps::{NET_COUNTERS, NET_LEVELS, NET_RULES},
 };
 
-/// What to do with a packet.
-pub enum Verdict {
-    Pass,
-    Drop,
+/// The outcome of looking a packet up.
+pub enum Lookup {
+    /// No rule for the packet's cgroup (or the packet has no socket).
+    Miss,
+    /// A rule, but not for this packet: past its deadline, other direction,
+    /// filtered out, or no counter slot. Pass it.
+    Inert,
+    /// The packet matched this rule (already counted as matched); the
+    /// counters are this CPU's slot of the rule's attack.
+    Hit(NetRule, *mut NetCounters),
 }
 
-/// Decide the fate of one packet of the socket's cgroup in direction `dir`
+/// Find the rule of one packet of the socket's cgroup in direction `dir`
 /// (`DIR_EGRESS` or `DIR_INGRESS`). Fails open.
 #[inline(always)]
-pub fn decide(ctx: &impl EbpfContext, dir: u8) -> Verdict {
+pub fn lookup(ctx: &impl EbpfContext, dir: u8) -> Lookup {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
     let Some(levels) = NET_LEVELS.get(0) else {
-        return Verdict::Pass;
+        return Lookup::Miss;
     };
     if levels.mask == 0 {
-        return Verdict::Pass;
+        return Lookup::Miss;
     }
     // SAFETY: the helper only reads the skb the kernel handed us.
     let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) };
     let Some(rule) = find_rule(&NET_RULES, levels, ancestor) else {
-        return Verdict::Pass;
+        return Lookup::Miss;
     };
     let rule: NetRule = *rule;
     let Some(counters) = NET_COUNTERS.get_ptr_mut(rule.slot) else {
-        return Verdict::Pass;
+        return Lookup::Inert;
     };
     // SAFETY: a per-CPU slot; BPF programs run with migration disabled, so
     // nothing else on this CPU touches it while we do.
-    let counters: &mut NetCounters = unsafe { &mut *counters };
+    let c: &mut NetCounters = unsafe { &mut *counters };
 
     // The kernel-side deadline: whatever the loader does (or fails to do),
     // the rule is inert from here on.
     // SAFETY: helper without arguments.
     if unsafe { bpf_ktime_get_ns() } >= rule.deadline_ns {
-        counters.expired += 1;
-        return Verdict::Pass;
+        c.expired += 1;
+        return Lookup::Inert;
     }
     if rule.directions & dir == 0 || !filters_match(skb, &rule, dir) {
-        return Verdict::Pass;
+        return Lookup::Inert;
     }
+    if dir == DIR_EGRESS {
+        c.egress_matched += 1;
+    } else {
+        c.ingress_matched += 1;
+    }
+    Lookup::Hit(rule, counters)
+}
 
-    let egress = dir == DIR_EGRESS;
-    if egress {
-        counters.egress_matched += 1;
-    } else {
-        counters.ingress_matched += 1;
-    }
+/// A uniform roll against a threshold on the [`chaos_abi::net::LOSS_ALWAYS`]
+/// scale: 0 never succeeds, 2^32 always does.
+#[inline(always)]
+pub fn roll(threshold: u64) -> bool {
     // SAFETY: helper without arguments.
-    let roll = u64::from(unsafe { bpf_get_prandom_u32() });
-    if roll >= rule.loss_threshold {
-        return Verdict::Pass;
+    threshold != 0 && u64::from(unsafe { bpf_get_prandom_u32() }) < threshold
+}
+
+/// The loss decision for a matched packet, counted. True: drop it.
+#[inline(always)]
+pub fn lose(rule: &NetRule, c: &mut NetCounters, dir: u8) -> bool {
+    if !roll(rule.loss_threshold) {
+        return false;
     }
-    if egress {
-        counters.egress_dropped += 1;
+    if dir == DIR_EGRESS {
+        c.egress_dropped += 1;
+        c.egress_injected += 1;
     } else {
-        counters.ingress_dropped += 1;
+        c.ingress_dropped += 1;
     }
-    Verdict::Drop
+    true
 }
 
 /// Peer, port and protocol filters; parses the packet only when the rule

@@ -3,4 +3,6 @@
 
 pub mod cgroup;
 pub mod netns;
+pub mod qdisc;
+mod rtnl;
 pub mod tc;

@@ -116,3 +116,28 @@ pub fn interfaces() -> io::Result<Vec<(u32, String)>> {
         Ok(out)
     }
 }
+
+/// `(up, loopback)` of a network interface of the calling thread's
+/// namespace (`IFF_UP`, `IFF_LOOPBACK` from SIOCGIFFLAGS).
+pub fn interface_state(name: &str) -> io::Result<(bool, bool)> {
+    // SAFETY: a socket we own and close; ifreq is plain data, zeroed, with
+    // a NUL-terminated name shorter than IFNAMSIZ.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+            *dst = src as libc::c_char;
+        }
+        let ret = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if ret < 0 {
+            return Err(err);
+        }
+        let flags = i32::from(req.ifr_ifru.ifru_flags);
+        Ok((flags & libc::IFF_UP != 0, flags & libc::IFF_LOOPBACK != 0))
+    }
+}

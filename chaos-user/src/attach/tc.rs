@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use super::netns::Netns;
 use crate::{
+    clock::monotonic_ns,
     ebpf::describe,
     error::{Error, Result},
     state::{Leftover, Record, StateFile},
@@ -141,9 +142,22 @@ pub fn attach_egress(
     Ok(out)
 }
 
+/// The instant the kernel deactivated a device while chaos deleted the
+/// clsact qdisc it had added (see [`super::rtnl`]): packets the device's
+/// users sent then were dropped, whoever sent them. Reported in the stop
+/// event so that nobody mistakes it for the fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct Deactivation {
+    pub ifname: String,
+    /// CLOCK_MONOTONIC, around the RTM_DELQDISC request.
+    pub from_monotonic_ns: u64,
+    pub to_monotonic_ns: u64,
+}
+
 /// Detach, inside the device's namespace (a netlink detach names the device
-/// by index, which only means something there).
-pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<()> {
+/// by index, which only means something there). Returns the deactivation
+/// that deleting our clsact qdisc caused, if we deleted one.
+pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<Option<Deactivation>> {
     let context = format!("detaching the egress program from {} (netns {})", link.ifname, link.netns.inode);
     if let Some(l) = link.link.take() {
         link.netns
@@ -154,40 +168,36 @@ pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<()> 
     if let Some(filter) = link.filter.take() {
         state.append(&Record::Removed(filter))?;
     }
+    let mut deactivation = None;
     if let Some(clsact) = link.clsact.take() {
-        remove_clsact_if_unused(&link.netns, &link.ifname)?;
+        let from_monotonic_ns = monotonic_ns();
+        if remove_clsact_if_unused(&link.netns, &link.ifname)? {
+            let to_monotonic_ns = monotonic_ns();
+            deactivation =
+                Some(Deactivation { ifname: link.ifname.clone(), from_monotonic_ns, to_monotonic_ns });
+        }
         state.append(&Record::Removed(clsact))?;
     }
-    Ok(())
+    Ok(deactivation)
 }
 
 /// Delete a clsact qdisc we added, unless someone attached filters to it
-/// meanwhile (deleting it would take theirs too).
-pub fn remove_clsact_if_unused(netns: &Netns, ifname: &str) -> Result<()> {
-    let ifname = ifname.to_owned();
+/// meanwhile (deleting it would take theirs too). Deleting it deactivates
+/// the device for an instant (see [`super::rtnl`]), so it is done in
+/// process, right after our filter went. Returns whether it was deleted.
+pub fn remove_clsact_if_unused(netns: &Netns, ifname: &str) -> Result<bool> {
     netns
-        .run(move || -> std::io::Result<()> {
-            let tc = |args: &[&str]| std::process::Command::new("tc").args(args).output();
-            for dir in ["ingress", "egress"] {
-                let out = tc(&["filter", "show", "dev", &ifname, dir])?;
-                if !out.stdout.is_empty() {
-                    tracing::warn!("leaving the clsact qdisc on {ifname}: other filters use it");
-                    return Ok(());
-                }
+        .run(|| -> std::io::Result<bool> {
+            let others = super::rtnl::clsact_filters(ifname)?;
+            if others > 0 {
+                tracing::warn!("leaving the clsact qdisc on {ifname}: {others} other filter(s) use it");
+                return Ok(false);
             }
-            let out = tc(&["qdisc", "del", "dev", &ifname, "clsact"])?;
-            if !out.status.success() {
-                let msg = String::from_utf8_lossy(&out.stderr);
-                // Gone already (device removed, or someone else deleted it).
-                if !msg.contains("Cannot find") && !msg.contains("Invalid handle") && !msg.contains("No such")
-                {
-                    return Err(std::io::Error::other(format!("tc qdisc del dev {ifname} clsact: {msg}")));
-                }
-            }
-            Ok(())
+            // false: gone already (device removed, or deleted by someone else).
+            super::rtnl::delete_clsact(ifname)
         })
         .and_then(|r| r)
-        .map_err(|e| Error::kernel("removing the clsact qdisc chaos added", e))
+        .map_err(|e| Error::kernel(format!("removing the clsact qdisc chaos added on {ifname}"), e))
 }
 
 /// Remove a filter recorded by a dead chaos process.

@@ -8,7 +8,7 @@
 //! kernels backport, and configs lie about lockdown, LSM order and runtime
 //! sysctls. `chaos doctor` prints the same probes the attack planner uses.
 
-mod environment;
+pub(crate) mod environment;
 mod programs;
 mod qdisc;
 
@@ -99,13 +99,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::Tracepoint,
         name: "tracepoint",
-        used_for: "planned: syscall faults",
+        used_for: "clock-skew: the clock system calls, where BPF trampolines (fentry) do not work",
         needs: "CONFIG_TRACEPOINTS, tracefs",
     },
     Requirement {
         capability: Capability::RawTracepoint,
         name: "raw_tracepoint",
-        used_for: "planned: syscall faults",
+        used_for: "clock-skew: detaching the vDSO of programs started in the target (sched_process_exec)",
         needs: "Linux 4.17",
     },
     Requirement {
@@ -117,7 +117,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::Uprobe,
         name: "uprobe",
-        used_for: "planned: clock-skew (libc time functions)",
+        used_for: "clock-skew: the C library's clock_gettime in the target's running processes (per-process uprobes)",
         needs: "CONFIG_UPROBE_EVENTS",
     },
     Requirement {
@@ -129,13 +129,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::KprobeOverride,
         name: "kprobe override",
-        used_for: "planned: io-error (bpf_override_return)",
+        used_for: "io-error where BPF LSM is missing: not implemented (untested; no test kernel has it)",
         needs: "CONFIG_BPF_KPROBE_OVERRIDE, CONFIG_FUNCTION_ERROR_INJECTION",
     },
     Requirement {
         capability: Capability::Fentry,
         name: "fentry",
-        used_for: "planned: io-error",
+        used_for: "clock-skew: fexit on the clock system calls (else tracepoints)",
         needs: "Linux 5.5, BPF trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS), BTF",
     },
     Requirement {
@@ -147,19 +147,19 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::BpfLsm,
         name: "BPF LSM",
-        used_for: "planned: io-error",
+        used_for: "io-error (lsm/file_open, lsm/file_permission)",
         needs: "Linux 5.7, CONFIG_BPF_LSM, `bpf` in the active LSM list, trampolines",
     },
     Requirement {
         capability: Capability::ProbeWriteUser,
         name: "bpf_probe_write_user",
-        used_for: "planned: clock-skew",
+        used_for: "clock-skew (every mechanism: it writes the shifted time into the target's memory)",
         needs: "no kernel lockdown (Secure Boot hosts run lockdown=integrity)",
     },
     Requirement {
         capability: Capability::FqQdisc,
         name: "fq qdisc",
-        used_for: "planned: net-delay (earliest departure time)",
+        used_for: "net-delay, net-rate, net-reorder (departure times), on the target's devices",
         needs: "CONFIG_NET_SCH_FQ",
     },
     Requirement {

@@ -219,7 +219,14 @@ pub fn probe_write_user() -> Outcome {
         Ok(()) => Ok("the verifier accepts bpf_probe_write_user".into()),
         Err(e) => {
             let lockdown = environment::lockdown().unwrap_or_else(|| "unknown".into());
-            Err(format!("{} (kernel lockdown: {lockdown})", describe(&e)))
+            // Said first and plainly: lockdown is the usual reason, and the
+            // verifier's words do not name it (bpf_tracing_func_proto,
+            // kernel/trace/bpf_trace.c: security_locked_down(LOCKDOWN_BPF_WRITE_USER)).
+            if lockdown == "integrity" || lockdown == "confidentiality" {
+                Err(format!("kernel lockdown={lockdown} forbids it ({})", describe(&e)))
+            } else {
+                Err(format!("{} (kernel lockdown: {lockdown})", describe(&e)))
+            }
         }
     }
 }

@@ -2,6 +2,11 @@
 
 use clap::{Args, Subcommand};
 
+pub use super::attack_clock::ClockSkewArgs;
+pub use super::attack_io::IoErrorArgs;
+use super::attack_net as net;
+pub use super::attack_net::NetEffectArgs;
+
 use crate::{
     attack::{Attack, plan},
     capabilities::Capabilities,
@@ -9,7 +14,7 @@ use crate::{
     controller::{self, EndReason},
     error::{Error, ExitCode, Result},
     events::Events,
-    faults::{Direction, Fault, NetFilter, NetLoss, Protocol},
+    faults::{Direction, Fault, NetFilter, NetKind, NetLoss, Protocol},
     session,
     signals::SignalWatch,
     units::{AttackDuration, Cidr, Percent},
@@ -37,6 +42,92 @@ pub enum AttackCommand {
     ///   chaos attack net-loss --cgroup /system.slice/nginx.service --percent 5 --duration 2m
     #[command(verbatim_doc_comment)]
     NetLoss(NetLossArgs),
+
+    /// Fail file operations of the target with an errno: opens, reads,
+    /// writes, directory reads, under chosen paths, with a probability.
+    ///
+    /// Paths are matched on what the kernel resolved, not on the string a
+    /// program passed: each --path is looked up once, when the attack
+    /// starts, and names that directory or file *itself* (its inode). A call
+    /// matches when the file it acts on is that file or lies below that
+    /// directory, however the program reached it: relative paths, `..`,
+    /// symlinks (the file they point to counts), bind mounts of the
+    /// directory or of anything below it, and filesystems mounted below it.
+    /// A file --path matches through all of its hard links; a hard link
+    /// outside a directory --path, to a file inside it, does not (the kernel
+    /// sees the file at the link's place). A directory that merely has the
+    /// same name elsewhere does not match, nor does /data2 for --path /data.
+    /// Pipes, sockets and other files outside the directory tree never
+    /// match. The directory itself matches (opening it, listing it). Files
+    /// created later under the directory match.
+    ///
+    /// Operations (--operations, default all):
+    ///   open     open, openat, openat2, creat, and the opens of execve, except
+    ///            O_PATH. With O_CREAT, a file that did not exist is created
+    ///            before the open fails (the kernel checks opens after
+    ///            creating), as an empty file.
+    ///   read     read, readv, pread64, preadv(2), the reading side of sendfile,
+    ///            splice and copy_file_range, io_uring and AIO reads.
+    ///   write    write, writev, pwrite64, pwritev(2), the writing side of
+    ///            sendfile, splice and copy_file_range, io_uring and AIO
+    ///            writes, fallocate.
+    ///   readdir  getdents, getdents64 (ls, readdir(3)).
+    /// A failed call moves no byte. Not covered (no hook sees them): fsync
+    /// and fdatasync, I/O through mmap'ed memory (page faults, writeback),
+    /// stat, unlink, rename, mkdir, truncate.
+    ///
+    /// Mechanism: BPF LSM programs on the file_open and file_permission
+    /// hooks, where the kernel runs the `bpf` LSM (`chaos doctor` shows it);
+    /// elsewhere io-error is unavailable and says why. Processes outside the
+    /// target cgroup pay one map lookup per call.
+    ///
+    /// Example: fail 1% of the writes postgres makes under its data
+    /// directory with ENOSPC, for ten minutes:
+    ///
+    ///   chaos attack io-error --cgroup /system.slice/postgresql.service \
+    ///       --path /var/lib/postgresql --operations write --errno ENOSPC \
+    ///       --percent 1 --duration 10m
+    #[command(verbatim_doc_comment)]
+    IoError(IoErrorArgs),
+
+    /// Shift the time of day the target's processes read (--offset +90s).
+    #[command(
+        long_about = super::attack_clock::HELP,
+        after_long_help = crate::plan::clock::COVERAGE,
+    )]
+    ClockSkew(ClockSkewArgs),
+
+    /// Delay what the target sends (fixed + jitter), as netem does.
+    #[command(
+        long_about = net::DELAY_HELP, after_long_help = net::COMMON_HELP,
+        mut_arg("delay", |a| a.required(true)),
+    )]
+    NetDelay(NetEffectArgs),
+
+    /// Limit the bandwidth of what the target sends, as a slower link.
+    #[command(long_about = net::RATE_HELP, after_long_help = net::COMMON_HELP, mut_arg("rate", |a| a.required(true)))]
+    NetRate(NetEffectArgs),
+
+    /// Send a share of what the target sends twice, as netem does.
+    #[command(
+        long_about = net::DUPLICATE_HELP, after_long_help = net::COMMON_HELP,
+        mut_arg("duplicate", |a| a.required(true)),
+    )]
+    NetDuplicate(NetEffectArgs),
+
+    /// Corrupt a share of what the target sends (receivers drop it).
+    #[command(
+        long_about = net::CORRUPT_HELP, after_long_help = net::COMMON_HELP,
+        mut_arg("corrupt", |a| a.required(true)),
+    )]
+    NetCorrupt(NetEffectArgs),
+
+    /// Send a share of what the target sends ahead of the delayed rest.
+    #[command(
+        long_about = net::REORDER_HELP, after_long_help = net::COMMON_HELP,
+        mut_arg("reorder", |a| a.required(true)), mut_arg("delay", |a| a.required(true)),
+    )]
+    NetReorder(NetEffectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -103,8 +194,26 @@ impl AttackCommand {
                 let fault = Fault::NetLoss(NetLoss { percent: args.percent, filter: args.filter.filter() });
                 run_one(fault, &args.target, args.filter.interfaces, args.run)
             }
+            Self::IoError(args) => {
+                let fault = Fault::IoError(args.fault()?);
+                run_one(fault, &args.target, Vec::new(), args.run)
+            }
+            Self::ClockSkew(args) => {
+                let fault = Fault::ClockSkew(args.fault()?);
+                run_one(fault, &args.target, Vec::new(), args.run)
+            }
+            Self::NetDelay(args) => run_net(NetKind::Delay, args),
+            Self::NetRate(args) => run_net(NetKind::Rate, args),
+            Self::NetDuplicate(args) => run_net(NetKind::Duplicate, args),
+            Self::NetCorrupt(args) => run_net(NetKind::Corrupt, args),
+            Self::NetReorder(args) => run_net(NetKind::Reorder, args),
         }
     }
+}
+
+fn run_net(kind: NetKind, args: NetEffectArgs) -> Result<ExitCode> {
+    let fault = args.fault(kind)?;
+    run_one(fault, &args.target, args.filter.interfaces, args.run)
 }
 
 fn run_one(fault: Fault, target: &TargetArgs, interfaces: Vec<String>, run: RunArgs) -> Result<ExitCode> {

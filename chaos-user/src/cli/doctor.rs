@@ -7,10 +7,13 @@ use crate::{
     error::{ExitCode, Result},
 };
 
-/// Probe each kernel mechanism by loading and attaching a tiny program (in a
+/// Show which kernel mechanisms chaos can use here, each probed.
+///
+/// Each mechanism is probed by loading and attaching a tiny program (in a
 /// throwaway network namespace or cgroup), installing a qdisc on a throwaway
 /// device, or mounting a filesystem on a temporary directory — never by
-/// reading kernel configs. Nothing is left behind.
+/// reading kernel configs. Nothing is left behind. The attack planner uses
+/// the same probes, so what `doctor` says is what `attack` and `run` do.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Print JSON instead of a table.
@@ -39,7 +42,11 @@ impl DoctorArgs {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::json!({ "kernel": kernel, "capabilities": rows }));
+            let clock_skew = crate::plan::clock::doctor_summary(&mut caps);
+            println!(
+                "{}",
+                serde_json::json!({ "kernel": kernel, "capabilities": rows, "clock_skew": clock_skew })
+            );
         } else {
             println!("kernel {kernel}\n");
             let width = REQUIREMENTS.iter().map(|r| r.name.len()).max().unwrap_or(0);
@@ -47,6 +54,10 @@ impl DoctorArgs {
                 let r = p.capability.requirement();
                 println!("{:width$}  {:3}  {}", r.name, if p.available { "yes" } else { "no" }, p.detail);
                 println!("{:width$}       used for: {}; needs: {}", "", r.used_for, r.needs);
+            }
+            println!();
+            for line in crate::plan::clock::doctor_summary(&mut caps) {
+                println!("{line}");
             }
         }
         Ok(ExitCode::Ok)

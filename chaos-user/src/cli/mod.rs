@@ -2,9 +2,15 @@
 //! the `--help` text.
 
 pub mod attack;
+mod attack_clock;
+mod attack_io;
+mod attack_net;
+pub mod demo;
 pub mod doctor;
 pub mod recover;
+pub mod run;
 mod target;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 pub use target::TargetArgs;
@@ -16,6 +22,8 @@ Exit codes:
   0  success (an attack ran to its end; `run`: the hypothesis held)
   1  `run`: the hypothesis was violated
   2  aborted by a signal or a safety condition; every fault was rolled back
+     (`run`: also when the steady state did not hold before injecting:
+     nothing was injected)
   3  invalid input or environment (bad flag or file, missing target, not root,
      kernel lacks a mechanism); nothing was injected
   4  the target is already under attack by another chaos process
@@ -45,10 +53,16 @@ pub enum Command {
     /// Run one attack from the command line.
     #[command(subcommand)]
     Attack(attack::AttackCommand),
-    /// Show which kernel mechanisms chaos can use here, each probed.
+    // Doctor, Recover, Run, Validate and Demo take their help from their
+    // argument structs' doc comments (a doc comment here would replace it).
     Doctor(doctor::DoctorArgs),
-    /// Remove what chaos processes that died left behind.
     Recover(recover::RecoverArgs),
+    Run(run::RunArgs),
+    Validate(validate::ValidateArgs),
+    Demo(demo::DemoArgs),
+    /// The demo's HTTP service (started by `chaos demo` in its sandbox).
+    #[command(hide = true)]
+    DemoService(demo::DemoServiceArgs),
 }
 
 impl Command {
@@ -57,6 +71,10 @@ impl Command {
             Self::Attack(a) => a.run(),
             Self::Doctor(d) => d.run(),
             Self::Recover(r) => r.run(),
+            Self::Run(r) => r.run(),
+            Self::Validate(v) => v.run(),
+            Self::Demo(d) => d.run(),
+            Self::DemoService(s) => s.run(),
         }
     }
 }

@@ -7,7 +7,9 @@ use crate::{
     recover, session, state,
 };
 
-/// Remove every object recorded by a chaos process that is no longer
+/// Remove what chaos processes that died left behind.
+///
+/// Removes every object recorded by a chaos process that is no longer
 /// running: netlink tc filters and the clsact qdiscs chaos added (kernels
 /// without TCX). Such leftovers are already inert — their rules' kernel-side
 /// deadlines have passed or will — but they cost a map lookup per packet

@@ -4,9 +4,13 @@
 //! know how that program is attached (that is the planner's and the
 //! injector's business).
 
+pub mod clock;
+pub mod io;
 pub mod net;
 
-pub use net::{Direction, NetFilter, NetLoss, Protocol};
+pub use clock::{ClockSkew, Offset, SkewClock};
+pub use io::{Errno, IoError, IoOp, PathsIn};
+pub use net::{Direction, Distribution, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 use serde::Serialize;
 
 /// A fault and its parameters.
@@ -14,6 +18,13 @@ use serde::Serialize;
 #[serde(tag = "fault", rename_all = "kebab-case")]
 pub enum Fault {
     NetLoss(NetLoss),
+    NetDelay(NetFault),
+    NetRate(NetFault),
+    NetDuplicate(NetFault),
+    NetCorrupt(NetFault),
+    NetReorder(NetFault),
+    IoError(IoError),
+    ClockSkew(ClockSkew),
 }
 
 /// Faults of one family share maps and hooks; a target may carry at most one
@@ -22,6 +33,8 @@ pub enum Fault {
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     Net,
+    Io,
+    Clock,
 }
 
 impl Fault {
@@ -29,12 +42,50 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NetLoss(_) => "net-loss",
+            Self::NetDelay(_) => NetKind::Delay.name(),
+            Self::NetRate(_) => NetKind::Rate.name(),
+            Self::NetDuplicate(_) => NetKind::Duplicate.name(),
+            Self::NetCorrupt(_) => NetKind::Corrupt.name(),
+            Self::NetReorder(_) => NetKind::Reorder.name(),
+            Self::IoError(_) => "io-error",
+            Self::ClockSkew(_) => "clock-skew",
         }
     }
 
     pub fn family(&self) -> Family {
         match self {
             Self::NetLoss(_) => Family::Net,
+            Self::NetDelay(_)
+            | Self::NetRate(_)
+            | Self::NetDuplicate(_)
+            | Self::NetCorrupt(_)
+            | Self::NetReorder(_) => Family::Net,
+            Self::IoError(_) => Family::Io,
+            Self::ClockSkew(_) => Family::Clock,
+        }
+    }
+
+    /// A validated network fault named after its primary effect.
+    pub fn net(kind: NetKind, fault: NetFault) -> Self {
+        match kind {
+            NetKind::Delay => Self::NetDelay(fault),
+            NetKind::Rate => Self::NetRate(fault),
+            NetKind::Duplicate => Self::NetDuplicate(fault),
+            NetKind::Corrupt => Self::NetCorrupt(fault),
+            NetKind::Reorder => Self::NetReorder(fault),
+        }
+    }
+
+    /// The effects of `net-delay`, `net-rate`, `net-duplicate`,
+    /// `net-corrupt` and `net-reorder` (not `net-loss`).
+    pub fn net_effects(&self) -> Option<&NetFault> {
+        match self {
+            Self::NetDelay(f)
+            | Self::NetRate(f)
+            | Self::NetDuplicate(f)
+            | Self::NetCorrupt(f)
+            | Self::NetReorder(f) => Some(f),
+            Self::NetLoss(_) | Self::IoError(_) | Self::ClockSkew(_) => None,
         }
     }
 }
@@ -43,6 +94,8 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Self::Net => "net",
+            Self::Io => "io",
+            Self::Clock => "clock",
         }
     }
 }

@@ -8,6 +8,9 @@
 //! and programs; this module allocates counter slots and deadlines and
 //! dispatches.
 
+mod clock;
+mod io;
+mod maps;
 mod net;
 
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use aya::Ebpf;
 use chaos_abi::net::MAX_SLOTS;
 
 use crate::{
+    attach::tc::Deactivation,
     attack::Attack,
     clock::monotonic_ns,
     counters::Counters,
@@ -44,6 +48,8 @@ pub struct Running {
 #[derive(Debug)]
 enum Part {
     Net(net::Handle),
+    Io(io::Handle),
+    Clock(clock::Handle),
 }
 
 /// How an attack ended, as measured by the injector.
@@ -55,6 +61,19 @@ pub struct Stopped {
     pub inert_after: Duration,
     /// From the stop call to every attachment released.
     pub detached_after: Duration,
+    /// Devices the kernel deactivated for an instant while chaos removed
+    /// the clsact qdisc it had added (kernels without TCX).
+    pub deactivated: Vec<Deactivation>,
+}
+
+/// A family's start failed after `stopped` undid what it had begun: log
+/// what could not be released (the state file still lists it for
+/// `chaos recover`) and return the start's own error.
+fn rolled_back(error: Error, stopped: (Result<Instant>, Result<()>)) -> Error {
+    if let Err(cleanup) = stopped.1 {
+        tracing::error!("rolling back a failed start: {cleanup}");
+    }
+    error
 }
 
 /// What every family part works with.
@@ -66,6 +85,8 @@ pub struct Shared {
 pub struct Injector {
     shared: Shared,
     net: net::Net,
+    io: io::Io,
+    clock: clock::Clock,
     slots: [bool; MAX_SLOTS as usize],
 }
 
@@ -77,6 +98,8 @@ impl Injector {
         Ok(Self {
             shared: Shared { ebpf, state },
             net: net::Net::default(),
+            io: io::Io::default(),
+            clock: clock::Clock::default(),
             slots: [false; MAX_SLOTS as usize],
         })
     }
@@ -92,10 +115,22 @@ impl Injector {
         let deadline_ns = monotonic_ns() + attack.duration.as_nanos() as u64;
         let started = Instant::now();
         let result = match (&attack.fault, &mechanism) {
-            (Fault::NetLoss(_), Mechanism::Net(m)) => self
+            (fault, Mechanism::Net(m)) if fault.family() == Family::Net => self
                 .net
                 .start(&mut self.shared, &attack, m, slot, deadline_ns)
                 .map(|(h, ifs)| (Part::Net(h), ifs)),
+            (Fault::IoError(_), Mechanism::Io(m)) => self
+                .io
+                .start(&mut self.shared, &attack, m, slot, deadline_ns)
+                .map(|(h, ifs)| (Part::Io(h), ifs)),
+            (Fault::ClockSkew(_), Mechanism::Clock(m)) => self
+                .clock
+                .start(&mut self.shared, &attack, m, slot, deadline_ns)
+                .map(|(h, ifs)| (Part::Clock(h), ifs)),
+            (fault, mechanism) => Err(Error::kernel(
+                "planning",
+                anyhow::anyhow!("{} cannot be injected with {mechanism:?}", fault.kind()),
+            )),
         };
         match result {
             Ok((part, interfaces)) => {
@@ -113,6 +148,8 @@ impl Injector {
         let t0 = Instant::now();
         let (inert, released) = match running.part {
             Part::Net(handle) => self.net.stop(&mut self.shared, &running.attack, handle),
+            Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
+            Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
         };
         let inert_after = inert.map(|at| at.duration_since(t0));
         self.slots[running.slot as usize] = false;
@@ -121,7 +158,8 @@ impl Injector {
         released?;
         // Read after the rule went out: they include the last events.
         let counters = self.counters_of(running.attack.fault.family(), running.slot).unwrap_or_default();
-        Ok(Stopped { attack: running.attack, counters, inert_after, detached_after })
+        let deactivated = self.net.take_deactivations();
+        Ok(Stopped { attack: running.attack, counters, inert_after, detached_after, deactivated })
     }
 
     /// Counters of a running attack, summed over CPUs.
@@ -132,6 +170,8 @@ impl Injector {
     fn counters_of(&self, family: Family, slot: u32) -> Result<Counters> {
         match family {
             Family::Net => self.net.counters(&self.shared, slot),
+            Family::Io => self.io.counters(&self.shared, slot),
+            Family::Clock => self.clock.counters(&self.shared, slot),
         }
     }
 

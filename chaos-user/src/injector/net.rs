@@ -1,9 +1,13 @@
 //! The network part of the injector: rules keyed by target cgroup, the
-//! level mask, and the links that run the programs — one egress classifier
-//! per device (shared by every target in that namespace), one cgroup_skb
-//! ingress program per target cgroup. Both are reference-counted.
+//! level mask, and what runs the programs — one egress classifier per
+//! device (shared by every target in that namespace), one fq per device
+//! for attacks that schedule departure times, one cgroup_skb ingress
+//! program per target cgroup. All are reference-counted.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use aya::{
     Ebpf,
@@ -19,18 +23,22 @@ use chaos_abi::{
     net::{self, NetCounters, NetRule},
 };
 
-use super::Shared;
+use super::{
+    Shared,
+    maps::{insert_rule, map, map_mut},
+};
 use crate::{
     attach::{
         cgroup::attach_skb,
-        netns::{Netns, interfaces},
-        tc::{EgressLink, EgressMode, attach_egress, detach_egress},
+        netns::{Netns, interface_state, interfaces},
+        qdisc::{self, Fq},
+        tc::{Deactivation, EgressLink, EgressMode, attach_egress, detach_egress},
     },
     attack::Attack,
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::Fault,
+    faults::{Fault, NetFault, net::normal_table},
     plan::NetMechanism,
     targets::pids_in_subtree,
 };
@@ -38,23 +46,55 @@ use crate::{
 const EGRESS_PROGRAM: &str = "net_egress";
 const INGRESS_PROGRAM: &str = "net_ingress";
 
+/// How long stopping an attack waits for the packets it already scheduled
+/// to leave before removing fq (which drops what it still holds).
+const MAX_DRAIN: Duration = Duration::from_secs(2);
+
+/// A device of a target's network namespace.
+struct Device {
+    netns: Netns,
+    ifindex: u32,
+    ifname: String,
+}
+
+impl Device {
+    fn key(&self) -> (u64, u32) {
+        (self.netns.inode, self.ifindex)
+    }
+}
+
 /// What a running network attack holds.
 #[derive(Debug)]
 pub struct Handle {
     egress_keys: Vec<(u64, u32)>,
+    fq_keys: Vec<(u64, u32)>,
     ingress: bool,
+    /// How long after the rule goes its last scheduled packet may leave.
+    drain: Duration,
+}
+
+/// An fq in use, by how many attacks, and until when it must stay.
+struct FqUse {
+    fq: Fq,
+    users: usize,
+    drain_until: Instant,
 }
 
 /// Attachments and the level mask, shared by every network attack.
 #[derive(Default)]
 pub struct Net {
     egress: BTreeMap<(u64, u32), (EgressLink, usize)>,
+    fq: BTreeMap<(u64, u32), FqUse>,
     ingress: BTreeMap<u64, (CgroupSkbLink, usize)>,
     level_users: [usize; MAX_LEVEL as usize + 1],
+    jitter_table_written: bool,
+    /// Devices deactivated by removing our clsact qdiscs, since last taken.
+    deactivations: Vec<Deactivation>,
 }
 
 impl Net {
-    /// Write the rule, then attach. Returns the devices acted on.
+    /// Write the rule, then install fq and attach. Returns the devices
+    /// acted on.
     pub fn start(
         &mut self,
         shared: &mut Shared,
@@ -63,16 +103,33 @@ impl Net {
         slot: u32,
         deadline_ns: u64,
     ) -> Result<(Handle, Vec<String>)> {
-        let rule = match &attack.fault {
-            Fault::NetLoss(loss) => loss.rule(deadline_ns, slot),
+        let (rule, effects) = match &attack.fault {
+            Fault::NetLoss(loss) => (loss.rule(deadline_ns, slot), None),
+            other => match other.net_effects() {
+                Some(f) => (f.rule(deadline_ns, slot), Some(f)),
+                None => unreachable!("{} is not a network fault", other.kind()),
+            },
         };
-        let mut handle = Handle { egress_keys: Vec::new(), ingress: false };
-        let mut devices = Vec::new();
+        let drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
+        let mut handle = Handle { egress_keys: Vec::new(), fq_keys: Vec::new(), ingress: false, drain };
+        let mut names = Vec::new();
         let result = (|| {
             reset_counters(&mut shared.ebpf, slot)?;
+            reset_rate_clock(&mut shared.ebpf, slot)?;
+            if effects.is_some_and(NetFault::needs_jitter_table) {
+                self.write_jitter_table(&mut shared.ebpf)?;
+            }
             self.insert_rule(&mut shared.ebpf, attack, rule)?;
             if let Some(mode) = mechanism.egress {
-                self.attach_egress(shared, attack, mode, &mut handle, &mut devices)?;
+                for device in devices(attack, effects)? {
+                    // fq first: its snapshot is of the device as it was,
+                    // before any clsact the egress attachment may add.
+                    if mechanism.fq {
+                        self.acquire_fq(shared, &device, &mut handle)?;
+                    }
+                    self.acquire_egress(shared, &device, mode, &mut handle)?;
+                    names.push(device.ifname);
+                }
             }
             if mechanism.ingress_cgroup_skb {
                 self.attach_ingress(&mut shared.ebpf, attack)?;
@@ -81,19 +138,14 @@ impl Net {
             Ok(())
         })();
         match result {
-            Ok(()) => Ok((handle, devices)),
-            Err(e) => {
-                let (_, released) = self.stop(shared, attack, handle);
-                if let Err(cleanup) = released {
-                    tracing::error!("rolling back a failed start: {cleanup}");
-                }
-                Err(e)
-            }
+            Ok(()) => Ok((handle, names)),
+            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
         }
     }
 
     /// Delete the rule (returns when it was gone: the fault is inert from
-    /// then on), then release the attachments.
+    /// then on), then release the attachments, and last the fq qdiscs once
+    /// the packets already scheduled have left.
     pub fn stop(
         &mut self,
         shared: &mut Shared,
@@ -112,6 +164,12 @@ impl Net {
         {
             released = released.and(Err(e));
         }
+        let drain_until = Instant::now() + handle.drain.min(MAX_DRAIN);
+        for key in &handle.fq_keys {
+            if let Err(e) = self.release_fq(shared, *key, drain_until) {
+                released = released.and(Err(e));
+            }
+        }
         (inert, released)
     }
 
@@ -124,23 +182,26 @@ impl Net {
             sum.ingress_matched += c.ingress_matched;
             sum.ingress_dropped += c.ingress_dropped;
             sum.expired += c.expired;
+            sum.egress_injected += c.egress_injected;
+            sum.egress_delayed += c.egress_delayed;
+            sum.egress_duplicated += c.egress_duplicated;
+            sum.egress_corrupted += c.egress_corrupted;
+            sum.egress_reordered += c.egress_reordered;
+            sum.egress_rate_dropped += c.egress_rate_dropped;
+            sum.egress_queue_dropped += c.egress_queue_dropped;
             sum
         });
         Ok(sum.into())
     }
 
     fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: NetRule) -> Result<()> {
-        let id = attack.target.id;
-        let mut rules: HashMap<&mut MapData, u64, NetRule> = map_mut(ebpf, net::RULES)?;
-        if rules.get(&id, 0).is_ok() {
-            return Err(Error::invalid(format!(
-                "{} already has a network fault in this run; combine them into one attack",
-                attack.target
-            )));
-        }
-        rules
-            .insert(&id, &rule, 0)
-            .map_err(|e| Error::kernel(format!("writing the rule for {}", attack.target), e))?;
+        insert_rule(
+            ebpf,
+            net::RULES,
+            attack,
+            &rule,
+            "a network fault in this run; combine them into one attack",
+        )?;
         self.level_users[attack.target.level as usize] += 1;
         self.write_levels(ebpf)
     }
@@ -162,41 +223,72 @@ impl Net {
         levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
     }
 
-    fn attach_egress(
+    /// The normal quantiles the eBPF side draws jitter from; the same for
+    /// every rule, written once.
+    fn write_jitter_table(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        if self.jitter_table_written {
+            return Ok(());
+        }
+        let mut table: Array<&mut MapData, i32> = map_mut(ebpf, net::JITTER_TABLE)?;
+        for (i, q) in normal_table().into_iter().enumerate() {
+            table.set(i as u32, &q, 0).map_err(|e| Error::kernel("writing the jitter table", e))?;
+        }
+        self.jitter_table_written = true;
+        Ok(())
+    }
+
+    fn acquire_fq(&mut self, shared: &mut Shared, device: &Device, handle: &mut Handle) -> Result<()> {
+        let key = device.key();
+        if let Some(u) = self.fq.get_mut(&key) {
+            u.users += 1;
+        } else {
+            let fq = qdisc::install(
+                &device.netns,
+                device.ifindex,
+                &device.ifname,
+                handle.drain,
+                &mut shared.state,
+            )?;
+            self.fq.insert(key, FqUse { fq, users: 1, drain_until: Instant::now() });
+        }
+        handle.fq_keys.push(key);
+        Ok(())
+    }
+
+    fn release_fq(&mut self, shared: &mut Shared, key: (u64, u32), drain_until: Instant) -> Result<()> {
+        let Some(u) = self.fq.get_mut(&key) else { return Ok(()) };
+        u.users -= 1;
+        u.drain_until = u.drain_until.max(drain_until);
+        if u.users > 0 {
+            return Ok(());
+        }
+        let u = self.fq.remove(&key).expect("present");
+        // Packets already scheduled leave on time; removing fq earlier would
+        // drop them, a loss burst the fault never asked for.
+        let wait = u.drain_until.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        qdisc::release(u.fq, &mut shared.state)
+    }
+
+    fn acquire_egress(
         &mut self,
         shared: &mut Shared,
-        attack: &Attack,
+        device: &Device,
         mode: EgressMode,
         handle: &mut Handle,
-        devices: &mut Vec<String>,
     ) -> Result<()> {
-        let wanted = &attack.interfaces;
-        for netns in target_netns(attack)? {
-            let list = netns.run(interfaces).and_then(|r| r).map_err(|e| {
-                Error::kernel(format!("listing devices of network namespace {}", netns.inode), e)
-            })?;
-            for (ifindex, ifname) in list {
-                if !wanted.is_empty() && !wanted.contains(&ifname) {
-                    continue;
-                }
-                let key = (netns.inode, ifindex);
-                if let Some((_, users)) = self.egress.get_mut(&key) {
-                    *users += 1;
-                } else {
-                    let Shared { ebpf, state } = shared;
-                    let prog: &mut SchedClassifier = loaded(ebpf, EGRESS_PROGRAM)?;
-                    let link = attach_egress(prog, &netns, ifindex, &ifname, mode, state)?;
-                    self.egress.insert(key, (link, 1));
-                }
-                handle.egress_keys.push(key);
-                devices.push(ifname);
-            }
+        let key = device.key();
+        if let Some((_, users)) = self.egress.get_mut(&key) {
+            *users += 1;
+        } else {
+            let Shared { ebpf, state } = shared;
+            let prog: &mut SchedClassifier = loaded(ebpf, EGRESS_PROGRAM)?;
+            let link = attach_egress(prog, &device.netns, device.ifindex, &device.ifname, mode, state)?;
+            self.egress.insert(key, (link, 1));
         }
-        if let Some(missing) = wanted.iter().find(|w| !devices.contains(w)) {
-            return Err(Error::invalid(format!(
-                "interface {missing} does not exist in the target's network namespace (see `ip link`)"
-            )));
-        }
+        handle.egress_keys.push(key);
         Ok(())
     }
 
@@ -207,7 +299,13 @@ impl Net {
             return Ok(());
         }
         let (link, _) = self.egress.remove(&key).expect("present");
-        detach_egress(link, &mut shared.state)
+        self.deactivations.extend(detach_egress(link, &mut shared.state)?);
+        Ok(())
+    }
+
+    /// The device deactivations the last stops caused (see [`Deactivation`]).
+    pub fn take_deactivations(&mut self) -> Vec<Deactivation> {
+        std::mem::take(&mut self.deactivations)
     }
 
     fn attach_ingress(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
@@ -234,6 +332,69 @@ impl Net {
     }
 }
 
+/// The devices an attack's egress side acts on, in the namespaces of the
+/// target's processes.
+///
+/// - `--interface` names them: exactly those.
+/// - `net-loss`: every device, loopback included (unchanged since it
+///   shipped).
+/// - The other network faults: the devices that are up, except loopback —
+///   the target's own network, not the traffic between its processes. When
+///   the fault needs fq (delay, rate, reorder) and the target shares the
+///   host's network namespace, chaos would be replacing the root qdisc of
+///   the host's NICs, which every other process uses: it asks for
+///   `--interface` instead of guessing.
+fn devices(attack: &Attack, effects: Option<&NetFault>) -> Result<Vec<Device>> {
+    let wanted = &attack.interfaces;
+    let host = Netns::of_pid(1).ok().map(|n| n.inode);
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    for netns in target_netns(attack)? {
+        if wanted.is_empty() && effects.is_some_and(NetFault::schedules) && Some(netns.inode) == host {
+            return Err(Error::invalid(format!(
+                "{} runs in the host's network namespace: name the device(s) to act on with --interface \
+                 (chaos replaces their root qdisc with fq for the attack, if it is the kernel's default, \
+                 and restores it after); it does not pick host NICs by itself",
+                attack.target
+            )));
+        }
+        let list = netns
+            .run(|| -> std::io::Result<Vec<(u32, String, bool, bool)>> {
+                let mut all = Vec::new();
+                for (ifindex, name) in interfaces()? {
+                    let (up, lo) = interface_state(&name).unwrap_or((false, false));
+                    all.push((ifindex, name, up, lo));
+                }
+                Ok(all)
+            })
+            .and_then(|r| r)
+            .map_err(|e| Error::kernel(format!("listing devices of network namespace {}", netns.inode), e))?;
+        for (ifindex, ifname, up, loopback) in list {
+            seen.push(ifname.clone());
+            let take = if !wanted.is_empty() {
+                wanted.contains(&ifname)
+            } else {
+                effects.is_none() || (up && !loopback)
+            };
+            if take {
+                out.push(Device { netns: netns.clone(), ifindex, ifname });
+            }
+        }
+    }
+    if let Some(missing) = wanted.iter().find(|w| !seen.contains(w)) {
+        return Err(Error::invalid(format!(
+            "interface {missing} does not exist in the target's network namespace (see `ip link`)"
+        )));
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(format!(
+            "no device is up in the network namespace of {} besides loopback; name one with --interface",
+            attack.target
+        )));
+    }
+    Ok(out)
+}
+
 fn reset_counters(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
     let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
     let mut map: PerCpuArray<&mut MapData, NetCounters> = map_mut(ebpf, net::COUNTERS)?;
@@ -242,18 +403,10 @@ fn reset_counters(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
     map.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))
 }
 
-pub(super) fn map<'a, T: TryFrom<&'a aya::maps::Map>>(ebpf: &'a Ebpf, name: &str) -> Result<T> {
-    ebpf.map(name)
-        .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("map {name} missing")))?
-        .try_into()
-        .map_err(|_| Error::kernel("fault object", anyhow::anyhow!("map {name} has the wrong type")))
-}
-
-pub(super) fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map>>(ebpf: &'a mut Ebpf, name: &str) -> Result<T> {
-    ebpf.map_mut(name)
-        .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("map {name} missing")))?
-        .try_into()
-        .map_err(|_| Error::kernel("fault object", anyhow::anyhow!("map {name} has the wrong type")))
+/// A new attack's rate limiter starts with the link free.
+fn reset_rate_clock(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
+    let mut map: Array<&mut MapData, u64> = map_mut(ebpf, net::RATE_CLOCKS)?;
+    map.set(slot, &0, 0).map_err(|e| Error::kernel("resetting the rate limiter", e))
 }
 
 /// The program `name`, loaded into the kernel on first use (programs whose

@@ -2,11 +2,17 @@
 //! from probed capabilities (the same probes `chaos doctor` prints), never
 //! from version numbers or configs.
 
+pub mod clock;
+mod io;
 mod net;
 
 use serde::Serialize;
 
-pub use self::net::NetMechanism;
+pub use self::{
+    clock::ClockMechanism,
+    io::{IoMechanism, IoVia},
+    net::NetMechanism,
+};
 use crate::{
     attack::Attack,
     capabilities::{Capabilities, Capability},
@@ -19,13 +25,22 @@ use crate::{
 #[serde(tag = "family", rename_all = "kebab-case")]
 pub enum Mechanism {
     Net(NetMechanism),
+    Io(IoMechanism),
+    Clock(ClockMechanism),
 }
 
 /// Choose the mechanism for `attack`. Errors say what is missing and why,
 /// from the probes.
 pub fn plan(attack: &Attack, caps: &mut Capabilities) -> Result<Mechanism> {
     match &attack.fault {
-        Fault::NetLoss(loss) => net::plan(attack, &loss.filter, caps).map(Mechanism::Net),
+        Fault::NetLoss(loss) => net::plan(attack, &loss.filter, false, caps).map(Mechanism::Net),
+        Fault::NetDelay(f)
+        | Fault::NetRate(f)
+        | Fault::NetDuplicate(f)
+        | Fault::NetCorrupt(f)
+        | Fault::NetReorder(f) => net::plan(attack, &f.filter, f.schedules(), caps).map(Mechanism::Net),
+        Fault::IoError(fault) => io::plan(attack, fault, caps).map(Mechanism::Io),
+        Fault::ClockSkew(_) => clock::plan(attack, caps).map(Mechanism::Clock),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Network faults: a tc egress classifier (TCX where the kernel has it, a
 //! netlink filter otherwise) for what the target sends, a cgroup_skb ingress
-//! program for what it receives.
+//! program for what it receives, and an fq qdisc on the egress devices when
+//! packets get departure times (delay, jitter, rate, reorder).
 
 use serde::Serialize;
 
@@ -21,15 +22,28 @@ pub struct NetMechanism {
     pub egress: Option<EgressMode>,
     /// cgroup_skb ingress program on the target.
     pub ingress_cgroup_skb: bool,
+    /// fq on each egress device, which holds packets until the departure
+    /// time the classifier gave them.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fq: bool,
 }
 
-pub fn plan(attack: &Attack, filter: &NetFilter, caps: &mut Capabilities) -> Result<NetMechanism> {
+/// `schedules`: the fault sets departure times, which only fq honours.
+pub fn plan(
+    attack: &Attack,
+    filter: &NetFilter,
+    schedules: bool,
+    caps: &mut Capabilities,
+) -> Result<NetMechanism> {
     let egress = if filter.direction.egress() { Some(egress_mode(attack, caps)?) } else { None };
     let ingress = filter.direction.ingress();
     if ingress && !caps.has(Capability::CgroupSkb) {
         return Err(unavailable(attack, "ingress", &[Capability::CgroupSkb], caps));
     }
-    Ok(NetMechanism { egress, ingress_cgroup_skb: ingress })
+    if schedules && !caps.has(Capability::FqQdisc) {
+        return Err(unavailable(attack, "departure times need the fq qdisc", &[Capability::FqQdisc], caps));
+    }
+    Ok(NetMechanism { egress, ingress_cgroup_skb: ingress, fq: schedules })
 }
 
 /// TCX when available (fd-owned: ends with the process), netlink

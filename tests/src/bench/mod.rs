@@ -4,7 +4,10 @@
 //! (baseline, treatment, baseline, ...), and claims are made on ratios.
 //! See bench/README.md for how to read and reproduce them.
 
+mod clock;
+mod io;
 mod net;
+mod net_delay;
 
 pub fn main(args: &[String]) -> std::process::ExitCode {
     // SAFETY: geteuid has no preconditions.
@@ -15,7 +18,10 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     let which = args.first().map(String::as_str).unwrap_or("net");
     let result = match which {
         "net" => net::run(),
-        other => Err(anyhow::anyhow!("unknown benchmark {other:?} (available: net)")),
+        "io" => io::run(),
+        "clock" => clock::run(),
+        "net-delay" => net_delay::run(&args[1..]),
+        other => Err(anyhow::anyhow!("unknown benchmark {other:?} (available: net, io, net-delay, clock)")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,10 @@
 //! drive them. They measure from outside the mechanism: what a receiver
 //! got, what a sender's socket reported.
 
+pub mod http;
+pub mod io;
+pub mod ping;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 
@@ -21,6 +25,11 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("udp-flood") => udp::flood(&args[1..]),
         Some("tcp-sink") => tcp::sink(&args[1..]),
         Some("tcp-source") => tcp::source(&args[1..]),
+        Some("tcp-stream") => stream::source(&args[1..]),
+        Some("tcp-rate-sink") => stream::sink(&args[1..]),
+        Some("http-server") => http::server(&args[1..]),
+        Some("io-calls") => io::calls(&args[1..]),
+        Some("io-errnos") => io::errnos(&args[1..]),
         other => Err(anyhow::anyhow!("unknown helper {other:?}")),
     };
     match result {

@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, UdpSocket},
+    os::fd::AsRawFd,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -18,11 +19,32 @@ use crate::fixtures::process::Place;
 const LEN: usize = 64;
 
 /// `udp-sink --bind ADDR:PORT`: receive until stdin closes, then print
-/// `{"packets": [[tag, seq, send_ns, recv_ns], ...]}`.
+/// `{"packets": [[tag, seq, send_ns, recv_ns], ...]}`. `recv_ns` is when
+/// the packet reached the receiving stack (the kernel's receive timestamp,
+/// SO_TIMESTAMPNS), not when the sink got to read it, on CLOCK_MONOTONIC.
 pub fn sink(args: &[String]) -> anyhow::Result<()> {
     let bind: SocketAddr = arg(args, "--bind")?;
     let sock = UdpSocket::bind(bind)?;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    // A receive buffer far beyond the default (~200 KiB, a few hundred
+    // small datagrams): a sink that a busy machine (a TCG VM) does not
+    // schedule for a while must not lose what the tests count.
+    // SO_RCVBUFFORCE ignores net.core.rmem_max (we are root).
+    let setopt = |name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt reads an int from a pointer that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    setopt(libc::SO_RCVBUFFORCE, 32 << 20);
+    setopt(libc::SO_TIMESTAMPNS, 1);
+
     let closed = stdin_closed();
     ready()?;
     let mut packets = Vec::new();
@@ -36,17 +58,59 @@ pub fn sink(args: &[String]) -> anyhow::Result<()> {
         if drain_until.is_some_and(|t| Instant::now() > t) {
             break;
         }
-        if let Ok(n) = sock.recv(&mut buf)
+        if let Ok((n, stamp)) = recv_stamped(&sock, &mut buf)
             && n >= 20
         {
             let tag = u32::from_le_bytes(buf[0..4].try_into()?);
             let seq = u64::from_le_bytes(buf[4..12].try_into()?);
             let sent = u64::from_le_bytes(buf[12..20].try_into()?);
-            packets.push([u64::from(tag), seq, sent, monotonic_ns()]);
+            // Kernel receive timestamps are CLOCK_REALTIME: shift them onto
+            // CLOCK_MONOTONIC, the clock senders stamp with, by the offset
+            // between the two clocks now (it changes only when the
+            // realtime clock is set).
+            let recv = stamp.map_or_else(monotonic_ns, |real| {
+                let real_to_mono = monotonic_ns() as i128 - realtime_ns() as i128;
+                (real as i128 + real_to_mono) as u64
+            });
+            packets.push([u64::from(tag), seq, sent, recv]);
         }
     }
     println!("{}", json!({ "packets": packets }));
     Ok(())
+}
+
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// recvmsg with the SCM_TIMESTAMPNS control message: (length, kernel
+/// receive time in CLOCK_REALTIME ns).
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr points at `iov` and `control`, which outlive the
+    // call; CMSG_* walk the control buffer the kernel filled.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok((n as usize, stamp))
+    }
 }
 
 /// `udp-source --to ADDR:PORT --tag T --count N --interval-us I`: send and
@@ -120,6 +184,9 @@ pub struct Packet {
     pub tag: u32,
     pub seq: u64,
     pub sent_ns: u64,
+    /// When the sink read it (CLOCK_MONOTONIC, the same clock as `sent_ns`
+    /// in every namespace).
+    pub recv_ns: u64,
 }
 
 /// A running `udp-sink`.
@@ -137,7 +204,12 @@ impl Sink {
             .iter()
             .filter_map(|p| {
                 let p = p.as_array()?;
-                Some(Packet { tag: p[0].as_u64()? as u32, seq: p[1].as_u64()?, sent_ns: p[2].as_u64()? })
+                Some(Packet {
+                    tag: p[0].as_u64()? as u32,
+                    seq: p[1].as_u64()?,
+                    sent_ns: p[2].as_u64()?,
+                    recv_ns: p[3].as_u64()?,
+                })
             })
             .collect())
     }

@@ -1,0 +1,209 @@
+//! `chaos attack net-delay|net-rate|net-duplicate|net-corrupt|net-reorder`:
+//! their shared flags and help text (the subcommands are variants in
+//! attack.rs). Each requires its own primary flag; any other effect's flag
+//! combines with it in one attack, as netem's options do.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::attack::RunArgs;
+use crate::{
+    cli::TargetArgs,
+    error::{Error, Result},
+    faults::{Direction, Distribution, Fault, NetEffects, NetFault, NetFilter, NetKind, Protocol},
+    units::{Cidr, Percent, Rate, parse_duration},
+};
+
+/// Shared by every `--help` of these subcommands, after the fault's own
+/// paragraph.
+pub const COMMON_HELP: &str = "\
+Scope: only what the target's processes send (egress) is affected: a tc \
+egress program on the devices of the target's network namespace (entered \
+through /proc/PID/ns/net, so a container needs no sidecar) matches packets \
+by their socket's cgroup. By default it acts on the devices that are up \
+except loopback; --interface picks devices. Other cgroups' packets on the \
+same devices pass untouched.
+
+Combining: every effect flag may be given to every one of these \
+subcommands; the subcommand names the primary one, which is required. \
+Loss acts first; a duplicate is an independent copy (its own delay, \
+corruption, reordering); a reordered packet skips delay and rate.
+
+Delay, jitter, rate and reorder give packets a departure time, which an \
+fq qdisc on the device honours: chaos snapshots the device's qdiscs \
+(`tc -j qdisc show`), puts fq in place of the kernel's default qdisc, \
+and deletes it after, leaving the device exactly as it was (also after \
+kill -9, through `chaos recover`). It refuses a device with a qdisc setup \
+of someone else's (other than an fq, which it uses as it is), and a target \
+in the host's network namespace unless --interface names the devices.";
+
+/// `net-delay`'s help.
+pub const DELAY_HELP: &str = "\
+Delay what the target sends by a fixed time plus jitter, as netem's delay \
+does.
+
+Each packet's departure time is now + --delay + a jitter sample (uniform \
+in [-jitter, +jitter], or normal with standard deviation --jitter; a \
+sample that would make the delay negative sends at once). With jitter, \
+packets of one flow are delayed independently and may overtake each \
+other, as with netem.
+
+Example: 50 ms ± 10 ms (normal) on what a pod sends, with 1% loss, for 2 minutes:
+
+  chaos attack net-delay --cgroup /kubepods.slice/kubepods-pod42.slice --delay 50ms \\
+      --jitter 10ms --distribution normal --loss 1 --duration 2m";
+
+/// `net-rate`'s help.
+pub const RATE_HELP: &str = "\
+Limit the bandwidth of what the target sends, as a slower link would.
+
+Every matching packet of the target shares one link of --rate bits per \
+second on the wire (link-layer header included, as netem and tbf count). \
+The link buffers up to 1 s of traffic (more at rates below 1 Mbit/s: two \
+64 KiB packets); beyond, packets are dropped silently, as by a full \
+router queue, and TCP backs off.
+
+Example: a 10 Mbit/s link with 40 ms of latency for what nginx sends:
+
+  chaos attack net-rate --cgroup /system.slice/nginx.service --rate 10mbit --delay 40ms --duration 5m";
+
+/// `net-duplicate`'s help.
+pub const DUPLICATE_HELP: &str = "\
+Send an extra copy of a share of what the target sends, as netem's \
+duplicate does.
+
+The copy is sent just before the original (or with its own departure \
+time when combined with --delay).
+
+Example: duplicate 1% of what process 4242's cgroup sends to port 53:
+
+  chaos attack net-duplicate --pid 4242 --duplicate 1 --port 53 --duration 30s";
+
+/// `net-corrupt`'s help.
+pub const CORRUPT_HELP: &str = "\
+Flip a bit in a share of what the target sends, so that the receiver's \
+checks drop it, as netem's corrupt does.
+
+IPv4: a random bit of the IP header outside its checksum field, which the \
+receiver's header checksum catches (its /proc/net/snmp Ip InHdrErrors \
+counts the drop). IPv6 has no header checksum: a bit of the version \
+field, which every receiver rejects (Ip6InHdrErrors). GSO packets (TCP \
+bulk sends) also get a version bit, and count as one packet. The L4 \
+payload is never touched: with checksum offload its checksum is computed \
+after the hook, over the corrupted bytes, and the receiver would accept \
+them.
+
+Example: corrupt 0.5% of what nginx sends:
+
+  chaos attack net-corrupt --cgroup /system.slice/nginx.service --corrupt 0.5 --duration 1m";
+
+/// `net-reorder`'s help.
+pub const REORDER_HELP: &str = "\
+Reorder what the target sends: a share of packets leaves at once, past \
+the ones being delayed, as netem's reorder does. Needs --delay.
+
+Example: send 25% of packets at once, the rest 10 ms late:
+
+  chaos attack net-reorder --cgroup /system.slice/app.service --reorder 25 --delay 10ms --duration 1m";
+
+fn duration(s: &str) -> std::result::Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// The effect flags (all optional here; each subcommand makes its own
+/// primary flag required), the filters and the run settings.
+#[derive(Debug, Args)]
+pub struct NetEffectArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Delay every matching packet by this long: 50ms, 1.5s (at most 10s).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub delay: Option<Duration>,
+
+    /// Spread the delay: the uniform half-width or the normal standard
+    /// deviation (at most 10s). Needs --delay.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub jitter: Option<Duration>,
+
+    /// The jitter's distribution. Needs --jitter. [default: uniform]
+    #[arg(long, value_enum, value_name = "DIST")]
+    pub distribution: Option<Distribution>,
+
+    /// Bandwidth on the wire: 10mbit, 1.5gbit, 500kbit (at least 100kbit).
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<Rate>,
+
+    /// Share of matching packets to drop, 0 to 100.
+    #[arg(long, value_name = "PERCENT")]
+    pub loss: Option<Percent>,
+
+    /// Share of matching packets to send twice, 0 to 100.
+    #[arg(long, value_name = "PERCENT")]
+    pub duplicate: Option<Percent>,
+
+    /// Share of matching packets to corrupt (one flipped header bit), 0 to
+    /// 100.
+    #[arg(long, value_name = "PERCENT")]
+    pub corrupt: Option<Percent>,
+
+    /// Share of matching packets to send at once, ahead of the delayed
+    /// ones, 0 to 100. Needs --delay.
+    #[arg(long, value_name = "PERCENT")]
+    pub reorder: Option<Percent>,
+
+    #[command(flatten)]
+    pub filter: EgressFilterArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Which packets: as net-loss's filters, egress only.
+#[derive(Debug, Args)]
+pub struct EgressFilterArgs {
+    /// What the target sends (egress); the only direction these faults
+    /// support.
+    #[arg(long, value_enum, default_value_t = Direction::Egress)]
+    pub direction: Direction,
+
+    /// Only packets to this network, e.g. 10.0.0.0/8 or 2001:db8::/32; a
+    /// bare address means that host.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Option<Cidr>,
+
+    /// Only packets with this source or destination port.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Only packets of this protocol.
+    #[arg(long, value_enum, default_value_t = Protocol::Any)]
+    pub protocol: Protocol,
+
+    /// Only on this device of the target's network namespace (repeatable).
+    /// Default: every device that is up, except loopback.
+    #[arg(long = "interface", value_name = "DEV")]
+    pub interfaces: Vec<String>,
+}
+
+impl NetEffectArgs {
+    /// The validated fault; every problem in one message.
+    pub fn fault(&self, kind: NetKind) -> Result<Fault> {
+        let effects = NetEffects {
+            loss: self.loss,
+            delay: self.delay,
+            jitter: self.jitter,
+            distribution: self.distribution,
+            rate: self.rate,
+            duplicate: self.duplicate,
+            corrupt: self.corrupt,
+            reorder: self.reorder,
+        };
+        let f = &self.filter;
+        let filter = NetFilter { direction: f.direction, cidr: f.cidr, port: f.port, protocol: f.protocol };
+        NetFault::new(kind, effects, filter)
+            .map(|fault| Fault::net(kind, fault))
+            .map_err(|problems| Error::invalid(problems.join("; ")))
+    }
+}

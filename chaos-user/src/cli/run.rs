@@ -1,0 +1,159 @@
+//! `chaos run FILE`: run an experiment file and give a verdict.
+
+use std::{fs::File, io::IsTerminal, net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+
+use crate::{
+    error::{Error, ExitCode, Result},
+    events::Events,
+    experiment::{self, Experiment, Options, vars::parse_set},
+    report,
+    signals::SignalWatch,
+};
+
+/// Run an experiment: check the steady state, inject, watch, verdict
+///
+/// An experiment file (YAML) states a hypothesis about a system — probes
+/// that stay within their tolerances — and a method: attacks, in sequence
+/// or in parallel, each after an optional delay. chaos checks the
+/// hypothesis before injecting (and refuses to start when it does not
+/// hold), probes continuously while attacks run, aborts at once when a
+/// probe goes out of tolerance or an abort condition trips (rules deleted
+/// first, programs detached, the time it took recorded), and after the
+/// method checks that the system recovers within `recover-within`.
+///
+///   name: lossy-link
+///   variables: {target: /system.slice/app.service, loss: 5}
+///   targets:
+///     app: {cgroup: "${target}"}         # or pid: 1234
+///   hypothesis:
+///     recover-within: 30s
+///     probes:
+///       - name: health
+///         http: {url: "http://127.0.0.1:8080/health"}   # or tcp, command, prometheus
+///         tolerance: {status: 2xx, max-latency: 500ms}
+///         interval: 1s
+///         timeout: 2s
+///         failures: 3                    # consecutive failures = unhealthy
+///   method:
+///     - fault: net-loss                  # one attack ...
+///       percent: ${loss}
+///       duration: 1m
+///     - delay: 10s                       # ... then several at once
+///       parallel:
+///         - {fault: net-loss, percent: 20, port: 5432, duration: 30s}
+///   abort:                               # safety probes: unhealthy = stop (exit 2)
+///     - name: errors
+///       prometheus: {url: "http://prometheus:9090", query: "sum(rate(http_errors_total[1m]))"}
+///       tolerance: {below: 5}
+///   max-duration: 5m
+///
+/// The whole format, with every field and default: experiments/README.md.
+/// Check files without running them: `chaos validate FILE`.
+///
+/// Output: event lines (JSON) on stdout or --events; a live view on stderr
+/// when it is a terminal; a summary on stderr at the end; --report (JSON)
+/// and --junit (JUnit XML) for CI; --metrics-addr for Prometheus.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RunArgs {
+    /// The experiment file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Set a variable the file declares (repeatable): --set loss=20.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+
+    /// Validate, resolve targets and plan a mechanism for every attack,
+    /// print the plan, and inject nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Write a JUnit XML report to FILE, for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// Write the event lines (JSON) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// While running, serve counters in the Prometheus text format on
+    /// ADDR (e.g. 127.0.0.1:9464), at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// No live view on stderr, even on a terminal.
+    #[arg(long)]
+    pub no_live: bool,
+}
+
+impl RunArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let exp = experiment::load(&self.file, &self.set)?;
+        // Refuse before injecting, rather than lose the verdict at the end.
+        for (flag, path) in [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.events)]
+        {
+            let Some(path) = path else { continue };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(Error::invalid(format!(
+                    "{flag} {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+        let events = match &self.events {
+            None => Events::stdout(),
+            Some(p) => Events::new(Box::new(
+                File::create(p).map_err(|e| Error::invalid(format!("--events {}: {e}", p.display())))?,
+            )),
+        };
+        let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
+        let options = Options {
+            dry_run: self.dry_run,
+            report: self.report,
+            junit: self.junit,
+            metrics_addr: self.metrics_addr,
+            live: !self.no_live && std::io::stderr().is_terminal(),
+        };
+        execute(&exp, &options, &events, &signals).map(|(code, _)| code)
+    }
+}
+
+/// Run `exp` and print its summary and where the reports went (stderr).
+/// Shared with `chaos demo`.
+pub fn execute(
+    exp: &Experiment,
+    options: &Options,
+    events: &Events,
+    signals: &SignalWatch,
+) -> Result<(ExitCode, report::Report)> {
+    let outcome = experiment::run(exp, options, events, signals);
+    let wrote: Vec<String> =
+        [&options.report, &options.junit].into_iter().flatten().map(|p| p.display().to_string()).collect();
+    match outcome {
+        Ok(o) => {
+            if !options.dry_run {
+                eprint!("{}", report::summary(&o.report));
+            }
+            if !wrote.is_empty() {
+                eprintln!("  reports: {}", wrote.join(", "));
+            }
+            Ok((o.verdict.exit_code(), o.report))
+        }
+        Err(e) => {
+            if !wrote.is_empty() {
+                eprintln!("chaos: reports (verdict: error): {}", wrote.join(", "));
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `chaos demo`: the main job on a built-in default. A sandbox with a small
+//! HTTP service in its own cgroup and network namespace; the library's
+//! `experiments/lossy-link.yaml` run against it twice — with light loss
+//! (the hypothesis holds) and heavy loss (it breaks: chaos aborts and rolls
+//! back, and says how fast); verdicts; everything removed, on success,
+//! failure and Ctrl-C alike.
+
+pub mod sandbox;
+pub mod service;
+
+use std::{fs, path::PathBuf};
+
+use crate::{
+    cli::run::execute,
+    error::{Error, ExitCode, Result},
+    events::Events,
+    experiment::{self, Options, Verdict},
+    report::Report,
+    session,
+    signals::{self, SignalWatch},
+};
+
+/// The experiment the demo runs, exactly as shipped in experiments/.
+pub const EXPERIMENT_FILE: &str = "experiments/lossy-link.yaml";
+pub const EXPERIMENT: &str = include_str!("../../../experiments/lossy-link.yaml");
+
+/// One run of the experiment.
+pub struct Act {
+    pub title: &'static str,
+    pub loss: u32,
+    pub duration: &'static str,
+    pub expect: Verdict,
+}
+
+pub const ACTS: &[Act] = &[
+    Act {
+        title: "light loss: the service should cope (TCP retransmits what is lost)",
+        loss: 5,
+        duration: "10s",
+        expect: Verdict::Held,
+    },
+    Act {
+        title: "heavy loss: the hypothesis should break, and chaos abort and roll back at once",
+        loss: 60,
+        duration: "30s",
+        expect: Verdict::Violated,
+    },
+];
+
+/// Run the demo; `live` draws the live view. Reports go to `out`.
+pub fn run(out: &std::path::Path, live: bool) -> Result<ExitCode> {
+    session::require_root("chaos demo (it creates network namespaces, a cgroup and eBPF attachments)")?;
+    // Before anything is made: from here on Ctrl-C is a message, and the
+    // sandbox is removed whatever happens.
+    let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
+    for what in sandbox::remove_stale() {
+        println!("removed {what}, left by a demo that was killed");
+    }
+    prepare(out)?;
+    println!(
+        "chaos demo: a sandboxed service, an experiment against it, verdicts; everything is removed at the end.\n"
+    );
+    let mut sb = sandbox::Sandbox::create()?;
+    println!(
+        "sandbox: network namespaces {} and {} joined by a veth pair;\n         an HTTP service on {} in cgroup {}",
+        sb.service_ns,
+        sb.client_ns,
+        sb.service_addr,
+        sb.cgroup.display()
+    );
+    sb.start_service()?;
+    if let Some(sig) = signals.pending() {
+        println!("{} received: removing the sandbox", signals::name(sig));
+        return Ok(ExitCode::Aborted);
+    }
+    println!("         {} answers from the client namespace\n", sb.health_url());
+    let mut results: Vec<(&Act, Report)> = Vec::new();
+    for (n, act) in ACTS.iter().enumerate() {
+        println!("act {}: {EXPERIMENT_FILE} with {}% loss — {}", n + 1, act.loss, act.title);
+        let sets: Vec<(String, String)> = [
+            ("target", sb.cgroup_rel.clone()),
+            ("url", sb.health_url()),
+            ("probe-netns", sb.client_ns.clone()),
+            ("loss", act.loss.to_string()),
+            ("duration", act.duration.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        println!(
+            "       chaos run {EXPERIMENT_FILE} {}",
+            sets.iter().map(|(k, v)| format!("--set {k}={v}")).collect::<Vec<_>>().join(" ")
+        );
+        let exp = experiment::parse(EXPERIMENT_FILE, EXPERIMENT, &sets)
+            .map_err(|d| Error::invalid(d.to_string()))?;
+        let stem = format!("act{}-loss{}", n + 1, act.loss);
+        let events = Events::new(Box::new(
+            fs::File::create(out.join(format!("{stem}-events.jsonl")))
+                .map_err(|e| Error::invalid(format!("writing to {}: {e}", out.display())))?,
+        ));
+        let options = Options {
+            dry_run: false,
+            report: Some(out.join(format!("{stem}-report.json"))),
+            junit: Some(out.join(format!("{stem}-junit.xml"))),
+            metrics_addr: None,
+            live,
+        };
+        let (_, report) = execute(&exp, &options, &events, &signals)?;
+        println!();
+        let interrupted = report.abort.as_ref().is_some_and(|a| a.cause == "signal");
+        results.push((act, report));
+        if interrupted {
+            break;
+        }
+    }
+    println!("verdicts:");
+    let mut interrupted = false;
+    for (act, r) in &results {
+        let stopped = r.abort.as_ref().is_some_and(|a| a.cause == "signal");
+        let note = if stopped {
+            "  (interrupted)".to_owned()
+        } else if r.verdict == act.expect.label() {
+            String::new()
+        } else {
+            format!("  (expected {}: loss is random, try again)", act.expect.label())
+        };
+        let speed = r
+            .abort
+            .as_ref()
+            .and_then(|a| a.inert_after_decision_us.map(|us| (a, us)))
+            .map(|(a, us)| {
+                format!(
+                    "; fault inert {:.2} ms after the abort decision, detached after {:.2} ms",
+                    us as f64 / 1000.0,
+                    a.detached_after_decision_us.unwrap_or(us) as f64 / 1000.0
+                )
+            })
+            .unwrap_or_default();
+        interrupted |= stopped;
+        println!("  {:>3}% loss: {} (exit {}){speed}{note}", act.loss, r.verdict.to_uppercase(), r.exit_code);
+    }
+    println!("reports (JSON, JUnit XML, event lines): {}", out.display());
+    drop(sb);
+    println!("sandbox removed: namespaces, veth, cgroup and service are gone.");
+    Ok(if interrupted { ExitCode::Aborted } else { ExitCode::Ok })
+}
+
+/// The reports directory, emptied of a previous demo's files.
+fn prepare(out: &std::path::Path) -> Result<()> {
+    fs::create_dir_all(out).map_err(|e| Error::invalid(format!("creating {}: {e}", out.display())))?;
+    for e in fs::read_dir(out).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("act") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Where reports go by default.
+pub fn default_out() -> PathBuf {
+    std::env::temp_dir().join("chaos-demo")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_shipped_experiment_takes_the_demos_variables() {
+        for act in ACTS {
+            let sets: Vec<(String, String)> = [
+                ("target", "/chaos-demo-1"),
+                ("url", "http://10.213.0.1:8080/health"),
+                ("probe-netns", "chaos-demo-1-client"),
+                ("duration", act.duration),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain([("loss".to_owned(), act.loss.to_string())])
+            .collect();
+            let exp = experiment::parse(EXPERIMENT_FILE, EXPERIMENT, &sets).unwrap_or_else(|d| panic!("{d}"));
+            assert_eq!(exp.hypothesis.probes[0].netns.as_deref(), Some("chaos-demo-1-client"));
+            assert!(exp.method_length() <= Duration::from_secs(30));
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! An experiment, validated: what `parse` produces and `run` executes.
+//! Nothing here refers to the machine (targets are not resolved yet), so a
+//! file can be validated anywhere.
+
+use std::{path::PathBuf, time::Duration};
+
+use super::{diag::Span, vars::Vars};
+use crate::{faults::Fault, probes::Probe};
+
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    /// The file as the user named it (for messages and reports).
+    pub file: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    /// Every variable with the value used (default or `--set`).
+    pub variables: Vars,
+    pub targets: Vec<TargetSpec>,
+    pub hypothesis: Hypothesis,
+    pub method: Vec<Step>,
+    /// Safety probes: when one turns unhealthy, everything stops (exit 2).
+    pub abort: Vec<Probe>,
+    /// The whole run, from the first probe to the verdict, is cut off here.
+    pub max_duration: Duration,
+}
+
+/// A named target, as the file gives it.
+#[derive(Clone, Debug)]
+pub struct TargetSpec {
+    pub name: String,
+    pub selector: Selector,
+    pub allow_host: bool,
+    pub span: Span,
+}
+
+/// How a target is found on the machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// A cgroup v2 directory, absolute or relative to the cgroup2 mount.
+    Cgroup(PathBuf),
+    /// The cgroup a process is in.
+    Pid(i32),
+    // Container ids resolve to a cgroup once container runtimes are
+    // supported: `container: <id>`.
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cgroup(p) => write!(f, "cgroup {}", p.display()),
+            Self::Pid(p) => write!(f, "the cgroup of pid {p}"),
+        }
+    }
+}
+
+/// The steady-state hypothesis: probes that must stay healthy.
+#[derive(Clone, Debug)]
+pub struct Hypothesis {
+    pub probes: Vec<Probe>,
+    /// After the method, every probe must pass again within this.
+    pub recover_within: Duration,
+}
+
+/// One step of the method: attacks that start together, after a delay.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub name: String,
+    pub delay: Duration,
+    pub attacks: Vec<AttackSpec>,
+    pub span: Span,
+}
+
+impl Step {
+    /// Delay plus the longest attack.
+    pub fn length(&self) -> Duration {
+        self.delay + self.attacks.iter().map(|a| a.duration).max().unwrap_or_default()
+    }
+}
+
+/// One attack of a step, before its target is resolved.
+#[derive(Clone, Debug)]
+pub struct AttackSpec {
+    /// Unique within the experiment: the step's `name`, or `<fault>-<n>`.
+    pub id: String,
+    pub fault: Fault,
+    /// A key of `targets`.
+    pub target: String,
+    pub duration: Duration,
+    /// Network faults: devices to act on (all when empty).
+    pub interfaces: Vec<String>,
+    pub span: Span,
+}
+
+impl Experiment {
+    /// How long the method takes when nothing goes wrong.
+    pub fn method_length(&self) -> Duration {
+        self.method.iter().map(Step::length).sum()
+    }
+
+    pub fn attacks(&self) -> impl Iterator<Item = &AttackSpec> {
+        self.method.iter().flat_map(|s| &s.attacks)
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetSpec> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}

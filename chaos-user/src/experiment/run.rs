@@ -1,0 +1,855 @@
+//! Running an experiment:
+//!
+//! 1. resolve targets and plan a mechanism for every attack (errors: exit 3);
+//!    `--dry-run` stops here and prints the plan;
+//! 2. check the steady state: every probe once; if one fails, inject nothing
+//!    (verdict `not-started`, exit 2);
+//! 3. claim every attack of the run at once (exit 4 if a target is busy);
+//! 4. run the method step by step, probes watching all along: a hypothesis
+//!    probe that turns unhealthy aborts at once (`violated`, exit 1); an
+//!    abort condition, the maximum duration or a signal abort too
+//!    (`aborted`, exit 2) — rules deleted first, links detached, and the
+//!    time from the decision to the fault inert recorded;
+//! 5. after the method, wait for every hypothesis probe to pass again
+//!    within `recover-within` (else `violated`);
+//! 6. report: JSON, JUnit, a summary, and the verdict.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    describe::{clock, dur, fault_parameters, plan_text, step_line},
+    model::{Experiment, Selector},
+    view::{View, bar},
+};
+use crate::{
+    attack::{Attack, Mechanism, plan},
+    capabilities::Capabilities,
+    clock::{monotonic_ns, rfc3339},
+    controller::{self, EndReason, Ended, GroupOptions},
+    error::{Error, ExitCode, Result},
+    events::Events,
+    injector::{Injector, Running},
+    metrics::{self, Metrics},
+    probes::{self, Monitor, Probe, Role},
+    report::{
+        self, AbortRecord, AttackRecord, ExperimentInfo, ProbeCheck, ProbeRecord, RecoveryRecord, Report,
+        SteadyState, StepRecord, TargetInfo,
+    },
+    session,
+    signals::{self, SignalWatch, Wake},
+    targets::{AllowHost, CgroupFs, Target},
+};
+
+/// How often the live view and the metrics refresh outside attacks (the
+/// controller ticks at the same rate during them).
+const TICK: Duration = Duration::from_millis(100);
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Validate, resolve and plan; print the plan; inject nothing.
+    pub dry_run: bool,
+    /// Write the JSON report here.
+    pub report: Option<PathBuf>,
+    /// Write the JUnit XML report here.
+    pub junit: Option<PathBuf>,
+    /// Serve Prometheus metrics here while running.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Redraw a live view on stderr (a terminal).
+    pub live: bool,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The hypothesis held throughout, and the system recovered.
+    Held,
+    /// A hypothesis probe went out of tolerance, or did not recover.
+    Violated,
+    /// A signal, an abort condition or the maximum duration stopped it.
+    Aborted,
+    /// The steady state did not hold before injecting: nothing was injected.
+    NotStarted,
+    /// `--dry-run`: planned, not injected.
+    DryRun,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Self::Held | Self::DryRun => ExitCode::Ok,
+            Self::Violated => ExitCode::HypothesisViolated,
+            Self::Aborted | Self::NotStarted => ExitCode::Aborted,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Violated => "violated",
+            Self::Aborted => "aborted",
+            Self::NotStarted => "not-started",
+            Self::DryRun => "dry-run",
+        }
+    }
+}
+
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub report: Report,
+}
+
+/// Run `exp`. Errors (exit codes 3, 4, 5) come back as `Err`, after the
+/// reports were written with verdict `error`.
+pub fn run(exp: &Experiment, opts: &Options, events: &Events, signals: &SignalWatch) -> Result<Outcome> {
+    let mut runner = Runner::new(exp, opts, events, signals);
+    let result = runner.execute();
+    let (verdict, code, reason) = match &result {
+        Ok((v, reason)) => (v.label(), v.exit_code(), reason.clone()),
+        Err(e) => ("error", e.exit_code(), e.to_string()),
+    };
+    runner.finish(verdict, code, reason);
+    if !opts.dry_run {
+        runner.events.emit(
+            "verdict",
+            json!({ "experiment": exp.name, "verdict": verdict, "exit_code": code as u8, "reason": runner.report.reason }),
+        );
+    }
+    let written = runner.write_reports();
+    let (verdict, _) = result?;
+    written?;
+    Ok(Outcome { verdict, report: runner.report })
+}
+
+/// Why the method stopped early.
+#[derive(Clone, Debug)]
+enum Cause {
+    Hypothesis { probe: String, detail: String },
+    AbortCondition { probe: String, detail: String },
+    MaxDuration,
+    Signal(i32),
+}
+
+struct Decision {
+    cause: Cause,
+    decided_ns: u64,
+}
+
+impl Cause {
+    fn describe(&self, max: Duration) -> String {
+        match self {
+            Self::Hypothesis { probe, detail } => {
+                format!("hypothesis probe `{probe}` out of tolerance: {detail}")
+            }
+            Self::AbortCondition { probe, detail } => format!("abort condition `{probe}` tripped: {detail}"),
+            Self::MaxDuration => {
+                format!("the experiment's max-duration ({}) was reached", dur(max))
+            }
+            Self::Signal(sig) => format!("{} received", signals::name(*sig)),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Hypothesis { .. } => "hypothesis",
+            Self::AbortCondition { .. } => "abort-condition",
+            Self::MaxDuration => "max-duration",
+            Self::Signal(_) => "signal",
+        }
+    }
+
+    fn probe(&self) -> Option<String> {
+        match self {
+            Self::Hypothesis { probe, .. } | Self::AbortCondition { probe, .. } => Some(probe.clone()),
+            _ => None,
+        }
+    }
+
+    fn verdict(&self) -> Verdict {
+        match self {
+            Self::Hypothesis { .. } => Verdict::Violated,
+            _ => Verdict::Aborted,
+        }
+    }
+}
+
+struct Runner<'a> {
+    exp: &'a Experiment,
+    opts: &'a Options,
+    events: &'a Events,
+    signals: &'a SignalWatch,
+    report: Report,
+    t0: Instant,
+    wall0: SystemTime,
+    /// `t0 + max-duration`.
+    deadline: Instant,
+    metrics: Metrics,
+    view: View,
+    /// "step 2/3" and the like, for the live view.
+    phase: String,
+}
+
+impl<'a> Runner<'a> {
+    fn new(exp: &'a Experiment, opts: &'a Options, events: &'a Events, signals: &'a SignalWatch) -> Self {
+        let t0 = Instant::now();
+        let report = Report {
+            chaos_version: env!("CARGO_PKG_VERSION").into(),
+            experiment: ExperimentInfo {
+                name: exp.name.clone(),
+                description: exp.description.clone(),
+                tags: exp.tags.clone(),
+                file: exp.file.clone(),
+                variables: exp.variables.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+                overridden: exp
+                    .variables
+                    .iter()
+                    .filter(|(_, v)| v.overridden)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            },
+            max_duration: dur(exp.max_duration),
+            ..Default::default()
+        };
+        Self {
+            exp,
+            opts,
+            events,
+            signals,
+            report,
+            t0,
+            wall0: SystemTime::now(),
+            deadline: t0 + exp.max_duration,
+            metrics: Metrics::new(&exp.name),
+            view: View::new(opts.live),
+            phase: "planning".into(),
+        }
+    }
+
+    fn execute(&mut self) -> Result<(Verdict, String)> {
+        let what = if self.opts.dry_run {
+            "chaos run --dry-run (it probes the kernel's mechanisms)"
+        } else {
+            "chaos run"
+        };
+        session::require_root(what)?;
+        let targets = self.resolve_targets()?;
+        let plan = self.plan(&targets)?;
+        let probes = self.probes();
+        for (p, _) in &probes {
+            p.check_netns().map_err(Error::environment)?;
+        }
+        self.record_plan(&plan);
+        if self.opts.dry_run {
+            print!("{}", plan_text(self.exp, &targets, &plan));
+            return Ok((
+                Verdict::DryRun,
+                "dry run: validated, resolved and planned; nothing was injected".into(),
+            ));
+        }
+        let _server = match self.opts.metrics_addr {
+            Some(addr) => {
+                let s = metrics::serve(addr, self.metrics.clone())?;
+                self.view.say(&format!("metrics at http://{}/metrics", s.addr));
+                Some(s)
+            }
+            None => None,
+        };
+        self.events.emit(
+            "experiment-start",
+            json!({
+                "experiment": self.exp.name,
+                "file": self.exp.file,
+                "variables": self.report.experiment.variables,
+                "targets": self.report.targets,
+                "max_duration": dur(self.exp.max_duration),
+                "method_length": dur(self.exp.method_length()),
+            }),
+        );
+
+        // 2. The steady state, before anything is injected.
+        self.metrics.phase("steady-state");
+        self.phase = "steady state".into();
+        self.view.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
+        let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
+        let samples = probes::run_all_once(&refs);
+        let checks: Vec<ProbeCheck> = probes
+            .iter()
+            .zip(&samples)
+            .map(|((p, role), s)| ProbeCheck {
+                name: p.name.clone(),
+                role: role.label().into(),
+                ok: s.ok,
+                latency_ms: s.latency.as_secs_f64() * 1000.0,
+                detail: s.detail.clone(),
+            })
+            .collect();
+        let held = checks.iter().all(|c| c.ok);
+        self.events.emit("steady-state", json!({ "phase": "before", "held": held, "probes": checks }));
+        self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
+        if let Some(sig) = self.signals.pending() {
+            return Ok((
+                Verdict::Aborted,
+                format!("{} received before injecting; nothing was injected", signals::name(sig)),
+            ));
+        }
+        if !held {
+            let failed: Vec<String> =
+                checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+            self.view.say("the steady state does not hold: refusing to inject");
+            return Ok((
+                Verdict::NotStarted,
+                format!(
+                    "the steady state did not hold before injecting, so nothing was injected ({})",
+                    failed.join("; ")
+                ),
+            ));
+        }
+        self.view.say("steady state holds");
+
+        // 3. Claim every attack of the run, then 4. the method.
+        let attacks: Vec<Attack> = plan.iter().flatten().map(|(a, _)| a.clone()).collect();
+        let mut injector = session::open(&attacks)?;
+        let wake = self.signals.waker();
+        let mut monitor = Monitor::start(probes, self.events.clone(), Arc::new(wake));
+        self.metrics.phase("method");
+        let result = self.method(&mut injector, &mut monitor, plan);
+        let decision = match result {
+            Ok(d) => d,
+            Err(e) => {
+                monitor.stop();
+                self.finish_probes(&monitor, None, None);
+                return Err(e);
+            }
+        };
+        drop(injector);
+        if let Some(d) = decision {
+            monitor.stop();
+            self.finish_probes(&monitor, Some(&d), None);
+            let verdict = d.cause.verdict();
+            let tail = if verdict == Verdict::Violated {
+                "; the faults were rolled back"
+            } else {
+                "; every fault was rolled back"
+            };
+            return Ok((verdict, format!("{}{tail}", d.cause.describe(self.exp.max_duration))));
+        }
+
+        // 5. Recovery.
+        self.metrics.phase("recovery");
+        let recovery = self.recover(&monitor);
+        monitor.stop();
+        match recovery {
+            Err(d) => {
+                self.finish_probes(&monitor, Some(&d), None);
+                Ok((d.cause.verdict(), d.cause.describe(self.exp.max_duration)))
+            }
+            Ok(missing) if missing.is_empty() => {
+                self.finish_probes(&monitor, None, None);
+                Ok((Verdict::Held, "the hypothesis held throughout, and the system recovered".into()))
+            }
+            Ok(missing) => {
+                let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+                self.finish_probes(&monitor, None, Some(&missing));
+                Ok((
+                    Verdict::Violated,
+                    format!(
+                        "the system did not recover within {}: {} still failing",
+                        dur(self.exp.hypothesis.recover_within),
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn resolve_targets(&mut self) -> Result<BTreeMap<String, Target>> {
+        let fs = CgroupFs::discover()?;
+        let mut out = BTreeMap::new();
+        for t in &self.exp.targets {
+            let allow = AllowHost(t.allow_host);
+            let resolved = match &t.selector {
+                Selector::Cgroup(path) => fs.resolve_path(path, allow),
+                Selector::Pid(pid) => fs.resolve_pid(Path::new("/proc"), *pid, allow),
+            };
+            let target = resolved.map_err(|e| self.at(t.span, &format!("target `{}`", t.name), e))?;
+            self.report.targets.push(TargetInfo {
+                name: t.name.clone(),
+                path: target.path.display().to_string(),
+                id: target.id,
+            });
+            out.insert(t.name.clone(), target);
+        }
+        Ok(out)
+    }
+
+    /// Prefix an error with the file position it comes from, keeping its
+    /// kind (and so its exit code).
+    fn at(&self, span: super::diag::Span, what: &str, e: Error) -> Error {
+        let msg = format!("{}:{}:{}: {what}: {e}", self.exp.file, span.start.line, span.start.col);
+        match e.exit_code() {
+            ExitCode::Invalid if matches!(e, Error::Environment(_)) => Error::environment(msg),
+            ExitCode::Invalid => Error::invalid(msg),
+            _ => Error::kernel(msg, anyhow::anyhow!("{e}")),
+        }
+    }
+
+    fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Mechanism)>>> {
+        let mut caps = Capabilities::new();
+        let mut out = Vec::new();
+        for step in &self.exp.method {
+            let mut group: Vec<(Attack, Mechanism)> = Vec::new();
+            for a in &step.attacks {
+                let target = targets.get(&a.target).cloned().ok_or_else(|| {
+                    Error::invalid(format!(
+                        "{}: attack {} names unknown target {}",
+                        self.exp.file, a.id, a.target
+                    ))
+                })?;
+                let attack = Attack {
+                    id: a.id.clone(),
+                    fault: a.fault.clone(),
+                    target,
+                    duration: a.duration,
+                    interfaces: a.interfaces.clone(),
+                };
+                if let Some((other, _)) = group.iter().find(|(o, _)| {
+                    o.target.id == attack.target.id && o.fault.family() == attack.fault.family()
+                }) {
+                    return Err(self.at(
+                        a.span,
+                        &format!("attack `{}`", a.id),
+                        Error::invalid(format!(
+                            "{} also gets attack `{}` of the same family in this parallel step; a target carries one {} fault at a time: combine them, or run them one after the other",
+                            attack.target,
+                            other.id,
+                            attack.fault.family().name()
+                        )),
+                    ));
+                }
+                let mechanism = plan(&attack, &mut caps)
+                    .map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
+                group.push((attack, mechanism));
+            }
+            out.push(group);
+        }
+        Ok(out)
+    }
+
+    fn probes(&self) -> Vec<(Probe, Role)> {
+        let h = self.exp.hypothesis.probes.iter().map(|p| (p.clone(), Role::Hypothesis));
+        h.chain(self.exp.abort.iter().map(|p| (p.clone(), Role::Abort))).collect()
+    }
+
+    fn record_plan(&mut self, plan: &[Vec<(Attack, Mechanism)>]) {
+        self.report.steps = self
+            .exp
+            .method
+            .iter()
+            .zip(plan)
+            .map(|(step, group)| StepRecord {
+                name: step.name.clone(),
+                delay: dur(step.delay),
+                status: if self.opts.dry_run { "planned" } else { "not-run" }.into(),
+                attacks: group
+                    .iter()
+                    .map(|(a, m)| AttackRecord {
+                        id: a.id.clone(),
+                        fault: a.fault.kind().into(),
+                        parameters: fault_parameters(a),
+                        target: a.target.path.display().to_string(),
+                        duration: dur(a.duration),
+                        mechanism: serde_json::to_value(m).unwrap_or(Value::Null),
+                        status: if self.opts.dry_run { "planned" } else { "not-run" }.into(),
+                        started_monotonic_ns: None,
+                        deadline_monotonic_ns: None,
+                        ended: None,
+                        counters: None,
+                        inert_monotonic_ns: None,
+                        inert_after_us: None,
+                        detached_after_us: None,
+                        error: None,
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.report.probes = self
+            .probes()
+            .iter()
+            .map(|(p, role)| ProbeRecord {
+                name: p.name.clone(),
+                role: match role {
+                    Role::Hypothesis => "hypothesis",
+                    Role::Abort => "abort",
+                }
+                .into(),
+                kind: p.check.kind().into(),
+                check: p.check.describe(),
+                interval: dur(p.interval),
+                timeout: dur(p.timeout),
+                failures: p.failures,
+                stats: Default::default(),
+                latency_ms_avg: None,
+                outcome: "not-run".into(),
+                outcome_detail: String::new(),
+            })
+            .collect();
+    }
+
+    /// Run the method's steps; `Some` when something stopped it early.
+    fn method(
+        &mut self,
+        injector: &mut Injector,
+        monitor: &mut Monitor,
+        plan: Vec<Vec<(Attack, Mechanism)>>,
+    ) -> Result<Option<Decision>> {
+        let exp = self.exp;
+        let steps = exp.method.len();
+        for (i, (step, group)) in exp.method.iter().zip(plan).enumerate() {
+            self.phase = format!("step {}/{steps} `{}`", i + 1, step.name);
+            if !step.delay.is_zero() {
+                self.view.say(&format!(
+                    "step {}/{steps} `{}`: waiting {}",
+                    i + 1,
+                    step.name,
+                    dur(step.delay)
+                ));
+                if let Some(d) = self.wait(Instant::now() + step.delay, monitor, true, |_| false) {
+                    self.record_abort(&d, &[]);
+                    self.view.say(&format!("ABORT: {}", d.cause.describe(exp.max_duration)));
+                    return Ok(Some(d));
+                }
+            }
+            self.view.say(&format!("step {}/{steps} `{}`: {}", i + 1, step.name, step_line(&group)));
+            self.report.steps[i].status = "running".into();
+            let mut decision: Option<Decision> = None;
+            let (events, signals) = (self.events, self.signals);
+            // The live view shows starts and stops; log lines would garble it.
+            let options = GroupOptions { status_line: false, quiet: self.opts.live };
+            let result = controller::run_group(injector, group, events, signals, options, |inj, running| {
+                self.note_started(i, running);
+                self.tick(monitor, Some((inj, running)));
+                let d = self.decide(monitor, true)?;
+                let why = d.cause.describe(self.exp.max_duration);
+                decision = Some(d);
+                Some(why)
+            });
+            let (reason, ended) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.report.steps[i].status = "failed".into();
+                    for a in &mut self.report.steps[i].attacks {
+                        a.status = "failed".into();
+                        a.error = Some(e.to_string());
+                    }
+                    return Err(e);
+                }
+            };
+            if let EndReason::Signal(sig) = reason {
+                decision = Some(Decision { cause: Cause::Signal(sig), decided_ns: monotonic_ns() });
+            }
+            self.record_step(i, &ended, decision.is_some());
+            if let Some(d) = decision {
+                self.record_abort(&d, &ended);
+                self.view.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Note when the running attacks of step `i` started and end (their
+    /// kernel-side deadlines).
+    fn note_started(&mut self, i: usize, running: &[Running]) {
+        for r in running {
+            if let Some(a) = self.report.steps[i].attacks.iter_mut().find(|a| a.id == r.attack.id)
+                && a.deadline_monotonic_ns.is_none()
+            {
+                a.deadline_monotonic_ns = Some(r.deadline_ns);
+                a.started_monotonic_ns =
+                    Some(r.deadline_ns.saturating_sub(r.attack.duration.as_nanos() as u64));
+            }
+        }
+    }
+
+    fn record_step(&mut self, i: usize, ended: &[Ended], aborted: bool) {
+        let step = &mut self.report.steps[i];
+        step.status = if aborted { "aborted" } else { "completed" }.into();
+        for e in ended {
+            let s = &e.stopped;
+            self.metrics.attack(
+                &s.attack.id,
+                s.attack.fault.kind(),
+                &s.attack.target.path.display().to_string(),
+                false,
+                &s.counters,
+            );
+            if let Some(a) = step.attacks.iter_mut().find(|a| a.id == s.attack.id) {
+                let deadline_reached = e.stop_called_ns >= a.deadline_monotonic_ns.unwrap_or(u64::MAX);
+                a.status = if aborted && !deadline_reached { "aborted" } else { "completed" }.into();
+                a.counters = Some(s.counters.clone());
+                a.inert_after_us = Some(s.inert_after.as_micros() as u64);
+                a.detached_after_us = Some(s.detached_after.as_micros() as u64);
+                a.inert_monotonic_ns = Some(e.stop_called_ns + s.inert_after.as_nanos() as u64);
+            }
+        }
+    }
+
+    fn record_abort(&mut self, d: &Decision, ended: &[Ended]) {
+        // Only the attacks the abort stopped: those that ended at their
+        // deadline earlier in the step do not count.
+        let stopped_by_abort: Vec<&Ended> =
+            ended.iter().filter(|e| e.stop_called_ns >= d.decided_ns).collect();
+        let inert =
+            stopped_by_abort.iter().map(|e| e.stop_called_ns + e.stopped.inert_after.as_nanos() as u64).max();
+        let detached = stopped_by_abort
+            .iter()
+            .map(|e| e.stop_called_ns + e.stopped.detached_after.as_nanos() as u64)
+            .max();
+        let since = |t: u64| t.saturating_sub(d.decided_ns) / 1000;
+        let record = AbortRecord {
+            cause: d.cause.label().into(),
+            probe: d.cause.probe(),
+            detail: d.cause.describe(self.exp.max_duration),
+            decided_monotonic_ns: d.decided_ns,
+            inert_after_decision_us: inert.map(since),
+            detached_after_decision_us: detached.map(since),
+        };
+        self.events.emit("experiment-abort", serde_json::to_value(&record).unwrap_or(Value::Null));
+        self.report.abort = Some(record);
+    }
+
+    /// After the method: every hypothesis probe must pass a check that
+    /// started after it, within `recover-within`. Returns the probes that
+    /// did not, or the decision that cut the wait short.
+    fn recover(&mut self, monitor: &Monitor) -> std::result::Result<Vec<(String, String)>, Decision> {
+        let end = Instant::now();
+        let within = self.exp.hypothesis.recover_within;
+        for w in monitor.watched.iter().filter(|w| w.role == Role::Hypothesis) {
+            w.mark(end);
+        }
+        self.phase = "recovery".into();
+        self.view
+            .say(&format!("method done; waiting up to {} for the hypothesis to pass again", dur(within)));
+        let recovered = |m: &Monitor| {
+            m.watched
+                .iter()
+                .filter(|w| w.role == Role::Hypothesis)
+                .all(|w| w.stats().first_ok_after_mark.is_some())
+        };
+        let until = (end + within).min(self.deadline);
+        if let Some(d) = self.wait(until, monitor, false, recovered) {
+            self.record_abort(&d, &[]);
+            self.view.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
+            return Err(d);
+        }
+        let missing: Vec<(String, String)> = monitor
+            .watched
+            .iter()
+            .filter(|w| w.role == Role::Hypothesis)
+            .filter_map(|w| {
+                let s = w.stats();
+                s.first_ok_after_mark.is_none().then(|| (w.probe.name.clone(), s.last_detail.clone()))
+            })
+            .collect();
+        let after = monitor
+            .watched
+            .iter()
+            .filter_map(|w| w.stats().first_ok_after_mark)
+            .max()
+            .map(|t| t.saturating_duration_since(end).as_millis() as u64);
+        let recovered = missing.is_empty();
+        let detail = if recovered {
+            format!("recovered {}ms after the method", after.unwrap_or(0))
+        } else {
+            let m: Vec<String> = missing.iter().map(|(n, d)| format!("{n}: {d}")).collect();
+            format!("not recovered: {}", m.join("; "))
+        };
+        self.view.say(&detail);
+        self.events.emit("recovery", json!({ "recovered": recovered, "after_ms": after, "detail": detail }));
+        self.report.recovery = Some(RecoveryRecord {
+            within: dur(within),
+            recovered,
+            after_ms: after.filter(|_| recovered),
+            detail,
+        });
+        Ok(missing)
+    }
+
+    /// Wait until `until` (or `done`), watching probes, signals and the
+    /// maximum duration.
+    fn wait(
+        &mut self,
+        until: Instant,
+        monitor: &Monitor,
+        hypothesis_aborts: bool,
+        done: impl Fn(&Monitor) -> bool,
+    ) -> Option<Decision> {
+        loop {
+            if done(monitor) {
+                return None;
+            }
+            match self.signals.wait(until, TICK) {
+                Wake::Signal(sig) => {
+                    return Some(Decision { cause: Cause::Signal(sig), decided_ns: monotonic_ns() });
+                }
+                Wake::Deadline => return None,
+                Wake::Tick => {}
+            }
+            self.tick(monitor, None);
+            if let Some(d) = self.decide(monitor, hypothesis_aborts) {
+                return Some(d);
+            }
+        }
+    }
+
+    /// Whether to abort now, and why.
+    fn decide(&self, monitor: &Monitor, hypothesis_aborts: bool) -> Option<Decision> {
+        let cause = if let Some((w, s)) = monitor.unhealthy(Role::Hypothesis).filter(|_| hypothesis_aborts) {
+            Cause::Hypothesis { probe: w.probe.name.clone(), detail: failing(&s, w.probe.failures) }
+        } else if let Some((w, s)) = monitor.unhealthy(Role::Abort) {
+            Cause::AbortCondition { probe: w.probe.name.clone(), detail: failing(&s, w.probe.failures) }
+        } else if Instant::now() >= self.deadline {
+            Cause::MaxDuration
+        } else {
+            return None;
+        };
+        Some(Decision { cause, decided_ns: monotonic_ns() })
+    }
+
+    /// Refresh metrics and the live view.
+    fn tick(&mut self, monitor: &Monitor, attacks: Option<(&Injector, &[Running])>) {
+        let mut lines = Vec::new();
+        let elapsed = self.t0.elapsed();
+        let planned = self.exp.method_length();
+        lines.push(format!(
+            "▶ {} · {} · {} elapsed (method {}, max {})",
+            self.exp.name,
+            self.phase,
+            clock(elapsed),
+            dur(planned),
+            dur(self.exp.max_duration)
+        ));
+        if let Some((inj, running)) = attacks {
+            for r in running {
+                let c = inj.counters(r).unwrap_or_default();
+                let path = r.attack.target.path.display().to_string();
+                self.metrics.attack(&r.attack.id, r.attack.fault.kind(), &path, true, &c);
+                let done = r.started.elapsed().min(r.attack.duration);
+                let fraction = done.as_secs_f64() / r.attack.duration.as_secs_f64().max(1e-9);
+                lines.push(format!(
+                    "  {:<16} {} {:>5}/{:<5} injected into {} of {} events",
+                    r.attack.id,
+                    bar(fraction, 20),
+                    clock(done),
+                    dur(r.attack.duration),
+                    c.injected,
+                    c.matched
+                ));
+            }
+        }
+        for w in &monitor.watched {
+            let s = w.stats();
+            self.metrics.probe(&w.probe.name, w.role, &s);
+            let state = if s.checks == 0 {
+                "…".to_owned()
+            } else if !s.healthy {
+                "UNHEALTHY".to_owned()
+            } else if s.consecutive_failures > 0 {
+                format!("failing {}/{}", s.consecutive_failures, w.probe.failures)
+            } else {
+                "ok".to_owned()
+            };
+            lines.push(format!(
+                "  {:<16} {:<10} {:>4} checks {:>3} failed  {}",
+                w.probe.name,
+                state,
+                s.checks,
+                s.failed,
+                s.last_detail.chars().take(60).collect::<String>()
+            ));
+        }
+        self.view.draw(&lines);
+    }
+
+    /// Probe outcomes and statistics for the report.
+    fn finish_probes(
+        &mut self,
+        monitor: &Monitor,
+        decision: Option<&Decision>,
+        missing: Option<&[(String, String)]>,
+    ) {
+        for w in &monitor.watched {
+            let s = w.stats();
+            let Some(rec) = self.report.probes.iter_mut().find(|p| p.name == w.probe.name) else { continue };
+            rec.latency_ms_avg = s.latency_ms_avg();
+            let tripped = decision.and_then(|d| d.cause.probe()).is_some_and(|p| p == w.probe.name);
+            let not_recovered = missing.and_then(|m| m.iter().find(|(n, _)| *n == w.probe.name));
+            (rec.outcome, rec.outcome_detail) = match (w.role, tripped, not_recovered) {
+                (Role::Hypothesis, true, _) => ("violated".into(), failing(&s, w.probe.failures)),
+                (Role::Abort, true, _) => ("triggered".into(), failing(&s, w.probe.failures)),
+                (_, _, Some((_, detail))) => ("not-recovered".into(), detail.clone()),
+                (Role::Hypothesis, false, None) => ("held".into(), String::new()),
+                (Role::Abort, false, None) => ("ok".into(), String::new()),
+            };
+            rec.stats = s;
+        }
+    }
+
+    fn finish(&mut self, verdict: &str, code: ExitCode, reason: String) {
+        self.view.clear();
+        self.metrics.phase("done");
+        let r = &mut self.report;
+        r.verdict = verdict.into();
+        r.exit_code = code as u8;
+        r.reason = reason;
+        r.started = rfc3339(self.wall0);
+        r.ended = rfc3339(SystemTime::now());
+        r.duration_seconds = self.t0.elapsed().as_secs_f64();
+    }
+
+    fn write_reports(&self) -> Result<()> {
+        if let Some(p) = &self.opts.report {
+            report::json::write(p, &self.report)?;
+        }
+        if let Some(p) = &self.opts.junit {
+            report::junit::write(p, &self.report)?;
+        }
+        Ok(())
+    }
+}
+
+/// "3 failed checks in a row (tolerated: 2); last: timed out ..."
+fn failing(s: &probes::Stats, failures: u32) -> String {
+    let what = s.violation.as_ref().map_or(s.last_detail.as_str(), |v| v.detail.as_str());
+    if failures <= 1 {
+        what.to_owned()
+    } else {
+        format!(
+            "{} failed checks in a row (tolerated: {}); last: {what}",
+            s.consecutive_failures.max(failures),
+            failures - 1
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_map_to_documented_exit_codes() {
+        assert_eq!(Verdict::Held.exit_code() as u8, 0);
+        assert_eq!(Verdict::Violated.exit_code() as u8, 1);
+        assert_eq!(Verdict::Aborted.exit_code() as u8, 2);
+        assert_eq!(Verdict::NotStarted.exit_code() as u8, 2);
+        assert_eq!(Verdict::DryRun.exit_code() as u8, 0);
+    }
+}

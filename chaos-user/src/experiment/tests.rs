@@ -1,0 +1,575 @@
+//! Experiment files: what parses to what, what is refused where and with
+//! which hint, the shipped library, and a property test that no file —
+//! random or mutated — makes the parser panic.
+
+use std::time::Duration;
+
+use super::{diag::Diagnostics, model::Selector, parse};
+use crate::{
+    faults::{Fault, NetLoss},
+    probes::Check,
+};
+
+const FULL: &str = r#"
+name: checkout-resilience
+description: Checkout survives a lossy database link
+tags: [network, checkout]
+variables:
+  loss: 5
+  db: 10.0.0.5
+  step: 30s
+targets:
+  app:
+    cgroup: /system.slice/checkout.service
+  db:
+    pid: 4242
+    allow-host: false
+hypothesis:
+  recover-within: 20s
+  probes:
+    - name: health
+      http:
+        url: http://127.0.0.1:8080/health
+        method: get
+        headers: {X-Probe: chaos}
+      tolerance:
+        status: [200, 3xx]
+        max-latency: 300ms
+        body-contains: ok
+        body-matches: "^ok"
+      interval: 500ms
+      timeout: 1s
+      failures: 3
+    - name: db-port
+      tcp:
+        address: ${db}:5432
+      tolerance:
+        max-latency: 50ms
+    - name: smoke
+      command:
+        run: ["/bin/true", "--quick"]
+      tolerance:
+        exit-code: 0
+        output-matches: ".*"
+method:
+  - name: lossy-db
+    fault: net-loss
+    target: app
+    percent: ${loss}
+    cidr: ${db}/32
+    port: 5432
+    protocol: tcp
+    direction: egress
+    interfaces: [eth0]
+    duration: ${step}
+  - name: both
+    delay: 10s
+    parallel:
+      - fault: net-loss
+        target: app
+        percent: 1
+        duration: 20s
+      - fault: net-loss
+        target: db
+        percent: 2.5
+        direction: ingress
+        duration: 40s
+abort:
+  - name: errors
+    prometheus:
+      url: http://prometheus:9090
+      query: sum(rate(http_requests_total{code=~"5.."}[1m]))
+    tolerance:
+      below: 5
+max-duration: 5m
+"#;
+
+/// The net-loss parameters of a fault (anything else is a test bug).
+fn net_loss(fault: &Fault) -> &NetLoss {
+    #[allow(unreachable_patterns)] // net-loss is the only kind today; more are coming
+    match fault {
+        Fault::NetLoss(l) => l,
+        other => panic!("not net-loss: {other:?}"),
+    }
+}
+
+fn ok(text: &str) -> super::Experiment {
+    parse("x.yaml", text, &[]).unwrap_or_else(|d| panic!("expected a valid file, got:\n{d}"))
+}
+
+fn errors(text: &str) -> Diagnostics {
+    match parse("x.yaml", text, &[]) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(d) => d,
+    }
+}
+
+/// The one problem whose message contains `needle`, at `line:col`.
+fn has(d: &Diagnostics, needle: &str, line: usize, col: usize) -> Option<String> {
+    let found = d
+        .list
+        .iter()
+        .find(|p| p.message.contains(needle))
+        .unwrap_or_else(|| panic!("no problem mentions {needle:?}:\n{d}"));
+    assert_eq!((found.span.start.line, found.span.start.col), (line, col), "position of {needle:?}:\n{d}");
+    found.hint.clone()
+}
+
+#[test]
+fn a_full_file_becomes_the_model() {
+    let e = ok(FULL);
+    assert_eq!(e.name, "checkout-resilience");
+    assert_eq!(e.tags, ["network", "checkout"]);
+    assert_eq!(e.targets.len(), 2);
+    assert_eq!(e.targets[1].selector, Selector::Pid(4242));
+    assert_eq!(e.hypothesis.recover_within, Duration::from_secs(20));
+    assert_eq!(e.hypothesis.probes.len(), 3);
+    let Check::Http(h) = &e.hypothesis.probes[0].check else { panic!() };
+    assert_eq!(h.method, "GET");
+    assert_eq!(h.headers, [("X-Probe".to_owned(), "chaos".to_owned())]);
+    assert!(h.status.contains(200) && h.status.contains(302) && !h.status.contains(201));
+    assert_eq!(h.max_latency, Some(Duration::from_millis(300)));
+    assert_eq!(e.hypothesis.probes[0].failures, 3);
+    assert_eq!(e.hypothesis.probes[0].interval, Duration::from_millis(500));
+    let Check::Tcp(t) = &e.hypothesis.probes[1].check else { panic!() };
+    assert_eq!(t.address, "10.0.0.5:5432");
+    assert_eq!(e.hypothesis.probes[1].failures, 1, "default");
+    let Check::Command(c) = &e.hypothesis.probes[2].check else { panic!() };
+    assert_eq!(c.argv, ["/bin/true", "--quick"]);
+    assert_eq!(e.method.len(), 2);
+    let first = &e.method[0].attacks[0];
+    assert_eq!((first.id.as_str(), first.duration), ("lossy-db", Duration::from_secs(30)));
+    assert_eq!(first.interfaces, ["eth0"]);
+    let loss = net_loss(&first.fault);
+    assert_eq!(loss.percent.value(), 5.0);
+    assert_eq!(loss.filter.port, Some(5432));
+    assert_eq!(loss.filter.cidr.unwrap().to_string(), "10.0.0.5/32");
+    let both = &e.method[1];
+    assert_eq!((both.name.as_str(), both.delay), ("both", Duration::from_secs(10)));
+    assert_eq!(both.attacks.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["net-loss-2", "net-loss-3"]);
+    assert_eq!(both.attacks[1].target, "db");
+    assert_eq!(e.method_length(), Duration::from_secs(30 + 10 + 40));
+    assert_eq!(e.abort.len(), 1);
+    let Check::Prometheus(p) = &e.abort[0].check else { panic!() };
+    assert_eq!(p.below, Some(5.0));
+    assert_eq!(e.max_duration, Duration::from_secs(300));
+}
+
+#[test]
+fn defaults_fill_in() {
+    let e = ok(
+        "name: n\ntargets: {a: {cgroup: /a}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\nmethod:\n  - {fault: net-loss, percent: 1, duration: 1m}\n",
+    );
+    assert_eq!(e.method[0].attacks[0].target, "a", "the only target");
+    assert_eq!(e.method[0].attacks[0].id, "net-loss-1");
+    assert_eq!(e.hypothesis.recover_within, Duration::from_secs(30));
+    let p = &e.hypothesis.probes[0];
+    assert_eq!((p.interval, p.timeout, p.failures), (Duration::from_secs(1), Duration::from_secs(1), 1));
+    assert_eq!(e.max_duration, Duration::from_secs(60 + 30 + 60), "method + recovery + 1m");
+}
+
+#[test]
+fn the_acceptance_problems_have_line_and_column() {
+    let text = "\
+name: bad
+targets:
+  app:
+    cgroup: /a
+hypothesis:
+  probes:
+    - name: h
+      http:
+        url: http://x/
+      interval: fast
+method:
+  - fault: net-loss
+    percent: 5
+    duraton: 30s
+  - fault: net-los
+    percent: 5
+    duration: 10s
+  - fault: net-loss
+    percent: 5
+    target: db
+    duration: -5s
+";
+    let d = errors(text);
+    assert_eq!(has(&d, "unknown field `duraton`", 14, 5).as_deref(), Some("did you mean `duration`?"));
+    has(&d, "missing field `duration`", 12, 5);
+    has(&d, "`interval`", 10, 17);
+    assert!(has(&d, "unknown fault kind `net-los`", 15, 12).unwrap().contains("did you mean `net-loss`?"));
+    assert!(has(&d, "missing target: `db` is not defined", 20, 13).unwrap().contains("targets defined: app"));
+    has(&d, "negative duration", 21, 15);
+    assert_eq!(d.len(), 6, "{d}");
+    // The rendering carries the same positions.
+    let text = d.to_string();
+    assert!(text.contains("x.yaml:14:5: error: unknown field `duraton`"), "{text}");
+    assert!(text.contains("x.yaml:21:15: error: `duration`: negative duration"), "{text}");
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let d = errors(
+        "name: n\ntags: network\ntargets: [a]\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\n      failures: many\nmethod:\n  - {fault: net-loss, percent: [5], duration: 1m, port: 99999}\n",
+    );
+    has(&d, "wrong type: `tags` must be a list, found a string `network`", 2, 7);
+    has(&d, "wrong type: `targets` must be a mapping", 3, 10);
+    has(&d, "`failures`: `many` is not a whole number", 8, 17);
+    has(&d, "wrong type: `percent` must be a single value, found a list", 10, 32);
+    has(&d, "`port`: `99999` is not a port", 10, 57);
+}
+
+#[test]
+fn missing_targets_are_reported() {
+    let base = "name: n\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\nmethod:\n  - {fault: net-loss, percent: 1, duration: 1m}\n";
+    let d = errors(base);
+    has(&d, "missing target: the experiment has no `targets`", 1, 1);
+    let two = base.replace("method:", "targets: {a: {cgroup: /a}, b: {pid: 1}}\nmethod:");
+    let d = errors(&two);
+    assert_eq!(
+        has(&d, "missing target: this step does not say which target (a, b)", 8, 5).as_deref(),
+        Some("add `target: a`")
+    );
+    let none = base.replace("method:", "targets: {a: {}}\nmethod:");
+    has(&errors(&none), "missing target: target `a` says neither `cgroup` nor `pid`", 6, 11);
+    let container = base.replace("method:", "targets: {a: {container: abc}}\nmethod:");
+    has(&errors(&container), "container ids are not supported yet", 6, 15);
+}
+
+#[test]
+fn fault_kinds_planned_and_unknown() {
+    let f = |kind: &str| {
+        format!(
+            "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: 'h:1'}}\nmethod:\n  - fault: {kind}\n    duration: 1m\n"
+        )
+    };
+    let d = errors(&f("net-delay"));
+    assert!(
+        has(&d, "unknown fault kind `net-delay`", 8, 12).unwrap().contains("planned but not in this version")
+    );
+    let d = errors(&f("explode"));
+    // Every kind that landed, whichever they are.
+    let available =
+        format!("available: {}", crate::experiment::parse::fault_kinds().collect::<Vec<_>>().join(", "));
+    assert_eq!(has(&d, "unknown fault kind `explode`", 8, 12), Some(available));
+    // Parameters of the fault kind are checked against that kind.
+    let d = errors(&f("net-loss").replace("    duration", "    percnt: 5\n    duration"));
+    assert_eq!(
+        has(&d, "unknown field `percnt` in a net-loss step", 9, 5).as_deref(),
+        Some("did you mean `percent`?")
+    );
+    has(&d, "missing field `percent`", 8, 5);
+}
+
+#[test]
+fn variables_are_substituted_typed_and_overridable() {
+    let text = "name: v\nvariables: {loss: 5, target: /a, d: 30s}\ntargets: {a: {cgroup: '${target}'}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\nmethod:\n  - {fault: net-loss, percent: '${loss}', duration: '${d}'}\n";
+    let e = ok(text);
+    assert_eq!(e.targets[0].selector, Selector::Cgroup("/a".into()));
+    let sets = [("loss".to_owned(), "20".to_owned()), ("target".to_owned(), "/b".to_owned())];
+    let e = parse("x.yaml", text, &sets).unwrap();
+    let l = net_loss(&e.method[0].attacks[0].fault);
+    assert_eq!(l.percent.value(), 20.0);
+    assert!(e.variables["loss"].overridden && !e.variables["d"].overridden);
+    // A bad override is reported where the value is used, naming its origin.
+    let d = parse("x.yaml", text, &[("loss".into(), "lots".into())]).unwrap_err();
+    has(&d, "(from ${loss} = `lots`)", 9, 32);
+    let d = parse("x.yaml", text, &[("los".into(), "1".into())]).unwrap_err();
+    assert_eq!(
+        has(&d, "--set los=…: the experiment has no variable `los`", 2, 1).as_deref(),
+        Some("did you mean `loss`?")
+    );
+    let d = errors(&text.replace("'${d}'", "'${dd}'"));
+    assert_eq!(has(&d, "unknown variable `dd`", 9, 53).as_deref(), Some("did you mean `${d}`?"));
+    assert_eq!(d.len(), 1, "a broken value is reported once:\n{d}");
+}
+
+#[test]
+fn structure_rules() {
+    let base = "name: n\ntargets: {a: {cgroup: /a}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\n";
+    let d = errors(&format!("{base}method: []\nmax-duration: 0s\n"));
+    has(&d, "the method is empty", 7, 9);
+    has(&d, "zero duration", 8, 15);
+    let d = errors(&format!(
+        "{base}method:\n  - parallel:\n      - {{fault: net-loss, percent: 1, duration: 1m, delay: 5s}}\n"
+    ));
+    has(&d, "`delay` inside `parallel`", 9, 53);
+    let d = errors(&format!(
+        "{base}method:\n  - {{name: x, fault: net-loss, percent: 1, duration: 1m}}\n  - {{name: x, fault: net-loss, percent: 1, duration: 1m}}\nmax-duration: 1m30s\n"
+    ));
+    has(&d, "a second attack named `x`", 9, 6);
+    has(&d, "max-duration 1m30s is shorter than the method, which takes 2m", 10, 15);
+    let d = errors(&format!(
+        "{base}method:\n  - {{fault: net-loss, percent: 1, duration: 1m, direction: ingress, interfaces: [eth0]}}\n"
+    ));
+    has(&d, "`interfaces` applies to egress", 8, 69);
+    let d = errors(
+        "name: n\ntargets: {a: {cgroup: /a}}\nhypothesis: {probes: []}\nmethod:\n  - {fault: net-loss, percent: 1, duration: 1m}\n",
+    );
+    has(&d, "the hypothesis has no probes", 3, 14);
+}
+
+#[test]
+fn probe_rules() {
+    let probe = |body: &str| {
+        format!(
+            "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n{body}\nmethod:\n  - {{fault: net-loss, percent: 1, duration: 1m}}\n"
+        )
+    };
+    has(&errors(&probe("      interval: 1s")), "the probe says nothing to check", 5, 7);
+    has(
+        &errors(&probe("      tcp: {address: 'h:1'}\n      http: {url: 'http://h/'}")),
+        "a probe checks one thing",
+        7,
+        7,
+    );
+    assert!(
+        has(&errors(&probe("      http: {url: 'https://h/'}")), "https is not supported", 6, 19).is_none()
+    );
+    has(&errors(&probe("      tcp: {address: h}")), "has no port", 6, 22);
+    has(&errors(&probe("      prometheus: {url: 'http://p:9090', query: up}")), "needs a threshold", 6, 7);
+    has(
+        &errors(&probe("      tcp: {address: 'h:1'}\n      tolerance: {status: 200}")),
+        "unknown field `status` in the tolerance of a tcp probe",
+        7,
+        19,
+    );
+    has(
+        &errors(&probe("      http: {url: 'http://h/'}\n      tolerance: {status: 700}")),
+        "is not an HTTP status",
+        7,
+        27,
+    );
+    has(
+        &errors(&probe("      http: {url: 'http://h/'}\n      tolerance: {body-matches: '('}")),
+        "not a valid regular expression",
+        7,
+        33,
+    );
+    has(&errors(&probe("      command: {run: []}")), "`run` is an empty list", 6, 22);
+    has(&errors(&probe("      tcp: {address: 'h:1'}\n      interval: 1ms")), "shorter than 10ms", 7, 17);
+    let dup = probe("      tcp: {address: 'h:1'}\n    - name: p\n      tcp: {address: 'h:2'}");
+    has(&errors(&dup), "a second probe named `p`", 7, 13);
+    let shell = ok(&probe("      command: {run: 'curl -fsS http://x/ | grep ok'}"));
+    let Check::Command(c) = &shell.hypothesis.probes[0].check else { panic!() };
+    assert_eq!(c.argv, ["sh", "-c", "curl -fsS http://x/ | grep ok"]);
+    let empty_ns = ok(&probe("      tcp: {address: 'h:1'}\n      netns: ''"));
+    assert_eq!(empty_ns.hypothesis.probes[0].netns, None);
+}
+
+#[test]
+fn not_yaml_and_not_a_mapping() {
+    has(&errors("name: [unclosed\n"), "not valid YAML", 2, 1);
+    has(&errors("- just\n- a list\n"), "an experiment file is a mapping", 1, 1);
+    has(&errors(""), "an experiment file is a mapping", 1, 1);
+    let d = errors("name: n\nname: m\n");
+    has(&d, "duplicate field `name` (first given on line 1)", 2, 1);
+}
+
+/// Every file shipped in experiments/ validates as it is.
+#[test]
+fn the_experiment_library_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(d) = parse(&path.display().to_string(), &text, &[]) {
+                panic!("{d}");
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} experiments in {}", dir.display());
+}
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const TOKENS: &[&str] = &[
+    ":",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\n",
+    "  ",
+    "'",
+    "\"",
+    "&a ",
+    "*a",
+    "!!str ",
+    "!x ",
+    "#",
+    "${loss}",
+    "${",
+    "$$",
+    "---\n",
+    "...\n",
+    "? ",
+    "|\n",
+    ">\n",
+    "\t",
+    "~",
+    "null",
+    "-5s",
+    "0",
+    "1e999",
+    "NaN",
+    "ü",
+    "\u{0}",
+    "fault: net-loss",
+    "percent:",
+    "parallel:",
+    "target: app",
+    "duration: 1m",
+    "http:",
+    "tolerance:",
+    "netns: x",
+    "%YAML 1.2\n",
+];
+
+/// Mutate `text`: flip, insert, delete, duplicate or truncate.
+fn mutate(rng: &mut Rng, text: &str) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(chars.len() + 1);
+        match rng.below(6) {
+            0 if !chars.is_empty() => {
+                chars.remove(at.min(chars.len() - 1));
+            }
+            1 => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                for (i, c) in t.chars().enumerate() {
+                    chars.insert(at + i, c);
+                }
+            }
+            2 if !chars.is_empty() => {
+                let i = at.min(chars.len() - 1);
+                chars[i] = char::from_u32(rng.below(0x80) as u32).unwrap_or('x');
+            }
+            3 => chars.truncate(at),
+            4 => {
+                // Duplicate a line somewhere else.
+                let text: String = chars.iter().collect();
+                let lines: Vec<&str> = text.lines().collect();
+                if !lines.is_empty() {
+                    let line = lines[rng.below(lines.len())].to_owned() + "\n";
+                    for (i, c) in line.chars().enumerate() {
+                        chars.insert(at + i, c);
+                    }
+                }
+            }
+            _ => {
+                // Re-indent a line.
+                let text: String = chars.iter().collect();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                if !lines.is_empty() {
+                    let i = rng.below(lines.len());
+                    lines[i] = " ".repeat(rng.below(8)) + lines[i].trim_start();
+                    chars = (lines.join("\n") + "\n").chars().collect();
+                }
+            }
+        }
+    }
+    chars.into_iter().collect()
+}
+
+fn check_no_panic(text: &str, sets: &[(String, String)]) {
+    let result = std::panic::catch_unwind(|| parse("fuzz.yaml", text, sets));
+    match result {
+        Err(_) => panic!("the parser panicked on:\n---\n{text}\n---"),
+        Ok(Ok(_)) => {}
+        Ok(Err(d)) => {
+            assert!(!d.list.is_empty(), "an error without problems for:\n{text}");
+            let lines = text.lines().count() + 1;
+            for p in &d.list {
+                assert!(
+                    p.span.start.line >= 1 && p.span.start.line <= lines.max(1),
+                    "{p:?} outside:\n{text}"
+                );
+                assert!(p.span.start.col >= 1, "{p:?}");
+                assert!(!p.message.is_empty());
+            }
+            // Rendering must not panic either (carets past line ends, tabs).
+            let _ = d.to_string();
+        }
+    }
+}
+
+/// Property: no file, random or mutated from valid ones, panics the parser;
+/// every problem it reports lies within the file.
+#[test]
+fn fuzz_random_and_mutated_files_never_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let mut corpus: Vec<String> = vec![FULL.to_owned()];
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "yaml") {
+            corpus.push(std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let sets = [("loss".to_owned(), "7".to_owned())];
+    for i in 0..4000 {
+        let base = &corpus[i % corpus.len()];
+        let mut text = mutate(&mut rng, base);
+        if i % 3 == 0 {
+            text = mutate(&mut rng, &text);
+        }
+        check_no_panic(&text, if i % 2 == 0 { &sets } else { &[] });
+    }
+    for _ in 0..1500 {
+        let n = rng.below(40);
+        let text: String = (0..n).map(|_| TOKENS[rng.below(TOKENS.len())]).collect();
+        check_no_panic(&text, &[]);
+    }
+    for _ in 0..300 {
+        let n = rng.below(200);
+        let text: String = (0..n).map(|_| char::from_u32(rng.below(0x250) as u32).unwrap_or('?')).collect();
+        check_no_panic(&text, &[]);
+    }
+    // Deep nesting of every kind.
+    for open in ["[", "{a: ", "- ", "a:\n "] {
+        check_no_panic(&open.repeat(5000), &[]);
+    }
+}
+
+/// The format example in experiments/README.md is a valid file.
+#[test]
+fn the_readme_example_validates() {
+    let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/README.md");
+    let text = std::fs::read_to_string(readme).unwrap();
+    let start = text.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let block = &text[start..start + text[start..].find("```").unwrap()];
+    let e = parse("README.md", block, &[]).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(e.method.len(), 2);
+}
+
+/// The example in `chaos run --help` is a valid file.
+#[test]
+fn the_help_example_validates() {
+    use clap::CommandFactory;
+    let cli = crate::cli::Cli::command();
+    let help = cli.find_subcommand("run").unwrap().get_long_about().unwrap().to_string();
+    let start = help.find("  name: lossy-link").expect("an example in the help");
+    let end = help.find("  max-duration: 5m").expect("its end") + "  max-duration: 5m".len();
+    let example: String =
+        help[start..end].lines().map(|l| l.strip_prefix("  ").unwrap_or(l).to_owned() + "\n").collect();
+    let e = parse("help", &example, &[]).unwrap_or_else(|d| panic!("{d}\n{example}"));
+    assert_eq!(e.method.len(), 2);
+    assert_eq!(e.abort.len(), 1);
+}

@@ -1,0 +1,491 @@
+//! The clock part of the injector: rules keyed by target cgroup, the level
+//! mask and `struct linux_binprm` offsets (one configuration entry), the
+//! system call hooks (fexit programs, or tracepoints) and the exec hook —
+//! global, attached once and reference-counted over the clock attacks,
+//! fd-owned (tracing, perf and raw tracepoint links vanish with this
+//! process) — and, per attack, a uprobe
+//! and a uretprobe on the C library's `clock_gettime` of each process the
+//! target has when the attack starts (perf events with a pid filter:
+//! uprobes insert breakpoints only into those processes' memory, so no
+//! other process pays for them).
+
+mod libc;
+
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    num::NonZeroU32,
+    path::PathBuf,
+    time::Instant,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        FExit, RawTracePoint, TracePoint, UProbe,
+        fexit::FExitLink,
+        links::Link as _,
+        raw_trace_point::RawTracePointLink,
+        trace_point::TracePointLink,
+        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
+    },
+    util::nr_cpus,
+};
+use chaos_abi::{
+    cgroup::{Levels, MAX_LEVEL},
+    clock::{self, BinprmOffsets, ClockConfig, ClockCounters, ClockRule, FLAG_DETACH_VDSO},
+};
+
+use super::{
+    Shared,
+    maps::{insert_rule, map, map_mut},
+};
+use crate::{
+    attack::Attack,
+    btf::Btf,
+    capabilities::environment,
+    counters::Counters,
+    ebpf::describe,
+    error::{Error, Result},
+    faults::Fault,
+    plan::{ClockMechanism, clock::SyscallHook},
+    targets::pids_in_subtree,
+};
+
+/// fexit programs and the system call entry function each attaches to.
+const FEXITS: [(&str, &str); 3] = [
+    ("clock_fexit_gettime", "__x64_sys_clock_gettime"),
+    ("clock_fexit_gettimeofday", "__x64_sys_gettimeofday"),
+    ("clock_fexit_time", "__x64_sys_time"),
+];
+/// Tracepoint fallback: entry programs and the syscall tracepoint each
+/// attaches to.
+const ENTRIES: [(&str, &str); 3] = [
+    ("clock_enter_gettime", "sys_enter_clock_gettime"),
+    ("clock_enter_gettimeofday", "sys_enter_gettimeofday"),
+    ("clock_enter_time", "sys_enter_time"),
+];
+/// The exit program, on each of these.
+const EXIT_PROGRAM: &str = "clock_exit";
+const EXITS: [&str; 3] = ["sys_exit_clock_gettime", "sys_exit_gettimeofday", "sys_exit_time"];
+const EXEC_PROGRAM: &str = "clock_exec";
+const LIBC_ENTER: &str = "clock_libc_enter";
+const LIBC_RETURN: &str = "clock_libc_return";
+/// The same programs for uprobe_multi links (Linux 6.6), preferred where
+/// the kernel filters them by process: no perf event per process, so no
+/// switching of the scheduler's perf static key (kernel text patching) at
+/// every attack's start and end.
+const LIBC_ENTER_MULTI: &str = "clock_libc_enter_multi";
+const LIBC_RETURN_MULTI: &str = "clock_libc_return_multi";
+/// The C library function probed in running processes.
+const LIBC_FUNCTION: &str = "clock_gettime";
+
+/// What a running clock attack holds.
+#[derive(Debug)]
+pub struct Handle {
+    /// Holds a reference on the shared links.
+    global: bool,
+    /// The uprobe and uretprobe links of each process probed; detached when
+    /// the attack stops.
+    libc: Vec<(i32, UProbeLink, UProbeLink)>,
+}
+
+/// The global links: 3 fexit programs (or 3 entry and 3 exit
+/// tracepoints), and the exec hook.
+struct Links {
+    fexits: Vec<FExitLink>,
+    tracepoints: Vec<TracePointLink>,
+    exec: RawTracePointLink,
+}
+
+/// Links, levels and offsets shared by every clock attack.
+#[derive(Default)]
+pub struct Clock {
+    links: Option<(Links, usize)>,
+    level_users: [usize; MAX_LEVEL as usize + 1],
+    binprm: Option<BinprmOffsets>,
+    /// Processes with C library probes, by counter slot (for counters).
+    probed: BTreeMap<u32, usize>,
+    /// `clock_gettime`'s file offset in each C library seen, by identity.
+    offsets: StdHashMap<(String, u64), std::result::Result<u64, String>>,
+    /// aya's parse of the kernel's BTF, for loading fexit programs.
+    kernel_btf: Option<aya::Btf>,
+}
+
+impl Clock {
+    pub fn start(
+        &mut self,
+        shared: &mut Shared,
+        attack: &Attack,
+        mechanism: &ClockMechanism,
+        slot: u32,
+        deadline_ns: u64,
+    ) -> Result<(Handle, Vec<String>)> {
+        let Fault::ClockSkew(fault) = &attack.fault else {
+            unreachable!("the injector dispatches clock faults only here")
+        };
+        let mut handle = Handle { global: false, libc: Vec::new() };
+        let result = (|| {
+            self.binprm_offsets()?;
+            reset_counters(&mut shared.ebpf, slot)?;
+            let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
+            self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, flags))?;
+            self.acquire(&mut shared.ebpf, mechanism.syscalls)?;
+            handle.global = true;
+            if mechanism.libc_uprobes {
+                handle.libc = self.probe_running(&mut shared.ebpf, attack)?;
+            }
+            self.probed.insert(slot, handle.libc.len());
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok((handle, Vec::new())),
+            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
+        }
+    }
+
+    /// Delete the rule (every hook passes from the returned instant on),
+    /// then detach this attack's uprobes and release the shared links.
+    pub fn stop(
+        &mut self,
+        shared: &mut Shared,
+        attack: &Attack,
+        handle: Handle,
+    ) -> (Result<Instant>, Result<()>) {
+        let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        for (pid, enter, ret) in handle.libc {
+            // A process that exited took its probes with it; detaching what
+            // is gone fails harmlessly.
+            for link in [enter, ret] {
+                if let Err(e) = link.detach() {
+                    tracing::debug!(pid, "detaching a C library probe: {}", describe(&e));
+                }
+            }
+        }
+        let released = if handle.global { self.release() } else { Ok(()) };
+        (inert, released)
+    }
+
+    pub fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let map: PerCpuArray<&MapData, ClockCounters> = map(&shared.ebpf, clock::COUNTERS)?;
+        let values = map.get(&slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
+        let sum = values.iter().fold(ClockCounters::default(), |mut s, c| {
+            s.syscall_matched += c.syscall_matched;
+            s.syscall_shifted += c.syscall_shifted;
+            s.time_return_unshifted += c.time_return_unshifted;
+            s.libc_matched += c.libc_matched;
+            s.libc_shifted += c.libc_shifted;
+            s.execs += c.execs;
+            s.vdso_detached += c.vdso_detached;
+            s.exec_unrecognised += c.exec_unrecognised;
+            s.write_failed += c.write_failed;
+            s.expired += c.expired;
+            s
+        });
+        let probed = self.probed.get(&slot).copied().unwrap_or(0) as u64;
+        Ok(counters_of(&sum, probed))
+    }
+
+    /// This kernel's `struct linux_binprm` offsets, from its BTF (once).
+    fn binprm_offsets(&mut self) -> Result<BinprmOffsets> {
+        if let Some(o) = self.binprm {
+            return Ok(o);
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            Error::environment(format!("clock-skew needs the kernel's BTF to read exec's stack layout: {e}"))
+        })?;
+        let field = |name: &str| {
+            btf.offset_of("linux_binprm", name).map_err(|e| {
+                Error::environment(format!("clock-skew cannot read this kernel's struct linux_binprm: {e}"))
+            })
+        };
+        let o = BinprmOffsets { p: field("p")?, argc: field("argc")?, envc: field("envc")?, _pad: 0 };
+        tracing::debug!(?o, "struct linux_binprm offsets");
+        self.binprm = Some(o);
+        Ok(o)
+    }
+
+    fn write_config(&self, ebpf: &mut Ebpf) -> Result<()> {
+        let value = ClockConfig {
+            levels: Levels::from_users(&self.level_users),
+            binprm: self.binprm.unwrap_or_default(),
+        };
+        let mut config: Array<&mut MapData, ClockConfig> = map_mut(ebpf, clock::CONFIG)?;
+        config.set(0, &value, 0).map_err(|e| Error::kernel("writing the clock configuration", e))
+    }
+
+    fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: ClockRule) -> Result<()> {
+        insert_rule(ebpf, clock::RULES, attack, &rule, "a clock skew in this run; one offset per target")?;
+        self.level_users[attack.target.level as usize] += 1;
+        self.write_config(ebpf)
+    }
+
+    fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+        let id = attack.target.id;
+        let removed = {
+            let mut rules: HashMap<&mut MapData, u64, ClockRule> = map_mut(ebpf, clock::RULES)?;
+            rules.remove(&id).is_ok()
+        };
+        if removed {
+            let users = &mut self.level_users[attack.target.level as usize];
+            *users = users.saturating_sub(1);
+            self.write_config(ebpf)?;
+        }
+        Ok(())
+    }
+
+    /// Attach the tracepoints and the exec hook (loading them first if
+    /// needed), or count one more user.
+    fn acquire(&mut self, ebpf: &mut Ebpf, hook: SyscallHook) -> Result<()> {
+        if let Some((_, users)) = &mut self.links {
+            *users += 1;
+            return Ok(());
+        }
+        if hook == SyscallHook::Fexit && self.kernel_btf.is_none() {
+            let btf = aya::Btf::from_sys_fs().map_err(|e| {
+                Error::environment(format!("clock-skew's fexit programs need the kernel's BTF: {e}"))
+            })?;
+            self.kernel_btf = Some(btf);
+        }
+        // aya finds the syscall tracepoints' ids in tracefs (raw
+        // tracepoints and fexit go by name): mounted for the attachment if
+        // nobody had, and unmounted after (the perf events keep what they
+        // need).
+        let mounted = match hook {
+            SyscallHook::Tracepoint => environment::ensure_tracefs().map_err(Error::environment)?,
+            SyscallHook::Fexit => false,
+        };
+        let links = attach_global(ebpf, hook, self.kernel_btf.as_ref());
+        if mounted {
+            environment::unmount_tracefs();
+        }
+        self.links = Some((links?, 1));
+        Ok(())
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let Some((_, users)) = &mut self.links else { return Ok(()) };
+        *users -= 1;
+        if *users > 0 {
+            return Ok(());
+        }
+        let (links, _) = self.links.take().expect("present");
+        let mut result = Ok(());
+        for link in links.fexits {
+            if let Err(e) = link.detach() {
+                result = Err(Error::kernel("detaching a clock fexit program", anyhow::anyhow!(describe(&e))));
+            }
+        }
+        for link in links.tracepoints {
+            if let Err(e) = link.detach() {
+                result = Err(Error::kernel("detaching a clock tracepoint", anyhow::anyhow!(describe(&e))));
+            }
+        }
+        if let Err(e) = links.exec.detach() {
+            result = Err(Error::kernel("detaching the exec hook", anyhow::anyhow!(describe(&e))));
+        }
+        result
+    }
+
+    /// Probe the C library's `clock_gettime` in every process of the
+    /// target now. A process that exits meanwhile, or maps no C library
+    /// (a static or Go program), is skipped.
+    fn probe_running(
+        &mut self,
+        ebpf: &mut Ebpf,
+        attack: &Attack,
+    ) -> Result<Vec<(i32, UProbeLink, UProbeLink)>> {
+        let ours = std::process::id() as i32;
+        let mut probed = Vec::new();
+        let mut without = Vec::new();
+        for pid in pids_in_subtree(&attack.target.path) {
+            if pid == ours {
+                continue;
+            }
+            let Some(lib) = libc::mapped(pid) else {
+                // Kernel threads, zombies, static and Go programs.
+                without.push(pid);
+                continue;
+            };
+            let offset = match self.offset_in(&lib) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(pid, "cannot probe {} of process {pid}: {e}", lib.shown);
+                    continue;
+                }
+            };
+            match attach_libc(ebpf, pid, &lib.path, offset) {
+                Ok((enter, ret)) => probed.push((pid, enter, ret)),
+                Err(e) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                    // The links of the processes already probed drop with
+                    // `probed` (aya detaches on drop).
+                    return Err(Error::kernel(
+                        format!("probing {LIBC_FUNCTION} in {} of process {pid}", lib.shown),
+                        anyhow::anyhow!(e),
+                    ));
+                }
+                Err(_) => tracing::debug!(pid, "exited before its C library could be probed"),
+            }
+        }
+        tracing::info!(
+            attack = %attack.id,
+            "C library {LIBC_FUNCTION} probed in {} running process(es) of the target{}",
+            probed.len(),
+            if without.is_empty() {
+                String::new()
+            } else {
+                format!("; {} map no C library (static or Go programs: their vDSO reads are not shifted)", without.len())
+            }
+        );
+        Ok(probed)
+    }
+
+    fn offset_in(&mut self, lib: &libc::Mapped) -> std::result::Result<u64, String> {
+        self.offsets
+            .entry(lib.identity.clone())
+            .or_insert_with(|| {
+                let bytes = std::fs::read(&lib.path).map_err(|e| format!("reading it: {e}"))?;
+                libc::function_offset(&bytes, LIBC_FUNCTION)
+            })
+            .clone()
+    }
+}
+
+/// Load (if needed) and attach the system call and exec programs. On
+/// failure, what was attached is detached as the links drop.
+fn attach_global(ebpf: &mut Ebpf, hook: SyscallHook, btf: Option<&aya::Btf>) -> Result<Links> {
+    let (mut fexits, mut tracepoints) = (Vec::new(), Vec::new());
+    match (hook, btf) {
+        (SyscallHook::Fexit, Some(btf)) => {
+            for (name, function) in FEXITS {
+                fexits.push(attach_fexit(ebpf, btf, name, function)?);
+            }
+        }
+        (SyscallHook::Fexit, None) => {
+            unreachable!("the kernel's BTF is read before fexit programs are loaded")
+        }
+        (SyscallHook::Tracepoint, _) => {
+            for (program, event) in ENTRIES {
+                tracepoints.push(attach_tracepoint(ebpf, program, event)?);
+            }
+            for event in EXITS {
+                tracepoints.push(attach_tracepoint(ebpf, EXIT_PROGRAM, event)?);
+            }
+        }
+    }
+    let prog: &mut RawTracePoint = program(ebpf, EXEC_PROGRAM)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| load_error(EXEC_PROGRAM, &e))?;
+    }
+    let id = prog.attach("sched_process_exec").map_err(|e| {
+        Error::kernel(
+            format!("attaching {EXEC_PROGRAM} to sched_process_exec"),
+            anyhow::anyhow!(describe(&e)),
+        )
+    })?;
+    let exec = prog.take_link(id).map_err(|e| Error::kernel("taking the exec hook's link", e))?;
+    Ok(Links { fexits, tracepoints, exec })
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, btf: &aya::Btf, name: &str, function: &str) -> Result<FExitLink> {
+    let prog: &mut FExit = program(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load(function, btf).map_err(|e| {
+            Error::kernel(format!("loading program {name} (fexit/{function})"), anyhow::anyhow!(describe(&e)))
+        })?;
+    }
+    let id = prog.attach().map_err(|e| {
+        Error::kernel(format!("attaching {name} to fexit/{function}"), anyhow::anyhow!(describe(&e)))
+    })?;
+    prog.take_link(id).map_err(|e| Error::kernel(format!("taking the {name} link"), e))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &str, event: &str) -> Result<TracePointLink> {
+    let prog: &mut TracePoint = program(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| load_error(name, &e))?;
+    }
+    let id = prog.attach("syscalls", event).map_err(|e| {
+        Error::kernel(format!("attaching {name} to syscalls/{event}"), anyhow::anyhow!(describe(&e)))
+    })?;
+    prog.take_link(id).map_err(|e| Error::kernel(format!("taking the {name} link"), e))
+}
+
+/// A uprobe and a uretprobe on `offset` of `path`, for process `pid` only.
+fn attach_libc(
+    ebpf: &mut Ebpf,
+    pid: i32,
+    path: &PathBuf,
+    offset: u64,
+) -> std::result::Result<(UProbeLink, UProbeLink), String> {
+    let scope = UProbeScope::OneProcess(NonZeroU32::new(pid as u32).ok_or("pid 0")?);
+    let mut one = |name: &str| -> std::result::Result<UProbeLink, String> {
+        let prog: &mut UProbe = program(ebpf, name).map_err(|e| e.to_string())?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| format!("loading {name}: {}", describe(&e)))?;
+        }
+        let id = prog
+            .attach([UProbeAttachLocation::AbsoluteOffset(offset)], path, scope)
+            .map_err(|e| format!("attaching {name}: {}", describe(&e)))?;
+        prog.take_link(id).map_err(|e| format!("taking the {name} link: {e}"))
+    };
+    let (enter, ret) =
+        if uprobe_multi() { (LIBC_ENTER_MULTI, LIBC_RETURN_MULTI) } else { (LIBC_ENTER, LIBC_RETURN) };
+    let enter = one(enter)?;
+    let ret = one(ret)?;
+    Ok((enter, ret))
+}
+
+/// Whether uprobe_multi links work here with a per-process pid filter
+/// (probed once: Linux 6.6, and later fixes to filter the whole process).
+fn uprobe_multi() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| {
+        let multi = aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::ProcessScopedPidFilter);
+        tracing::debug!("uprobe_multi with a process filter: {multi:?}");
+        multi.unwrap_or(false)
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| Error::kernel(name.to_owned(), e))
+}
+
+fn load_error(name: &str, e: &aya::programs::ProgramError) -> Error {
+    Error::kernel(format!("loading program {name}"), anyhow::anyhow!(describe(e)))
+}
+
+/// The names of [`ClockCounters`] in events and reports.
+fn counters_of(c: &ClockCounters, probed: u64) -> Counters {
+    Counters {
+        matched: c.syscall_matched + c.libc_matched,
+        injected: c.syscall_shifted + c.libc_shifted,
+        expired: c.expired,
+        detail: BTreeMap::from([
+            ("syscall_matched", c.syscall_matched),
+            ("syscall_shifted", c.syscall_shifted),
+            ("time_return_unshifted", c.time_return_unshifted),
+            ("libc_matched", c.libc_matched),
+            ("libc_shifted", c.libc_shifted),
+            ("execs", c.execs),
+            ("vdso_detached", c.vdso_detached),
+            ("exec_unrecognised", c.exec_unrecognised),
+            ("write_failed", c.write_failed),
+            ("processes_probed", probed),
+        ]),
+    }
+}
+
+fn reset_counters(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
+    let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
+    let mut counters: PerCpuArray<&mut MapData, ClockCounters> = map_mut(ebpf, clock::COUNTERS)?;
+    let zeros = PerCpuValues::try_from(vec![ClockCounters::default(); cpus.get() as usize])
+        .map_err(|e| Error::kernel("resetting counters", e))?;
+    counters.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))
+}

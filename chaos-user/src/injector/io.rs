@@ -1,0 +1,524 @@
+//! The I/O part of the injector: rules keyed by target cgroup, the level
+//! mask, the field offsets of this kernel, the calibration of each path
+//! prefix to the inode the kernel resolves it to, and the two BPF LSM links
+//! (`file_open`, `file_permission`). LSM programs are global (they run for
+//! every task; the cgroup filter is in the program), so each is attached
+//! once, reference-counted over the attacks that use it, and its link is an
+//! fd: it vanishes with this process.
+//!
+//! Not implemented: the kprobe + `bpf_override_return` mechanism for
+//! kernels without the `bpf` LSM. It would attach to error-injectable
+//! functions (every syscall entry is: SYSCALL_DEFINE marks them
+//! ALLOW_ERROR_INJECTION, include/linux/syscalls.h), find the file from the
+//! fd argument (current->files, read with bpf_probe_read_kernel) for reads
+//! and writes, and could only see the user's path *string* for opens, which
+//! breaks the "paths as the kernel resolves them" promise unless a second
+//! probe on a resolved-path function fed it. It needs a kernel with
+//! CONFIG_BPF_KPROBE_OVERRIDE to be tested, and none is available here.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::Path,
+    time::Instant,
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    programs::{Lsm, links::Link as _, lsm::LsmLink},
+    util::nr_cpus,
+};
+use chaos_abi::{
+    cgroup::{Levels, MAX_LEVEL},
+    io::{
+        self, IoCalibration, IoConfig, IoCounters, IoOffsets, IoRule, MAX_INODES, MAX_LISTED_TARGETS,
+        TARGETS_UNLISTED,
+    },
+};
+
+use super::{
+    Shared,
+    maps::{insert_rule, map, map_mut},
+};
+use crate::{
+    attack::Attack,
+    btf::Btf,
+    counters::Counters,
+    ebpf::describe,
+    error::{Error, Result},
+    faults::{Fault, IoError, PathsIn},
+    plan::IoMechanism,
+    targets::pids_in_subtree,
+};
+
+const OPEN_PROGRAM: &str = "io_open";
+const RW_PROGRAM: &str = "io_rw";
+
+/// What a running I/O attack holds.
+#[derive(Debug)]
+pub struct Handle {
+    /// This attack wrote its rule (a failed start may not have: then the
+    /// rule of that cgroup, if any, belongs to another attack).
+    rule: bool,
+    open: bool,
+    rw: bool,
+    /// The prefixes, open: an open file pins its dentry and inode, so the
+    /// inode addresses in the rule stay valid and unique while it exists.
+    _pins: Vec<OwnedFd>,
+}
+
+/// Links, levels and offsets shared by every I/O attack.
+#[derive(Default)]
+pub struct Io {
+    open: Option<(LsmLink, usize)>,
+    rw: Option<(LsmLink, usize)>,
+    level_users: [usize; MAX_LEVEL as usize + 1],
+    /// The cgroup ids with a rule (IoConfig lists them).
+    targets: Vec<u64>,
+    offsets: Option<IoOffsets>,
+    /// aya's parse of the kernel's BTF, for loading LSM programs.
+    kernel_btf: Option<aya::Btf>,
+}
+
+/// One prefix resolved to a kernel inode.
+struct Resolved {
+    inode: u64,
+    pin: OwnedFd,
+    shown: String,
+}
+
+impl Io {
+    pub fn start(
+        &mut self,
+        shared: &mut Shared,
+        attack: &Attack,
+        mechanism: &IoMechanism,
+        slot: u32,
+        deadline_ns: u64,
+    ) -> Result<(Handle, Vec<String>)> {
+        let Fault::IoError(fault) = &attack.fault else {
+            unreachable!("the injector dispatches I/O faults only here")
+        };
+        let mut handle = Handle { rule: false, open: false, rw: false, _pins: Vec::new() };
+        let result = (|| {
+            // Look the paths up first: what can be wrong with the user's
+            // input is found before anything is attached.
+            let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;
+            self.offsets()?;
+            self.write_config(&mut shared.ebpf, 0)?;
+            // The file_open program both injects and answers calibrations:
+            // it must run before the paths can be resolved to inodes.
+            self.acquire(&mut shared.ebpf, OPEN_PROGRAM)?;
+            handle.open = true;
+            let resolved = self.calibrate(&mut shared.ebpf, found)?;
+            for r in &resolved {
+                tracing::debug!(attack = %attack.id, "{} is kernel inode {:#x}", r.shown, r.inode);
+            }
+            let inodes: Vec<u64> = resolved.iter().map(|r| r.inode).collect();
+            handle._pins = resolved.into_iter().map(|r| r.pin).collect();
+            reset_slot(&mut shared.ebpf, slot)?;
+            self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
+            handle.rule = true;
+            if mechanism.file_permission {
+                self.acquire(&mut shared.ebpf, RW_PROGRAM)?;
+                handle.rw = true;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok((handle, Vec::new())),
+            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
+        }
+    }
+
+    /// Delete the rule (the fault is inert from the returned instant on),
+    /// then release the links.
+    pub fn stop(
+        &mut self,
+        shared: &mut Shared,
+        attack: &Attack,
+        handle: Handle,
+    ) -> (Result<Instant>, Result<()>) {
+        let inert = if handle.rule {
+            self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now())
+        } else {
+            Ok(Instant::now())
+        };
+        let mut released = Ok(());
+        if handle.rw {
+            released = released.and(self.release(RW_PROGRAM));
+        }
+        if handle.open {
+            released = released.and(self.release(OPEN_PROGRAM));
+        }
+        // The pins close with the handle, after the rule that names their
+        // inodes is gone.
+        drop(handle);
+        (inert, released)
+    }
+
+    pub fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let map: PerCpuArray<&MapData, IoCounters> = map(&shared.ebpf, io::COUNTERS)?;
+        let values = map.get(&slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
+        let sum = values.iter().fold(IoCounters::default(), |mut sum, c| {
+            for i in 0..io::N_OPS {
+                sum.matched[i] += c.matched[i];
+                sum.failed[i] += c.failed[i];
+            }
+            sum.expired += c.expired;
+            sum.unresolved += c.unresolved;
+            sum
+        });
+        Ok(counters_of(&sum))
+    }
+
+    /// This kernel's field offsets, from its BTF (once).
+    fn offsets(&mut self) -> Result<IoOffsets> {
+        if let Some(o) = self.offsets {
+            return Ok(o);
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| {
+            Error::environment(format!("io-error needs the kernel's BTF to find struct offsets: {e}"))
+        })?;
+        let o = offsets_from(&btf).map_err(|e| {
+            Error::environment(format!("io-error cannot read this kernel's file structures: {e}"))
+        })?;
+        tracing::debug!(?o, "kernel field offsets");
+        self.offsets = Some(o);
+        Ok(o)
+    }
+
+    fn write_config(&mut self, ebpf: &mut Ebpf, calibrate_pid_tgid: u64) -> Result<()> {
+        let mut value = IoConfig {
+            levels: Levels::from_users(&self.level_users),
+            calibrate_pid_tgid,
+            offsets: self.offsets.unwrap_or_default(),
+            ..Default::default()
+        };
+        if self.targets.len() > MAX_LISTED_TARGETS {
+            value.n_targets = TARGETS_UNLISTED;
+        } else {
+            value.targets[..self.targets.len()].copy_from_slice(&self.targets);
+            value.n_targets = self.targets.len() as u32;
+        }
+        let mut config: Array<&mut MapData, IoConfig> = map_mut(ebpf, io::CONFIG)?;
+        config.set(0, &value, 0).map_err(|e| Error::kernel("writing the I/O fault configuration", e))
+    }
+
+    /// Re-open every looked-up path with the calibration on, and read back
+    /// the inode the kernel resolved it to.
+    fn calibrate(&mut self, ebpf: &mut Ebpf, found: Vec<(OwnedFd, String)>) -> Result<Vec<Resolved>> {
+        // bpf_get_current_pid_tgid(): thread group id high, thread id low.
+        // SAFETY: no preconditions.
+        let pid_tgid = ((unsafe { libc::getpid() } as u64) << 32) | unsafe { libc::gettid() } as u64;
+        let mut resolved: Vec<Resolved> = Vec::new();
+        for (pin, shown) in found {
+            let inode = self.calibrate_one(ebpf, &pin, pid_tgid, &shown)?;
+            if !resolved.iter().any(|r| r.inode == inode) {
+                resolved.push(Resolved { inode, pin, shown });
+            }
+        }
+        if resolved.len() > MAX_INODES {
+            return Err(Error::invalid(format!(
+                "the paths resolve to {} different files across the target's root directories, at most \
+                 {MAX_INODES}; give fewer paths, or --paths-in host",
+                resolved.len()
+            )));
+        }
+        Ok(resolved)
+    }
+
+    fn calibrate_one(&mut self, ebpf: &mut Ebpf, pin: &OwnedFd, pid_tgid: u64, shown: &str) -> Result<u64> {
+        {
+            let mut cal: Array<&mut MapData, IoCalibration> = map_mut(ebpf, io::CALIBRATION)?;
+            cal.set(0, &IoCalibration::default(), 0)
+                .map_err(|e| Error::kernel("resetting the calibration slot", e))?;
+        }
+        self.write_config(ebpf, pid_tgid)?;
+        // Re-open the very object we looked up (not the path again: it may
+        // have been renamed since). O_RDONLY works for directories and
+        // regular files (the only kinds `lookup` lets through); O_NONBLOCK
+        // and O_NOCTTY for safety; file_open runs for it, O_PATH would not.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let again = format!("/proc/self/fd/{}", pin.as_raw_fd());
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&again);
+        let cleared = self.write_config(ebpf, 0);
+        let file = opened.map_err(|e| Error::kernel(format!("opening {shown} to resolve it"), e))?;
+        cleared?;
+        drop(file);
+        let cal: Array<&MapData, IoCalibration> = map(ebpf, io::CALIBRATION)?;
+        let got = cal.get(&0, 0).map_err(|e| Error::kernel("reading the calibration slot", e))?;
+        if got.pid_tgid != pid_tgid || got.inode == 0 {
+            return Err(Error::kernel(
+                format!("resolving {shown}"),
+                anyhow::anyhow!(
+                    "the file_open program did not report the open (another LSM may have refused it, or \
+                     the program is not running)"
+                ),
+            ));
+        }
+        Ok(got.inode)
+    }
+
+    fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: IoRule) -> Result<()> {
+        insert_rule(
+            ebpf,
+            io::RULES,
+            attack,
+            &rule,
+            "an I/O fault in this run; combine them into one attack",
+        )?;
+        self.level_users[attack.target.level as usize] += 1;
+        self.targets.push(attack.target.id);
+        self.write_config(ebpf, 0)
+    }
+
+    fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+        let id = attack.target.id;
+        let removed = {
+            let mut rules: HashMap<&mut MapData, u64, IoRule> = map_mut(ebpf, io::RULES)?;
+            rules.remove(&id).is_ok()
+        };
+        if removed {
+            let users = &mut self.level_users[attack.target.level as usize];
+            *users = users.saturating_sub(1);
+            self.targets.retain(|t| *t != id);
+            self.write_config(ebpf, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Attach `name` (loading it first if needed), or count one more user.
+    fn acquire(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<()> {
+        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
+        if let Some((_, users)) = slot {
+            *users += 1;
+            return Ok(());
+        }
+        let hook = if name == OPEN_PROGRAM { "file_open" } else { "file_permission" };
+        if self.kernel_btf.is_none() {
+            let btf = aya::Btf::from_sys_fs()
+                .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
+            self.kernel_btf = Some(btf);
+        }
+        let btf = self.kernel_btf.as_ref().expect("just set");
+        let prog: &mut Lsm = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("program {name} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| Error::kernel(name.to_owned(), e))?;
+        if prog.fd().is_err() {
+            prog.load(hook, btf).map_err(|e| {
+                Error::kernel(format!("loading program {name} (lsm/{hook})"), anyhow::anyhow!(describe(&e)))
+            })?;
+        }
+        let id = prog.attach().map_err(|e| {
+            Error::kernel(format!("attaching {name} to lsm/{hook}"), anyhow::anyhow!(describe(&e)))
+        })?;
+        let link = prog.take_link(id).map_err(|e| Error::kernel(format!("taking the {name} link"), e))?;
+        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
+        *slot = Some((link, 1));
+        Ok(())
+    }
+
+    fn release(&mut self, name: &str) -> Result<()> {
+        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
+        let Some((_, users)) = slot else { return Ok(()) };
+        *users -= 1;
+        if *users > 0 {
+            return Ok(());
+        }
+        let (link, _) = slot.take().expect("present");
+        link.detach().map_err(|e| Error::kernel(format!("detaching {name}"), anyhow::anyhow!(describe(&e))))
+    }
+}
+
+/// Look every path up in every root; each must exist in at least one.
+fn lookup_all(fault: &IoError, roots: &[Root]) -> Result<Vec<(OwnedFd, String)>> {
+    let mut found = Vec::new();
+    for path in &fault.paths {
+        let mut missing = Vec::new();
+        let before = found.len();
+        for root in roots {
+            match lookup(root, path)? {
+                Some(fd) => found.push((fd, format!("{} ({})", path.display(), root.label))),
+                None => missing.push(root.label.clone()),
+            }
+        }
+        if found.len() == before {
+            return Err(Error::invalid(format!(
+                "--path {} does not exist (looked up {}); io-error matches files by the identity of the \
+                 directory or file, so it must exist when the attack starts",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        if !missing.is_empty() {
+            tracing::warn!("{} does not exist {}: not matched there", path.display(), missing.join(", "));
+        }
+    }
+    if found.len() > 4 * MAX_INODES {
+        return Err(Error::invalid(format!(
+            "the paths exist in {} places across the target's root directories; give fewer paths, or \
+             --paths-in host",
+            found.len()
+        )));
+    }
+    Ok(found)
+}
+
+/// The offsets the programs need, from this kernel's BTF.
+pub fn offsets_from(btf: &Btf) -> Result<IoOffsets, crate::btf::BtfError> {
+    Ok(IoOffsets {
+        file_inode: btf.offset_of("file", "f_inode")?,
+        file_mnt: btf.offset_of("file", "f_path.mnt")?,
+        file_dentry: btf.offset_of("file", "f_path.dentry")?,
+        dentry_parent: btf.offset_of("dentry", "d_parent")?,
+        dentry_inode: btf.offset_of("dentry", "d_inode")?,
+        inode_mode: btf.offset_of("inode", "i_mode")?,
+        mount_mnt: btf.offset_of("mount", "mnt")?,
+        mount_parent: btf.offset_of("mount", "mnt_parent")?,
+        mount_mountpoint: btf.offset_of("mount", "mnt_mountpoint")?,
+        _pad: 0,
+    })
+}
+
+/// The names of [`IoCounters`] in events and reports.
+fn counters_of(c: &IoCounters) -> Counters {
+    use chaos_abi::io::{IDX_OPEN, IDX_READ, IDX_READDIR, IDX_WRITE};
+    Counters {
+        matched: c.matched.iter().sum(),
+        injected: c.failed.iter().sum(),
+        expired: c.expired,
+        detail: std::collections::BTreeMap::from([
+            ("open_matched", c.matched[IDX_OPEN]),
+            ("open_failed", c.failed[IDX_OPEN]),
+            ("read_matched", c.matched[IDX_READ]),
+            ("read_failed", c.failed[IDX_READ]),
+            ("write_matched", c.matched[IDX_WRITE]),
+            ("write_failed", c.failed[IDX_WRITE]),
+            ("readdir_matched", c.matched[IDX_READDIR]),
+            ("readdir_failed", c.failed[IDX_READDIR]),
+            ("unresolved", c.unresolved),
+        ]),
+    }
+}
+
+fn reset_slot(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
+    let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
+    {
+        let mut counters: PerCpuArray<&mut MapData, IoCounters> = map_mut(ebpf, io::COUNTERS)?;
+        let zeros = PerCpuValues::try_from(vec![IoCounters::default(); cpus.get() as usize])
+            .map_err(|e| Error::kernel("resetting counters", e))?;
+        counters.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))?;
+    }
+    let mut calls: Array<&mut MapData, u64> = map_mut(ebpf, io::CALLS)?;
+    calls.set(slot, &0, 0).map_err(|e| Error::kernel("resetting the call count", e))
+}
+
+/// A root directory paths are looked up in.
+struct Root {
+    dir: OwnedFd,
+    /// For messages: "in the root of pid 4242" or "in chaos's root".
+    label: String,
+}
+
+/// The distinct root directories (and mount namespaces) of the target's
+/// processes, or ours.
+fn roots(attack: &Attack, paths_in: PathsIn) -> Result<Vec<Root>> {
+    let ours = || -> Result<Vec<Root>> {
+        let dir = open_path(Path::new("/")).map_err(|e| Error::kernel("opening / to look paths up", e))?;
+        Ok(vec![Root { dir, label: "in chaos's root directory".into() }])
+    };
+    if paths_in == PathsIn::Host {
+        return ours();
+    }
+    let mut seen: Vec<(u64, u64, u64)> = Vec::new();
+    let mut out = Vec::new();
+    for pid in pids_in_subtree(&attack.target.path) {
+        // The same root directory in another mount namespace can show other
+        // mounts: both identify a view.
+        let Some(key) = view_of(&format!("/proc/{pid}")) else { continue };
+        if seen.contains(&key) {
+            continue;
+        }
+        let Ok(dir) = open_path(Path::new(&format!("/proc/{pid}/root"))) else { continue };
+        seen.push(key);
+        out.push(Root { dir, label: format!("in the root directory of target process {pid}") });
+    }
+    if out.is_empty() {
+        return ours();
+    }
+    // The target sees what we see: say so in messages.
+    if out.len() == 1 && view_of("/proc/self") == seen.first().copied() {
+        return ours();
+    }
+    Ok(out)
+}
+
+/// (mount namespace, root device, root inode) of a process.
+fn view_of(proc_dir: &str) -> Option<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns = std::fs::metadata(format!("{proc_dir}/ns/mnt")).ok()?.ino();
+    let root = std::fs::metadata(format!("{proc_dir}/root")).ok()?;
+    Some((ns, root.dev(), root.ino()))
+}
+
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f: File = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(f.into())
+}
+
+/// Look `path` up in `root` as a process whose root it is would: absolute
+/// symlinks and `..` stay inside it (openat2 RESOLVE_IN_ROOT, Linux 5.6).
+/// `None` when it does not exist; an error when it is not a directory or a
+/// regular file.
+fn lookup(root: &Root, path: &Path) -> Result<Option<OwnedFd>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid(format!("--path {} contains a NUL byte", path.display())))?;
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT;
+    // SAFETY: valid C string and open_how of the size we pass.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
+            _ => Err(Error::invalid(format!("--path {} ({}): {err}", path.display(), root.label))),
+        };
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and stat buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::kernel(format!("stat {}", path.display()), std::io::Error::last_os_error()));
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR | libc::S_IFREG => Ok(Some(fd)),
+        _ => Err(Error::invalid(format!(
+            "--path {} ({}) is neither a directory nor a regular file; give the directory the files are in",
+            path.display(),
+            root.label
+        ))),
+    }
+}

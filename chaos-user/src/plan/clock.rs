@@ -1,0 +1,224 @@
+//! Clock skew: where it is realized, and what it reaches.
+//!
+//! Every mechanism writes the shifted time into the target's memory with
+//! `bpf_probe_write_user`, so that helper decides availability: kernel
+//! lockdown (integrity, the Secure Boot default, or confidentiality) makes
+//! the verifier refuse it, and clock-skew is then unavailable, said plainly.
+//! With it, three hooks share one rule:
+//! - the system calls `clock_gettime`, `gettimeofday` and `time`: fexit
+//!   programs on their x86-64 entries where the kernel has BPF trampolines
+//!   (only those calls pay), else syscall tracepoints (entry and exit;
+//!   every system call on the machine then takes the kernel's slower
+//!   tracing path while the attack runs): required;
+//! - a raw tracepoint on `sched_process_exec` that detaches the vDSO of
+//!   programs started in the target, so that all their clock reads become
+//!   those system calls: required (without it the fault would miss nearly
+//!   every read of a new process);
+//! - uprobes on the C library's `clock_gettime` in the processes already
+//!   running when the attack starts: used when uprobes work; without them
+//!   those processes' vDSO reads are missed (and a warning says so).
+
+use serde::Serialize;
+
+use super::unavailable;
+use crate::{
+    attack::Attack,
+    capabilities::{Capabilities, Capability},
+    error::{Error, Result},
+};
+
+/// How the clock system calls are hooked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallHook {
+    /// fexit on `__x64_sys_clock_gettime`, `__x64_sys_gettimeofday`,
+    /// `__x64_sys_time` (BPF trampolines).
+    Fexit,
+    /// `syscalls/sys_enter_*` and `sys_exit_*` tracepoints.
+    Tracepoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ClockMechanism {
+    /// clock_gettime, gettimeofday and time.
+    pub syscalls: SyscallHook,
+    /// Raw tracepoint on sched_process_exec: programs started in the
+    /// target read clocks through system calls.
+    pub exec_detach_vdso: bool,
+    /// uprobe + uretprobe on the C library's clock_gettime, per process,
+    /// for the target's processes already running at the start.
+    pub libc_uprobes: bool,
+}
+
+/// What clock-skew reaches and what it does not: `--help`, `chaos doctor`
+/// and the README say this.
+pub const COVERAGE: &str = "\
+Shifted, in processes started in the target while the attack runs (any
+program: glibc, musl, statically linked, Go): clock_gettime on the shifted
+clocks, gettimeofday, and the value time() stores through its pointer.
+chaos detaches their vDSO when they exec (the AT_SYSINFO_EHDR entry of their
+auxiliary vector becomes AT_IGNORE), so their C library or runtime reads
+clocks through system calls, whose results chaos shifts.
+
+Shifted, in processes already running in the target when the attack starts:
+clock_gettime through the C library (Python's time.time(), date, Java, Node
+and most programs read the time this way), by a uprobe on that function in
+each of those processes, and any clock system call they make.
+
+Not shifted:
+  - time()'s return value where time() is a system call (glibc's time(NULL)
+    in a process started during the attack; `openssl x509 -checkend` reads
+    the time so): no tracepoint program can change a system call's return
+    value (that needs bpf_override_return, CONFIG_BPF_KPROBE_OVERRIDE);
+  - in processes already running at the start: glibc's time() and
+    gettimeofday() (glibc resolves them straight to the vDSO), statically
+    linked programs and Go programs (they call the vDSO themselves), and
+    children they fork after the start without exec'ing;
+  - processes moved into the target cgroup after the start without exec'ing,
+    32-bit programs, programs that locate the vDSO themselves;
+  - timers and sleeps on the wall clock (clock_nanosleep TIMER_ABSTIME,
+    timerfd, alarm) fire at the true time; file timestamps are true;
+  - CLOCK_MONOTONIC and CLOCK_BOOTTIME, ever.
+
+Processes started during the attack keep reading clocks through system
+calls (true time once it ends) until they exit; see bench/README.md for
+what a read costs.";
+
+pub fn plan(attack: &Attack, caps: &mut Capabilities) -> Result<ClockMechanism> {
+    if !cfg!(target_arch = "x86_64") {
+        // The programs read x86-64's struct pt_regs and hook __x64_sys_*,
+        // and the exec hook knows the x86-64 initial stack.
+        return Err(Error::environment(format!(
+            "{} on {}: clock-skew is implemented for x86-64 only",
+            attack.fault.kind(),
+            attack.target
+        )));
+    }
+    if !caps.has(Capability::ProbeWriteUser) {
+        return Err(no_write_user(attack, &caps.probe(Capability::ProbeWriteUser).detail));
+    }
+    let syscalls = syscall_hook(attack, caps)?;
+    if !caps.has(Capability::RawTracepoint) {
+        return Err(unavailable(
+            attack,
+            "the exec hook (raw tracepoint)",
+            &[Capability::RawTracepoint],
+            caps,
+        ));
+    }
+    let libc_uprobes = caps.has(Capability::Uprobe);
+    if !libc_uprobes {
+        tracing::warn!(
+            "uprobes do not work here ({}): processes already running in {} read the true time through \
+             their vDSO; programs started during the attack are shifted",
+            caps.probe(Capability::Uprobe).detail,
+            attack.target
+        );
+    }
+    Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes })
+}
+
+/// fexit where BPF trampolines work (the fentry probe), tracepoints
+/// otherwise. `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint` forces one, for tests
+/// and for operators who need one — still only if the kernel can do it.
+fn syscall_hook(attack: &Attack, caps: &mut Capabilities) -> Result<SyscallHook> {
+    let candidates: &[(SyscallHook, Capability)] = match std::env::var("CHAOS_CLOCK_SYSCALLS").ok().as_deref()
+    {
+        None | Some("") => {
+            &[(SyscallHook::Fexit, Capability::Fentry), (SyscallHook::Tracepoint, Capability::Tracepoint)]
+        }
+        Some("fexit") => &[(SyscallHook::Fexit, Capability::Fentry)],
+        Some("tracepoint") => &[(SyscallHook::Tracepoint, Capability::Tracepoint)],
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "CHAOS_CLOCK_SYSCALLS={other}: expected fexit or tracepoint"
+            )));
+        }
+    };
+    for (hook, cap) in candidates {
+        if caps.has(*cap) {
+            return Ok(*hook);
+        }
+    }
+    let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
+    Err(unavailable(attack, "the clock system calls", &tried, caps))
+}
+
+/// The refusal when the verifier refuses `bpf_probe_write_user`, naming
+/// lockdown when that is why.
+fn no_write_user(attack: &Attack, detail: &str) -> Error {
+    // The probe starts its detail with "kernel lockdown=MODE forbids it"
+    // when lockdown is why (capabilities/programs.rs).
+    let mode = detail.strip_prefix("kernel lockdown=").and_then(|r| r.split(' ').next());
+    let cause = match mode {
+        Some(mode) => {
+            // "kernel lockdown=integrity forbids it (VERIFIER)": keep VERIFIER.
+            let verifier = detail.split_once(" (").map_or(detail, |(_, v)| v.trim_end_matches(')'));
+            let why = if mode == "integrity" { " (the Secure Boot default)" } else { "" };
+            format!(
+                "kernel lockdown={mode} forbids bpf_probe_write_user: clock-skew unavailable on this kernel. \
+                 clock-skew writes the shifted time into the target's memory with that helper, and \
+                 lockdown{why} makes the verifier refuse it ({verifier}). Boot with lockdown=none \
+                 (Secure Boot off) to use it"
+            )
+        }
+        None => format!(
+            "bpf_probe_write_user is refused here: clock-skew unavailable on this kernel. clock-skew writes \
+             the shifted time into the target's memory with that helper ({detail})"
+        ),
+    };
+    Error::environment(format!(
+        "{} on {}: {cause}; `chaos doctor` shows every mechanism",
+        attack.fault.kind(),
+        attack.target
+    ))
+}
+
+/// Lines for `chaos doctor`: whether clock-skew works here, by which hooks,
+/// and what it reaches.
+pub fn doctor_summary(caps: &mut Capabilities) -> Vec<String> {
+    let mut lines = Vec::new();
+    let write = caps.probe(Capability::ProbeWriteUser).clone();
+    if !write.available {
+        let lockdown = write.detail.starts_with("kernel lockdown=");
+        lines.push(if lockdown {
+            "clock-skew: UNAVAILABLE: kernel lockdown forbids bpf_probe_write_user, which clock-skew needs to \
+             write the shifted time into the target's memory (boot with lockdown=none, Secure Boot off)"
+                .to_owned()
+        } else {
+            format!("clock-skew: UNAVAILABLE: bpf_probe_write_user is refused ({})", write.detail)
+        });
+    } else {
+        let syscalls = if caps.has(Capability::Fentry) {
+            Some("fexit on the clock system calls")
+        } else if caps.has(Capability::Tracepoint) {
+            Some(
+                "system call tracepoints (no BPF trampolines: every system call pays a little while it runs)",
+            )
+        } else {
+            None
+        };
+        let missing: Vec<&str> = [
+            (syscalls.is_some(), "fentry or tracepoint"),
+            (caps.has(Capability::RawTracepoint), "raw_tracepoint"),
+        ]
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, n)| n)
+        .collect();
+        if let (true, Some(syscalls)) = (missing.is_empty(), syscalls) {
+            let uprobes = if caps.has(Capability::Uprobe) {
+                "and uprobes on the C library's clock_gettime of processes already running"
+            } else {
+                "WITHOUT uprobes: processes already running at the start read the true time through their vDSO"
+            };
+            lines.push(format!(
+                "clock-skew: available: {syscalls}, vDSO detached at exec for new processes, {uprobes}"
+            ));
+        } else {
+            lines.push(format!("clock-skew: UNAVAILABLE: needs {}", missing.join(" and ")));
+        }
+    }
+    lines.extend(COVERAGE.lines().map(|l| if l.is_empty() { String::new() } else { format!("  {l}") }));
+    lines
+}

@@ -1,0 +1,394 @@
+//! The JUnit XML report, the format every CI system reads: one test suite
+//! per experiment, one test case per thing that can go wrong — the steady
+//! state before injecting, each attack, each probe of the hypothesis, each
+//! abort condition, the recovery.
+//!
+//! A violated hypothesis is a `<failure>` of that probe's case; an abort by
+//! a signal or an internal error is an `<error>`; what did not run is
+//! `<skipped>`.
+
+use std::{fmt::Write as _, path::Path};
+
+use super::Report;
+use crate::error::Result;
+
+/// One test case.
+struct Case {
+    name: String,
+    time: f64,
+    outcome: Outcome,
+    out: String,
+}
+
+enum Outcome {
+    Passed,
+    Failure { kind: &'static str, message: String },
+    Error { message: String },
+    Skipped { message: String },
+}
+
+fn cases(r: &Report) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let case = |name: String, outcome: Outcome| Case { name, time: 0.0, outcome, out: String::new() };
+    match &r.steady_state {
+        Some(ss) => {
+            let failed: Vec<String> =
+                ss.probes.iter().filter(|p| !p.ok).map(|p| format!("{}: {}", p.name, p.detail)).collect();
+            let mut c = case(
+                "steady state before injection".into(),
+                if ss.held {
+                    Outcome::Passed
+                } else {
+                    Outcome::Failure { kind: "steady-state", message: failed.join("; ") }
+                },
+            );
+            c.time = ss.probes.iter().map(|p| p.latency_ms).fold(0.0, f64::max) / 1000.0;
+            c.out = ss.probes.iter().map(|p| format!("{}: {}\n", p.name, p.detail)).collect();
+            cases.push(c);
+        }
+        None => cases.push(case(
+            "steady state before injection".into(),
+            Outcome::Skipped { message: "not checked: the run ended before".into() },
+        )),
+    }
+    for step in &r.steps {
+        for a in &step.attacks {
+            let name = format!("attack {}: {} on {}", a.id, a.fault, a.target);
+            let outcome = match a.status.as_str() {
+                "completed" => Outcome::Passed,
+                "aborted" => match &r.abort {
+                    // The attack did its job; the failure belongs to the
+                    // probe that tripped, reported in its own case.
+                    Some(ab) if ab.cause == "hypothesis" || ab.cause == "abort-condition" => Outcome::Passed,
+                    _ => Outcome::Error { message: a.ended.clone().unwrap_or_else(|| "aborted".into()) },
+                },
+                "failed" => Outcome::Error { message: a.error.clone().unwrap_or_else(|| "failed".into()) },
+                "planned" => Outcome::Skipped { message: "dry run: planned, not injected".into() },
+                _ => Outcome::Skipped { message: "not run".into() },
+            };
+            let mut c = case(name, outcome);
+            if let Some(counters) = &a.counters {
+                c.out = format!(
+                    "mechanism: {}\ninjected into {} of {} matching events ({} after the kernel deadline)\n",
+                    super::describe_value(&a.mechanism),
+                    counters.injected,
+                    counters.matched,
+                    counters.expired
+                );
+                if let Some(us) = a.inert_after_us {
+                    c.out += &format!("inert {us} us after the stop call\n");
+                }
+            }
+            cases.push(c);
+        }
+    }
+    for p in &r.probes {
+        let label = if p.role == "hypothesis" { "hypothesis" } else { "abort condition" };
+        let name = format!("{label}: {}", p.name);
+        let outcome = match p.outcome.as_str() {
+            "violated" => Outcome::Failure { kind: "hypothesis-violated", message: p.outcome_detail.clone() },
+            "not-recovered" => Outcome::Failure { kind: "not-recovered", message: p.outcome_detail.clone() },
+            "triggered" => Outcome::Failure { kind: "abort-condition", message: p.outcome_detail.clone() },
+            "not-run" => Outcome::Skipped { message: "not watched: the method did not start".into() },
+            _ => Outcome::Passed,
+        };
+        let mut c = case(name, outcome);
+        c.time = p.latency_ms_avg.unwrap_or(0.0) / 1000.0;
+        c.out = format!(
+            "{} ({}); {} checks, {} failed, at most {} in a row (tolerated: {})\n",
+            p.check,
+            p.kind,
+            p.stats.checks,
+            p.stats.failed,
+            p.stats.max_consecutive_failures,
+            p.failures.saturating_sub(1)
+        );
+        cases.push(c);
+    }
+    match &r.recovery {
+        Some(rec) => {
+            let mut c = case(
+                format!("recovery within {}", rec.within),
+                if rec.recovered {
+                    Outcome::Passed
+                } else {
+                    Outcome::Failure { kind: "not-recovered", message: rec.detail.clone() }
+                },
+            );
+            c.time = rec.after_ms.unwrap_or(0) as f64 / 1000.0;
+            cases.push(c);
+        }
+        None if r.verdict != "error" => cases.push(case(
+            "recovery".into(),
+            Outcome::Skipped { message: "not checked: the method did not complete".into() },
+        )),
+        None => {}
+    }
+    if r.verdict == "error" {
+        cases.push(case("run".into(), Outcome::Error { message: r.reason.clone() }));
+    }
+    if let Some(a) = &r.abort
+        && (a.cause == "signal" || a.cause == "max-duration")
+    {
+        cases.push(case(format!("run ({})", a.cause), Outcome::Error { message: a.detail.clone() }));
+    }
+    cases
+}
+
+/// The report as JUnit XML.
+pub fn render(r: &Report) -> String {
+    let cases = cases(r);
+    let count = |f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
+    let failures = count(|o| matches!(o, Outcome::Failure { .. }));
+    let errors = count(|o| matches!(o, Outcome::Error { .. }));
+    let skipped = count(|o| matches!(o, Outcome::Skipped { .. }));
+    let suite = esc(&r.experiment.name);
+    let class = esc(&format!("chaos.{}", r.experiment.name));
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"chaos\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        cases.len(),
+        r.duration_seconds
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">",
+        cases.len(),
+        r.duration_seconds,
+        esc(r.started.trim_end_matches('Z'))
+    );
+    x += "    <properties>\n";
+    let mut props = vec![
+        ("verdict".to_owned(), r.verdict.clone()),
+        ("exit_code".to_owned(), r.exit_code.to_string()),
+        ("reason".to_owned(), r.reason.clone()),
+        ("file".to_owned(), r.experiment.file.clone()),
+        ("chaos_version".to_owned(), r.chaos_version.clone()),
+    ];
+    props.extend(r.experiment.variables.iter().map(|(k, v)| (format!("variable.{k}"), v.clone())));
+    for (k, v) in props {
+        let _ = writeln!(x, "      <property name=\"{}\" value=\"{}\"/>", esc(&k), esc(&v));
+    }
+    x += "    </properties>\n";
+    for c in &cases {
+        let _ =
+            write!(x, "    <testcase classname=\"{class}\" name=\"{}\" time=\"{:.3}\"", esc(&c.name), c.time);
+        if matches!(c.outcome, Outcome::Passed) && c.out.is_empty() {
+            x += "/>\n";
+            continue;
+        }
+        x += ">\n";
+        match &c.outcome {
+            Outcome::Passed => {}
+            Outcome::Failure { kind, message } => {
+                let _ = writeln!(
+                    x,
+                    "      <failure type=\"{kind}\" message=\"{}\">{}</failure>",
+                    esc(message),
+                    esc(message)
+                );
+            }
+            Outcome::Error { message } => {
+                let _ = writeln!(x, "      <error message=\"{}\">{}</error>", esc(message), esc(message));
+            }
+            Outcome::Skipped { message } => {
+                let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(message));
+            }
+        }
+        if !c.out.is_empty() {
+            let _ = writeln!(x, "      <system-out>{}</system-out>", esc(&c.out));
+        }
+        x += "    </testcase>\n";
+    }
+    x += "  </testsuite>\n</testsuites>\n";
+    x
+}
+
+pub fn write(path: &Path, report: &Report) -> Result<()> {
+    super::json::write_atomic(path, render(report).as_bytes())
+}
+
+/// Escape for XML text and attributes; drop characters XML 1.0 forbids.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out += "&amp;",
+            '<' => out += "&lt;",
+            '>' => out += "&gt;",
+            '"' => out += "&quot;",
+            '\'' => out += "&apos;",
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{
+        AbortRecord, AttackRecord, ProbeCheck, ProbeRecord, RecoveryRecord, SteadyState, StepRecord,
+    };
+
+    fn report(verdict: &str) -> Report {
+        Report {
+            chaos_version: "0.1.0".into(),
+            verdict: verdict.into(),
+            reason: "because <reasons> & \"quotes\"".into(),
+            started: "2026-11-26T12:00:00.000Z".into(),
+            duration_seconds: 12.5,
+            experiment: crate::report::ExperimentInfo {
+                name: "lossy link".into(),
+                file: "x.yaml".into(),
+                variables: [("loss".to_owned(), "5".to_owned())].into(),
+                ..Default::default()
+            },
+            steady_state: Some(SteadyState {
+                held: true,
+                probes: vec![ProbeCheck {
+                    name: "api".into(),
+                    role: "hypothesis".into(),
+                    ok: true,
+                    latency_ms: 3.0,
+                    detail: "200 in 3ms".into(),
+                }],
+            }),
+            steps: vec![StepRecord {
+                name: "s".into(),
+                delay: "0s".into(),
+                status: "completed".into(),
+                attacks: vec![AttackRecord {
+                    id: "net-loss-1".into(),
+                    fault: "net-loss".into(),
+                    parameters: serde_json::json!({}),
+                    target: "/sys/fs/cgroup/x".into(),
+                    duration: "10s".into(),
+                    mechanism: serde_json::json!({"family": "net"}),
+                    status: "completed".into(),
+                    started_monotonic_ns: None,
+                    deadline_monotonic_ns: None,
+                    ended: Some("deadline".into()),
+                    counters: Some(Default::default()),
+                    inert_monotonic_ns: None,
+                    inert_after_us: Some(40),
+                    detached_after_us: None,
+                    error: None,
+                }],
+            }],
+            probes: vec![ProbeRecord {
+                name: "api".into(),
+                role: "hypothesis".into(),
+                kind: "http".into(),
+                check: "GET http://x/ -> status 2xx".into(),
+                interval: "1s".into(),
+                timeout: "1s".into(),
+                failures: 1,
+                stats: Default::default(),
+                latency_ms_avg: Some(2.0),
+                outcome: "held".into(),
+                outcome_detail: String::new(),
+            }],
+            recovery: Some(RecoveryRecord {
+                within: "30s".into(),
+                recovered: true,
+                after_ms: Some(300),
+                detail: "ok".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn parse(xml: &str) -> roxmltree::Document<'_> {
+        roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("invalid XML ({e}):\n{xml}"))
+    }
+
+    #[test]
+    fn held_run_is_valid_junit_with_all_cases_passing() {
+        let xml = render(&report("held"));
+        let doc = parse(&xml);
+        let suites = doc.root_element();
+        assert_eq!(suites.tag_name().name(), "testsuites");
+        let suite = suites.children().find(|n| n.has_tag_name("testsuite")).unwrap();
+        assert_eq!(suite.attribute("name"), Some("lossy link"));
+        assert_eq!(suite.attribute("failures"), Some("0"));
+        assert_eq!(suite.attribute("errors"), Some("0"));
+        let names: Vec<&str> = suite
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .filter_map(|n| n.attribute("name"))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "steady state before injection",
+                "attack net-loss-1: net-loss on /sys/fs/cgroup/x",
+                "hypothesis: api",
+                "recovery within 30s"
+            ]
+        );
+        assert_eq!(suite.attribute("tests"), Some("4"));
+        let reason = suite
+            .descendants()
+            .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("reason"))
+            .unwrap();
+        assert_eq!(reason.attribute("value"), Some("because <reasons> & \"quotes\""));
+    }
+
+    #[test]
+    fn violation_is_a_failure_of_the_probe_and_signals_are_errors() {
+        let mut r = report("violated");
+        r.probes[0].outcome = "violated".into();
+        r.probes[0].outcome_detail = "timed out\u{1}".into();
+        r.steps[0].attacks[0].status = "aborted".into();
+        r.abort = Some(AbortRecord {
+            cause: "hypothesis".into(),
+            probe: Some("api".into()),
+            detail: "timed out".into(),
+            decided_monotonic_ns: 1,
+            inert_after_decision_us: Some(30),
+            detached_after_decision_us: Some(900),
+        });
+        r.recovery = None;
+        let xml = render(&r);
+        let doc = parse(&xml);
+        let failure = doc.descendants().find(|n| n.has_tag_name("failure")).unwrap();
+        assert_eq!(failure.attribute("type"), Some("hypothesis-violated"));
+        assert_eq!(failure.parent().unwrap().attribute("name"), Some("hypothesis: api"));
+        let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+        assert_eq!(
+            (suite.attribute("failures"), suite.attribute("errors"), suite.attribute("skipped")),
+            (Some("1"), Some("0"), Some("1"))
+        );
+
+        r.abort.as_mut().unwrap().cause = "signal".into();
+        r.probes[0].outcome = "held".into();
+        let xml = render(&r);
+        let doc = parse(&xml);
+        let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+        assert_eq!(suite.attribute("failures"), Some("0"));
+        assert_eq!(suite.attribute("errors"), Some("2"), "{xml}");
+    }
+
+    #[test]
+    fn not_started_fails_the_steady_state_and_skips_the_rest() {
+        let mut r = report("not-started");
+        r.steady_state.as_mut().unwrap().held = false;
+        r.steady_state.as_mut().unwrap().probes[0].ok = false;
+        r.steps[0].attacks[0].status = "not-run".into();
+        r.steps[0].attacks[0].counters = None;
+        r.probes[0].outcome = "not-run".into();
+        r.recovery = None;
+        let doc_text = render(&r);
+        let doc = parse(&doc_text);
+        let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+        assert_eq!(
+            (suite.attribute("failures"), suite.attribute("skipped")),
+            (Some("1"), Some("3")),
+            "{doc_text}"
+        );
+    }
+}

@@ -1,0 +1,712 @@
+//! `chaos run`: experiment files end to end, against an HTTP service run by
+//! the test inside the target cgroup, probed from the peer namespace (where
+//! its clients are).
+//!
+//! What the faults did is measured outside chaos: a UDP stream from the
+//! target to the peer carries each datagram's send time (CLOCK_MONOTONIC,
+//! the clock of chaos's reports), so the receiver's record shows when the
+//! fault stopped — and can be compared with the abort decision that the
+//! JSON report records. "No attachment" is read from the chaos process's
+//! own file descriptors.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use chaos::{
+    capabilities::Capability,
+    clock::monotonic_ns,
+    probes::http::{HttpUrl, request},
+};
+use serde_json::Value;
+
+use super::net_loss::EGRESS;
+use crate::{
+    fixtures::{
+        deactivation::Deactivations,
+        lab::Lab,
+        runner::{self, ChaosRun, Ended},
+    },
+    harness::Ctx,
+    helpers::{http, udp},
+};
+
+const SERVICE_PORT: u16 = 8080;
+const STREAM_INTERVAL_US: u64 = 1000;
+/// The acceptance bound: fault gone this soon after the abort decision.
+const ABORT_BOUND_NS: u64 = 50_000_000;
+
+/// A temporary directory for the experiment file and the reports.
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("chaos-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, text: &str) -> anyhow::Result<String> {
+        std::fs::write(self.dir.join(name), text)?;
+        Ok(self.path(name))
+    }
+
+    fn json(&self, name: &str) -> anyhow::Result<Value> {
+        let text = std::fs::read_to_string(self.dir.join(name))
+            .map_err(|e| anyhow::anyhow!("reading {name}: {e}"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An experiment against the lab's target: a health probe of the service
+/// from the peer namespace, then `rest` (method, abort, ...).
+fn experiment(lab: &Lab, name: &str, probe_timing: &str, rest: &str) -> String {
+    format!(
+        "name: {name}\n\
+         targets:\n  app:\n    cgroup: {cgroup}\n\
+         hypothesis:\n  recover-within: 10s\n  probes:\n    - name: health\n      netns: {netns}\n\
+         \x20     http:\n        url: http://{ip}:{SERVICE_PORT}/health\n\
+         \x20     tolerance:\n        status: 200\n        body-contains: ok\n{probe_timing}\n{rest}\n",
+        cgroup = lab.target.rel,
+        netns = lab.peer.name,
+        ip = lab.ctr_ip,
+    )
+}
+
+fn service(lab: &Lab, hang: bool) -> anyhow::Result<http::Server> {
+    http::Server::start(lab.target(), SocketAddr::from((lab.ctr_ip, SERVICE_PORT)), hang)
+}
+
+/// `chaos run FILE --report --junit --no-live ...`
+fn run_args<'a>(files: &'a Files, file: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        file,
+        "--report",
+        &files.path("report.json"),
+        "--junit",
+        &files.path("junit.xml"),
+        "--no-live",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn start(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<ChaosRun> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ChaosRun::start_with_env(&args, env)
+}
+
+/// Lost datagrams of a stream, with their send times.
+struct Stream {
+    lost: Vec<u64>,
+    received: usize,
+}
+
+/// Send `count` datagrams (one per millisecond) from the target to the peer
+/// while `during` runs; which were lost, and when they were sent.
+fn stream<T>(
+    lab: &Lab,
+    port: u16,
+    count: u64,
+    during: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Stream, T)> {
+    let addr = SocketAddr::from((lab.peer_ip, port));
+    let sink = udp::Sink::start(lab.peer(), addr)?;
+    let sender = udp::send_background(lab.target(), addr, 9, count, STREAM_INTERVAL_US)?;
+    let t0 = monotonic_ns();
+    let result = during();
+    let sent = sender.wait_with_output();
+    let packets = sink.finish()?;
+    let out = result?;
+    sent?;
+    let mut sent_at: Vec<Option<u64>> = vec![None; count as usize];
+    for p in packets.iter().filter(|p| p.tag == 9 && p.seq < count) {
+        sent_at[p.seq as usize] = Some(p.sent_ns);
+    }
+    let lost = lost_send_times(&sent_at, t0);
+    Ok((Stream { received: count as usize - lost.len(), lost }, out))
+}
+
+/// Send times of the datagrams that did not arrive. Each is interpolated
+/// between the received datagrams around it (by sequence number), so that
+/// a sender running late on a loaded machine does not shift the estimate;
+/// at the ends of the stream, the 1 ms schedule extrapolates.
+fn lost_send_times(sent_at: &[Option<u64>], t0: u64) -> Vec<u64> {
+    let interval = (STREAM_INTERVAL_US * 1000) as i128;
+    let received: Vec<(usize, u64)> =
+        sent_at.iter().enumerate().filter_map(|(i, t)| t.map(|t| (i, t))).collect();
+    let mut lost = Vec::new();
+    for (seq, t) in sent_at.iter().enumerate() {
+        if t.is_some() {
+            continue;
+        }
+        let after = received.partition_point(|(i, _)| *i < seq);
+        let estimate = match (after.checked_sub(1).map(|i| received[i]), received.get(after)) {
+            (Some((pi, pt)), Some(&(ni, nt))) => {
+                pt as i128 + (nt as i128 - pt as i128) * (seq - pi) as i128 / (ni - pi) as i128
+            }
+            (Some((pi, pt)), None) => pt as i128 + (seq - pi) as i128 * interval,
+            (None, Some(&(ni, nt))) => nt as i128 - (ni - seq) as i128 * interval,
+            (None, None) => t0 as i128 + seq as i128 * interval,
+        };
+        lost.push(estimate.max(0) as u64);
+    }
+    lost
+}
+
+/// The JUnit report, checked to be well-formed, and its suite.
+fn junit(files: &Files) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(files.dir.join("junit.xml"))?;
+    let doc = roxmltree::Document::parse(&text)
+        .map_err(|e| anyhow::anyhow!("junit.xml is not XML: {e}\n{text}"))?;
+    let root = doc.root_element();
+    anyhow::ensure!(root.has_tag_name("testsuites"), "junit root is <{}>", root.tag_name().name());
+    let suite = root
+        .children()
+        .find(|n| n.has_tag_name("testsuite"))
+        .ok_or_else(|| anyhow::anyhow!("no <testsuite> in {text}"))?;
+    let cases = suite.children().filter(|n| n.has_tag_name("testcase")).count();
+    anyhow::ensure!(
+        suite.attribute("tests") == Some(cases.to_string().as_str()),
+        "tests= does not count the cases: {text}"
+    );
+    for c in suite.children().filter(|n| n.has_tag_name("testcase")) {
+        anyhow::ensure!(
+            c.attribute("name").is_some() && c.attribute("classname").is_some(),
+            "a bare testcase: {text}"
+        );
+    }
+    Ok(text)
+}
+
+/// `(failures, errors)` attributes of the suite.
+fn junit_counts(xml: &str) -> anyhow::Result<(String, String)> {
+    let doc = roxmltree::Document::parse(xml)?;
+    let suite =
+        doc.descendants().find(|n| n.has_tag_name("testsuite")).ok_or_else(|| anyhow::anyhow!("no suite"))?;
+    Ok((suite.attribute("failures").unwrap_or("?").into(), suite.attribute("errors").unwrap_or("?").into()))
+}
+
+fn ensure_code(ended: &Ended, want: i32, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        ended.code() == Some(want),
+        "{what}: exit code {:?}, expected {want}; stderr:\n{}",
+        ended.code(),
+        ended.stderr
+    );
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The hypothesis holds: UDP is lost (and counted), the HTTP service is
+/// untouched; exit 0, a valid JUnit file, metrics while running.
+pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let files = Files::new("held")?;
+    let svc = service(&lab, false)?;
+    let yaml = experiment(
+        &lab,
+        "held",
+        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 3s\n",
+    );
+    let file = files.write("held.yaml", &yaml)?;
+    let port = free_port()?;
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut run = start(&run_args(&files, &file, &["--metrics-addr", &metrics_addr]), &[])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    // The fault is real: every datagram the target sends is lost.
+    let sink_addr = SocketAddr::from((lab.peer_ip, 9300));
+    let sink = udp::Sink::start(lab.peer(), sink_addr)?;
+    let sent = udp::send(lab.target(), sink_addr, 3, 500, 1000)?;
+    let received = sink.finish()?.iter().filter(|p| p.tag == 3).count();
+    let url = HttpUrl::parse(&format!("http://{metrics_addr}/metrics")).map_err(anyhow::Error::msg)?;
+    let scrape = request(&url, "GET", &[], None, Instant::now() + Duration::from_secs(5))
+        .map_err(anyhow::Error::msg)?;
+    let metrics = String::from_utf8_lossy(&scrape.body).into_owned();
+    let ended = run.wait(Duration::from_secs(30))?;
+    let answered = svc.finish()?;
+    ensure_code(&ended, 0, "a holding hypothesis")?;
+    anyhow::ensure!(received == 0, "{received} of {} datagrams got through 100% loss", sent.sent);
+
+    let report = files.json("report.json")?;
+    anyhow::ensure!(report["verdict"] == "held", "verdict {}", report["verdict"]);
+    anyhow::ensure!(report["steady_state"]["held"] == true, "steady state: {}", report["steady_state"]);
+    let attack = &report["steps"][0]["attacks"][0];
+    anyhow::ensure!(attack["status"] == "completed" && attack["ended"].is_null(), "attack: {attack}");
+    let injected = attack["counters"]["injected"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        injected == sent.sent,
+        "chaos counted {injected} drops, the receiver missed {}",
+        sent.sent
+    );
+    let probe = &report["probes"][0];
+    let checks = probe["stats"]["checks"].as_u64().unwrap_or(0);
+    anyhow::ensure!(checks >= 10 && probe["stats"]["failed"] == 0, "probe: {probe}");
+    anyhow::ensure!(answered >= checks, "the service answered {answered} requests for {checks} checks");
+    anyhow::ensure!(report["recovery"]["recovered"] == true, "recovery: {}", report["recovery"]);
+
+    let xml = junit(&files)?;
+    anyhow::ensure!(
+        junit_counts(&xml)? == ("0".into(), "0".into()),
+        "failures or errors in a held run:\n{xml}"
+    );
+    for case in
+        ["steady state before injection", "attack udp-loss", "hypothesis: health", "recovery within 10s"]
+    {
+        anyhow::ensure!(xml.contains(&format!("name=\"{case}")), "no test case {case:?}:\n{xml}");
+    }
+
+    anyhow::ensure!(
+        metrics.lines().any(|l| l.starts_with("chaos_attack_injected_total{attack=\"udp-loss\"} ")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v > 0)),
+        "no injected counter in the metrics:\n{metrics}"
+    );
+    anyhow::ensure!(
+        metrics.contains("chaos_probe_healthy{probe=\"health\",role=\"hypothesis\"} 1"),
+        "{metrics}"
+    );
+    anyhow::ensure!(metrics.contains("phase=\"method\"} 1"), "{metrics}");
+
+    let start = ended.event("start").ok_or_else(|| anyhow::anyhow!("no start event"))?;
+    anyhow::ensure!(
+        start["attack"] == "udp-loss" && start["target"]["path"].is_string(),
+        "start event: {start}"
+    );
+    let verdict = ended.event("verdict").ok_or_else(|| anyhow::anyhow!("no verdict event"))?;
+    anyhow::ensure!(verdict["verdict"] == "held", "{verdict}");
+    Ok(())
+}
+
+/// The probe's tolerance is exceeded under 100% loss: chaos aborts (exit
+/// 1, hypothesis violated) and the fault is gone, as measured by a stream
+/// of datagrams, within 50 ms of the abort decision.
+pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let files = Files::new("violated")?;
+    let _svc = service(&lab, false)?;
+    let yaml = experiment(
+        &lab,
+        "violated",
+        "      interval: 100ms\n      timeout: 300ms\n      failures: 2",
+        "method:\n  - name: blackout\n    fault: net-loss\n    percent: 100\n    direction: egress\n    duration: 30s\n",
+    );
+    let file = files.write("violated.yaml", &yaml)?;
+    let args = run_args(&files, &file, &[]);
+    let (s, ended) = stream(&lab, 9301, 6000, || start(&args, &[])?.wait(Duration::from_secs(30)))?;
+    ensure_code(&ended, 1, "a violated hypothesis")?;
+    let report = files.json("report.json")?;
+    anyhow::ensure!(report["verdict"] == "violated", "verdict {}", report["verdict"]);
+    let abort = &report["abort"];
+    anyhow::ensure!(abort["cause"] == "hypothesis" && abort["probe"] == "health", "abort: {abort}");
+    let decided =
+        abort["decided_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no decision time: {abort}"))?;
+    let inert_us = abort["inert_after_decision_us"].as_u64().unwrap_or(u64::MAX);
+    anyhow::ensure!(
+        inert_us * 1000 < ABORT_BOUND_NS,
+        "chaos says the fault was inert {inert_us} us after the decision"
+    );
+    // Measured outside chaos.
+    anyhow::ensure!(s.received > 1000, "only {} datagrams arrived: the fault did not end", s.received);
+    let deactivated = Deactivations::of(ended.event("abort"));
+    let late_ms = ended_by(&lab, &s, decided, ABORT_BOUND_NS, "the abort decision", &deactivated)?;
+    eprint!(
+        "[last loss {late_ms:+.1} ms from the abort decision; inert {inert_us} us after it by chaos's clock] "
+    );
+    let attack = &report["steps"][0]["attacks"][0];
+    anyhow::ensure!(attack["status"] == "aborted", "attack: {attack}");
+    let xml = junit(&files)?;
+    anyhow::ensure!(junit_counts(&xml)?.0 == "1", "one failure expected:\n{xml}");
+    anyhow::ensure!(xml.contains("type=\"hypothesis-violated\""), "{xml}");
+    let ev = ended.event("abort").ok_or_else(|| anyhow::anyhow!("no abort event: {:?}", ended.events))?;
+    anyhow::ensure!(ev["reason"].as_str().is_some_and(|r| r.contains("hypothesis probe `health`")), "{ev}");
+    Ok(())
+}
+
+/// Datagrams the peer side dropped itself: its UDP receive-buffer overflows
+/// and its veth's receive drops. On a loaded machine a receiver starved of
+/// CPU loses datagrams that no fault touched; these counters say how many.
+fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
+    let snmp = lab.peer.exec(&["cat", "/proc/net/snmp"])?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    let rcvbuf: u64 = i.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0);
+    // The peer end of the lab's veth pair: `cv<tag>p` beside `cv<tag>c`.
+    let peer_dev = format!("{}p", lab.ctr_dev.trim_end_matches('c'));
+    let path = format!("/sys/class/net/{peer_dev}/statistics/rx_dropped");
+    let rx: u64 = lab.peer.exec(&["cat", &path]).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    Ok(rcvbuf + rx)
+}
+
+/// Check that the stream lost nothing sent more than `bound_ns` after
+/// `end_ns` — beyond what the receiver itself dropped — and that the fault
+/// was in force before. Returns the last loss within the bound, in ms from
+/// `end_ns`.
+/// Losses inside a window of `deactivated` (chaos removing its clsact
+/// qdisc, see fixtures::deactivation) are not the fault's.
+fn ended_by(
+    lab: &Lab,
+    s: &Stream,
+    end_ns: u64,
+    bound_ns: u64,
+    what: &str,
+    deactivated: &Deactivations,
+) -> anyhow::Result<f64> {
+    anyhow::ensure!(s.lost.len() > 100, "only {} datagrams lost: the fault was not in force", s.lost.len());
+    let lost = deactivated.excuse(&s.lost);
+    let late: Vec<u64> = lost.iter().copied().filter(|t| *t > end_ns + bound_ns).collect();
+    let dropped = receiver_drops(lab)?;
+    anyhow::ensure!(
+        late.len() as u64 <= dropped,
+        "{} datagrams lost more than {} ms after {what} ({}); the receiver dropped only {dropped} itself",
+        late.len(),
+        bound_ns / 1_000_000,
+        ranges(&late, end_ns)
+    );
+    if !late.is_empty() {
+        eprint!("[{} late losses, all dropped by a starved receiver] ", late.len());
+    }
+    let last = lost.iter().copied().filter(|t| *t <= end_ns + bound_ns).max().unwrap_or(0);
+    Ok((last as i64 - end_ns as i64) as f64 / 1e6)
+}
+
+/// Lost send times after `from`, as `+a..+b ms` ranges, for messages.
+fn ranges(lost: &[u64], from: u64) -> String {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    let mut sorted: Vec<i64> =
+        lost.iter().map(|t| (*t as i64 - from as i64) / 1_000_000).filter(|ms| *ms > 0).collect();
+    sorted.sort();
+    for ms in sorted {
+        match out.last_mut() {
+            Some((_, hi)) if ms <= *hi + 2 => *hi = ms,
+            _ => out.push((ms, ms)),
+        }
+    }
+    out.iter().map(|(a, b)| format!("+{a}..+{b}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The chaos process's BPF file descriptors: `(links, programs)`.
+fn bpf_fds(pid: i32) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten() {
+        match std::fs::read_link(e.path()).map(|l| l.display().to_string()).as_deref() {
+            Ok("anon_inode:bpf-link") => counts.0 += 1,
+            Ok("anon_inode:bpf-prog") => counts.1 += 1,
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The steady state fails before injection (a service that accepts and
+/// never answers): nothing is injected — no BPF program or link is ever
+/// held, no event says `start`, counters are absent, traffic flows.
+pub fn failed_steady_state_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let files = Files::new("notstarted")?;
+    let _svc = service(&lab, true)?;
+    let yaml = experiment(
+        &lab,
+        "not-started",
+        "      interval: 100ms\n      timeout: 1500ms\n      failures: 1",
+        "method:\n  - name: never\n    fault: net-loss\n    percent: 100\n    duration: 30s\n",
+    );
+    let file = files.write("notstarted.yaml", &yaml)?;
+    let args = run_args(&files, &file, &[]);
+    let (s, (ended, seen, watched)) = stream(&lab, 9302, 2500, || {
+        let mut run = start(&args, &[])?;
+        // Planning probes the kernel with throwaway programs; from the
+        // experiment's start on, chaos must hold none.
+        run.wait_event("experiment-start", Duration::from_secs(20))?;
+        let t = Instant::now();
+        let mut seen = (0, 0);
+        while std::path::Path::new(&format!("/proc/{}/fd", run.pid)).exists()
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            let (links, progs) = bpf_fds(run.pid);
+            seen = (seen.0.max(links), seen.1.max(progs));
+            std::thread::sleep(Duration::from_millis(2));
+            if run.stderr().contains("refusing to inject") {
+                break;
+            }
+        }
+        let watched = t.elapsed();
+        Ok((run.wait(Duration::from_secs(20))?, seen, watched))
+    })?;
+    ensure_code(&ended, 2, "a steady state that does not hold")?;
+    anyhow::ensure!(
+        watched > Duration::from_millis(1000),
+        "the steady-state check took only {watched:?} (the probe's timeout is 1.5s); stderr:\n{}",
+        ended.stderr
+    );
+    anyhow::ensure!(
+        seen == (0, 0),
+        "chaos held {} BPF links and {} programs after deciding not to inject",
+        seen.0,
+        seen.1
+    );
+    anyhow::ensure!(ended.event("start").is_none(), "a start event: {:?}", ended.events);
+    let dropped = receiver_drops(&lab)?;
+    anyhow::ensure!(
+        s.lost.len() as u64 <= dropped,
+        "{} datagrams lost although nothing was injected (the receiver dropped {dropped} itself)",
+        s.lost.len()
+    );
+    let report = files.json("report.json")?;
+    anyhow::ensure!(report["verdict"] == "not-started", "verdict {}", report["verdict"]);
+    anyhow::ensure!(report["steady_state"]["held"] == false, "{}", report["steady_state"]);
+    let attack = &report["steps"][0]["attacks"][0];
+    anyhow::ensure!(attack["status"] == "not-run" && attack["counters"].is_null(), "attack: {attack}");
+    let xml = junit(&files)?;
+    anyhow::ensure!(xml.contains("type=\"steady-state\""), "{xml}");
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC when process `pid` has exited (a zombie, or gone): its
+/// file descriptors, and the links they own, are closed by then.
+fn died_at(pid: i32) -> u64 {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim().chars().next()));
+        if matches!(state, None | Some('Z' | 'X')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    monotonic_ns()
+}
+
+fn tc_filters(lab: &Lab) -> anyhow::Result<String> {
+    lab.ctr.exec(&["tc", "filter", "show", "dev", &lab.ctr_dev, "egress"])
+}
+
+/// `kill -9` of `chaos run` mid-attack: no fault outlives its deadline (or,
+/// with TCX links, the process), and `chaos recover` leaves nothing.
+fn kill9(mode: &str) -> anyhow::Result<()> {
+    let lab = Lab::new()?;
+    let files = Files::new(&format!("kill9-{mode}"))?;
+    let _svc = service(&lab, false)?;
+    let yaml = experiment(
+        &lab,
+        "kill9",
+        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 2s\n",
+    );
+    let file = files.write("kill9.yaml", &yaml)?;
+    let args = run_args(&files, &file, &[]);
+    let mut run = start(&args, &[("CHAOS_EGRESS_MODE", mode)])?;
+    let ev = run.wait_event("start", Duration::from_secs(20))?;
+    let deadline =
+        ev["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline: {ev}"))?;
+    let pid = run.pid;
+    let (s, dead) = stream(&lab, 9303, 3500, || {
+        std::thread::sleep(Duration::from_millis(500));
+        run.signal(libc::SIGKILL);
+        Ok(died_at(pid))
+    })?;
+    let ended = run.wait(Duration::from_secs(10))?;
+    // Check, then recover whatever the outcome: a failed check must not
+    // leave the dead run's state behind for the next test.
+    let checked = (|| {
+        anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
+        // TCX links go with the process's file descriptors; a netlink
+        // filter stays, inert after the rule's kernel-side deadline.
+        let (end, what) =
+            if mode == "tcx" { (dead, "the process's death") } else { (deadline, "the deadline") };
+        let late_ms = ended_by(&lab, &s, end, 100_000_000, what, &Deactivations::default())?;
+        eprint!("[{mode}: last loss {late_ms:+.1} ms from {what}] ");
+        if mode == "netlink" {
+            anyhow::ensure!(
+                tc_filters(&lab)?.contains("net_egress"),
+                "the netlink filter should outlive kill -9"
+            );
+        }
+        Ok(())
+    })();
+    let out = runner::recover()?;
+    checked?;
+    anyhow::ensure!(out.code() == Some(0), "chaos recover failed: {}", out.stderr);
+    anyhow::ensure!(tc_filters(&lab)?.trim().is_empty(), "filters left after recover: {}", tc_filters(&lab)?);
+    // The harness checks for leftover programs and state files next.
+    Ok(())
+}
+
+pub fn kill9_mid_experiment_tcx(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::Tcx)?;
+    kill9("tcx")
+}
+
+pub fn kill9_mid_experiment_netlink_then_recover(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::TcNetlink)?;
+    kill9("netlink")
+}
+
+/// An abort condition trips (a command probe sees a flag file): exit 2,
+/// rolled back at once; and SIGTERM mid-method: exit 2 too.
+pub fn abort_condition_and_signal_exit_2(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let files = Files::new("abortcond")?;
+    let _svc = service(&lab, false)?;
+    let flag = files.path("stop-now");
+    let yaml = experiment(
+        &lab,
+        "abort-condition",
+        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        &format!(
+            "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 30s\n\
+             abort:\n  - name: operator-stop\n    command:\n      run: test ! -e {flag}\n    interval: 50ms\n    timeout: 1s\n"
+        ),
+    );
+    let file = files.write("abort.yaml", &yaml)?;
+    let args = run_args(&files, &file, &[]);
+    let mut run = start(&args, &[])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&flag, "")?;
+    let ended = run.wait(Duration::from_secs(20))?;
+    ensure_code(&ended, 2, "an abort condition")?;
+    let report = files.json("report.json")?;
+    let abort = &report["abort"];
+    anyhow::ensure!(
+        abort["cause"] == "abort-condition" && abort["probe"] == "operator-stop",
+        "abort: {abort}"
+    );
+    let inert_us = abort["inert_after_decision_us"].as_u64().unwrap_or(u64::MAX);
+    anyhow::ensure!(inert_us * 1000 < ABORT_BOUND_NS, "inert {inert_us} us after the decision");
+    anyhow::ensure!(report["verdict"] == "aborted", "verdict {}", report["verdict"]);
+    let xml = junit(&files)?;
+    anyhow::ensure!(xml.contains("type=\"abort-condition\""), "{xml}");
+
+    std::fs::remove_file(&flag)?;
+    let mut run = start(&args, &[])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    run.signal(libc::SIGTERM);
+    let ended = run.wait(Duration::from_secs(20))?;
+    ensure_code(&ended, 2, "SIGTERM")?;
+    let report = files.json("report.json")?;
+    anyhow::ensure!(report["abort"]["cause"] == "signal", "abort: {}", report["abort"]);
+    let ev = ended.event("abort").ok_or_else(|| anyhow::anyhow!("no abort event"))?;
+    anyhow::ensure!(ev["reason"] == "SIGTERM", "{ev}");
+    Ok(())
+}
+
+/// `--dry-run` resolves the target and plans mechanisms, prints the plan
+/// and injects nothing.
+pub fn dry_run_plans_and_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    ctx.require(Capability::CgroupSkb)?;
+    let lab = Lab::new()?;
+    let files = Files::new("dryrun")?;
+    let yaml = experiment(
+        &lab,
+        "dry-run",
+        "      interval: 1s",
+        "variables: {loss: 5}\nmethod:\n  - {fault: net-loss, percent: '${loss}', duration: 1m}\n  - {delay: 5s, parallel: [{fault: net-loss, percent: 1, direction: ingress, duration: 30s}]}\n",
+    );
+    let file = files.write("dry.yaml", &yaml)?;
+    let args = run_args(&files, &file, &["--dry-run", "--set", "loss=7"]);
+    let out = std::process::Command::new(runner::bin()).args(&args).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.code() == Some(0),
+        "--dry-run: exit code {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&lab.target.path)?);
+    for needle in [
+        format!("(id {id})"),
+        "net-loss-1 for 1m".to_owned(),
+        "percent=7".to_owned(),
+        "at +1m5s".to_owned(),
+        "mechanism: family=net".to_owned(),
+        "dry run: nothing was injected".to_owned(),
+    ] {
+        anyhow::ensure!(stdout.contains(&needle), "no {needle:?} in the plan:\n{stdout}");
+    }
+    let report = files.json("report.json")?;
+    anyhow::ensure!(report["verdict"] == "dry-run", "verdict {}", report["verdict"]);
+    anyhow::ensure!(report["targets"][0]["id"] == id, "target {}", report["targets"][0]);
+    let attack = &report["steps"][0]["attacks"][0];
+    anyhow::ensure!(attack["parameters"]["percent"] == 7.0, "--set loss=7: {attack}");
+    anyhow::ensure!(attack["status"] == "planned", "{attack}");
+    // Nothing loaded or left: the harness checks programs and state files.
+    Ok(())
+}
+
+/// `chaos validate` reports each problem with file:line:column.
+pub fn validate_reports_positions(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let files = Files::new("validate")?;
+    let bad = files.write(
+        "bad.yaml",
+        "name: bad\nhypothesis:\n  probes:\n    - name: h\n      tcp: {address: 'h:1'}\n      failures: many\nmethod:\n  - fault: net-los\n    percent: 5\n    duration: 1m\n  - fault: net-loss\n    percent: 5\n    duraton: 30s\n    duration: -5s\n",
+    )?;
+    let good = files.write(
+        "good.yaml",
+        "name: good\ntargets: {a: {cgroup: /a}}\nhypothesis:\n  probes:\n    - {name: h, tcp: {address: 'h:1'}}\nmethod:\n  - {fault: net-loss, percent: 5, duration: 1m}\n",
+    )?;
+    let out = runner::run(&["validate", &good, &bad])?;
+    anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
+    for (needle, what) in [
+        (format!("{bad}:1:1: error: missing target"), "missing target"),
+        (format!("{bad}:6:17: error: `failures`: `many` is not a whole number"), "wrong type"),
+        (format!("{bad}:8:12: error: unknown fault kind `net-los`"), "unknown fault kind"),
+        (format!("{bad}:13:5: error: unknown field `duraton`"), "unknown field"),
+        (format!("{bad}:14:15: error: `duration`: negative duration"), "negative duration"),
+    ] {
+        anyhow::ensure!(out.stderr.contains(&needle), "{what}: no {needle:?} in:\n{}", out.stderr);
+    }
+    let json = runner::run(&["validate", "--json", &bad])?;
+    anyhow::ensure!(json.events.len() == 5, "{} JSON problems: {:?}", json.events.len(), json.events);
+    anyhow::ensure!(
+        json.events.iter().all(|e| e["line"].as_u64().is_some() && e["column"].as_u64().is_some())
+    );
+    let ok = runner::run(&["validate", &good])?;
+    anyhow::ensure!(ok.code() == Some(0), "a valid file: {}", ok.stderr);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_send_times;
+
+    #[test]
+    fn lost_send_times_follow_the_received_neighbours() {
+        let ms = |v: u64| Some(v * 1_000_000);
+        // The sender paused between 1 ms and 10 ms: the two lost datagrams
+        // were sent in that gap, not at 2 and 3 ms.
+        assert_eq!(lost_send_times(&[ms(0), ms(1), None, None, ms(10)], 0), vec![4_000_000, 7_000_000]);
+        // At the ends, the schedule.
+        assert_eq!(lost_send_times(&[None, ms(5), None], 0), vec![4_000_000, 6_000_000]);
+        assert_eq!(lost_send_times(&[None, None], 7), vec![7, 1_000_007]);
+    }
+}

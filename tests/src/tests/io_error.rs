@@ -1,0 +1,838 @@
+//! `chaos attack io-error`: what programs see (sqlite3's own error message,
+//! the errno of raw system calls), rates, scope (paths as the kernel
+//! resolves them, operations, cgroups), call windows, and the end of the
+//! fault by each safety layer — all measured by the calling programs, not
+//! by chaos's counters (which are checked against them).
+
+use std::{
+    fs,
+    os::unix::fs::symlink,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chaos::{capabilities::Capability, clock::monotonic_ns};
+
+use crate::{
+    fixtures::{
+        cgroup::Cgroup,
+        process::Place,
+        runner::{self, ChaosRun},
+    },
+    harness::{Ctx, Skip},
+    helpers::io::{self, Calls, Waiting},
+    stats::check_rate,
+};
+
+const CALLS: u64 = 2000;
+/// How late the fault may end after its deadline or stop request.
+const GRACE_NS: u64 = 100_000_000;
+/// ... after `kill -9` of the loader: the kernel detaches LSM programs
+/// asynchronously (see kill9_links_vanish_with_the_loader).
+const KILL_GRACE_NS: u64 = 1_000_000_000;
+
+/// Two sibling cgroups (an idle process in the target, as a container
+/// would have) and a directory tree:
+///
+/// ```text
+/// /tmp/chaos-test-<pid>-io/
+///   data/          the prefix the attacks name
+///     f            10 bytes
+///     sub/deep/f
+///     out-link  -> ../data2/g
+///   data2/         same name prefix, outside
+///     g
+///   link        -> data/f
+///   mnt/           an empty mount point for the bind-mount cases
+/// ```
+pub struct World {
+    pub dir: PathBuf,
+    pub data: PathBuf,
+    pub data2: PathBuf,
+    pub target: Cgroup,
+    pub sibling: Cgroup,
+    anchor: Option<Child>,
+}
+
+impl World {
+    pub fn new() -> anyhow::Result<Self> {
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    /// The tree under `base` (a directory on the filesystem to test).
+    pub fn new_in(base: &std::path::Path) -> anyhow::Result<Self> {
+        let dir = base.join(format!("{}{}-io", crate::fixtures::cgroup::PREFIX, std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let data = dir.join("data");
+        let data2 = dir.join("data2");
+        fs::create_dir_all(data.join("sub/deep"))?;
+        fs::create_dir_all(&data2)?;
+        fs::create_dir_all(dir.join("mnt"))?;
+        for f in [data.join("f"), data.join("sub/deep/f"), data2.join("g")] {
+            fs::write(f, "0123456789")?;
+        }
+        symlink("../data2/g", data.join("out-link"))?;
+        symlink("data/f", dir.join("link"))?;
+        let mut world = Self {
+            dir,
+            data,
+            data2,
+            target: Cgroup::new("io-target")?,
+            sibling: Cgroup::new("io-sibling")?,
+            anchor: None,
+        };
+        let anchor = world.target().spawn(Command::new("sleep").arg("3600"))?;
+        world.anchor = Some(anchor);
+        Ok(world)
+    }
+
+    pub fn target(&self) -> Place<'_> {
+        Place { netns: None, cgroup: Some(&self.target) }
+    }
+
+    pub fn sibling(&self) -> Place<'_> {
+        Place { netns: None, cgroup: Some(&self.sibling) }
+    }
+
+    pub fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.anchor.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Start an io-error attack on the world's target (`--path` data unless
+/// `extra` names paths) and wait until it is in force.
+pub fn attack(world: &World, extra: &[&str]) -> anyhow::Result<ChaosRun> {
+    let data = world.data.display().to_string();
+    let mut args = vec!["attack", "io-error", "--cgroup", &world.target.rel];
+    if !extra.contains(&"--path") {
+        args.extend(["--path", &data]);
+    }
+    args.extend_from_slice(extra);
+    let mut run = ChaosRun::start(&args)?;
+    run.wait_event("start", Duration::from_secs(60))?;
+    Ok(run)
+}
+
+/// Stop an attack (SIGTERM) and return its end event.
+pub fn end(run: ChaosRun) -> anyhow::Result<serde_json::Value> {
+    run.signal(libc::SIGTERM);
+    let ended = run.wait(Duration::from_secs(30))?;
+    ended.event("abort").or(ended.event("stop")).cloned().ok_or_else(|| {
+        anyhow::anyhow!("no end event (exit {:?}); chaos said:\n{}", ended.status, ended.stderr)
+    })
+}
+
+fn counter(end: &serde_json::Value, name: &str) -> u64 {
+    end["counters"][name].as_u64().unwrap_or(u64::MAX)
+}
+
+fn sqlite(place: Place<'_>, db: &str, sql: &str) -> anyhow::Result<(bool, String)> {
+    let mut cmd = Command::new("sqlite3");
+    cmd.arg(db).arg(sql).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = place.spawn(&mut cmd)?.wait_with_output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text.trim().to_owned()))
+}
+
+fn require_sqlite() -> anyhow::Result<()> {
+    match Command::new("sqlite3").arg("-version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(Skip("sqlite3 is not installed (apt-get install sqlite3; ./x setup does)".into()).into()),
+    }
+}
+
+/// A real program nobody here wrote, writing a database under the prefix:
+/// it reports the injected error in its own words; outside the prefix, and
+/// from a sibling cgroup, the same command succeeds.
+pub fn sqlite_reports_the_injected_error(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    require_sqlite()?;
+    let w = World::new()?;
+    let sql = "create table t(x); insert into t values (42); select x from t;";
+    // (errno, what sqlite3 says: sqlite3ErrStr, SQLITE_IOERR / SQLITE_FULL)
+    for (errno, says) in [("EIO", "disk I/O error"), ("ENOSPC", "database or disk is full")] {
+        let run = attack(
+            &w,
+            &["--errno", errno, "--percent", "100", "--operations", "write", "--duration", "120s"],
+        )?;
+        let (inside, outside, sibling) = (
+            w.path(&format!("data/{errno}.db")),
+            w.path(&format!("data2/{errno}.db")),
+            w.path(&format!("data/{errno}-sibling.db")),
+        );
+        let (ok_in, text_in) = sqlite(w.target(), &inside, sql)?;
+        let (ok_out, text_out) = sqlite(w.target(), &outside, sql)?;
+        let (ok_sib, text_sib) = sqlite(w.sibling(), &sibling, sql)?;
+        let ended = end(run)?;
+        eprint!("[{errno}: sqlite3 said {text_in:?}] ");
+        anyhow::ensure!(
+            !ok_in && text_in.contains(says),
+            "{errno} under the prefix: sqlite3 said {text_in:?}, expected {says:?}"
+        );
+        anyhow::ensure!(ok_out && text_out == "42", "outside the prefix sqlite3 failed: {text_out:?}");
+        anyhow::ensure!(ok_sib && text_sib == "42", "in the sibling cgroup sqlite3 failed: {text_sib:?}");
+        anyhow::ensure!(counter(&ended, "write_failed") > 0, "chaos counted no failed write: {ended}");
+        // Unharmed after the attack: the same command now works.
+        let (ok_after, text_after) = sqlite(w.target(), &w.path(&format!("data/{errno}-after.db")), sql)?;
+        anyhow::ensure!(ok_after && text_after == "42", "after the attack sqlite3 failed: {text_after:?}");
+    }
+    Ok(())
+}
+
+/// Prepared helpers for read, write and open (files opened before the
+/// attack), run after it started: 2000 calls each.
+fn rates_once(w: &World, percent: f64) -> anyhow::Result<()> {
+    let f = w.path("data/f");
+    let prepared: Vec<(&str, Waiting)> = ["read", "write", "open", "readdir"]
+        .into_iter()
+        .map(|op| {
+            let path = if op == "readdir" { w.path("data/sub") } else { f.clone() };
+            let n = CALLS.to_string();
+            Waiting::start(w.target(), "io-calls", &["--op", op, "--path", &path, "--count", &n, "--wait"])
+                .map(|h| (op, h))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let run = attack(w, &["--errno", "EIO", "--percent", &percent.to_string(), "--duration", "300s"])?;
+    let mut results = Vec::new();
+    for (op, h) in prepared {
+        results.push((op, h.calls()?));
+    }
+    let ended = end(run)?;
+    for (op, calls) in &results {
+        anyhow::ensure!(calls.calls == CALLS, "{op}: {} calls made", calls.calls);
+        anyhow::ensure!(
+            calls.with(libc::EIO) == calls.failed(),
+            "{op}: failures with other errnos than EIO: {:?}",
+            calls.errnos
+        );
+        check_rate(&format!("{op} failures at {percent}%"), calls.failed(), calls.calls, percent / 100.0)?;
+        let (matched, failed) =
+            (counter(&ended, &format!("{op}_matched")), counter(&ended, &format!("{op}_failed")));
+        anyhow::ensure!(
+            matched == calls.calls && failed == calls.failed(),
+            "{op} at {percent}%: chaos counted {failed} failed of {matched} matched, the program saw {} of {}",
+            calls.failed(),
+            calls.calls
+        );
+    }
+    eprint!(
+        "[{percent}%: {}] ",
+        results
+            .iter()
+            .map(|(op, c)| format!("{op} {}/{}", c.failed(), c.calls))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// The measured failure rate of each operation over 2000 calls is within
+/// the 99.9% binomial interval of the configured probability, and equals
+/// chaos's own count.
+pub fn error_rates_match_the_probability(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    for percent in [0.0, 1.0, 10.0, 50.0, 100.0] {
+        rates_once(&w, percent)?;
+    }
+    Ok(())
+}
+
+/// Every configured errno is the one the calling program sees, for each
+/// operation.
+pub fn every_errno_reaches_the_caller(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let (f, sub) = (w.path("data/f"), w.path("data/sub"));
+    for (name, number) in [
+        ("EIO", libc::EIO),
+        ("ENOSPC", libc::ENOSPC),
+        ("EACCES", libc::EACCES),
+        ("EROFS", libc::EROFS),
+        ("EDQUOT", libc::EDQUOT),
+        ("EMFILE", libc::EMFILE),
+        ("EPERM", libc::EPERM),
+        ("ENOMEM", libc::ENOMEM),
+    ] {
+        let probe = Waiting::start(w.target(), "io-errnos", &["--file", &f, "--dir", &sub])?;
+        let run = attack(&w, &["--errno", &number.to_string(), "--percent", "100", "--duration", "120s"])?;
+        let out = probe.go()?;
+        end(run)?;
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        for op in ["open", "read", "write", "readdir"] {
+            anyhow::ensure!(
+                seen[op].as_i64() == Some(i64::from(number)),
+                "--errno {number} ({name}): {op} failed with errno {}, expected {number}",
+                seen[op]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn reads(place: Place<'_>, path: &str, extra: &[&str]) -> anyhow::Result<Calls> {
+    let mut args = vec!["--op", "read", "--path", path, "--count", "20"];
+    args.extend_from_slice(extra);
+    io::run(place, &args)
+}
+
+/// Paths behave as the kernel resolves them: relative paths, `..`,
+/// symlinks, bind mounts and submounts; never by string prefix; hard links
+/// by where the kernel sees the file. On the temporary directory's
+/// filesystem (in the VMs an overlayfs, which opens a second, real file
+/// below each file) and on a tmpfs.
+pub fn paths_match_what_the_kernel_resolves(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let mut bases = vec![std::env::temp_dir()];
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() && fs_type(&shm) != fs_type(&bases[0]) {
+        bases.push(shm);
+    }
+    for base in &bases {
+        paths_on(base).map_err(|e| anyhow::anyhow!("under {} ({}): {e:#}", base.display(), fs_type(base)))?;
+    }
+    Ok(())
+}
+
+/// The filesystem type of `p`, from /proc/self/mountinfo (for messages).
+fn fs_type(p: &std::path::Path) -> String {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut best = (0, String::from("?"));
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
+        let (Some(mnt), Some(ty)) = (fields.get(4), fields.get(sep + 1)) else { continue };
+        if p.starts_with(mnt) && mnt.len() >= best.0 {
+            best = (mnt.len(), (*ty).to_owned());
+        }
+    }
+    best.1
+}
+
+fn paths_on(base: &std::path::Path) -> anyhow::Result<()> {
+    let w = World::new_in(base)?;
+    // A hard link outside the prefix to a file inside it.
+    fs::hard_link(w.data.join("f"), w.data2.join("hard"))?;
+    let run =
+        attack(&w, &["--errno", "EIO", "--percent", "100", "--operations", "read", "--duration", "300s"])?;
+    let mnt = w.path("mnt");
+    let cases: Vec<(String, Vec<String>, bool)> = vec![
+        // (path read, helper options, expect failure)
+        (w.path("data/f"), vec![], true),
+        (w.path("data/sub/deep/f"), vec![], true),
+        (w.path("data2/../data/f"), vec![], true),
+        (w.path("data/../data2/g"), vec![], false),
+        (w.path("data2/g"), vec![], false),
+        (w.path("link"), vec![], true),
+        (w.path("data/out-link"), vec![], false),
+        (w.path("data2/hard"), vec![], false),
+        (format!("{mnt}/f"), vec!["--bind".into(), format!("{}:{mnt}", w.data.display())], true),
+        (format!("{mnt}/deep/f"), vec!["--bind".into(), format!("{}:{mnt}", w.path("data/sub"))], true),
+        (format!("{mnt}/g"), vec!["--bind".into(), format!("{}:{mnt}", w.data2.display())], false),
+        (w.path("data/sub/f"), vec!["--tmpfs".into(), w.path("data/sub"), "--create".into()], true),
+        (w.path("data2/t"), vec!["--tmpfs".into(), w.path("data2"), "--create".into()], false),
+    ];
+    let mut problems = Vec::new();
+    for (path, extra, fail) in &cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let c = reads(w.target(), path, &extra)?;
+        let want = if *fail { c.calls } else { 0 };
+        if c.failed() != want {
+            problems.push(format!(
+                "{path} {extra:?}: {} of {} reads failed, expected {want}",
+                c.failed(),
+                c.calls
+            ));
+        }
+    }
+    // A relative path, from inside the prefix.
+    let mut cmd = io::command_in(&w.data, &["--op", "read", "--path", "f", "--count", "20"]);
+    let c = io::run_command(w.target(), &mut cmd)?;
+    if c.failed() != c.calls {
+        problems.push(format!("relative path f from data/: {} of {} reads failed", c.failed(), c.calls));
+    }
+    let mut cmd = io::command_in(&w.data, &["--op", "read", "--path", "../data2/g", "--count", "20"]);
+    let c = io::run_command(w.target(), &mut cmd)?;
+    if c.failed() != 0 {
+        problems.push(format!("relative path ../data2/g from data/: {} reads failed", c.failed()));
+    }
+    // The sibling cgroup, same file.
+    let c = reads(w.sibling(), &w.path("data/f"), &[])?;
+    if c.failed() != 0 {
+        problems.push(format!("the sibling cgroup: {} reads failed", c.failed()));
+    }
+    end(run)?;
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    // A file prefix matches through all its hard links.
+    let run = attack(
+        &w,
+        &[
+            "--path",
+            &w.path("data/f"),
+            "--errno",
+            "EIO",
+            "--percent",
+            "100",
+            "--operations",
+            "read",
+            "--duration",
+            "300s",
+        ],
+    )?;
+    let via_link = reads(w.target(), &w.path("data2/hard"), &[])?;
+    let other = reads(w.target(), &w.path("data/sub/deep/f"), &[])?;
+    end(run)?;
+    anyhow::ensure!(
+        via_link.failed() == via_link.calls,
+        "file prefix: {} reads through its hard link failed",
+        via_link.failed()
+    );
+    anyhow::ensure!(
+        other.failed() == 0,
+        "file prefix: another file in the directory failed {} reads",
+        other.failed()
+    );
+    Ok(())
+}
+
+/// `--path` names what the target's processes see: looked up in their root
+/// directory (here a chroot, as a container's), absolute symlinks inside it
+/// resolved inside it.
+pub fn paths_are_looked_up_in_the_target_root(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let busybox = PathBuf::from("/bin/busybox");
+    if !busybox.is_file() {
+        return Err(Skip(
+            "needs a static /bin/busybox for the chroot (apt-get install busybox-static)".into(),
+        )
+        .into());
+    }
+    let w = World::new()?;
+    // jail/bin/busybox, jail/srv/data/f, and jail/data -> /srv/data: an
+    // absolute symlink that means jail/srv/data only inside the jail.
+    let jail = w.dir.join("jail");
+    fs::create_dir_all(jail.join("bin"))?;
+    fs::create_dir_all(jail.join("srv/data"))?;
+    fs::copy(&busybox, jail.join("bin/busybox"))?;
+    fs::write(jail.join("srv/data/f"), "0123456789")?;
+    symlink("/srv/data", jail.join("data"))?;
+    let cg = Cgroup::new("io-jail")?;
+    let place = Place { netns: None, cgroup: Some(&cg) };
+    let mut chrooted =
+        place.spawn(Command::new("chroot").arg(&jail).args(["/bin/busybox", "sleep", "3600"]))?;
+    let result = (|| {
+        // Wait until the process runs in the jail (chroot has exec'ed).
+        let mut rooted = false;
+        for _ in 0..200 {
+            if fs::read_link(format!("/proc/{}/root", chrooted.id())).is_ok_and(|r| r == jail) {
+                rooted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::ensure!(rooted, "the chrooted process did not start");
+        let args = ["attack", "io-error", "--cgroup", &cg.rel, "--path", "/data", "--errno", "EIO"];
+        let mut run = ChaosRun::start(
+            &[&args[..], &["--percent", "100", "--operations", "read", "--duration", "120s"]].concat(),
+        )?;
+        run.wait_event("start", Duration::from_secs(60))?;
+        let inside = reads(place, &jail.join("srv/data/f").display().to_string(), &[])?;
+        let outside = reads(place, &w.path("data/f"), &[])?;
+        end(run)?;
+        anyhow::ensure!(
+            inside.failed() == inside.calls,
+            "jail/srv/data/f: {} of {} reads failed",
+            inside.failed(),
+            inside.calls
+        );
+        anyhow::ensure!(
+            outside.failed() == 0,
+            "a file outside the jail's /data failed {} reads",
+            outside.failed()
+        );
+        Ok(())
+    })();
+    let _ = chrooted.kill();
+    let _ = chrooted.wait();
+    result
+}
+
+/// Only the configured operations fail.
+pub fn operations_are_filtered(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let (f, sub) = (w.path("data/f"), w.path("data/sub"));
+    for ops in ["write", "open", "read", "readdir", "open,readdir"] {
+        let probe = Waiting::start(w.target(), "io-errnos", &["--file", &f, "--dir", &sub])?;
+        let run =
+            attack(&w, &["--errno", "EIO", "--percent", "100", "--operations", ops, "--duration", "120s"])?;
+        let out = probe.go()?;
+        end(run)?;
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        for op in ["open", "read", "write", "readdir"] {
+            let want = if ops.split(',').any(|o| o == op) { libc::EIO } else { 0 };
+            anyhow::ensure!(
+                seen[op].as_i64() == Some(i64::from(want)),
+                "--operations {ops}: {op} returned errno {}, expected {want}",
+                seen[op]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--after 5 --first 10 --percent 100`: exactly calls 5 to 14 fail.
+pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let f = w.path("data/f");
+    let h = Waiting::start(
+        w.target(),
+        "io-calls",
+        &["--op", "read", "--path", &f, "--count", "40", "--timeline", "--wait"],
+    )?;
+    let run = attack(
+        &w,
+        &[
+            "--errno",
+            "EIO",
+            "--percent",
+            "100",
+            "--operations",
+            "read",
+            "--after",
+            "5",
+            "--first",
+            "10",
+            "--duration",
+            "120s",
+        ],
+    )?;
+    let c = h.calls()?;
+    let ended = end(run)?;
+    let failed: Vec<u64> = c.failures.iter().map(|f| f[2]).collect();
+    anyhow::ensure!(failed == (5..15).collect::<Vec<_>>(), "calls that failed: {failed:?}, expected 5..15");
+    anyhow::ensure!(
+        counter(&ended, "read_failed") == 10,
+        "chaos counted {} failures",
+        counter(&ended, "read_failed")
+    );
+    // Only the first 10 of 50% candidates: never more than 10 failures.
+    let h =
+        Waiting::start(w.target(), "io-calls", &["--op", "read", "--path", &f, "--count", "200", "--wait"])?;
+    let run = attack(
+        &w,
+        &["--errno", "EIO", "--percent", "50", "--operations", "read", "--first", "10", "--duration", "120s"],
+    )?;
+    let c = h.calls()?;
+    end(run)?;
+    anyhow::ensure!(c.failed() <= 10, "--first 10 at 50%: {} calls failed", c.failed());
+    Ok(())
+}
+
+/// A read stream (one read per millisecond for `seconds`), prepared before
+/// the attack starts so that it runs from the first moment of the fault.
+fn prepared_stream(w: &World, seconds: f64) -> anyhow::Result<Waiting> {
+    let f = w.path("data/f");
+    let secs = seconds.to_string();
+    Waiting::start(
+        w.target(),
+        "io-calls",
+        &["--op", "read", "--path", &f, "--seconds", &secs, "--interval-us", "1000", "--timeline", "--wait"],
+    )
+}
+
+/// Run the stream while `during` acts on chaos, and collect it.
+fn run_stream(h: Waiting, during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Calls> {
+    let t = std::thread::spawn(move || h.calls());
+    during()?;
+    t.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))?
+}
+
+fn ensure_ended_by(c: &Calls, end_ns: u64, what: &str) -> anyhow::Result<()> {
+    ensure_ended_within(c, end_ns, GRACE_NS, what)
+}
+
+fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
+    let failed = c.failures.len();
+    anyhow::ensure!(failed > 100, "{what}: only {failed} reads failed: the fault was not in force");
+    let last = c.failures.iter().map(|f| f[0]).max().unwrap_or(0);
+    anyhow::ensure!(c.ok > 100, "{what}: only {} reads succeeded: the fault never ended", c.ok);
+    let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;
+    anyhow::ensure!(
+        last <= end_ns + grace_ns,
+        "{what}: reads still failed {late_ms:.1} ms after the fault should have ended"
+    );
+    eprint!("[last failure {late_ms:+.1} ms from {what}] ");
+    Ok(())
+}
+
+fn start_stream_attack(w: &World, duration: &str) -> anyhow::Result<(ChaosRun, u64)> {
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "io-error",
+        "--cgroup",
+        &w.target.rel,
+        "--path",
+        &w.data.display().to_string(),
+        "--errno",
+        "EIO",
+        "--percent",
+        "100",
+        "--operations",
+        "read",
+        "--duration",
+        duration,
+    ])?;
+    let ev = run.wait_event("start", Duration::from_secs(60))?;
+    let deadline =
+        ev["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline in {ev}"))?;
+    Ok((run, deadline))
+}
+
+fn program_loaded(name: &str) -> bool {
+    aya::programs::loaded_programs().flatten().any(|p| p.name_as_str() == Some(name))
+}
+
+pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    // The deadline counts from the start of the attack, before the
+    // programs are loaded (verified) and attached: seconds under QEMU's
+    // emulation. 4 s leaves time for the fault to be seen in force.
+    let h = prepared_stream(&w, 7.0)?;
+    let (run, deadline) = start_stream_attack(&w, "4s")?;
+    let c = run_stream(h, || Ok(()))?;
+    let ended = run.wait(Duration::from_secs(30))?;
+    ensure_ended_by(&c, deadline, "the deadline")?;
+    anyhow::ensure!(ended.code() == Some(0), "exit code {:?} at the deadline, expected 0", ended.code());
+    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
+    anyhow::ensure!(stop["reason"] == "deadline", "stop reason {}", stop["reason"]);
+    anyhow::ensure!(
+        !program_loaded("io_open") && !program_loaded("io_rw"),
+        "programs still loaded after the end"
+    );
+    Ok(())
+}
+
+fn ends_on_signal(ctx: &mut Ctx, sig: i32, name: &str) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let h = prepared_stream(&w, 3.0)?;
+    let (run, _) = start_stream_attack(&w, "60s")?;
+    let mut signalled = 0;
+    let c = run_stream(h, || {
+        std::thread::sleep(Duration::from_millis(1200));
+        signalled = monotonic_ns();
+        run.signal(sig);
+        Ok(())
+    })?;
+    let ended = run.wait(Duration::from_secs(30))?;
+    ensure_ended_by(&c, signalled, name)?;
+    anyhow::ensure!(ended.code() == Some(2), "exit code {:?} after {name}, expected 2", ended.code());
+    let abort = ended.event("abort").ok_or_else(|| anyhow::anyhow!("no abort event: {:?}", ended.events))?;
+    anyhow::ensure!(abort["reason"] == name, "abort reason {}", abort["reason"]);
+    anyhow::ensure!(
+        abort["counters"]["read_failed"].as_u64() == Some(c.failures.len() as u64),
+        "counters {} vs {} failures seen",
+        abort["counters"],
+        c.failures.len()
+    );
+    Ok(())
+}
+
+pub fn ends_on_sigint(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ends_on_signal(ctx, libc::SIGINT, "SIGINT")
+}
+
+pub fn ends_on_sigterm(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ends_on_signal(ctx, libc::SIGTERM, "SIGTERM")
+}
+
+/// Layer 3: LSM links are fds; `kill -9` of the loader detaches the
+/// programs at once, long before the deadline.
+pub fn kill9_links_vanish_with_the_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let h = prepared_stream(&w, 3.0)?;
+    let (run, _) = start_stream_attack(&w, "60s")?;
+    let mut killed = 0;
+    let c = run_stream(h, || {
+        std::thread::sleep(Duration::from_millis(1200));
+        killed = monotonic_ns();
+        run.signal(libc::SIGKILL);
+        Ok(())
+    })?;
+    let ended = run.wait(Duration::from_secs(10))?;
+    // Nothing survives but the dead process's state file: remove it first,
+    // whatever the assertions say.
+    let recovered = runner::recover()?;
+    anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
+    // The links close with the process; the kernel then unlinks the
+    // programs from the LSM trampolines (bpf_trampoline_unlink_prog, which
+    // waits for RCU-tasks readers): ~200 ms under QEMU's emulation.
+    ensure_ended_within(&c, killed, KILL_GRACE_NS, "kill -9 (fd-owned links)")?;
+    // The kernel frees the programs asynchronously once the last fd is gone.
+    let mut gone = false;
+    for _ in 0..100 {
+        if !program_loaded("io_open") && !program_loaded("io_rw") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::ensure!(gone, "io programs still loaded after their loader died");
+    anyhow::ensure!(recovered.code() == Some(0), "chaos recover failed: {}", recovered.stderr);
+    Ok(())
+}
+
+fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim().chars().next()
+}
+
+/// Layer 2 alone: a stopped loader keeps its links, yet the fault ends at
+/// the deadline every rule carries.
+pub fn hung_loader_kernel_deadline_ends_fault(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let h = prepared_stream(&w, 7.0)?;
+    let (run, deadline) = start_stream_attack(&w, "4s")?;
+    let c = run_stream(h, || {
+        std::thread::sleep(Duration::from_millis(300));
+        run.signal(libc::SIGSTOP);
+        Ok(())
+    })?;
+    let state = process_state(run.pid);
+    let attached = program_loaded("io_rw");
+    run.signal(libc::SIGCONT);
+    let ended = run.wait(Duration::from_secs(30))?;
+    anyhow::ensure!(state == Some('T'), "the loader was not stopped during the stream (state {state:?})");
+    anyhow::ensure!(attached, "io_rw was gone while the loader was stopped");
+    ensure_ended_by(&c, deadline, "the kernel-side deadline (loader stopped)")?;
+    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
+    let expired = stop["counters"]["expired"].as_u64().unwrap_or(0);
+    anyhow::ensure!(expired > 0, "no call saw the expired rule: {stop}");
+    Ok(())
+}
+
+/// Bad flags: exit code 3, a message naming the flag, nothing attached.
+/// Runs everywhere (parsing comes before any kernel work).
+pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let target = Cgroup::new("io-flags")?;
+    let cases: &[(&[&str], &str)] = &[
+        (&["--errno", "EFOO", "--percent", "5", "--path", "/tmp"], "unknown errno"),
+        (&["--errno", "0", "--percent", "5", "--path", "/tmp"], "not an errno"),
+        (&["--errno", "512", "--percent", "5", "--path", "/tmp"], "not an errno"),
+        (&["--errno", "EIO", "--percent", "101", "--path", "/tmp"], "outside 0..100"),
+        (&["--errno", "EIO", "--percent", "5"], "--path"),
+        (&["--errno", "EIO", "--percent", "5", "--path", "/tmp", "--first", "0"], "--first 0"),
+        (&["--errno", "EIO", "--percent", "5", "--path", "/tmp", "--operations", "fsync"], "fsync"),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["attack", "io-error", "--cgroup", &target.rel, "--duration", "10s"];
+        args.extend_from_slice(flags);
+        let out = runner::run(&args)?;
+        anyhow::ensure!(
+            out.code() == Some(3),
+            "{flags:?}: exit code {:?}, expected 3: {}",
+            out.code(),
+            out.stderr
+        );
+        anyhow::ensure!(
+            out.stderr.contains(says),
+            "{flags:?}: the message does not say {says:?}: {}",
+            out.stderr
+        );
+        anyhow::ensure!(
+            !program_loaded("io_open") && !program_loaded("io_rw"),
+            "{flags:?}: a program was loaded"
+        );
+    }
+    Ok(())
+}
+
+/// Paths that cannot be resolved: exit 3, nothing attached.
+pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = World::new()?;
+    let missing = w.path("nope");
+    let cases: &[(&str, &str)] =
+        &[(&missing, "does not exist"), ("/dev/null", "neither a directory nor a regular file")];
+    for (path, says) in cases {
+        let args = [
+            "attack",
+            "io-error",
+            "--cgroup",
+            &w.target.rel,
+            "--duration",
+            "10s",
+            "--errno",
+            "EIO",
+            "--percent",
+            "5",
+            "--path",
+            path,
+        ];
+        let out = runner::run(&args)?;
+        anyhow::ensure!(
+            out.code() == Some(3),
+            "--path {path}: exit code {:?}, expected 3: {}",
+            out.code(),
+            out.stderr
+        );
+        anyhow::ensure!(
+            out.stderr.contains(says),
+            "--path {path}: the message does not say {says:?}: {}",
+            out.stderr
+        );
+        anyhow::ensure!(out.event("start").is_none(), "--path {path}: a start event");
+        anyhow::ensure!(
+            !program_loaded("io_open") && !program_loaded("io_rw"),
+            "--path {path}: a program is loaded"
+        );
+    }
+    Ok(())
+}
+
+/// Where no mechanism works (the host: no BPF LSM, no kprobe override), the
+/// attack is refused with each mechanism's reason, and nothing happens.
+pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
+    if ctx.require(Capability::BpfLsm).is_ok() {
+        return Err(Skip("BPF LSM works here: io-error is available, nothing to refuse".into()).into());
+    }
+    let w = World::new()?;
+    let data = w.data.display().to_string();
+    let args = [
+        "attack",
+        "io-error",
+        "--cgroup",
+        &w.target.rel,
+        "--duration",
+        "10s",
+        "--errno",
+        "EIO",
+        "--percent",
+        "5",
+        "--path",
+        &data,
+    ];
+    let out = runner::run(&args)?;
+    anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
+    for says in ["unavailable because", "BPF LSM:", "kprobe + bpf_override_return"] {
+        anyhow::ensure!(out.stderr.contains(says), "the message does not say {says:?}: {}", out.stderr);
+    }
+    anyhow::ensure!(out.event("start").is_none(), "a start event");
+    Ok(())
+}
