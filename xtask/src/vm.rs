@@ -234,6 +234,18 @@ pub fn run(
     cmd.arg("--run")
         .arg(&image.vmlinuz)
         .args(["--disable-kvm", "--cpus", "2", "--memory", "2G", "--name", &kernel.label()])
+        // Under TCG the clocksource watchdog sooner or later finds the TSC
+        // "unstable" (an emulated vCPU stalls between its TSC and HPET
+        // reads) and the kernel then switches sched_clock off its stable
+        // path at run time: a static-key flip that patches `__schedule()`
+        // and `sched_clock_cpu()` while the other vCPU runs them. QEMU's
+        // TCG does not always see the patch through (measured: `Oops: int3`
+        // at those two sites, with the patched bytes already restored), so
+        // the kernel panics. The emulated TSC is derived from one host
+        // clock for both vCPUs, so telling the kernel it is reliable is
+        // true here, and skips the watchdog (Documentation/admin-guide/
+        // kernel-parameters.txt, `tsc=reliable`).
+        .args(["--append", "tsc=reliable"])
         // The console goes to stderr only with --verbose; we want it for
         // the tail on a hang or panic.
         .arg("--verbose")

@@ -40,7 +40,7 @@ use crate::{
 ///     - fault: net-loss                  # one attack ...
 ///       percent: ${loss}
 ///       duration: 1m
-///     - delay: 10s                       # ... then several at once
+///     - start-after: 10s                 # ... then several at once
 ///       parallel:
 ///         - {fault: net-loss, percent: 20, port: 5432, duration: 30s}
 ///   abort:                               # safety probes: unhealthy = stop (exit 2)

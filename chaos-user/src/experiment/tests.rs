@@ -63,7 +63,7 @@ method:
     interfaces: [eth0]
     duration: ${step}
   - name: both
-    delay: 10s
+    start-after: 10s
     parallel:
       - fault: net-loss
         target: app
@@ -243,9 +243,11 @@ fn fault_kinds_planned_and_unknown() {
             "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: 'h:1'}}\nmethod:\n  - fault: {kind}\n    duration: 1m\n"
         )
     };
-    let d = errors(&f("net-delay"));
+    let d = errors(&f("net-blackhole"));
     assert!(
-        has(&d, "unknown fault kind `net-delay`", 8, 12).unwrap().contains("planned but not in this version")
+        has(&d, "unknown fault kind `net-blackhole`", 8, 12)
+            .unwrap()
+            .contains("planned but not in this version")
     );
     let d = errors(&f("explode"));
     // Every kind that landed, whichever they are.
@@ -259,6 +261,31 @@ fn fault_kinds_planned_and_unknown() {
         Some("did you mean `percent`?")
     );
     has(&d, "missing field `percent`", 8, 5);
+}
+
+#[test]
+fn netem_like_kinds_take_the_commands_flags_as_fields() {
+    let f = |step: &str| {
+        format!(
+            "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: 'h:1'}}\nmethod:\n{step}    duration: 1m\n"
+        )
+    };
+    let e = ok(&f(
+        "  - fault: net-delay\n    delay: 50ms\n    jitter: 10ms\n    distribution: normal\n    loss: 1\n    port: 5432\n",
+    ));
+    let Fault::NetDelay(fault) = &e.method[0].attacks[0].fault else {
+        panic!("not a net-delay: {:?}", e.method)
+    };
+    assert_eq!(fault.effects.delay, Some(Duration::from_millis(50)));
+    assert_eq!(fault.effects.distribution, Some(crate::faults::Distribution::Normal));
+    assert_eq!(fault.filter.port, Some(5432));
+    // The command line's checks, worded for a file, at the step.
+    let d = errors(&f("  - fault: net-delay\n    jitter: 10ms\n"));
+    assert!(d.to_string().contains("net-delay needs delay"), "{d}");
+    let d = errors(&f("  - fault: net-rate\n    rate: 10mbit\n    direction: ingress\n"));
+    assert!(d.to_string().contains("acts on what the target sends"), "{d}");
+    let d = errors(&f("  - fault: net-reorder\n    reorder: 25\n    delay: fast\n"));
+    assert!(d.to_string().contains("`delay`"), "{d}");
 }
 
 #[test]
@@ -291,9 +318,9 @@ fn structure_rules() {
     has(&d, "the method is empty", 7, 9);
     has(&d, "zero duration", 8, 15);
     let d = errors(&format!(
-        "{base}method:\n  - parallel:\n      - {{fault: net-loss, percent: 1, duration: 1m, delay: 5s}}\n"
+        "{base}method:\n  - parallel:\n      - {{fault: net-loss, percent: 1, duration: 1m, start-after: 5s}}\n"
     ));
-    has(&d, "`delay` inside `parallel`", 9, 53);
+    has(&d, "`start-after` inside `parallel`", 9, 53);
     let d = errors(&format!(
         "{base}method:\n  - {{name: x, fault: net-loss, percent: 1, duration: 1m}}\n  - {{name: x, fault: net-loss, percent: 1, duration: 1m}}\nmax-duration: 1m30s\n"
     ));

@@ -630,7 +630,7 @@ pub fn dry_run_plans_and_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> {
         &lab,
         "dry-run",
         "      interval: 1s",
-        "variables: {loss: 5}\nmethod:\n  - {fault: net-loss, percent: '${loss}', duration: 1m}\n  - {delay: 5s, parallel: [{fault: net-loss, percent: 1, direction: ingress, duration: 30s}]}\n",
+        "variables: {loss: 5}\nmethod:\n  - {fault: net-loss, percent: '${loss}', duration: 1m}\n  - {start-after: 5s, parallel: [{fault: net-loss, percent: 1, direction: ingress, duration: 30s}]}\n",
     );
     let file = files.write("dry.yaml", &yaml)?;
     let args = run_args(&files, &file, &["--dry-run", "--set", "loss=7"]);

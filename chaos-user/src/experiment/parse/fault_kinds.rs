@@ -5,8 +5,11 @@ use std::{path::PathBuf, str::FromStr};
 
 use super::{Conv, Fields};
 use crate::{
-    faults::{Direction, Errno, Fault, IoError, IoOp, NetFilter, NetLoss, PathsIn, Protocol},
-    units::{Cidr, Percent},
+    faults::{
+        Direction, Distribution, Errno, Fault, IoError, IoOp, NetEffects, NetFault, NetFilter, NetKind,
+        NetLoss, PathsIn, Protocol,
+    },
+    units::{Cidr, Percent, Rate},
 };
 
 /// A fault kind a file may name: its parameters (beyond the fields every
@@ -36,16 +39,53 @@ pub(super) const FAULTS: &[FaultKind] = &[
         params: &["errno", "percent", "paths", "paths-in", "operations", "after", "first"],
         build: io_error,
     },
+    FaultKind {
+        name: "net-delay",
+        params: NET_EFFECT_PARAMS,
+        build: |c, f| net_effects(NetKind::Delay, c, f),
+    },
+    FaultKind { name: "net-rate", params: NET_EFFECT_PARAMS, build: |c, f| net_effects(NetKind::Rate, c, f) },
+    FaultKind {
+        name: "net-duplicate",
+        params: NET_EFFECT_PARAMS,
+        build: |c, f| net_effects(NetKind::Duplicate, c, f),
+    },
+    FaultKind {
+        name: "net-corrupt",
+        params: NET_EFFECT_PARAMS,
+        build: |c, f| net_effects(NetKind::Corrupt, c, f),
+    },
+    FaultKind {
+        name: "net-reorder",
+        params: NET_EFFECT_PARAMS,
+        build: |c, f| net_effects(NetKind::Reorder, c, f),
+    },
     FaultKind { name: "clock-skew", params: &["offset", "clocks"], build: clock_skew },
+];
+
+/// The parameters of the netem-like kinds: `chaos attack net-delay`'s flags.
+const NET_EFFECT_PARAMS: &[&str] = &[
+    "delay",
+    "jitter",
+    "distribution",
+    "rate",
+    "loss",
+    "duplicate",
+    "corrupt",
+    "reorder",
+    "direction",
+    "cidr",
+    "port",
+    "protocol",
+    "interfaces",
 ];
 
 /// Fault kinds on the roadmap: named in messages so that a file written for
 /// a later chaos says what is missing rather than "unknown".
-pub(super) const PLANNED: &[&str] =
-    &["net-delay", "net-corrupt", "net-duplicate", "net-reorder", "net-rate", "net-blackhole"];
+pub(super) const PLANNED: &[&str] = &["net-blackhole"];
 
 /// Fields of every attack step.
-pub(super) const STEP_FIELDS: &[&str] = &["name", "fault", "target", "duration", "delay"];
+pub(super) const STEP_FIELDS: &[&str] = &["name", "fault", "target", "duration", "start-after"];
 
 fn net_loss(c: &mut Conv, f: &Fields<'_>) -> Option<Built> {
     let percent = c.required(f, "percent").and_then(|n| c.typed(n, "percent", Percent::from_str));
@@ -66,6 +106,61 @@ fn net_loss(c: &mut Conv, f: &Fields<'_>) -> Option<Built> {
     }
     let filter = NetFilter { direction, cidr: cidr.flatten(), port: port.flatten(), protocol };
     Some(Built { fault: Fault::NetLoss(NetLoss { percent, filter }), interfaces })
+}
+
+/// `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`, `net-reorder`:
+/// the flags of `chaos attack net-<kind>`, as fields, checked as the
+/// command line checks them (every problem at once, at the step).
+fn net_effects(kind: NetKind, c: &mut Conv, f: &Fields<'_>) -> Option<Built> {
+    let percent = |c: &mut Conv, key: &str| f.get(key).map(|n| c.typed(n, key, Percent::from_str));
+    let delay = f.get("delay").map(|n| c.duration(n, "delay"));
+    let jitter = f.get("jitter").map(|n| c.duration(n, "jitter"));
+    let distribution = f.get("distribution").map(|n| c.choice::<Distribution>(n, "distribution"));
+    let rate = f.get("rate").map(|n| c.typed(n, "rate", Rate::from_str));
+    let (loss, duplicate) = (percent(c, "loss"), percent(c, "duplicate"));
+    let (corrupt, reorder) = (percent(c, "corrupt"), percent(c, "reorder"));
+    let direction =
+        f.get("direction").map_or(Some(Direction::Egress), |n| c.choice::<Direction>(n, "direction"));
+    let protocol = f.get("protocol").map_or(Some(Protocol::Any), |n| c.choice::<Protocol>(n, "protocol"));
+    let cidr = f.get("cidr").map(|n| c.typed(n, "cidr", Cidr::from_str));
+    let port = f.get("port").map(|n| c.port(n));
+    let interfaces = f.get("interfaces").map(|n| c.string_list(n, "interfaces")).unwrap_or(Some(Vec::new()));
+    let effects = NetEffects {
+        loss: given(loss).ok()?,
+        delay: given(delay).ok()?,
+        jitter: given(jitter).ok()?,
+        distribution: given(distribution).ok()?,
+        rate: given(rate).ok()?,
+        duplicate: given(duplicate).ok()?,
+        corrupt: given(corrupt).ok()?,
+        reorder: given(reorder).ok()?,
+    };
+    let filter = NetFilter {
+        direction: direction?,
+        cidr: given(cidr).ok()?,
+        port: given(port).ok()?,
+        protocol: protocol?,
+    };
+    let interfaces = interfaces?;
+    match NetFault::new(kind, effects, filter) {
+        Ok(fault) => Some(Built { fault: Fault::net(kind, fault), interfaces }),
+        Err(problems) => {
+            // The command line's messages name flags; a file has fields.
+            let message = problems.join("; ").replace("--", "");
+            c.err(f.at, format!("{}: {message}", kind.name()), None);
+            None
+        }
+    }
+}
+
+/// An optional field: absent is `Ok(None)`; present but invalid (already
+/// reported) is `Err`.
+fn given<T>(field: Option<Option<T>>) -> Result<Option<T>, ()> {
+    match field {
+        None => Ok(None),
+        Some(Some(v)) => Ok(Some(v)),
+        Some(None) => Err(()),
+    }
 }
 
 /// `io-error`: the flags of `chaos attack io-error`, as fields. Paths must

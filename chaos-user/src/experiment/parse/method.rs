@@ -55,12 +55,12 @@ impl Conv {
         ids: &mut BTreeSet<String>,
         n: &mut usize,
     ) -> Option<Step> {
-        let f = self.fields(node, node.span, "a parallel step", &["name", "delay", "parallel"])?;
+        let f = self.fields(node, node.span, "a parallel step", &["name", "start-after", "parallel"])?;
         let name = f
             .get("name")
             .and_then(|n| self.string(n, "name"))
             .unwrap_or_else(|| format!("step-{}", index + 1));
-        let delay = f.get("delay").map_or(Some(Duration::ZERO), |n| self.duration(n, "delay"));
+        let delay = f.get("start-after").map_or(Some(Duration::ZERO), |n| self.duration(n, "start-after"));
         let list = self.required(&f, "parallel").and_then(|n| self.list(n, "parallel"));
         let list = list?;
         if list.is_empty() {
@@ -141,7 +141,7 @@ impl Conv {
         };
         let mut known: Vec<&str> = STEP_FIELDS.to_vec();
         if !delay_allowed {
-            known.retain(|k| *k != "delay");
+            known.retain(|k| *k != "start-after");
         }
         match kind {
             Some(k) => known.extend_from_slice(k.params),
@@ -153,12 +153,24 @@ impl Conv {
             Some(k) => format!("a {} step", k.name),
             None => "a method step".into(),
         };
-        if !delay_allowed && entries.iter().any(|(k, _)| k.text() == Some("delay")) {
-            let (k, _) = entries.iter().find(|(k, _)| k.text() == Some("delay")).expect("just found");
+        if !delay_allowed && entries.iter().any(|(k, _)| k.text() == Some("start-after")) {
+            let (k, _) = entries.iter().find(|(k, _)| k.text() == Some("start-after")).expect("just found");
             self.err(
                 k.span,
-                "`delay` inside `parallel`: the attacks of a parallel step start together".into(),
-                Some("put `delay` on the parallel step itself, next to `parallel:`".into()),
+                "`start-after` inside `parallel`: the attacks of a parallel step start together".into(),
+                Some("put `start-after` on the parallel step itself, next to `parallel:`".into()),
+            );
+            known.push("start-after");
+        }
+        // `delay` is net-delay's (the packets'); a step waits with
+        // `start-after`. Say so rather than "unknown field".
+        if !known.contains(&"delay")
+            && let Some((k, _)) = entries.iter().find(|(k, _)| k.text() == Some("delay"))
+        {
+            self.err(
+                k.span,
+                format!("unknown field `delay` in {}", kind.map_or("a method step".into(), |k| format!("a {} step", k.name))),
+                Some("to wait before the step starts, write `start-after`; to delay packets, use `fault: net-delay`".into()),
             );
             known.push("delay");
         }
@@ -166,7 +178,7 @@ impl Conv {
         let name = f.get("name").and_then(|v| self.string(v, "name"));
         let duration = self.required(&f, "duration").and_then(|v| self.positive_duration(v, "duration"));
         let delay = if delay_allowed {
-            f.get("delay").map_or(Some(Duration::ZERO), |v| self.duration(v, "delay"))
+            f.get("start-after").map_or(Some(Duration::ZERO), |v| self.duration(v, "start-after"))
         } else {
             Some(Duration::ZERO)
         };
