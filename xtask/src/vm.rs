@@ -236,16 +236,21 @@ pub fn run(
         .args(["--disable-kvm", "--cpus", "2", "--memory", "2G", "--name", &kernel.label()])
         // Under TCG the clocksource watchdog sooner or later finds the TSC
         // "unstable" (an emulated vCPU stalls between its TSC and HPET
-        // reads) and the kernel then switches sched_clock off its stable
-        // path at run time: a static-key flip that patches `__schedule()`
-        // and `sched_clock_cpu()` while the other vCPU runs them. QEMU's
-        // TCG does not always see the patch through (measured: `Oops: int3`
-        // at those two sites, with the patched bytes already restored), so
-        // the kernel panics. The emulated TSC is derived from one host
-        // clock for both vCPUs, so telling the kernel it is reliable is
-        // true here, and skips the watchdog (Documentation/admin-guide/
-        // kernel-parameters.txt, `tsc=reliable`).
+        // reads): some runs switched to the HPET mid-suite (every clock
+        // read an emulated MMIO access) and flipped sched_clock's static
+        // key at run time, which is kernel text patching (see below). The
+        // emulated TSC of both vCPUs comes from one host clock, so telling
+        // the kernel it is reliable is true here and skips the watchdog
+        // (`tsc=reliable`, Documentation/admin-guide/kernel-parameters.txt).
         .args(["--append", "tsc=reliable"])
+        // One host thread runs both vCPUs in turn. With a thread per vCPU
+        // (MTTCG) the 6.12 guest panicked in four of six runs with `Oops:
+        // int3` (three at `__schedule+0x407`, one at `sched_clock_cpu+0x9`),
+        // each on a vCPU woken by the IPI that ends a kernel text patch
+        // (`text_poke_bp()`: BPF trampolines, static keys): it executed the
+        // temporary int3 after the patch had removed it. Round-robin TCG
+        // has no such concurrency; the guest still has two CPUs.
+        .arg("--qemu-opts=-accel tcg,thread=single")
         // The console goes to stderr only with --verbose; we want it for
         // the tail on a hang or panic.
         .arg("--verbose")

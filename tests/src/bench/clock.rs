@@ -48,7 +48,7 @@ pub fn run() -> anyhow::Result<()> {
     anyhow::ensure!(
         write.available,
         "clock-skew cannot run on this kernel ({}); run the benchmark in a VM: \
-         ./x vm --kernel debian-6.12 -- chaos-integration bench clock",
+         sudo ./x bench clock (it boots Debian 6.12)",
         write.detail
     );
     let fexit = caps.has(chaos::capabilities::Capability::Fentry);

@@ -31,7 +31,7 @@ pub fn run() -> anyhow::Result<()> {
     anyhow::ensure!(
         lsm.available,
         "io-error needs BPF LSM, unavailable here ({}); run the benchmark in a VM: \
-         sudo ./x vm --kernel debian-6.12 -- chaos-integration bench io",
+         sudo ./x bench io (it boots Debian 6.12)",
         lsm.detail
     );
     let w = World::new()?;

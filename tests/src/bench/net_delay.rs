@@ -1,6 +1,6 @@
 //! net-delay, net-rate, net-duplicate, net-corrupt against netem configured
 //! identically, on the same kernel, in the same run, rounds alternating.
-//! Needs fq and netem: run it in a VM (`chaos-integration bench net-delay`).
+//! Needs fq and netem: `sudo ./x bench net-delay` runs it in a Debian VM.
 //!
 //! 1. Delay 50 ms ± 10 ms (uniform, normal): the RTT the target's pings see
 //!    (ICMP echo answered by the peer's kernel, kernel receive timestamps),
