@@ -26,7 +26,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues},
     programs::{Lsm, links::Link as _, lsm::LsmLink},
     util::nr_cpus,
 };
@@ -40,7 +40,7 @@ use chaos_abi::{
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut},
+    maps::{insert_rule, map, map_mut, remove_rule},
 };
 use crate::{
     attack::Attack,
@@ -280,10 +280,7 @@ impl Io {
 
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         let id = attack.target.id;
-        let removed = {
-            let mut rules: HashMap<&mut MapData, u64, IoRule> = map_mut(ebpf, io::RULES)?;
-            rules.remove(&id).is_ok()
-        };
+        let removed = remove_rule::<IoRule>(ebpf, io::RULES, id)?;
         if removed {
             let users = &mut self.level_users[attack.target.level as usize];
             *users = users.saturating_sub(1);

@@ -41,3 +41,10 @@ pub(super) fn insert_rule<R: Pod>(
     }
     map.insert(&id, rule, 0).map_err(|e| Error::kernel(format!("writing the rule for {}", attack.target), e))
 }
+
+/// Delete the rule of `id` from the family's rule map `rules`; whether
+/// there was one (the fault is inert from the moment it is gone).
+pub(super) fn remove_rule<R: Pod>(ebpf: &mut Ebpf, rules: &str, id: u64) -> Result<bool> {
+    let mut map: HashMap<&mut MapData, u64, R> = map_mut(ebpf, rules)?;
+    Ok(map.remove(&id).is_ok())
+}

@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues},
     programs::{
         CgroupSkb, CgroupSkbAttachType, Program, ProgramError, SchedClassifier, cgroup_skb::CgroupSkbLink,
         links::Link as _,
@@ -25,7 +25,7 @@ use chaos_abi::{
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut},
+    maps::{insert_rule, map, map_mut, remove_rule},
 };
 use crate::{
     attach::{
@@ -208,8 +208,7 @@ impl Net {
 
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         let id = attack.target.id;
-        let mut rules: HashMap<&mut MapData, u64, NetRule> = map_mut(ebpf, net::RULES)?;
-        if rules.remove(&id).is_ok() {
+        if remove_rule::<NetRule>(ebpf, net::RULES, id)? {
             let users = &mut self.level_users[attack.target.level as usize];
             *users = users.saturating_sub(1);
             self.write_levels(ebpf)?;

@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues},
     programs::{
         FExit, RawTracePoint, TracePoint, UProbe,
         fexit::FExitLink,
@@ -38,7 +38,7 @@ use chaos_abi::{
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut},
+    maps::{insert_rule, map, map_mut, remove_rule},
 };
 use crate::{
     attack::Attack,
@@ -222,10 +222,7 @@ impl Clock {
 
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         let id = attack.target.id;
-        let removed = {
-            let mut rules: HashMap<&mut MapData, u64, ClockRule> = map_mut(ebpf, clock::RULES)?;
-            rules.remove(&id).is_ok()
-        };
+        let removed = remove_rule::<ClockRule>(ebpf, clock::RULES, id)?;
         if removed {
             let users = &mut self.level_users[attack.target.level as usize];
             *users = users.saturating_sub(1);
