@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::{net_delay::attack, net_loss::EGRESS};
-use crate::{fixtures::lab::Lab, harness::Ctx, helpers::udp, stats::check_rate};
+use crate::{fixtures::lab::Lab, harness::Ctx, helpers::udp, stats::check_rate_measured};
 
 /// A counter of the peer namespace's IP statistics.
 fn peer_counter(lab: &Lab, v6: bool) -> anyhow::Result<u64> {
@@ -38,24 +38,34 @@ pub fn corrupt_rate_is_exact_and_receivers_drop_them(ctx: &mut Ctx) -> anyhow::R
         [(false, SocketAddr::from((lab.peer_ip, 9500))), (true, SocketAddr::from((v6_peer, 9501)))]
     {
         let family = if v6 { "IPv6" } else { "IPv4" };
-        let run = attack(&lab, "net-corrupt", &["--corrupt", "10", "--duration", "60s"])?;
-        let sink = udp::Sink::start(lab.peer(), to)?;
-        let before = peer_counter(&lab, v6)?;
         let n = 2500;
-        let sent = udp::send(lab.target(), to, 50, n, 1000)?;
-        std::thread::sleep(Duration::from_millis(100));
-        let packets = sink.finish()?;
-        let end = super::net_loss::end(run)?;
-        let dropped_by_receiver = peer_counter(&lab, v6)? - before;
-        anyhow::ensure!(sent.errors == 0, "{family}: sendto failed {} times ({})", sent.errors, sent.errnos);
-        let lost = n - packets.iter().filter(|p| p.tag == 50).count() as u64;
-        check_rate(&format!("{family} packets corrupted"), lost, n, 0.10)?;
-        anyhow::ensure!(
-            dropped_by_receiver == lost,
-            "{family}: the receiver's IP layer dropped {dropped_by_receiver} packets as bad headers, {lost} went missing"
-        );
-        let counted = end["counters"]["egress_corrupted"].as_u64().unwrap_or(u64::MAX);
-        anyhow::ensure!(counted == lost, "{family}: chaos counted {counted} corrupted, {lost} went missing");
+        let lost = check_rate_measured(&format!("{family} packets corrupted"), 0.10, || {
+            let run = attack(&lab, "net-corrupt", &["--corrupt", "10", "--duration", "60s"])?;
+            let sink = udp::Sink::start(lab.peer(), to)?;
+            let before = peer_counter(&lab, v6)?;
+            let sent = udp::send(lab.target(), to, 50, n, 1000)?;
+            std::thread::sleep(Duration::from_millis(100));
+            let packets = sink.finish()?;
+            let end = super::net_loss::end(run)?;
+            let dropped_by_receiver = peer_counter(&lab, v6)? - before;
+            anyhow::ensure!(
+                sent.errors == 0,
+                "{family}: sendto failed {} times ({})",
+                sent.errors,
+                sent.errnos
+            );
+            let lost = n - packets.iter().filter(|p| p.tag == 50).count() as u64;
+            anyhow::ensure!(
+                dropped_by_receiver == lost,
+                "{family}: the receiver's IP layer dropped {dropped_by_receiver} packets as bad headers, {lost} went missing"
+            );
+            let counted = end["counters"]["egress_corrupted"].as_u64().unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                counted == lost,
+                "{family}: chaos counted {counted} corrupted, {lost} went missing"
+            );
+            Ok((lost, n))
+        })?;
         eprint!("[{family}: {lost} of {n} corrupted, all dropped by the receiver] ");
     }
     Ok(())

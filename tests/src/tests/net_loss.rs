@@ -9,7 +9,7 @@ use crate::{
     fixtures::{lab::Lab, runner::ChaosRun},
     harness::Ctx,
     helpers::{tcp, udp},
-    stats::check_rate,
+    stats::check_rate_measured,
 };
 
 const PACKETS: u64 = 2500;
@@ -38,95 +38,90 @@ fn lost(packets: &[udp::Packet], tag: u32, sent: u64) -> u64 {
     sent - packets.iter().filter(|p| p.tag == tag).count() as u64
 }
 
-pub fn egress_rates_are_exact_and_silent(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require_any(EGRESS)?;
-    let lab = Lab::new()?;
-    let sink_addr = SocketAddr::from((lab.peer_ip, 9000));
+/// Loss at 0, 1, 10, 50 and 100% in one direction, over 2500 packets from
+/// a sender outside the mechanism: the rate within its binomial interval,
+/// chaos's drop counter equal to what the receiver missed, and the sender
+/// never told (a lossy link does not fail `sendto`).
+fn rates(lab: &Lab, direction: &str) -> anyhow::Result<()> {
+    let egress = direction == "egress";
+    let (from, to, tag) = if egress {
+        (lab.target(), SocketAddr::from((lab.peer_ip, 9000)), 1)
+    } else {
+        (lab.peer(), SocketAddr::from((lab.ctr_ip, 9001)), 2)
+    };
+    let receiver = if egress { lab.peer() } else { lab.target() };
     for percent in [0u32, 1, 10, 50, 100] {
-        let run =
-            attack(&lab, &["--direction", "egress", "--percent", &percent.to_string(), "--duration", "60s"])?;
-        let sink = udp::Sink::start(lab.peer(), sink_addr)?;
-        let sent = udp::send(lab.target(), sink_addr, 1, PACKETS, INTERVAL_US)?;
-        let packets = sink.finish()?;
-        let end = end(run)?;
-        // Silent: a lossy link never fails sendto.
-        anyhow::ensure!(
-            sent.errors == 0,
-            "{percent}%: sendto failed {} times ({})",
-            sent.errors,
-            sent.errnos
-        );
-        let lost = lost(&packets, 1, sent.sent);
-        check_rate(&format!("egress loss at {percent}%"), lost, sent.sent, f64::from(percent) / 100.0)?;
-        let dropped = end["counters"]["egress_dropped"].as_u64().unwrap_or(u64::MAX);
-        anyhow::ensure!(
-            dropped == lost,
-            "{percent}%: chaos counted {dropped} drops, the receiver missed {lost}"
-        );
+        let what = format!("{direction} loss at {percent}%");
+        check_rate_measured(&what, f64::from(percent) / 100.0, || {
+            let flags = ["--direction", direction, "--percent", &percent.to_string(), "--duration", "60s"];
+            let run = attack(lab, &flags)?;
+            let sink = udp::Sink::start(receiver, to)?;
+            let sent = udp::send(from, to, tag, PACKETS, INTERVAL_US)?;
+            let packets = sink.finish()?;
+            let end = end(run)?;
+            anyhow::ensure!(
+                sent.errors == 0,
+                "{what}: sendto failed {} times ({})",
+                sent.errors,
+                sent.errnos
+            );
+            let lost = lost(&packets, tag, sent.sent);
+            let dropped = end["counters"][format!("{direction}_dropped")].as_u64().unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                dropped == lost,
+                "{what}: chaos counted {dropped} drops, the receiver missed {lost}"
+            );
+            Ok((lost, sent.sent))
+        })?;
     }
     Ok(())
 }
 
+pub fn egress_rates_are_exact_and_silent(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    rates(&Lab::new()?, "egress")
+}
+
 pub fn ingress_rates_are_exact(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::CgroupSkb)?;
-    let lab = Lab::new()?;
-    let sink_addr = SocketAddr::from((lab.ctr_ip, 9001));
-    for percent in [0u32, 1, 10, 50, 100] {
-        let run = attack(
-            &lab,
-            &["--direction", "ingress", "--percent", &percent.to_string(), "--duration", "60s"],
-        )?;
-        let sink = udp::Sink::start(lab.target(), sink_addr)?;
-        let sent = udp::send(lab.peer(), sink_addr, 2, PACKETS, INTERVAL_US)?;
-        let packets = sink.finish()?;
-        let end = end(run)?;
-        anyhow::ensure!(sent.errors == 0, "the remote sender saw errors: {}", sent.errnos);
-        let lost = lost(&packets, 2, sent.sent);
-        check_rate(&format!("ingress loss at {percent}%"), lost, sent.sent, f64::from(percent) / 100.0)?;
-        let dropped = end["counters"]["ingress_dropped"].as_u64().unwrap_or(u64::MAX);
-        anyhow::ensure!(
-            dropped == lost,
-            "{percent}%: chaos counted {dropped} drops, the receiver missed {lost}"
-        );
-    }
-    Ok(())
+    rates(&Lab::new()?, "ingress")
 }
 
 pub fn sibling_cgroup_loses_nothing(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     ctx.require(Capability::CgroupSkb)?;
     let lab = Lab::new()?;
-    let run = attack(&lab, &["--percent", "50", "--duration", "60s"])?;
     // Egress: both cgroups send to the same sink, over the same device, at
     // the same time.
-    let sink_addr = SocketAddr::from((lab.peer_ip, 9002));
-    let sink = udp::Sink::start(lab.peer(), sink_addr)?;
-    let target = udp::send_background(lab.target(), sink_addr, 10, PACKETS, INTERVAL_US)?;
-    let sibling = udp::send(lab.sibling(), sink_addr, 11, PACKETS, INTERVAL_US)?;
-    target.wait_with_output()?;
-    let packets = sink.finish()?;
-    anyhow::ensure!(
-        lost(&packets, 11, sibling.sent) == 0,
-        "the sibling lost {} packets",
-        lost(&packets, 11, sibling.sent)
-    );
-    check_rate("target egress loss beside the sibling", lost(&packets, 10, PACKETS), PACKETS, 0.5)?;
+    check_rate_measured("target egress loss beside the sibling", 0.5, || {
+        let run = attack(&lab, &["--percent", "50", "--duration", "60s"])?;
+        let sink_addr = SocketAddr::from((lab.peer_ip, 9002));
+        let sink = udp::Sink::start(lab.peer(), sink_addr)?;
+        let target = udp::send_background(lab.target(), sink_addr, 10, PACKETS, INTERVAL_US)?;
+        let sibling = udp::send(lab.sibling(), sink_addr, 11, PACKETS, INTERVAL_US)?;
+        target.wait_with_output()?;
+        let packets = sink.finish()?;
+        end(run)?;
+        let sibling_lost = lost(&packets, 11, sibling.sent);
+        anyhow::ensure!(sibling_lost == 0, "the sibling lost {sibling_lost} packets");
+        Ok((lost(&packets, 10, PACKETS), PACKETS))
+    })?;
     // Ingress: a sink in each cgroup.
-    let t_addr = SocketAddr::from((lab.ctr_ip, 9003));
-    let s_addr = SocketAddr::from((lab.ctr_ip, 9004));
-    let t_sink = udp::Sink::start(lab.target(), t_addr)?;
-    let s_sink = udp::Sink::start(lab.sibling(), s_addr)?;
-    let to_target = udp::send_background(lab.peer(), t_addr, 12, PACKETS, INTERVAL_US)?;
-    udp::send(lab.peer(), s_addr, 13, PACKETS, INTERVAL_US)?;
-    to_target.wait_with_output()?;
-    let (t, s) = (t_sink.finish()?, s_sink.finish()?);
-    end(run)?;
-    anyhow::ensure!(
-        lost(&s, 13, PACKETS) == 0,
-        "the sibling lost {} received packets",
-        lost(&s, 13, PACKETS)
-    );
-    check_rate("target ingress loss beside the sibling", lost(&t, 12, PACKETS), PACKETS, 0.5)?;
+    check_rate_measured("target ingress loss beside the sibling", 0.5, || {
+        let run = attack(&lab, &["--percent", "50", "--duration", "60s"])?;
+        let t_addr = SocketAddr::from((lab.ctr_ip, 9003));
+        let s_addr = SocketAddr::from((lab.ctr_ip, 9004));
+        let t_sink = udp::Sink::start(lab.target(), t_addr)?;
+        let s_sink = udp::Sink::start(lab.sibling(), s_addr)?;
+        let to_target = udp::send_background(lab.peer(), t_addr, 12, PACKETS, INTERVAL_US)?;
+        udp::send(lab.peer(), s_addr, 13, PACKETS, INTERVAL_US)?;
+        to_target.wait_with_output()?;
+        let (t, s) = (t_sink.finish()?, s_sink.finish()?);
+        end(run)?;
+        let sibling_lost = lost(&s, 13, PACKETS);
+        anyhow::ensure!(sibling_lost == 0, "the sibling lost {sibling_lost} received packets");
+        Ok((lost(&t, 12, PACKETS), PACKETS))
+    })?;
     Ok(())
 }
 
@@ -169,27 +164,31 @@ pub fn cidr_and_port_filters(ctx: &mut Ctx) -> anyhow::Result<()> {
 pub fn ping_reports_the_loss(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     let lab = Lab::new()?;
-    let run = attack(&lab, &["--direction", "egress", "--percent", "50", "--duration", "60s"])?;
     let count = 1000u64;
-    let mut ping = Command::new("ping");
-    ping.args(["-n", "-q", "-c", &count.to_string(), "-i", "0.002", "-W", "1"]).arg(lab.peer_ip.to_string());
-    ping.stdout(std::process::Stdio::piped());
-    let out = lab.target().spawn(&mut ping)?.wait_with_output()?;
-    end(run)?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "2000 packets transmitted, 1012 received, 49.4% packet loss, time ..."
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .ok_or_else(|| anyhow::anyhow!("ping said: {text}"))?;
-    let num = |word: &str| -> Option<u64> {
-        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-        words.iter().position(|w| *w == word).and_then(|i| words.get(i - 1)?.parse().ok())
-    };
-    let (tx, rx) = (num("packets").unwrap_or(0), num("received").unwrap_or(0));
-    // Re-sending (as on ENOBUFS) would show as more transmitted or no loss.
-    anyhow::ensure!(tx == count, "ping transmitted {tx}, not {count}: {line}");
-    check_rate("loss reported by ping", tx - rx, tx, 0.5)
+    check_rate_measured("loss reported by ping", 0.5, || {
+        let run = attack(&lab, &["--direction", "egress", "--percent", "50", "--duration", "60s"])?;
+        let mut ping = Command::new("ping");
+        ping.args(["-n", "-q", "-c", &count.to_string(), "-i", "0.002", "-W", "1"])
+            .arg(lab.peer_ip.to_string());
+        ping.stdout(std::process::Stdio::piped());
+        let out = lab.target().spawn(&mut ping)?.wait_with_output()?;
+        end(run)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "2000 packets transmitted, 1012 received, 49.4% packet loss, time ..."
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .ok_or_else(|| anyhow::anyhow!("ping said: {text}"))?;
+        let num = |word: &str| -> Option<u64> {
+            let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            words.iter().position(|w| *w == word).and_then(|i| words.get(i - 1)?.parse().ok())
+        };
+        let (tx, rx) = (num("packets").unwrap_or(0), num("received").unwrap_or(0));
+        // Re-sending (as on ENOBUFS) would show as more transmitted or no loss.
+        anyhow::ensure!(tx == count, "ping transmitted {tx}, not {count}: {line}");
+        Ok((tx - rx, tx))
+    })?;
+    Ok(())
 }
 
 pub fn tcp_recovers_by_retransmission(ctx: &mut Ctx) -> anyhow::Result<()> {
