@@ -101,24 +101,7 @@ pub fn syscall_enter(nr: i32, kind: u32, clock: i32, ptr: u64) {
         return;
     }
     let key = bpf_get_current_pid_tgid();
-    // A C library call we probe, with the same result pointer, is in
-    // progress: this is its own system call (the vDSO could not serve that
-    // clock, or the process has none). Its uretprobe shifts the result;
-    // shifting here too would add the offset twice.
-    // SAFETY: the value is copied at once; entries are only ever replaced
-    // whole.
-    if let Some(p) = unsafe { CLOCK_PENDING_LIBC.get(&key) }
-        && p.ptr == ptr
-    {
-        return;
-    }
-    let counters = hit.counters();
-    counters.syscall_matched += 1;
-    if kind == KIND_TIME {
-        counters.time_return_unshifted += 1;
-    }
-    if ptr == 0 {
-        // time(NULL): the result is in a register only.
+    if !claim(&mut hit, key, kind, ptr) {
         return;
     }
     let pending = ClockPending { ptr, kind, nr: nr as u32 };
@@ -140,11 +123,7 @@ pub fn syscall_exit(nr: i32, ret: i64) {
     // Looked up again: an attack that ended between entry and exit shifts
     // nothing more.
     let Some(mut hit) = current() else { return };
-    if shift(&hit.rule, pending.kind, pending.ptr) {
-        hit.counters().syscall_shifted += 1;
-    } else {
-        hit.counters().write_failed += 1;
-    }
+    shift_counted(&mut hit, pending.kind, pending.ptr);
 }
 
 /// Byte offsets of the first two system call arguments in x86-64's
@@ -173,23 +152,40 @@ pub fn syscall_return(kind: u32, regs: u64, ret: i64) {
     if !hit.shifts(call_bit(kind, clock)) {
         return;
     }
-    // As in syscall_enter: the uretprobe of a probed C library call in
-    // progress shifts its own system call's result.
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is read at once.
-    if let Some(p) = unsafe { CLOCK_PENDING_LIBC.get(&key) }
+    if claim(&mut hit, bpf_get_current_pid_tgid(), kind, ptr) {
+        shift_counted(&mut hit, kind, ptr);
+    }
+}
+
+/// Claim a targeted clock system call for the system call hooks, and
+/// count it; true if its result is in user memory at `ptr`.
+///
+/// Not claimed: a C library call we probe, with the same result pointer,
+/// is in progress on this thread, so this is that call's own system call
+/// (the vDSO could not serve that clock, or the process has none); its
+/// uretprobe shifts the result, and shifting here too would add the offset
+/// twice. Claimed without a pointer: `time(NULL)` returns its result in a
+/// register only, which no hook can change.
+#[inline(always)]
+fn claim(hit: &mut Hit, pid_tgid: u64, kind: u32, ptr: u64) -> bool {
+    // SAFETY: the value is read at once; entries are only ever replaced
+    // whole.
+    if let Some(p) = unsafe { CLOCK_PENDING_LIBC.get(&pid_tgid) }
         && p.ptr == ptr
     {
-        return;
+        return false;
     }
     let counters = hit.counters();
     counters.syscall_matched += 1;
     if kind == KIND_TIME {
         counters.time_return_unshifted += 1;
     }
-    if ptr == 0 {
-        return;
-    }
+    ptr != 0
+}
+
+/// Shift a system call's result at `ptr`, counting the outcome.
+#[inline(always)]
+fn shift_counted(hit: &mut Hit, kind: u32, ptr: u64) {
     if shift(&hit.rule, kind, ptr) {
         hit.counters().syscall_shifted += 1;
     } else {

@@ -173,7 +173,7 @@ pub struct NetFilterArgs {
 }
 
 impl NetFilterArgs {
-    fn filter(&self) -> NetFilter {
+    pub fn filter(&self) -> NetFilter {
         NetFilter { direction: self.direction, cidr: self.cidr, port: self.port, protocol: self.protocol }
     }
 }

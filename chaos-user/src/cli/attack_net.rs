@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Arg, Args};
 
-use super::attack::RunArgs;
+use super::attack::{NetFilterArgs, RunArgs};
 use crate::{
     cli::TargetArgs,
     error::{Error, Result},
-    faults::{Direction, Distribution, Fault, NetEffects, NetFault, NetFilter, NetKind, Protocol},
-    units::{Cidr, Percent, Rate, parse_duration},
+    faults::{Distribution, Fault, NetEffects, NetFault, NetKind},
+    units::{Percent, Rate, parse_duration},
 };
 
 /// Shared by every `--help` of these subcommands, after the fault's own
@@ -107,13 +107,29 @@ Example: send 25% of packets at once, the rest 10 ms late:
 
   chaos attack net-reorder --cgroup /system.slice/app.service --reorder 25 --delay 10ms --duration 1m";
 
+fn egress_only(direction: Arg) -> Arg {
+    direction
+        .default_value("egress")
+        .help("What the target sends (egress); the only direction these faults support")
+}
+
+fn devices_up(interfaces: Arg) -> Arg {
+    interfaces.help(
+        "Only on this device of the target's network namespace (repeatable). Default: every device that is up, \
+         except loopback",
+    )
+}
+
 fn duration(s: &str) -> std::result::Result<Duration, String> {
     parse_duration(s)
 }
 
 /// The effect flags (all optional here; each subcommand makes its own
-/// primary flag required), the filters and the run settings.
+/// primary flag required), the filters and the run settings. The filters
+/// are net-loss's, egress only, on the devices that are up (see
+/// [`COMMON_HELP`]): only their defaults and help differ.
 #[derive(Debug, Args)]
+#[command(mut_arg("direction", egress_only), mut_arg("interfaces", devices_up))]
 pub struct NetEffectArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -154,37 +170,10 @@ pub struct NetEffectArgs {
     pub reorder: Option<Percent>,
 
     #[command(flatten)]
-    pub filter: EgressFilterArgs,
+    pub filter: NetFilterArgs,
 
     #[command(flatten)]
     pub run: RunArgs,
-}
-
-/// Which packets: as net-loss's filters, egress only.
-#[derive(Debug, Args)]
-pub struct EgressFilterArgs {
-    /// What the target sends (egress); the only direction these faults
-    /// support.
-    #[arg(long, value_enum, default_value_t = Direction::Egress)]
-    pub direction: Direction,
-
-    /// Only packets to this network, e.g. 10.0.0.0/8 or 2001:db8::/32; a
-    /// bare address means that host.
-    #[arg(long, value_name = "CIDR")]
-    pub cidr: Option<Cidr>,
-
-    /// Only packets with this source or destination port.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-
-    /// Only packets of this protocol.
-    #[arg(long, value_enum, default_value_t = Protocol::Any)]
-    pub protocol: Protocol,
-
-    /// Only on this device of the target's network namespace (repeatable).
-    /// Default: every device that is up, except loopback.
-    #[arg(long = "interface", value_name = "DEV")]
-    pub interfaces: Vec<String>,
 }
 
 impl NetEffectArgs {
@@ -200,9 +189,7 @@ impl NetEffectArgs {
             corrupt: self.corrupt,
             reorder: self.reorder,
         };
-        let f = &self.filter;
-        let filter = NetFilter { direction: f.direction, cidr: f.cidr, port: f.port, protocol: f.protocol };
-        NetFault::new(kind, effects, filter)
+        NetFault::new(kind, effects, self.filter.filter())
             .map(|fault| Fault::net(kind, fault))
             .map_err(|problems| Error::invalid(problems.join("; ")))
     }

@@ -483,17 +483,7 @@ mod tests {
 #[cfg(test)]
 mod experiment_files {
     use super::*;
-    use crate::faults::Fault;
-
-    fn parse(step: &str) -> Result<Fault, String> {
-        let text = format!(
-            "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: \
-             'h:1'}}\nmethod:\n  - {step}\n"
-        );
-        crate::experiment::parse("x.yaml", &text, &[])
-            .map(|e| e.method[0].attacks[0].fault.clone())
-            .map_err(|d| d.to_string())
-    }
+    use crate::faults::{Fault, fault_of_step as parse};
 
     #[test]
     fn io_error_steps_build_the_same_fault_as_the_flags() {

@@ -99,3 +99,16 @@ impl Family {
         }
     }
 }
+
+/// The fault an experiment file's one-step method builds, for the unit
+/// tests that check a step and its `chaos attack` flags agree.
+#[cfg(test)]
+pub(crate) fn fault_of_step(step: &str) -> Result<Fault, String> {
+    let text = format!(
+        "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: \
+         'h:1'}}\nmethod:\n  - {step}\n"
+    );
+    crate::experiment::parse("x.yaml", &text, &[])
+        .map(|e| e.method[0].attacks[0].fault.clone())
+        .map_err(|d| d.to_string())
+}
