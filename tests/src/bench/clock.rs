@@ -7,7 +7,9 @@
 //! 1. Untargeted: the program in the *sibling* cgroup, with no attack vs.
 //!    while the target is under clock-skew (every hook attached), with the
 //!    system calls hooked by fexit (the default where BPF trampolines work)
-//!    and by tracepoints (the fallback).
+//!    and by tracepoints (the fallback); and, as a control, while chaos runs
+//!    an attack that hooks no clock (net-loss at 0%), which separates what
+//!    the hooks cost from what a running loader costs a small VM.
 //! 2. Targeted, next to libfaketime (LD_PRELOAD) on the same program in the
 //!    same run: no fault; libfaketime; chaos on a process started during
 //!    the attack (vDSO detached: system calls, shifted when they return),
@@ -69,33 +71,45 @@ pub fn run() -> anyhow::Result<()> {
         "untargeted",
         "untargeted, attack (fexit)",
         "untargeted, attack (tracepoint)",
+        "untargeted, control (net-loss 0%)",
         "no fault",
         "libfaketime",
         "chaos new (fexit)",
         "chaos new (tracepoint)",
         "chaos running (uprobe)",
     ];
-    let hooks: &[(&str, usize, usize)] =
-        if fexit { &[("fexit", 1, 5), ("tracepoint", 2, 6)] } else { &[("tracepoint", 2, 6)] };
+    // (hook, row untargeted, row new); the control has no row "new".
+    let hooks: &[(&str, usize, usize)] = if fexit {
+        &[("fexit", 1, 6), ("tracepoint", 2, 7), ("control", 3, 0)]
+    } else {
+        &[("tracepoint", 2, 7), ("control", 3, 0)]
+    };
     let mut rows: Vec<Vec<Value>> = vec![Vec::new(); names.len()];
     for round in 0..ROUNDS {
         rows[0].push(bench(w.sibling(), &w, false)?);
-        rows[3].push(bench(w.target(), &w, false)?);
+        rows[4].push(bench(w.target(), &w, false)?);
         if faketime {
-            rows[4].push(bench(w.target(), &w, true)?);
+            rows[5].push(bench(w.target(), &w, true)?);
         }
         for (i, &(hook, untargeted, new)) in hooks.iter().enumerate() {
             let mut running = Served::start(w.target(), w.probe(&["benchserve", MS]))?;
-            let mut attack = ChaosRun::start_with_env(
-                &["attack", "clock-skew", "--cgroup", &w.target.rel, "--offset", "+90s", "--duration", "10m"],
-                &[("CHAOS_CLOCK_SYSCALLS", hook)],
-            )?;
+            let control =
+                ["attack", "net-loss", "--cgroup", &w.target.rel, "--percent", "0", "--duration", "10m"];
+            let skew =
+                ["attack", "clock-skew", "--cgroup", &w.target.rel, "--offset", "+90s", "--duration", "10m"];
+            let mut attack = if hook == "control" {
+                ChaosRun::start(&control)?
+            } else {
+                ChaosRun::start_with_env(&skew, &[("CHAOS_CLOCK_SYSCALLS", hook)])?
+            };
             attack.wait_event("start", Duration::from_secs(90))?;
             let result = (|| -> anyhow::Result<()> {
                 rows[untargeted].push(bench(w.sibling(), &w, false)?);
-                rows[new].push(bench(w.target(), &w, false)?);
+                if hook != "control" {
+                    rows[new].push(bench(w.target(), &w, false)?);
+                }
                 if i == 0 {
-                    rows[7].push(serde_json::from_str(&running.ask()?)?);
+                    rows[8].push(serde_json::from_str(&running.ask()?)?);
                 }
                 Ok(())
             })();
@@ -123,12 +137,16 @@ pub fn run() -> anyhow::Result<()> {
         println!();
     };
     header("1. untargeted (sibling)");
-    for i in [0, 1, 2] {
+    for i in [0, 1, 2, 3] {
         if !rows[i].is_empty() {
             line(names[i], &|k| med(&rows[i], k), 1);
         }
     }
-    for (i, label) in [(1, "ratio (fexit / no attack)"), (2, "ratio (tracepoint / no attack)")] {
+    for (i, label) in [
+        (1, "ratio (fexit / no attack)"),
+        (2, "ratio (tracepoint / no attack)"),
+        (3, "ratio (control / no attack)"),
+    ] {
         if !rows[i].is_empty() {
             line(label, &|k| med(&rows[i], k) / med(&rows[0], k), 3);
         }
@@ -136,19 +154,19 @@ pub fn run() -> anyhow::Result<()> {
     println!("goal: vDSO reads (clock_gettime, gettimeofday, time) unchanged within noise\n");
 
     header("2. targeted (the target cgroup)");
-    for i in [3, 4, 5, 6, 7] {
+    for i in [4, 5, 6, 7, 8] {
         if !rows[i].is_empty() {
             line(names[i], &|k| med(&rows[i], k), 1);
         }
     }
     for (i, label) in [
-        (4, "libfaketime - no fault"),
-        (5, "chaos new (fexit) - no fault"),
-        (6, "chaos new (tp) - no fault"),
-        (7, "chaos running - no fault"),
+        (5, "libfaketime - no fault"),
+        (6, "chaos new (fexit) - no fault"),
+        (7, "chaos new (tp) - no fault"),
+        (8, "chaos running - no fault"),
     ] {
         if !rows[i].is_empty() {
-            line(label, &|k| med(&rows[i], k) - med(&rows[3], k), 1);
+            line(label, &|k| med(&rows[i], k) - med(&rows[4], k), 1);
         }
     }
     if !faketime {
