@@ -58,8 +58,8 @@ pub fn check_rate(what: &str, count: u64, n: u64, p: f64) -> anyhow::Result<()> 
 /// independent sample before calling a miss a failure.
 ///
 /// One check is wrong by chance once in a thousand runs; the suite makes
-/// some twenty such checks per kernel on three kernels, so a single-sample
-/// rule fails about one CI run in twenty on a mechanism that is exact. Two
+/// some sixty such checks over its three kernels, so a single-sample rule
+/// fails about one CI run in fifteen on a mechanism that is exact. Two
 /// independent misses happen by chance once in a million checks, while a
 /// mechanism that is really off (a wrong threshold, a packet rolled twice)
 /// misses both. `measure` runs the whole measurement — attack, traffic,

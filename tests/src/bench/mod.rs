@@ -41,3 +41,20 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
     if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
 }
+
+/// Average run time per call, in ns, of the loaded programs named `name`
+/// while `during` runs (with the kernel's run-time statistics on).
+pub fn program_ns(name: &str, during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)?;
+    let snapshot = || {
+        aya::programs::loaded_programs()
+            .flatten()
+            .filter(|p| p.name_as_str() == Some(name))
+            .fold((0u128, 0u64), |(t, n), p| (t + p.run_time().as_nanos(), n + p.run_count()))
+    };
+    let (t0, n0) = snapshot();
+    during()?;
+    let (t1, n1) = snapshot();
+    anyhow::ensure!(n1 > n0, "{name} did not run");
+    Ok((t1 - t0) as f64 / (n1 - n0) as f64)
+}

@@ -7,6 +7,8 @@
 //!    egress classifier and finds no rule. Small UDP datagrams as fast as
 //!    one core can send (per-packet cost dominates: ns/packet added), and a
 //!    TCP bulk transfer with iperf3 (throughput).
+//!    The programs' own run time per packet (bpf_stats) next to an empty
+//!    classifier's, which the throughput noise does not blur.
 //! 2. Start latency: from spawning `chaos attack` to the first datagram
 //!    lost, for a target streaming one datagram per 100 µs.
 //! 3. Stop latency: from SIGTERM to the last datagram lost, and the
@@ -16,7 +18,7 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 
 use chaos::clock::monotonic_ns;
 
-use super::median;
+use super::{median, program_ns};
 use crate::{
     fixtures::{lab::Lab, runner::ChaosRun},
     helpers::udp,
@@ -146,6 +148,22 @@ fn untargeted(lab: &Lab) -> anyhow::Result<()> {
         println!("(iperf3 not installed: TCP throughput skipped)");
     }
     println!("ratio = chaos / no hook; goal >= 0.98\n");
+
+    // The programs' own time per packet (kernel.bpf_stats_enabled), free
+    // of the throughput noise, which on this shared machine is as large as
+    // the effect: chaos's lookup for a packet of another cgroup next to an
+    // empty classifier. Both include the statistics' own two clock reads.
+    let flood = || udp::flood_rate(lab.sibling(), flood_to, 1.0).map(drop);
+    let hook = noop_hook(lab)?;
+    let empty_ns = program_ns("probe_sched_cls", flood)?;
+    drop(hook);
+    let run = attack(lab)?;
+    let chaos_ns = program_ns("net_egress", flood)?;
+    stop(run)?;
+    println!("program time per packet (bpf_stats run_time / run_cnt)");
+    println!("{:<50} {:>10.1}", "ns: empty classifier (probe_sched_cls)", empty_ns);
+    println!("{:<50} {:>10.1}", "ns: net_egress, packet of another cgroup", chaos_ns);
+    println!("{:<50} {:>10.1}\n", "ns: chaos's lookup (difference)", chaos_ns - empty_ns);
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     net::{SocketAddr, UdpSocket},
     os::fd::AsRawFd,
+    process::Command,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -223,6 +224,15 @@ pub struct Sent {
     pub errnos: serde_json::Value,
 }
 
+/// The `udp-source` command for these parameters.
+fn source_command(to: SocketAddr, tag: u32, count: u64, interval_us: u64) -> Command {
+    let args = [("--to", to.to_string()), ("--tag", tag.to_string())]
+        .into_iter()
+        .chain([("--count", count.to_string()), ("--interval-us", interval_us.to_string())])
+        .flat_map(|(flag, value)| [flag.to_owned(), value]);
+    command("udp-source", &args.collect::<Vec<_>>())
+}
+
 /// Run a `udp-source` to completion.
 pub fn send(
     place: Place<'_>,
@@ -231,20 +241,7 @@ pub fn send(
     count: u64,
     interval_us: u64,
 ) -> anyhow::Result<Sent> {
-    let mut cmd = command(
-        "udp-source",
-        &[
-            "--to".into(),
-            to.to_string(),
-            "--tag".into(),
-            tag.to_string(),
-            "--count".into(),
-            count.to_string(),
-            "--interval-us".into(),
-            interval_us.to_string(),
-        ],
-    );
-    let out = place.output(&mut cmd)?;
+    let out = place.output(&mut source_command(to, tag, count, interval_us))?;
     let v: serde_json::Value = serde_json::from_str(out.trim())?;
     Ok(Sent {
         sent: v["sent"].as_u64().unwrap_or(0),
@@ -261,19 +258,7 @@ pub fn send_background(
     count: u64,
     interval_us: u64,
 ) -> anyhow::Result<std::process::Child> {
-    let mut cmd = command(
-        "udp-source",
-        &[
-            "--to".into(),
-            to.to_string(),
-            "--tag".into(),
-            tag.to_string(),
-            "--count".into(),
-            count.to_string(),
-            "--interval-us".into(),
-            interval_us.to_string(),
-        ],
-    );
+    let mut cmd = source_command(to, tag, count, interval_us);
     cmd.stdout(std::process::Stdio::piped());
     place.spawn(&mut cmd)
 }

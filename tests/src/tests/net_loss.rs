@@ -50,9 +50,10 @@ fn rates(lab: &Lab, direction: &str) -> anyhow::Result<()> {
         (lab.peer(), SocketAddr::from((lab.ctr_ip, 9001)), 2)
     };
     let receiver = if egress { lab.peer() } else { lab.target() };
+    let mut shown = Vec::new();
     for percent in [0u32, 1, 10, 50, 100] {
         let what = format!("{direction} loss at {percent}%");
-        check_rate_measured(&what, f64::from(percent) / 100.0, || {
+        let lost = check_rate_measured(&what, f64::from(percent) / 100.0, || {
             let flags = ["--direction", direction, "--percent", &percent.to_string(), "--duration", "60s"];
             let run = attack(lab, &flags)?;
             let sink = udp::Sink::start(receiver, to)?;
@@ -73,7 +74,9 @@ fn rates(lab: &Lab, direction: &str) -> anyhow::Result<()> {
             );
             Ok((lost, sent.sent))
         })?;
+        shown.push(format!("{percent}%: {lost}/{PACKETS}"));
     }
+    eprint!("[lost {}] ", shown.join(", "));
     Ok(())
 }
 
