@@ -79,10 +79,10 @@ pub fn run() -> anyhow::Result<()> {
         "chaos running (uprobe)",
     ];
     // (hook, row untargeted, row new); the control has no row "new".
-    let hooks: &[(&str, usize, usize)] = if fexit {
-        &[("fexit", 1, 6), ("tracepoint", 2, 7), ("control", 3, 0)]
+    let hooks: &[(&str, usize, Option<usize>)] = if fexit {
+        &[("fexit", 1, Some(6)), ("tracepoint", 2, Some(7)), ("control", 3, None)]
     } else {
-        &[("tracepoint", 2, 7), ("control", 3, 0)]
+        &[("tracepoint", 2, Some(7)), ("control", 3, None)]
     };
     let mut rows: Vec<Vec<Value>> = vec![Vec::new(); names.len()];
     for round in 0..ROUNDS {
@@ -97,15 +97,14 @@ pub fn run() -> anyhow::Result<()> {
                 ["attack", "net-loss", "--cgroup", &w.target.rel, "--percent", "0", "--duration", "10m"];
             let skew =
                 ["attack", "clock-skew", "--cgroup", &w.target.rel, "--offset", "+90s", "--duration", "10m"];
-            let mut attack = if hook == "control" {
-                ChaosRun::start(&control)?
-            } else {
-                ChaosRun::start_with_env(&skew, &[("CHAOS_CLOCK_SYSCALLS", hook)])?
+            let mut attack = match new {
+                None => ChaosRun::start(&control)?,
+                Some(_) => ChaosRun::start_with_env(&skew, &[("CHAOS_CLOCK_SYSCALLS", hook)])?,
             };
             attack.wait_event("start", Duration::from_secs(90))?;
             let result = (|| -> anyhow::Result<()> {
                 rows[untargeted].push(bench(w.sibling(), &w, false)?);
-                if hook != "control" {
+                if let Some(new) = new {
                     rows[new].push(bench(w.target(), &w, false)?);
                 }
                 if i == 0 {
