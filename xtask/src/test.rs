@@ -38,12 +38,22 @@ pub struct Args {
     /// test or kernel, found long before --vm-timeout.
     #[arg(long, value_name = "SECONDS", env = "CHAOS_VM_IDLE_TIMEOUT", default_value_t = 300)]
     vm_idle_timeout: u64,
+    /// The long kill-point torture: 1000 kill points per fault family and
+    /// kernel instead of the default 50 (sets CHAOS_TORTURE_POINTS; hours
+    /// under TCG — combine with a kernel and a `torture` filter).
+    #[arg(long)]
+    soak: bool,
 }
 
 /// The eBPF toolchain (see scripts/setup.sh).
 pub const EBPF_TOOLCHAIN: &str = "nightly-2026-08-01";
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
+    if args.soak {
+        // SAFETY: no other thread runs yet; the variable reaches the host
+        // test runner and, through vm::guest_env, every VM.
+        unsafe { std::env::set_var("CHAOS_TORTURE_POINTS", "1000") };
+    }
     let mut summary = Summary::default();
     // Selecting a kernel or a test is for iterating on the integration
     // tests: lints and unit tests do not depend on the kernel.

@@ -114,13 +114,21 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Opt
     }
 }
 
-/// `udp-source --to ADDR:PORT --tag T --count N --interval-us I`: send and
-/// print `{"sent": N, "errors": E, "errnos": {errno: count}}`.
+/// `udp-source --to ADDR:PORT --tag T --count N --interval-us I [--times]`:
+/// send and print `{"sent": N, "errors": E, "errnos": {errno: count}}`;
+/// with `--times`, also `"times": [[before, after], ...]`, per sequence
+/// number the CLOCK_MONOTONIC time just before and just after its
+/// `sendto`. An egress program runs inside that call, so a datagram lost
+/// at egress was dropped within its window — exactly, even when a loaded
+/// machine held the sender up, where a time interpolated from the
+/// datagrams that arrived is not.
 pub fn source(args: &[String]) -> anyhow::Result<()> {
     let to: SocketAddr = arg(args, "--to")?;
     let tag: u32 = arg(args, "--tag")?;
     let count: u64 = arg(args, "--count")?;
     let interval = Duration::from_micros(arg(args, "--interval-us")?);
+    let want_times = args.iter().any(|a| a == "--times");
+    let mut times: Vec<[u64; 2]> = Vec::with_capacity(if want_times { count as usize } else { 0 });
     let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
     let mut errnos: BTreeMap<i32, u64> = BTreeMap::new();
     let start = Instant::now();
@@ -137,13 +145,21 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
         }
         buf[0..4].copy_from_slice(&tag.to_le_bytes());
         buf[4..12].copy_from_slice(&seq.to_le_bytes());
-        buf[12..20].copy_from_slice(&monotonic_ns().to_le_bytes());
+        let before = monotonic_ns();
+        buf[12..20].copy_from_slice(&before.to_le_bytes());
         if let Err(e) = sock.send_to(&buf, to) {
             *errnos.entry(e.raw_os_error().unwrap_or(-1)).or_default() += 1;
         }
+        if want_times {
+            times.push([before, monotonic_ns()]);
+        }
     }
     let errors: u64 = errnos.values().sum();
-    println!("{}", json!({ "sent": count, "errors": errors, "errnos": errnos }));
+    let mut out = json!({ "sent": count, "errors": errors, "errnos": errnos });
+    if want_times {
+        out["times"] = json!(times);
+    }
+    println!("{out}");
     Ok(())
 }
 
@@ -226,10 +242,15 @@ pub struct Sent {
 
 /// The `udp-source` command for these parameters.
 fn source_command(to: SocketAddr, tag: u32, count: u64, interval_us: u64) -> Command {
+    source_command_with(to, tag, count, interval_us, &[])
+}
+
+fn source_command_with(to: SocketAddr, tag: u32, count: u64, interval_us: u64, extra: &[&str]) -> Command {
     let args = [("--to", to.to_string()), ("--tag", tag.to_string())]
         .into_iter()
         .chain([("--count", count.to_string()), ("--interval-us", interval_us.to_string())])
-        .flat_map(|(flag, value)| [flag.to_owned(), value]);
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .chain(extra.iter().map(|s| (*s).to_owned()));
     command("udp-source", &args.collect::<Vec<_>>())
 }
 
@@ -261,4 +282,124 @@ pub fn send_background(
     let mut cmd = source_command(to, tag, count, interval_us);
     cmd.stdout(std::process::Stdio::piped());
     place.spawn(&mut cmd)
+}
+
+/// A timed stream: datagrams on a fixed schedule from one place to a sink
+/// in another, with the sender's own record of when each was sent (see
+/// [`source`]'s `--times`), so that the send time of a *lost* datagram is
+/// measured, not estimated.
+pub struct TimedStream {
+    sink: Sink,
+    sender: std::process::Child,
+    tag: u32,
+    count: u64,
+}
+
+/// What a [`TimedStream`] saw.
+#[derive(Debug)]
+pub struct StreamResult {
+    /// `[before, after]` its `sendto`, for every datagram that did not
+    /// arrive.
+    pub lost: Vec<[u64; 2]>,
+    /// The same, for every datagram that arrived.
+    pub arrived: Vec<[u64; 2]>,
+}
+
+impl TimedStream {
+    pub fn start(
+        from: Place<'_>,
+        to_place: Place<'_>,
+        to: SocketAddr,
+        tag: u32,
+        count: u64,
+        interval_us: u64,
+    ) -> anyhow::Result<Self> {
+        let sink = Sink::start(to_place, to)?;
+        let mut cmd = source_command_with(to, tag, count, interval_us, &["--times"]);
+        cmd.stdout(std::process::Stdio::piped());
+        let sender = from.spawn(&mut cmd)?;
+        Ok(Self { sink, sender, tag, count })
+    }
+
+    /// Wait for the sender to finish, then for the sink.
+    pub fn finish(self) -> anyhow::Result<StreamResult> {
+        let out = self.sender.wait_with_output()?;
+        anyhow::ensure!(out.status.success(), "udp-source failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let times: Vec<[u64; 2]> = serde_json::from_value(v["times"].clone())?;
+        anyhow::ensure!(times.len() as u64 == self.count, "udp-source reported {} send times", times.len());
+        let mut arrived = vec![false; self.count as usize];
+        for p in self.sink.finish()?.iter().filter(|p| p.tag == self.tag && p.seq < self.count) {
+            arrived[p.seq as usize] = true;
+        }
+        let (got, lost): (Vec<_>, Vec<_>) = times.iter().zip(&arrived).partition(|(_, a)| **a);
+        Ok(StreamResult {
+            lost: lost.into_iter().map(|(t, _)| *t).collect(),
+            arrived: got.into_iter().map(|(t, _)| *t).collect(),
+        })
+    }
+}
+
+impl StreamResult {
+    pub fn received(&self) -> usize {
+        self.arrived.len()
+    }
+
+    /// Datagrams that arrived although their `sendto` *ended* before `t`:
+    /// certainly passed before `t` (a fault in force until `t` at 100%
+    /// lets none through).
+    pub fn arrived_before(&self, t: u64) -> Vec<[u64; 2]> {
+        self.arrived.iter().copied().filter(|[_, after]| *after < t).collect()
+    }
+
+    /// Lost datagrams whose `sendto` *began* more than `grace_ns` after
+    /// `end_ns`: certainly dropped after the fault should have ended
+    /// (one that began earlier may have been dropped before the end).
+    pub fn lost_after(&self, end_ns: u64, grace_ns: u64) -> Vec<[u64; 2]> {
+        self.lost.iter().copied().filter(|[before, _]| *before > end_ns + grace_ns).collect()
+    }
+
+    /// The latest time (ms from `end_ns`, signed) at which a lost datagram's
+    /// `sendto` began, among those within `grace_ns` of the end.
+    pub fn last_loss_ms(&self, end_ns: u64, grace_ns: u64) -> f64 {
+        let last = self.lost.iter().map(|t| t[0]).filter(|t| *t <= end_ns + grace_ns).max().unwrap_or(0);
+        (last as i64 - end_ns as i64) as f64 / 1e6
+    }
+}
+
+/// Send windows after `from`, as `+a..+b ms` ranges (by the start of each
+/// `sendto`), for messages.
+pub fn ranges_ms(lost: &[[u64; 2]], from: u64) -> String {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    let mut sorted: Vec<i64> = lost.iter().map(|t| (t[0] as i64 - from as i64) / 1_000_000).collect();
+    sorted.sort();
+    for ms in sorted {
+        match out.last_mut() {
+            Some((_, hi)) if ms <= *hi + 2 => *hi = ms,
+            _ => out.push((ms, ms)),
+        }
+    }
+    out.iter().map(|(a, b)| format!("{a:+}..{b:+}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StreamResult;
+
+    #[test]
+    fn losses_are_judged_by_when_their_sendto_began() {
+        let ms = |a: u64, b: u64| [a * 1_000_000, b * 1_000_000];
+        let r = StreamResult {
+            lost: vec![ms(1, 2), ms(99, 160), ms(150, 151)],
+            arrived: vec![ms(0, 1), ms(200, 201)],
+        };
+        // Ended at 0 with 100 ms of grace: only the datagram whose sendto
+        // began at 150 ms is certainly late; the one held up from 99 ms
+        // to 160 ms may have been dropped in time.
+        assert_eq!(r.lost_after(0, 100_000_000), vec![ms(150, 151)]);
+        assert_eq!(r.last_loss_ms(0, 100_000_000), 99.0);
+        // Something got through before 2 ms: the fault was not in force.
+        assert_eq!(r.arrived_before(2_000_000), vec![ms(0, 1)]);
+        assert!(r.arrived_before(1_000_000).is_empty());
+    }
 }

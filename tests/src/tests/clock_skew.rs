@@ -716,17 +716,21 @@ const KILL_GRACE_NS: u64 = 1_000_000_000;
 /// attack (its vDSO clock_gettime, shifted by the uprobe) and one started
 /// after it began (no vDSO: shifted at the system call). Returns the run,
 /// its start event and the streams (already reading).
-fn streams(w: &World, duration: &str, seconds: f64) -> anyhow::Result<(ChaosRun, Value, Vec<Stream>)> {
+/// Returns the attack, its start event, the streams, and the latest its
+/// deadline can be — measured here, not taken from chaos's event: chaos
+/// computes its deadline before it announces the start, so the skew must
+/// be over by the time the start was seen plus the duration.
+fn streams(w: &World, duration: &str, seconds: f64) -> anyhow::Result<(ChaosRun, Value, Vec<Stream>, u64)> {
     let mut running = Stream::start(w, w.target(), seconds, "running process (uprobe)")?;
     let (run, start) = attack(w, "+90s", &["--duration", duration])?;
+    let deadline = monotonic_ns()
+        + chaos::units::parse_duration(duration).map_err(anyhow::Error::msg)?.as_nanos() as u64;
     let mut started = Stream::start(w, w.target(), seconds, "process started during the attack (syscall)")?;
     running.go()?;
     started.go()?;
-    if let Some(deadline) = start["deadline_monotonic_ns"].as_u64() {
-        let left = deadline as i64 - monotonic_ns() as i64;
-        eprint!("[reading from {:.1} s before the deadline] ", left as f64 / 1e9);
-    }
-    Ok((run, start, vec![running, started]))
+    let left = deadline as i64 - monotonic_ns() as i64;
+    eprint!("[reading from {:.1} s before the deadline] ", left as f64 / 1e9);
+    Ok((run, start, vec![running, started], deadline))
 }
 
 /// A stream's label and its (CLOCK_MONOTONIC, CLOCK_REALTIME) samples.
@@ -754,8 +758,7 @@ fn require_streams(ctx: &mut Ctx) -> anyhow::Result<()> {
 pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
     require_streams(ctx)?;
     let w = World::new()?;
-    let (run, start, s) = streams(&w, DEADLINE, STREAM_SECONDS)?;
-    let deadline = start["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline"))?;
+    let (run, _, s, deadline) = streams(&w, DEADLINE, STREAM_SECONDS)?;
     let samples = collect(s)?;
     let ended = run.wait(Duration::from_secs(60))?;
     for (label, s) in &samples {
@@ -771,7 +774,7 @@ pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
 fn ends_on_signal(ctx: &mut Ctx, sig: i32, name: &str) -> anyhow::Result<()> {
     require_streams(ctx)?;
     let w = World::new()?;
-    let (run, _, s) = streams(&w, "60s", 3.0)?;
+    let (run, _, s, _) = streams(&w, "60s", 3.0)?;
     std::thread::sleep(Duration::from_millis(1200));
     let signalled = monotonic_ns();
     run.signal(sig);
@@ -803,7 +806,7 @@ pub fn ends_on_sigterm(ctx: &mut Ctx) -> anyhow::Result<()> {
 pub fn kill9_links_vanish_with_the_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
     require_streams(ctx)?;
     let w = World::new()?;
-    let (run, _, s) = streams(&w, "60s", 3.0)?;
+    let (run, _, s, _) = streams(&w, "60s", 3.0)?;
     std::thread::sleep(Duration::from_millis(1200));
     let killed = monotonic_ns();
     run.signal(libc::SIGKILL);
@@ -843,9 +846,8 @@ fn process_state(pid: i32) -> Option<char> {
 pub fn hung_loader_kernel_deadline_ends_fault(ctx: &mut Ctx) -> anyhow::Result<()> {
     require_streams(ctx)?;
     let w = World::new()?;
-    let (run, start, s) = streams(&w, DEADLINE, STREAM_SECONDS)?;
+    let (run, _, s, deadline) = streams(&w, DEADLINE, STREAM_SECONDS)?;
     run.signal(libc::SIGSTOP);
-    let deadline = start["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline"))?;
     let samples = collect(s)?;
     let state = process_state(run.pid);
     let attached = !clock_programs_loaded().is_empty();

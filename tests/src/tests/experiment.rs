@@ -115,10 +115,15 @@ fn start(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<ChaosRun> {
     ChaosRun::start_with_env(&args, env)
 }
 
-/// Lost datagrams of a stream, with their send times.
+/// A stream's datagrams (see `udp::TimedStream`: each lost one with its
+/// measured `sendto` window), and how many the receiving side dropped by
+/// itself meanwhile.
 struct Stream {
-    lost: Vec<u64>,
-    received: usize,
+    result: udp::StreamResult,
+    /// Receive-buffer overflows and veth receive drops in the peer
+    /// namespace during this stream (a difference, not the namespace's
+    /// totals).
+    receiver_dropped: u64,
 }
 
 /// Send `count` datagrams (one per millisecond) from the target to the peer
@@ -130,47 +135,14 @@ fn stream<T>(
     during: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(Stream, T)> {
     let addr = SocketAddr::from((lab.peer_ip, port));
-    let sink = udp::Sink::start(lab.peer(), addr)?;
-    let sender = udp::send_background(lab.target(), addr, 9, count, STREAM_INTERVAL_US)?;
-    let t0 = monotonic_ns();
+    let dropped_before = receiver_drops(lab)?;
+    let timed = udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, count, STREAM_INTERVAL_US)?;
     let result = during();
-    let sent = sender.wait_with_output();
-    let packets = sink.finish()?;
+    let finished = timed.finish();
     let out = result?;
-    sent?;
-    let mut sent_at: Vec<Option<u64>> = vec![None; count as usize];
-    for p in packets.iter().filter(|p| p.tag == 9 && p.seq < count) {
-        sent_at[p.seq as usize] = Some(p.sent_ns);
-    }
-    let lost = lost_send_times(&sent_at, t0);
-    Ok((Stream { received: count as usize - lost.len(), lost }, out))
-}
-
-/// Send times of the datagrams that did not arrive. Each is interpolated
-/// between the received datagrams around it (by sequence number), so that
-/// a sender running late on a loaded machine does not shift the estimate;
-/// at the ends of the stream, the 1 ms schedule extrapolates.
-fn lost_send_times(sent_at: &[Option<u64>], t0: u64) -> Vec<u64> {
-    let interval = (STREAM_INTERVAL_US * 1000) as i128;
-    let received: Vec<(usize, u64)> =
-        sent_at.iter().enumerate().filter_map(|(i, t)| t.map(|t| (i, t))).collect();
-    let mut lost = Vec::new();
-    for (seq, t) in sent_at.iter().enumerate() {
-        if t.is_some() {
-            continue;
-        }
-        let after = received.partition_point(|(i, _)| *i < seq);
-        let estimate = match (after.checked_sub(1).map(|i| received[i]), received.get(after)) {
-            (Some((pi, pt)), Some(&(ni, nt))) => {
-                pt as i128 + (nt as i128 - pt as i128) * (seq - pi) as i128 / (ni - pi) as i128
-            }
-            (Some((pi, pt)), None) => pt as i128 + (seq - pi) as i128 * interval,
-            (None, Some(&(ni, nt))) => nt as i128 - (ni - seq) as i128 * interval,
-            (None, None) => t0 as i128 + seq as i128 * interval,
-        };
-        lost.push(estimate.max(0) as u64);
-    }
-    lost
+    let result = finished?;
+    let receiver_dropped = receiver_drops(lab)?.saturating_sub(dropped_before);
+    Ok((Stream { result, receiver_dropped }, out))
 }
 
 /// The JUnit report, checked to be well-formed, and its suite.
@@ -331,9 +303,13 @@ pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<(
         "chaos says the fault was inert {inert_us} us after the decision"
     );
     // Measured outside chaos.
-    anyhow::ensure!(s.received > 1000, "only {} datagrams arrived: the fault did not end", s.received);
+    anyhow::ensure!(
+        s.result.received() > 1000,
+        "only {} datagrams arrived: the fault did not end",
+        s.result.received()
+    );
     let deactivated = Deactivations::of(ended.event("abort"));
-    let late_ms = ended_by(&lab, &s, decided, ABORT_BOUND_NS, "the abort decision", &deactivated)?;
+    let late_ms = ended_by(&s, decided, ABORT_BOUND_NS, "the abort decision", &deactivated)?;
     eprint!(
         "[last loss {late_ms:+.1} ms from the abort decision; inert {inert_us} us after it by chaos's clock] "
     );
@@ -363,51 +339,36 @@ fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
     Ok(rcvbuf + rx)
 }
 
-/// Check that the stream lost nothing sent more than `bound_ns` after
-/// `end_ns` — beyond what the receiver itself dropped — and that the fault
-/// was in force before. Returns the last loss within the bound, in ms from
-/// `end_ns`.
+/// Check that the stream lost nothing whose `sendto` began more than
+/// `bound_ns` after `end_ns` — beyond what the receiver itself dropped
+/// during the stream — and that the fault was in force before. Returns the
+/// last loss within the bound, in ms from `end_ns`.
 /// Losses inside a window of `deactivated` (chaos removing its clsact
 /// qdisc, see fixtures::deactivation) are not the fault's.
 fn ended_by(
-    lab: &Lab,
     s: &Stream,
     end_ns: u64,
     bound_ns: u64,
     what: &str,
     deactivated: &Deactivations,
 ) -> anyhow::Result<f64> {
-    anyhow::ensure!(s.lost.len() > 100, "only {} datagrams lost: the fault was not in force", s.lost.len());
-    let lost = deactivated.excuse(&s.lost);
-    let late: Vec<u64> = lost.iter().copied().filter(|t| *t > end_ns + bound_ns).collect();
-    let dropped = receiver_drops(lab)?;
+    let r = &s.result;
+    anyhow::ensure!(r.lost.len() > 100, "only {} datagrams lost: the fault was not in force", r.lost.len());
+    let lost = udp::StreamResult { lost: deactivated.excuse(&r.lost), arrived: Vec::new() };
+    let late = lost.lost_after(end_ns, bound_ns);
     anyhow::ensure!(
-        late.len() as u64 <= dropped,
-        "{} datagrams lost more than {} ms after {what} ({}); the receiver dropped only {dropped} itself",
+        late.len() as u64 <= s.receiver_dropped,
+        "{} datagrams lost more than {} ms after {what} (sent {} ms from it); the receiver dropped only {} \
+         itself during the stream",
         late.len(),
         bound_ns / 1_000_000,
-        ranges(&late, end_ns)
+        udp::ranges_ms(&late, end_ns),
+        s.receiver_dropped
     );
     if !late.is_empty() {
-        eprint!("[{} late losses, all dropped by a starved receiver] ", late.len());
+        eprint!("[{} late losses, no more than a starved receiver dropped] ", late.len());
     }
-    let last = lost.iter().copied().filter(|t| *t <= end_ns + bound_ns).max().unwrap_or(0);
-    Ok((last as i64 - end_ns as i64) as f64 / 1e6)
-}
-
-/// Lost send times after `from`, as `+a..+b ms` ranges, for messages.
-fn ranges(lost: &[u64], from: u64) -> String {
-    let mut out: Vec<(i64, i64)> = Vec::new();
-    let mut sorted: Vec<i64> =
-        lost.iter().map(|t| (*t as i64 - from as i64) / 1_000_000).filter(|ms| *ms > 0).collect();
-    sorted.sort();
-    for ms in sorted {
-        match out.last_mut() {
-            Some((_, hi)) if ms <= *hi + 2 => *hi = ms,
-            _ => out.push((ms, ms)),
-        }
-    }
-    out.iter().map(|(a, b)| format!("+{a}..+{b}")).collect::<Vec<_>>().join(", ")
+    Ok(lost.last_loss_ms(end_ns, bound_ns))
 }
 
 /// The chaos process's BPF file descriptors: `(links, programs)`.
@@ -472,11 +433,11 @@ pub fn failed_steady_state_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> 
         seen.1
     );
     anyhow::ensure!(ended.event("start").is_none(), "a start event: {:?}", ended.events);
-    let dropped = receiver_drops(&lab)?;
     anyhow::ensure!(
-        s.lost.len() as u64 <= dropped,
-        "{} datagrams lost although nothing was injected (the receiver dropped {dropped} itself)",
-        s.lost.len()
+        s.result.lost.len() as u64 <= s.receiver_dropped,
+        "{} datagrams lost although nothing was injected (the receiver dropped {} itself)",
+        s.result.lost.len(),
+        s.receiver_dropped
     );
     let report = files.json("report.json")?;
     anyhow::ensure!(report["verdict"] == "not-started", "verdict {}", report["verdict"]);
@@ -522,10 +483,12 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
     );
     let file = files.write("kill9.yaml", &yaml)?;
     let args = run_args(&files, &file, &[]);
+    let launched = monotonic_ns();
     let mut run = start(&args, &[("CHAOS_EGRESS_MODE", mode)])?;
-    let ev = run.wait_event("start", Duration::from_secs(20))?;
-    let deadline =
-        ev["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline: {ev}"))?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    // The attack's deadline is computed after the launch and before the
+    // start event: no later than now + its 2 s, measured here.
+    let deadline = monotonic_ns() + 2_000_000_000;
     let pid = run.pid;
     let (s, dead) = stream(&lab, 9303, 3500, || {
         std::thread::sleep(Duration::from_millis(500));
@@ -541,13 +504,17 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
         // filter stays, inert after the rule's kernel-side deadline.
         let (end, what) =
             if mode == "tcx" { (dead, "the process's death") } else { (deadline, "the deadline") };
-        let late_ms = ended_by(&lab, &s, end, 100_000_000, what, &Deactivations::default())?;
+        let late_ms = ended_by(&s, end, 100_000_000, what, &Deactivations::default())?;
         eprint!("[{mode}: last loss {late_ms:+.1} ms from {what}] ");
         if mode == "netlink" {
             anyhow::ensure!(
                 tc_filters(&lab)?.contains("net_egress"),
                 "the netlink filter should outlive kill -9"
             );
+            // ... and the fault with it, until its deadline: no earlier
+            // than the launch + 2 s.
+            let early = s.result.arrived_before(launched + 2_000_000_000);
+            anyhow::ensure!(early.is_empty(), "{} datagrams got through before the deadline", early.len());
         }
         Ok(())
     })();
@@ -693,20 +660,4 @@ pub fn validate_reports_positions(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let ok = runner::run(&["validate", &good])?;
     anyhow::ensure!(ok.code() == Some(0), "a valid file: {}", ok.stderr);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lost_send_times;
-
-    #[test]
-    fn lost_send_times_follow_the_received_neighbours() {
-        let ms = |v: u64| Some(v * 1_000_000);
-        // The sender paused between 1 ms and 10 ms: the two lost datagrams
-        // were sent in that gap, not at 2 and 3 ms.
-        assert_eq!(lost_send_times(&[ms(0), ms(1), None, None, ms(10)], 0), vec![4_000_000, 7_000_000]);
-        // At the ends, the schedule.
-        assert_eq!(lost_send_times(&[None, ms(5), None], 0), vec![4_000_000, 6_000_000]);
-        assert_eq!(lost_send_times(&[None, None], 7), vec![7, 1_000_007]);
-    }
 }

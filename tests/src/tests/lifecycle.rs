@@ -4,9 +4,14 @@
 //! outlive the loader (netlink filters) is removed by `chaos recover`.
 //!
 //! Method: the target streams one datagram per millisecond to a receiver
-//! in the peer namespace under 100% egress loss. Each datagram carries its
-//! send time (CLOCK_MONOTONIC, the clock of the kernel-side deadline), so
-//! the receiver's record shows to the millisecond when the fault stopped.
+//! in the peer namespace under 100% egress loss. The sender records, for
+//! every datagram, the CLOCK_MONOTONIC time (the clock of the kernel-side
+//! deadline) just before and just after its `sendto` — the egress program
+//! runs inside that call — so the test knows to the microsecond when each
+//! lost datagram was dropped, even when a busy machine held the sender up.
+//! Every bound is against times the test measured itself (when it started
+//! chaos, when it saw the start event, when it sent the signal), never
+//! against chaos's own account of its deadline.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -16,45 +21,38 @@ use super::net_loss::EGRESS;
 use crate::{
     fixtures::{deactivation::Deactivations, lab::Lab, runner::ChaosRun},
     harness::Ctx,
-    helpers::udp,
+    helpers::udp::{self, StreamResult},
 };
 
-/// How late the fault may end after its deadline or stop request.
+/// How late the fault may end after its deadline or stop request: the
+/// controller's reaction (a signal thread, a channel, one map delete) on a
+/// guest whose CPUs are emulated and shared with the stream's sender and
+/// receiver. The kernel-side deadline needs no reaction at all.
 const GRACE_NS: u64 = 100_000_000;
 const STREAM_INTERVAL_US: u64 = 1000;
 
-struct Stream {
-    /// (seq, send time) of every datagram, measured or interpolated.
-    lost: Vec<u64>,
-    received: usize,
-}
-
-/// Run a stream of `count` datagrams while `during` acts on the chaos
-/// process, then analyze which were lost and when they were sent.
-fn stream(lab: &Lab, count: u64, during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Stream> {
+/// Stream `count` datagrams while `during` acts on the chaos process.
+fn stream(
+    lab: &Lab,
+    count: u64,
+    during: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<StreamResult> {
     let addr = SocketAddr::from((lab.peer_ip, 9100));
-    let sink = udp::Sink::start(lab.peer(), addr)?;
-    let sender = udp::send_background(lab.target(), addr, 7, count, STREAM_INTERVAL_US)?;
-    let t0 = monotonic_ns();
+    let s = udp::TimedStream::start(lab.target(), lab.peer(), addr, 7, count, STREAM_INTERVAL_US)?;
     during()?;
-    sender.wait_with_output()?;
-    let packets = sink.finish()?;
-    // Send times of lost datagrams: interpolate from the received ones
-    // (they were sent on a fixed schedule).
-    let mut sent = vec![None; count as usize];
-    for p in packets.iter().filter(|p| p.tag == 7) {
-        sent[p.seq as usize] = Some(p.sent_ns);
-    }
-    let interval = STREAM_INTERVAL_US * 1000;
-    let anchor = packets.iter().find(|p| p.tag == 7).map_or((0, t0), |p| (p.seq, p.sent_ns));
-    let lost: Vec<u64> = (0..count)
-        .filter(|s| sent[*s as usize].is_none())
-        .map(|s| (anchor.1 as i128 + (s as i128 - anchor.0 as i128) * interval as i128) as u64)
-        .collect();
-    Ok(Stream { received: count as usize - lost.len(), lost })
+    s.finish()
 }
 
-fn start(lab: &Lab, duration: &str, env: &[(&str, &str)]) -> anyhow::Result<(ChaosRun, u64)> {
+/// A started attack, with the times the test measured around its start:
+/// chaos computes its deadline after `launched_ns` and before `seen_ns`,
+/// so the deadline lies within `[launched_ns, seen_ns] + duration`.
+struct Started {
+    run: ChaosRun,
+    launched_ns: u64,
+    seen_ns: u64,
+}
+
+fn start(lab: &Lab, duration: &str, env: &[(&str, &str)]) -> anyhow::Result<Started> {
     let args = [
         "attack",
         "net-loss",
@@ -67,30 +65,56 @@ fn start(lab: &Lab, duration: &str, env: &[(&str, &str)]) -> anyhow::Result<(Cha
         "--duration",
         duration,
     ];
+    let launched_ns = monotonic_ns();
     let mut run = ChaosRun::start_with_env(&args, env)?;
-    let ev = run.wait_event("start", Duration::from_secs(20))?;
-    let deadline =
-        ev["deadline_monotonic_ns"].as_u64().ok_or_else(|| anyhow::anyhow!("no deadline in {ev}"))?;
-    Ok((run, deadline))
+    run.wait_event("start", Duration::from_secs(20))?;
+    Ok(Started { run, launched_ns, seen_ns: monotonic_ns() })
 }
 
-/// `deactivated`: the windows in which chaos's clsact removal deactivated
-/// the device (netlink mode); losses inside them are not the fault's.
-fn ensure_ended_by(s: &Stream, end_ns: u64, what: &str, deactivated: &Deactivations) -> anyhow::Result<()> {
+/// The fault was in force until `from_ns` (nothing sent before it got
+/// through) and over by `to_ns` + [`GRACE_NS`] (nothing whose `sendto`
+/// began later was lost). `deactivated`: the windows in which chaos's
+/// clsact removal deactivated the device (netlink mode); losses in them
+/// are not the fault's.
+fn ensure_ended_between(
+    s: &StreamResult,
+    from_ns: u64,
+    to_ns: u64,
+    what: &str,
+    deactivated: &Deactivations,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         s.lost.len() > 200,
         "{what}: only {} datagrams lost: the fault was not in force",
         s.lost.len()
     );
-    anyhow::ensure!(s.received > 200, "{what}: only {} datagrams arrived: the fault never ended", s.received);
-    let last = deactivated.excuse(&s.lost).into_iter().max().unwrap_or(0);
-    let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;
     anyhow::ensure!(
-        last <= end_ns + GRACE_NS,
-        "{what}: datagrams still lost {late_ms:.1} ms after the fault should have ended"
+        s.received() > 200,
+        "{what}: only {} datagrams arrived: the fault never ended",
+        s.received()
     );
-    eprint!("[last loss {late_ms:+.1} ms from {what}] ");
+    let early = s.arrived_before(from_ns);
+    anyhow::ensure!(
+        early.is_empty(),
+        "{what}: {} datagrams got through before the fault could have ended ({} ms before it)",
+        early.len(),
+        udp::ranges_ms(&early, from_ns)
+    );
+    let lost = StreamResult { lost: deactivated.excuse(&s.lost), arrived: Vec::new() };
+    let late = lost.lost_after(to_ns, GRACE_NS);
+    anyhow::ensure!(
+        late.is_empty(),
+        "{what}: {} datagrams lost after the fault should have ended (sent {} ms from the end)",
+        late.len(),
+        udp::ranges_ms(&late, to_ns)
+    );
+    eprint!("[last loss {:+.1} ms from {what}] ", lost.last_loss_ms(to_ns, GRACE_NS));
     Ok(())
+}
+
+/// The lateness of the controller by its own clock, for messages.
+fn inert_us(event: Option<&serde_json::Value>) -> String {
+    event.and_then(|e| e["inert_after_us"].as_u64()).map_or_else(|| "?".into(), |us| us.to_string())
 }
 
 fn program_loaded(name: &str) -> bool {
@@ -100,10 +124,19 @@ fn program_loaded(name: &str) -> bool {
 pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     let lab = Lab::new()?;
-    let (run, deadline) = start(&lab, "2s", &[])?;
-    let s = stream(&lab, 3500, || Ok(()))?;
-    let ended = run.wait(Duration::from_secs(20))?;
-    ensure_ended_by(&s, deadline, "the deadline", &Deactivations::of(ended.event("stop")))?;
+    // 3 s: the deadline counts from chaos's start, and loading the
+    // programs under emulation (on a busy machine) can take more than one.
+    let st = start(&lab, "3s", &[])?;
+    let s = stream(&lab, 4500, || Ok(()))?;
+    let ended = st.run.wait(Duration::from_secs(20))?;
+    let three_s = 3_000_000_000;
+    ensure_ended_between(
+        &s,
+        st.launched_ns + three_s,
+        st.seen_ns + three_s,
+        "the deadline",
+        &Deactivations::of(ended.event("stop")),
+    )?;
     anyhow::ensure!(ended.code() == Some(0), "exit code {:?} at the deadline, expected 0", ended.code());
     let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
     anyhow::ensure!(stop["reason"] == "deadline", "stop reason {}", stop["reason"]);
@@ -113,16 +146,18 @@ pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
 fn ends_on_signal(ctx: &mut Ctx, sig: i32, name: &str) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     let lab = Lab::new()?;
-    let (run, _) = start(&lab, "60s", &[])?;
+    let st = start(&lab, "60s", &[])?;
     let mut signalled = 0;
     let s = stream(&lab, 3000, || {
         std::thread::sleep(Duration::from_millis(1200));
         signalled = monotonic_ns();
-        run.signal(sig);
+        st.run.signal(sig);
         Ok(())
     })?;
-    let ended = run.wait(Duration::from_secs(20))?;
-    ensure_ended_by(&s, signalled, name, &Deactivations::of(ended.event("abort")))?;
+    let ended = st.run.wait(Duration::from_secs(20))?;
+    let abort = ended.event("abort");
+    ensure_ended_between(&s, signalled, signalled, name, &Deactivations::of(abort))
+        .map_err(|e| anyhow::anyhow!("{e} (chaos: inert {} us after its stop began)", inert_us(abort)))?;
     ended.aborted_by(name).map(drop)
 }
 
@@ -139,17 +174,17 @@ pub fn ends_on_sigterm(ctx: &mut Ctx) -> anyhow::Result<()> {
 pub fn kill9_links_vanish_with_the_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::Tcx)?;
     let lab = Lab::new()?;
-    let (run, _) = start(&lab, "30s", &[])?;
+    let st = start(&lab, "30s", &[])?;
     let mut killed = 0;
     let s = stream(&lab, 3000, || {
         std::thread::sleep(Duration::from_millis(1200));
         killed = monotonic_ns();
-        run.signal(libc::SIGKILL);
+        st.run.signal(libc::SIGKILL);
         Ok(())
     })?;
-    let ended = run.wait(Duration::from_secs(10))?;
+    let ended = st.run.wait(Duration::from_secs(10))?;
     anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
-    ensure_ended_by(&s, killed, "kill -9 (fd-owned links)", &Deactivations::default())?;
+    ensure_ended_between(&s, killed, killed, "kill -9 (fd-owned links)", &Deactivations::default())?;
     anyhow::ensure!(!program_loaded("net_egress"), "net_egress is still loaded after its loader died");
     // Nothing survives but the dead process's state file, which recover
     // removes.
@@ -168,22 +203,26 @@ fn process_state(pid: i32) -> Option<char> {
 pub fn hung_loader_kernel_deadline_ends_fault(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     let lab = Lab::new()?;
-    let (run, deadline) = start(&lab, "2s", &[])?;
-    let s = stream(&lab, 3500, || {
-        std::thread::sleep(Duration::from_millis(500));
-        run.signal(libc::SIGSTOP);
+    // Stopped as soon as the stream runs, well before the deadline (which
+    // counts from chaos's start, seconds earlier under emulation).
+    let st = start(&lab, "3s", &[])?;
+    let s = stream(&lab, 4500, || {
+        std::thread::sleep(Duration::from_millis(100));
+        st.run.signal(libc::SIGSTOP);
         Ok(())
     })?;
     // Still stopped, still attached: only the kernel can have ended it.
-    let state = process_state(run.pid);
+    let state = process_state(st.run.pid);
     let attached = program_loaded("net_egress");
-    run.signal(libc::SIGCONT);
-    let ended = run.wait(Duration::from_secs(20))?;
+    st.run.signal(libc::SIGCONT);
+    let ended = st.run.wait(Duration::from_secs(20))?;
     anyhow::ensure!(state == Some('T'), "the loader was not stopped during the stream (state {state:?})");
     anyhow::ensure!(attached, "the egress program was gone while the loader was stopped");
-    ensure_ended_by(
+    let three_s = 3_000_000_000;
+    ensure_ended_between(
         &s,
-        deadline,
+        st.launched_ns + three_s,
+        st.seen_ns + three_s,
         "the kernel-side deadline (loader stopped)",
         &Deactivations::of(ended.event("stop")),
     )?;
@@ -205,16 +244,18 @@ fn tc_show(lab: &Lab, what: &[&str]) -> anyhow::Result<String> {
 pub fn netlink_kill9_deadline_then_recover(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::TcNetlink)?;
     let lab = Lab::new()?;
-    let (run, deadline) = start(&lab, "2s", &[("CHAOS_EGRESS_MODE", "netlink")])?;
+    let st = start(&lab, "2s", &[("CHAOS_EGRESS_MODE", "netlink")])?;
     let s = stream(&lab, 3500, || {
         std::thread::sleep(Duration::from_millis(500));
-        run.signal(libc::SIGKILL);
+        st.run.signal(libc::SIGKILL);
         Ok(())
     })?;
-    run.wait(Duration::from_secs(10))?;
-    ensure_ended_by(
+    st.run.wait(Duration::from_secs(10))?;
+    let two_s = 2_000_000_000;
+    ensure_ended_between(
         &s,
-        deadline,
+        st.launched_ns + two_s,
+        st.seen_ns + two_s,
         "the kernel-side deadline (loader killed, filter left)",
         &Deactivations::default(),
     )?;

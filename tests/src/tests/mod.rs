@@ -12,6 +12,7 @@ mod net_duplicate;
 mod net_loss;
 mod net_qdisc;
 mod net_rate;
+mod torture;
 
 use crate::harness::Test;
 
@@ -164,4 +165,8 @@ pub const ALL: &[Test] = &[
         name: "clock_skew::hung_loader_kernel_deadline_ends_fault",
         run: clock_skew::hung_loader_kernel_deadline_ends_fault,
     },
+    Test { name: "torture::kill_points_net_loss", run: torture::kill_points_net_loss },
+    Test { name: "torture::kill_points_net_loss_netlink", run: torture::kill_points_net_loss_netlink },
+    Test { name: "torture::kill_points_io_error", run: torture::kill_points_io_error },
+    Test { name: "torture::kill_points_clock_skew", run: torture::kill_points_clock_skew },
 ];

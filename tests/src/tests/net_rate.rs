@@ -18,6 +18,13 @@ use crate::{
 
 const WIRE_OVERHEAD: f64 = 14.0 + 20.0 + 20.0 + 12.0;
 
+/// The bound the README states. The limiter itself is exact (its departure
+/// times follow from byte counts; bench/README.md §3 measured ±0.01%); the
+/// receiver samples its byte count from user space every 50 ms, so a
+/// receiver a busy VM holds up for a few tens of ms at either end of the
+/// ~6.5 s window shifts the figure by up to a few tenths of a percent.
+const MAX_ERROR: f64 = 0.01;
+
 pub fn throughput_matches_at_10_and_100_mbit(ctx: &mut Ctx) -> anyhow::Result<()> {
     require_fq(ctx)?;
     let lab = Lab::new()?;
@@ -40,7 +47,13 @@ pub fn throughput_matches_at_10_and_100_mbit(ctx: &mut Ctx) -> anyhow::Result<()
             goodput / 1e6,
             end["counters"]["egress_rate_dropped"]
         );
-        anyhow::ensure!(error.abs() <= 0.05, "{mbit} Mbit/s: measured {:.2} Mbit/s on the wire", wire / 1e6);
+        anyhow::ensure!(
+            error.abs() <= MAX_ERROR,
+            "{mbit} Mbit/s: measured {:.3} Mbit/s on the wire ({:+.2}%, more than {}%)",
+            wire / 1e6,
+            error * 100.0,
+            MAX_ERROR * 100.0
+        );
     }
     Ok(())
 }

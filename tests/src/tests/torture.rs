@@ -1,0 +1,266 @@
+//! Kill-point torture: `kill -9` of `chaos attack` at random moments of its
+//! life — while it loads and verifies its programs, while it attaches,
+//! mid-attack, while it stops — for every fault family this kernel can
+//! inject. After each kill, measured from outside chaos:
+//! - the fault is gone by its deadline (no later than the kill plus the
+//!   attack's duration: a rule written before the kill carries a deadline
+//!   computed before it);
+//! - `chaos recover` exits 0, and then nothing of chaos is left: no
+//!   program, no state file, no tc filter or qdisc on the device, no mount,
+//!   no cgroup, no bpffs pin.
+//!
+//! `CHAOS_TORTURE_POINTS` sets the number of kill points per family
+//! (default [`DEFAULT_POINTS`]; `./x test --soak` runs 1000). The points are
+//! spread uniformly over the process's measured life; the seed is printed,
+//! and `CHAOS_TORTURE_SEED` replays it.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use chaos::{capabilities::Capability, clock::monotonic_ns};
+
+use super::net_loss::EGRESS;
+use crate::{
+    fixtures::{cgroup::Cgroup, lab::Lab, leaks, runner, runner::ChaosRun},
+    harness::Ctx,
+    helpers::{io as io_helper, udp},
+};
+
+pub const DEFAULT_POINTS: usize = 50;
+/// Each attack's duration: short, so that a point costs little more than
+/// the process's start.
+const DURATION: Duration = Duration::from_millis(400);
+/// How long past the deadline the fault may still act: the kernel-side
+/// deadline needs no process, so this only covers the check's own timing.
+const GRACE: Duration = Duration::from_millis(50);
+
+fn points() -> usize {
+    std::env::var("CHAOS_TORTURE_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_POINTS)
+}
+
+/// xorshift64*: reproducible from the printed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::env::var("CHAOS_TORTURE_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| monotonic_ns() | 1);
+        eprint!("[seed {seed}] ");
+        Self(seed)
+    }
+
+    fn uniform(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        max.mul_f64((x >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Where in its life a point found chaos.
+#[derive(Default, Debug)]
+struct Phases {
+    starting: usize,
+    running: usize,
+    exited: usize,
+}
+
+/// One family's torture: its attack, the check that its fault is inert,
+/// and a snapshot of what it may change on the machine.
+struct Family<'a> {
+    name: &'a str,
+    args: Vec<String>,
+    env: Vec<(&'a str, &'a str)>,
+    inert: &'a dyn Fn() -> anyhow::Result<()>,
+    snapshot: &'a dyn Fn() -> anyhow::Result<String>,
+}
+
+/// Mounts, bpffs entries and chaos's cgroups: what any family could leave.
+fn host_snapshot() -> anyhow::Result<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?.lines().count();
+    let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    Ok(format!("mounts {mounts}; bpffs {pins:?}"))
+}
+
+fn torture(f: &Family) -> anyhow::Result<()> {
+    let n = points();
+    let mut rng = Rng::new();
+    let args: Vec<&str> = f.args.iter().map(String::as_str).collect();
+    let before = format!("{}; {}", (f.snapshot)()?, host_snapshot()?);
+    // Calibrate: the life of one attack that runs to its end.
+    let t = Instant::now();
+    let mut run = ChaosRun::start_with_env(&args, &f.env)?;
+    run.wait_event("start", Duration::from_secs(90))?;
+    let startup = t.elapsed();
+    let ended = run.wait(Duration::from_secs(60))?;
+    anyhow::ensure!(
+        ended.code() == Some(0),
+        "{}: an attack left alone exited {:?}: {}",
+        f.name,
+        ended.code(),
+        ended.stderr
+    );
+    let life = t.elapsed() + Duration::from_millis(100);
+    let (mut phases, mut late, mut left) = (Phases::default(), Vec::new(), Vec::new());
+    let began = Instant::now();
+    for point in 0..n {
+        // A sign of life for the VM runner's no-output timeout.
+        if point % 10 == 0 {
+            eprint!("{point}.. ");
+        }
+        let at = rng.uniform(life);
+        let mut run = ChaosRun::start_with_env(&args, &f.env)?;
+        std::thread::sleep(at);
+        let started = run.wait_event("start", Duration::ZERO).is_ok();
+        run.signal(libc::SIGKILL);
+        let killed = Instant::now();
+        let ended = run.wait(Duration::from_secs(30))?;
+        match (ended.status.code(), started) {
+            (Some(_), _) => phases.exited += 1,
+            (None, true) => phases.running += 1,
+            (None, false) => phases.starting += 1,
+        }
+        std::thread::sleep((killed + DURATION + GRACE).saturating_duration_since(Instant::now()));
+        if let Err(e) = (f.inert)() {
+            late.push(format!(
+                "point {point} (killed {:.0} ms after the launch): {e:#}",
+                at.as_secs_f64() * 1e3
+            ));
+        }
+        let out = runner::recover()?;
+        if out.code() != Some(0) {
+            left.push(format!("point {point}: chaos recover exited {:?}: {}", out.code(), out.stderr));
+        }
+        let after = format!("{}; {}", (f.snapshot)()?, host_snapshot()?);
+        let mut found = leaks::check_chaos().err().into_iter().collect::<Vec<_>>();
+        if after != before {
+            found.push(format!("before: {before}\n      after:  {after}"));
+        }
+        if !found.is_empty() {
+            left.push(format!(
+                "point {point} (killed {:.0} ms after the launch): {}",
+                at.as_secs_f64() * 1e3,
+                found.join("; ")
+            ));
+            leaks::clean();
+        }
+    }
+    eprint!(
+        "[{}: {n} kill points over {:.0} ms (start after {:.0} ms) in {:.0} s: {} starting, {} running, {} after \
+         exit; {} leftovers, {} faults past their deadline] ",
+        f.name,
+        life.as_secs_f64() * 1e3,
+        startup.as_secs_f64() * 1e3,
+        began.elapsed().as_secs_f64(),
+        phases.starting,
+        phases.running,
+        phases.exited,
+        left.len(),
+        late.len()
+    );
+    anyhow::ensure!(late.is_empty(), "{}: faults past their deadline:\n    {}", f.name, late.join("\n    "));
+    anyhow::ensure!(
+        left.is_empty(),
+        "{}: leftovers after chaos recover:\n    {}",
+        f.name,
+        left.join("\n    ")
+    );
+    Ok(())
+}
+
+fn duration_arg() -> String {
+    format!("{}ms", DURATION.as_millis())
+}
+
+/// net-loss at 100% on what the target sends, through TCX links and
+/// (where the kernel has it) netlink filters, which outlive the process.
+fn net(ctx: &mut Ctx, mode: &str) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    if mode == "netlink" {
+        ctx.require(Capability::TcNetlink)?;
+    }
+    let lab = Lab::new()?;
+    let to = SocketAddr::from((lab.peer_ip, 9400));
+    let inert = || -> anyhow::Result<()> {
+        let sink = udp::Sink::start(lab.peer(), to)?;
+        udp::send(lab.target(), to, 40, 10, 1000)?;
+        std::thread::sleep(Duration::from_millis(20));
+        let got = sink.finish()?.iter().filter(|p| p.tag == 40).count();
+        anyhow::ensure!(got == 10, "{} of 10 datagrams arrived past the deadline", got);
+        Ok(())
+    };
+    let snapshot = || -> anyhow::Result<String> {
+        let q = lab.ctr.exec(&["tc", "-j", "qdisc", "show", "dev", &lab.ctr_dev])?;
+        let f = lab.ctr.exec(&["tc", "filter", "show", "dev", &lab.ctr_dev, "egress"]).unwrap_or_default();
+        Ok(format!("qdiscs {}; filters {}", q.trim(), f.trim()))
+    };
+    let duration = duration_arg();
+    let args =
+        ["attack", "net-loss", "--cgroup", &lab.target.rel, "--direction", "egress", "--percent", "100"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["--duration".into(), duration]);
+    let env = if mode == "netlink" { vec![("CHAOS_EGRESS_MODE", "netlink")] } else { vec![] };
+    torture(&Family { name: &format!("net-loss ({mode})"), args, env, inert: &inert, snapshot: &snapshot })
+}
+
+pub fn kill_points_net_loss(ctx: &mut Ctx) -> anyhow::Result<()> {
+    net(ctx, "default")
+}
+
+pub fn kill_points_net_loss_netlink(ctx: &mut Ctx) -> anyhow::Result<()> {
+    // Where netlink is the default (no TCX), the test above covers it.
+    if ctx.require(Capability::Tcx).is_err() {
+        return Err(crate::harness::Skip(
+            "without TCX, netlink filters are the default: kill_points_net_loss covers them".into(),
+        )
+        .into());
+    }
+    net(ctx, "netlink")
+}
+
+/// io-error: every read under a directory fails, in the target only.
+pub fn kill_points_io_error(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::BpfLsm)?;
+    let w = super::io_error::World::new()?;
+    let f = w.path("data/f");
+    let inert = || -> anyhow::Result<()> {
+        let c = io_helper::run(w.target(), &["--op", "read", "--path", &f, "--count", "20"])?;
+        anyhow::ensure!(c.failed() == 0, "{} of 20 reads failed past the deadline", c.failed());
+        Ok(())
+    };
+    let data = w.data.display().to_string();
+    let args = ["attack", "io-error", "--cgroup", &w.target.rel, "--path", &data, "--errno", "EIO"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(["--percent".into(), "100".into(), "--duration".into(), duration_arg()]);
+    torture(&Family { name: "io-error", args, env: vec![], inert: &inert, snapshot: &|| Ok(String::new()) })
+}
+
+/// clock-skew: the target's processes read the time an hour ahead.
+pub fn kill_points_clock_skew(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::ProbeWriteUser)?;
+    let target = Cgroup::new("torture-clock")?;
+    let place = crate::fixtures::process::Place { netns: None, cgroup: Some(&target) };
+    let inert = || -> anyhow::Result<()> {
+        let before = super::clock_skew::true_ns();
+        let out = place.output(std::process::Command::new("date").arg("+%s"))?;
+        let secs: i64 = out.trim().parse().map_err(|_| anyhow::anyhow!("date printed {out:?}"))?;
+        let off = secs * 1_000_000_000 - before;
+        anyhow::ensure!(
+            off.abs() < 5_000_000_000,
+            "date in the target is {:+.0} s off past the deadline",
+            off as f64 / 1e9
+        );
+        Ok(())
+    };
+    let args = ["attack", "clock-skew", "--cgroup", &target.rel, "--offset", "+1h", "--duration"];
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.push(duration_arg());
+    torture(&Family { name: "clock-skew", args, env: vec![], inert: &inert, snapshot: &|| Ok(String::new()) })
+}
