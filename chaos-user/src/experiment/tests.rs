@@ -523,7 +523,8 @@ fn check_no_panic(text: &str, sets: &[(String, String)]) {
         Ok(Ok(_)) => {}
         Ok(Err(d)) => {
             assert!(!d.list.is_empty(), "an error without problems for (sets {sets:?}):\n{text}");
-            let lines = text.lines().count() + 1;
+            // Lines as YAML counts them (a lone \r ends one too).
+            let lines = crate::experiment::diag::source_lines(text).len() + 1;
             for p in &d.list {
                 assert!(
                     p.span.start.line >= 1 && p.span.start.line <= lines.max(1),
@@ -651,4 +652,18 @@ fn an_empty_target_is_reported_where_it_comes_from() {
         let all = d.to_string();
         assert!(all.contains("`cgroup` in target `service` has no value (from ${target} = ``)"), "{all}");
     }
+}
+
+/// Found by the fuzz test: a lone `\r` ends a line for the YAML parser but
+/// not for `str::lines`, so a problem after one was reported past the end
+/// of the file, or quoted the wrong line.
+#[test]
+fn a_lone_carriage_return_ends_a_line_in_diagnostics() {
+    assert_eq!(crate::experiment::diag::source_lines("a\rb\r\nc\n\nd"), ["a", "b", "c", "", "d"]);
+    let d = parse("cr.yaml", "name: x\rtargets: [\rbad: {", &[]).unwrap_err();
+    let shown = d.to_string();
+    let line = d.list[0].span.start.line;
+    assert!(line <= 3, "{shown}");
+    let quoted = ["name: x", "targets: [", "bad: {"][line - 1];
+    assert!(shown.contains(&format!("{line} | {quoted}")), "{shown}");
 }
