@@ -15,7 +15,7 @@ use crate::{
 /// The demo builds a sandbox (two network namespaces joined by a veth
 /// pair, a cgroup, a small HTTP service inside both), then runs
 /// experiments/lossy-link.yaml against the service twice, with --set
-/// variables: 5% packet loss (the hypothesis should hold) and 60% (it
+/// variables: 5% packet loss (the hypothesis should hold) and 90% (it
 /// should not: chaos aborts at once and rolls the fault back). It prints
 /// the verdicts and where the reports went, and removes the sandbox — on
 /// success, on failure and on Ctrl-C. Needs root.

@@ -7,6 +7,8 @@ mod attack_io;
 mod attack_net;
 pub mod demo;
 pub mod doctor;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod recover;
 pub mod run;
 mod target;

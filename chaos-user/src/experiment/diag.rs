@@ -79,7 +79,7 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<&str> = self.source.lines().collect();
+        let lines = source_lines(&self.source);
         for (i, d) in self.list.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
@@ -106,6 +106,29 @@ impl fmt::Display for Diagnostics {
         }
         Ok(())
     }
+}
+
+/// The file's lines as the YAML parser numbers them: `\r\n`, `\r` and `\n`
+/// each end a line (YAML 1.2, 5.4 "Line Break Characters"); `str::lines`
+/// does not split at a lone `\r`, and would quote the wrong line after one.
+pub fn source_lines(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let (mut out, mut start, mut i) = (Vec::new(), 0, 0);
+    while i < bytes.len() {
+        // Both are ASCII: slicing at them stays on char boundaries.
+        if bytes[i] == b'\n' || bytes[i] == b'\r' {
+            out.push(&text[start..i]);
+            if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+                i += 1;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
 }
 
 /// The candidate closest to `word`, if it is close enough to be a typo.

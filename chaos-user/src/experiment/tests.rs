@@ -519,11 +519,12 @@ fn mutate(rng: &mut Rng, text: &str) -> String {
 fn check_no_panic(text: &str, sets: &[(String, String)]) {
     let result = std::panic::catch_unwind(|| parse("fuzz.yaml", text, sets));
     match result {
-        Err(_) => panic!("the parser panicked on:\n---\n{text}\n---"),
+        Err(_) => panic!("the parser panicked on (sets {sets:?}):\n---\n{text}\n---"),
         Ok(Ok(_)) => {}
         Ok(Err(d)) => {
-            assert!(!d.list.is_empty(), "an error without problems for:\n{text}");
-            let lines = text.lines().count() + 1;
+            assert!(!d.list.is_empty(), "an error without problems for (sets {sets:?}):\n{text}");
+            // Lines as YAML counts them (a lone \r ends one too).
+            let lines = crate::experiment::diag::source_lines(text).len() + 1;
             for p in &d.list {
                 assert!(
                     p.span.start.line >= 1 && p.span.start.line <= lines.max(1),
@@ -539,7 +540,8 @@ fn check_no_panic(text: &str, sets: &[(String, String)]) {
 }
 
 /// Property: no file, random or mutated from valid ones, panics the parser;
-/// every problem it reports lies within the file.
+/// every problem it reports lies within the file. `CHAOS_FUZZ_CASES` scales
+/// the number of inputs (README, "Fuzzing"); by default about 10 000.
 #[test]
 fn fuzz_random_and_mutated_files_never_panic() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
@@ -549,9 +551,13 @@ fn fuzz_random_and_mutated_files_never_panic() {
             corpus.push(std::fs::read_to_string(e.path()).unwrap());
         }
     }
+    // Shares of the inputs, as the fixed counts were: 4000 mutated files,
+    // 1500 token soups, 300 random texts (and 4000 files with random --set).
+    let n = crate::cli::fuzz::cases(9_800);
+    let part = |k: usize| (n * k).div_ceil(9_800);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let sets = [("loss".to_owned(), "7".to_owned())];
-    for i in 0..4000 {
+    for i in 0..part(4000) {
         let base = &corpus[i % corpus.len()];
         let mut text = mutate(&mut rng, base);
         if i % 3 == 0 {
@@ -559,20 +565,53 @@ fn fuzz_random_and_mutated_files_never_panic() {
         }
         check_no_panic(&text, if i % 2 == 0 { &sets } else { &[] });
     }
-    for _ in 0..1500 {
+    for _ in 0..part(1500) {
         let n = rng.below(40);
         let text: String = (0..n).map(|_| TOKENS[rng.below(TOKENS.len())]).collect();
         check_no_panic(&text, &[]);
     }
-    for _ in 0..300 {
+    for _ in 0..part(300) {
         let n = rng.below(200);
         let text: String = (0..n).map(|_| char::from_u32(rng.below(0x250) as u32).unwrap_or('?')).collect();
         check_no_panic(&text, &[]);
+    }
+    // The shipped files, valid, with random `--set` values for their
+    // variables: substitution puts user text anywhere in a file.
+    let names: Vec<Vec<String>> = corpus.iter().map(|t| variable_names(t)).collect();
+    for i in 0..part(4000) {
+        let k = i % corpus.len();
+        let mut sets = Vec::new();
+        for _ in 0..=rng.below(3) {
+            let Some(name) = names[k].get(rng.below(names[k].len().max(1))) else { break };
+            let value = match rng.below(3) {
+                0 => TOKENS[rng.below(TOKENS.len())].to_owned(),
+                1 => {
+                    mutate(&mut rng, ["5", "30s", "/a/b", "http://127.0.0.1:8080/x", "ENOSPC", "+1h"][i % 6])
+                }
+                _ => (0..rng.below(30))
+                    .map(|_| char::from_u32(rng.below(0x250) as u32).unwrap_or('?'))
+                    .collect(),
+            };
+            sets.push((name.clone(), value));
+        }
+        check_no_panic(&corpus[k], &sets);
     }
     // Deep nesting of every kind.
     for open in ["[", "{a: ", "- ", "a:\n "] {
         check_no_panic(&open.repeat(5000), &[]);
     }
+    println!("fuzz: {} experiment files, 0 panics", part(4000) * 2 + part(1500) + part(300) + 4);
+}
+
+/// The `variables:` of a file (its top-level mapping's two-space keys).
+fn variable_names(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("variables:"))
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' ') || l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("  ")?.split_once(':').map(|(k, _)| k.to_owned()))
+        .filter(|k| !k.starts_with([' ', '#']))
+        .collect()
 }
 
 /// The format example in experiments/README.md is a valid file.
@@ -599,4 +638,32 @@ fn the_help_example_validates() {
     let e = parse("help", &example, &[]).unwrap_or_else(|d| panic!("{d}\n{example}"));
     assert_eq!(e.method.len(), 2);
     assert_eq!(e.abort.len(), 1);
+}
+
+/// Found by the fuzz test: `--set target=` emptied a target's `cgroup:` and
+/// the parser dropped the target without a word: `0 problems`, exit 3
+/// (or, where the method names it, "`service` is not defined").
+#[test]
+fn an_empty_target_is_reported_where_it_comes_from() {
+    for file in ["lossy-link.yaml", "dependency-outage.yaml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments").join(file);
+        let text = std::fs::read_to_string(path).unwrap();
+        let d = parse(file, &text, &[("target".to_owned(), String::new())]).unwrap_err();
+        let all = d.to_string();
+        assert!(all.contains("`cgroup` in target `service` has no value (from ${target} = ``)"), "{all}");
+    }
+}
+
+/// Found by the fuzz test: a lone `\r` ends a line for the YAML parser but
+/// not for `str::lines`, so a problem after one was reported past the end
+/// of the file, or quoted the wrong line.
+#[test]
+fn a_lone_carriage_return_ends_a_line_in_diagnostics() {
+    assert_eq!(crate::experiment::diag::source_lines("a\rb\r\nc\n\nd"), ["a", "b", "c", "", "d"]);
+    let d = parse("cr.yaml", "name: x\rtargets: [\rbad: {", &[]).unwrap_err();
+    let shown = d.to_string();
+    let line = d.list[0].span.start.line;
+    assert!(line <= 3, "{shown}");
+    let quoted = ["name: x", "targets: [", "bad: {"][line - 1];
+    assert!(shown.contains(&format!("{line} | {quoted}")), "{shown}");
 }

@@ -95,6 +95,11 @@ impl<'n> Fields<'n> {
         self.entries.iter().find(|(k, _)| k.text() == Some(key)).map(|(_, v)| v).filter(|v| !v.is_null())
     }
 
+    /// The value of `key` as written, empty or not.
+    fn raw(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|(k, _)| k.text() == Some(key)).map(|(_, v)| v)
+    }
+
     fn key_span(&self, key: &str) -> Option<Span> {
         self.entries.iter().find(|(k, _)| k.text() == Some(key)).map(|(k, _)| k.span)
     }
@@ -148,7 +153,15 @@ impl Conv {
         let v = f.get(key);
         if v.is_none() {
             let (span, msg) = match f.key_span(key) {
-                Some(s) => (s, format!("`{key}` in {} has no value", f.what)),
+                // `origin`: an empty value often comes from `--set NAME=`.
+                Some(s) => (
+                    s,
+                    format!(
+                        "`{key}` in {} has no value{}",
+                        f.what,
+                        f.raw(key).map(origin).unwrap_or_default()
+                    ),
+                ),
                 None => (f.at, format!("missing field `{key}` in {}", f.what)),
             };
             self.err(span, msg, Some(format!("add e.g. {}", example(key))));
@@ -391,11 +404,13 @@ impl Conv {
             };
             let given: Vec<&str> = ["cgroup", "pid", "container"].into_iter().filter(|s| f.has(s)).collect();
             let selector = match given.as_slice() {
-                ["cgroup"] => f
-                    .get("cgroup")
+                // `required`: an empty value (`cgroup:`, `--set target=`) is
+                // a problem to report, not a target to drop silently.
+                ["cgroup"] => self
+                    .required(&f, "cgroup")
                     .and_then(|n| self.string(n, "cgroup"))
                     .map(|p| Selector::Cgroup(PathBuf::from(p))),
-                ["pid"] => f.get("pid").and_then(|n| {
+                ["pid"] => self.required(&f, "pid").and_then(|n| {
                     self.typed(n, "pid", |t| match t.parse::<i32>() {
                         Ok(p) if p > 0 => Ok(p),
                         _ => Err(format!("`{t}` is not a process id (a positive number)")),
