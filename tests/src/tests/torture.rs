@@ -67,6 +67,7 @@ impl Rng {
 struct Phases {
     starting: usize,
     running: usize,
+    stopping: usize,
     exited: usize,
 }
 
@@ -118,14 +119,17 @@ fn torture(f: &Family) -> anyhow::Result<()> {
         let at = rng.uniform(life);
         let mut run = ChaosRun::start_with_env(&args, &f.env)?;
         std::thread::sleep(at);
-        let started = run.wait_event("start", Duration::ZERO).is_ok();
         run.signal(libc::SIGKILL);
         let killed = Instant::now();
         let ended = run.wait(Duration::from_secs(30))?;
-        match (ended.status.code(), started) {
-            (Some(_), _) => phases.exited += 1,
-            (None, true) => phases.running += 1,
-            (None, false) => phases.starting += 1,
+        // Where the kill found it, by what it had printed (the reader
+        // drains the pipe to its end): a start event follows the rule's
+        // insertion, a stop event the rule's removal.
+        match (ended.status.code(), ended.event("start").is_some(), ended.event("stop").is_some()) {
+            (Some(_), ..) => phases.exited += 1,
+            (None, false, _) => phases.starting += 1,
+            (None, true, false) => phases.running += 1,
+            (None, true, true) => phases.stopping += 1,
         }
         std::thread::sleep((killed + DURATION + GRACE).saturating_duration_since(Instant::now()));
         if let Err(e) = (f.inert)() {
@@ -153,14 +157,15 @@ fn torture(f: &Family) -> anyhow::Result<()> {
         }
     }
     eprint!(
-        "[{}: {n} kill points over {:.0} ms (start after {:.0} ms) in {:.0} s: {} starting, {} running, {} after \
-         exit; {} leftovers, {} faults past their deadline] ",
+        "[{}: {n} kill points over {:.0} ms (start after {:.0} ms) in {:.0} s: {} starting, {} running, {} \
+         stopping, {} after exit; {} leftovers, {} faults past their deadline] ",
         f.name,
         life.as_secs_f64() * 1e3,
         startup.as_secs_f64() * 1e3,
         began.elapsed().as_secs_f64(),
         phases.starting,
         phases.running,
+        phases.stopping,
         phases.exited,
         left.len(),
         late.len()
