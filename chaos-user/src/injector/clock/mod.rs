@@ -339,10 +339,7 @@ impl Clock {
     fn offset_in(&mut self, lib: &libc::Mapped) -> std::result::Result<u64, String> {
         self.offsets
             .entry(lib.identity.clone())
-            .or_insert_with(|| {
-                let bytes = std::fs::read(&lib.path).map_err(|e| format!("reading it: {e}"))?;
-                libc::function_offset(&bytes, LIBC_FUNCTION)
-            })
+            .or_insert_with(|| libc::function_offset_in(&lib.path, LIBC_FUNCTION))
             .clone()
     }
 }
