@@ -87,11 +87,7 @@ pub fn function_offset_in(path: &Path, name: &str) -> Result<u64, String> {
 /// attached at. Parsed by the `object` crate, which checks every offset
 /// and size against the data.
 pub fn function_offset(bytes: &[u8], name: &str) -> Result<u64, String> {
-    use object::{
-        Object as _, ObjectSegment as _, ObjectSymbol as _,
-        elf::STT_FUNC,
-        read::elf::{ElfFile64, Sym as _},
-    };
+    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, elf::STT_FUNC, read::elf::ElfFile64};
     let elf =
         ElfFile64::<object::Endianness>::parse(bytes).map_err(|e| format!("not a 64-bit ELF file ({e})"))?;
     if elf.elf_dynamic_symbol_table().is_empty() {
