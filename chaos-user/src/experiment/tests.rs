@@ -399,7 +399,7 @@ fn set_values_never_reach_a_shell() {
     };
     let sets = [("x".to_owned(), attack.clone())];
     let d =
-        parse("x.yaml", &file("'echo ${x}'"), &sets).err().expect("a run string with a variable is refused");
+        parse("x.yaml", &file("'echo ${x}'"), &sets).expect_err("a run string with a variable is refused");
     let hint = has(&d, "`run` is a shell command (run by `sh -c`) with ${x} substituted into it", 7, 22);
     assert!(hint.unwrap().contains("as a list"));
     // Refused with the file's own default too: what validates must not
