@@ -11,6 +11,8 @@
 //!   refuses to open anything that already exists, a symlink included),
 //!   written, and renamed over the final name. `rename(2)` replaces the
 //!   directory entry itself, never what a symlink there points to;
+//! - except that an existing FIFO or character device (`/dev/stdout`) in a
+//!   directory only root can write to is written in place;
 //! - a directory of our own is made by `mkdtemp(3)` (mode 0700, a random
 //!   name, created exclusively), never at a predictable path.
 
@@ -110,6 +112,10 @@ fn temp_name(name: &CString) -> io::Result<CString> {
 /// followed). A reader of `path` sees the old entry or the whole new file.
 fn replace_with(path: &Path, init: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<File> {
     let (dir, name) = split(path)?;
+    if let Some(mut file) = open_stream(&dir, &name)? {
+        init(&mut file)?;
+        return Ok(file);
+    }
     let tmp = temp_name(&name)?;
     let mut file = create_new_at(&dir, &tmp)?;
     let done = init(&mut file).and_then(|()| rename_at(&dir, &tmp, &name));
@@ -118,6 +124,41 @@ fn replace_with(path: &Path, init: impl FnOnce(&mut File) -> io::Result<()>) -> 
         return Err(e);
     }
     Ok(file)
+}
+
+/// An existing FIFO, character device or socket at `name` (`--events
+/// /dev/stdout`), opened to write to in place, but only in a directory no
+/// one but root (or us) can write to, where whatever is at `name` was put
+/// there by root. Elsewhere, and for regular files, `None`: the entry is
+/// replaced (a planted symlink to a disk or a terminal is not followed).
+fn open_stream(dir: &OwnedFd, name: &CString) -> io::Result<Option<File>> {
+    // SAFETY: fstat and fstatat write into zeroed structs we own; valid fd
+    // and C string.
+    let (dir_st, st) = unsafe {
+        let mut dir_st: libc::stat = std::mem::zeroed();
+        if libc::fstat(dir.as_raw_fd(), &mut dir_st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut st, 0) != 0 {
+            return Ok(None);
+        }
+        (dir_st, st)
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let trusted = (dir_st.st_uid == 0 || dir_st.st_uid == me) && dir_st.st_mode & 0o022 == 0;
+    let stream = matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR | libc::S_IFSOCK);
+    if !trusted || !stream {
+        return Ok(None);
+    }
+    // SAFETY: valid fd and C string; the fd is checked and then owned.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(Some(unsafe { File::from_raw_fd(fd) }))
 }
 
 /// Write `bytes` to `path` atomically, without following a symlink at
@@ -199,6 +240,23 @@ mod tests {
         fs::hard_link(&victim, s.0.join("out.xml")).unwrap();
         write_atomic(&s.0.join("out.xml"), b"<x/>").unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    }
+
+    #[test]
+    fn streams_are_written_in_place_only_where_root_put_them() {
+        let s = scratch();
+        // Ours (0700): a symlink to /dev/null is what the user asked for.
+        let null = s.0.join("null");
+        std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+        create_replacing(&null).unwrap().write_all(b"x").unwrap();
+        assert!(fs::symlink_metadata(&null).unwrap().file_type().is_symlink());
+        // Anyone's: the same symlink, planted, is replaced.
+        let open = s.0.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink("/dev/null", open.join("null")).unwrap();
+        write_atomic(&open.join("null"), b"x").unwrap();
+        assert!(fs::symlink_metadata(open.join("null")).unwrap().file_type().is_file());
     }
 
     #[test]
