@@ -7,6 +7,18 @@ use chaos::{
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    // Every argument is text to chaos (flags, cgroup and file paths are
+    // echoed in messages, events and the state file's owner record): one
+    // that is not UTF-8 is refused here, once, rather than met by a panic
+    // wherever it is first read as a string.
+    if let Some(bad) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
+        eprintln!(
+            "chaos: error: argument {} is not valid UTF-8; chaos takes UTF-8 arguments only \
+             (paths included: rename the file or cgroup)",
+            bad.to_string_lossy()
+        );
+        return ExitCode::Invalid.into();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -25,7 +25,7 @@ pub fn require_root(what: &str) -> Result<()> {
 /// Claim `attacks` (refusing a target already under attack of the same
 /// family by a live chaos process), then load the injector.
 pub fn open(attacks: &[Attack]) -> Result<Injector> {
-    let dir = state::state_dir();
+    let dir = state::checked_state_dir()?;
     let state = claim(&dir, attacks)?;
     Injector::new(state)
 }

@@ -30,6 +30,69 @@ pub fn state_dir() -> PathBuf {
     std::env::var_os("CHAOS_STATE_DIR").map_or_else(|| PathBuf::from("/run/chaos"), PathBuf::from)
 }
 
+/// [`state_dir`], created if missing (mode 0700) and checked with
+/// [`validate_state_dir`]: what chaos and `chaos recover` use.
+pub fn checked_state_dir() -> Result<PathBuf> {
+    let dir = state_dir();
+    validate_state_dir(&dir)?;
+    Ok(dir)
+}
+
+/// The state directory must be ours alone: whoever can write to it (or
+/// replace it, through a writable parent) could plant a state file that
+/// `recover` acts on as root, or a symlink that root writes through. So it
+/// must be a real directory (not a symlink) owned by us (root), writable by
+/// no group and no other user, and so must each directory above it (unless
+/// sticky, like /tmp: then others cannot rename what is ours).
+pub fn validate_state_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let refuse = |what: String| {
+        Error::environment(format!(
+            "state directory {} (CHAOS_STATE_DIR, default /run/chaos) {what}; use a directory only root \
+             can write to, e.g. unset CHAOS_STATE_DIR",
+            dir.display()
+        ))
+    };
+    if !dir.is_absolute() {
+        return Err(refuse("is not an absolute path".into()));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    // The directories above it first, before anything is created in them
+    // (missing ones are created below, ours).
+    for parent in dir.ancestors().skip(1) {
+        let Ok(m) = fs::metadata(parent) else { continue };
+        if m.uid() != 0 && m.uid() != me {
+            return Err(refuse(format!("lies in {}, owned by uid {}", parent.display(), m.uid())));
+        }
+        if m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0 {
+            return Err(refuse(format!(
+                "lies in {}, which others can write to (mode {:o})",
+                parent.display(),
+                m.mode() & 0o7777
+            )));
+        }
+    }
+    if fs::symlink_metadata(dir).is_err() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| refuse(format!("cannot be created: {e}")))?;
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| refuse(format!("cannot be read: {e}")))?;
+    if !meta.file_type().is_dir() {
+        return Err(refuse("is not a directory (a symlink?)".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!("is owned by uid {}, not by uid {me}", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!("is writable by others (mode {:o})", meta.mode() & 0o7777)));
+    }
+    Ok(())
+}
+
 /// One line of a state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "kebab-case")]
@@ -317,5 +380,46 @@ mod tests {
         assert!(found.iter().any(|f| f.replay.leftovers == vec![filter(3)] && !f.live));
         drop(held);
         fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod state_dir_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chown below needs root; `./x test` runs as root.
+        }
+        let base = crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-state-dir-test").unwrap();
+        let ok = base.join("state");
+        validate_state_dir(&ok).unwrap();
+        assert_eq!(fs::metadata(&ok).unwrap().permissions().mode() & 0o777, 0o700, "created 0700");
+        let check = |dir: &Path, needle: &str| {
+            let err = validate_state_dir(dir).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::ExitCode::Invalid);
+            assert!(err.to_string().contains(needle) && err.to_string().contains("CHAOS_STATE_DIR"), "{err}");
+        };
+        let world = base.join("world");
+        fs::create_dir(&world).unwrap();
+        fs::set_permissions(&world, fs::Permissions::from_mode(0o777)).unwrap();
+        check(&world, "writable by others");
+        let theirs = base.join("theirs");
+        fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        check(&theirs, "owned by uid 65534");
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        check(&link, "not a directory");
+        // Below a directory another user owns (it could swap ours away):
+        // refused before anything is made in it.
+        check(&theirs.join("state"), "owned by uid 65534");
+        assert!(!theirs.join("state").exists());
+        check(Path::new("relative/state"), "not an absolute path");
+        let _ = fs::remove_dir_all(&base);
     }
 }

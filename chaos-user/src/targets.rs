@@ -8,7 +8,7 @@
 
 use std::{
     fmt, fs,
-    os::unix::fs::MetadataExt,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt},
     path::{Component, Path, PathBuf},
 };
 
@@ -46,8 +46,9 @@ impl fmt::Display for Target {
     }
 }
 
-/// Whether targets at the host's top (the root cgroup, PID 1's cgroup) are
-/// allowed.
+/// Whether targets that stand for the host are allowed: the root cgroup,
+/// the cgroups holding PID 1 or chaos itself, systemd's top-level slices and
+/// the kubelet's `kubepods*` (see `host_cgroup`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllowHost(pub bool);
 
@@ -90,6 +91,14 @@ impl CgroupFs {
             self.mount.join(rel)
         };
         let dir = normalize(&dir);
+        if dir.to_str().is_none() {
+            // Events, reports and the state file are JSON: text only.
+            return Err(Error::invalid(format!(
+                "cgroup {} has a name that is not valid UTF-8, which chaos cannot record in its events, \
+                 reports and state file; give the cgroup a UTF-8 name",
+                dir.display()
+            )));
+        }
         if !dir.starts_with(&self.mount) {
             return Err(Error::invalid(format!(
                 "{} is outside the cgroup v2 hierarchy mounted at {}",
@@ -131,39 +140,72 @@ impl CgroupFs {
         if pid <= 0 {
             return Err(Error::invalid(format!("--pid {pid}: a pid is a positive number")));
         }
-        let text = fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
-            .map_err(|_| Error::NoSuchPid(pid))?;
-        let hierarchy_path = text.lines().find_map(|l| l.strip_prefix("0::")).ok_or_else(|| {
-            Error::environment(format!(
-                "process {pid} is in no cgroup v2 (no 0:: line in /proc/{pid}/cgroup)"
-            ))
-        })?;
+        // Bytes, not text: a cgroup's name may be any bytes but `/` and NUL.
+        let text =
+            fs::read(proc_root.join(pid.to_string()).join("cgroup")).map_err(|_| Error::NoSuchPid(pid))?;
+        let hierarchy_path =
+            text.split(|b| *b == b'\n').find_map(|l| l.strip_prefix(b"0::")).ok_or_else(|| {
+                Error::environment(format!(
+                    "process {pid} is in no cgroup v2 (no 0:: line in /proc/{pid}/cgroup)"
+                ))
+            })?;
         // /proc/PID/cgroup is relative to our cgroup namespace root, which
         // is what the mount shows as its root.
-        let rel = hierarchy_path.trim_start_matches('/');
-        Ok(self.mount.join(rel))
+        let start = hierarchy_path.iter().position(|b| *b != b'/').unwrap_or(hierarchy_path.len());
+        Ok(self.mount.join(std::ffi::OsStr::from_bytes(&hierarchy_path[start..])))
     }
 
     fn check_host(&self, target: &Target, allow_host: AllowHost) -> Result<()> {
         if allow_host.0 {
             return Ok(());
         }
-        if target.path == self.mount {
-            return Err(Error::invalid(format!(
-                "{} is the root cgroup: that would hit every process on the host; pass --allow-host if you mean it",
+        let ours = std::process::id() as i32;
+        match self.host_cgroup(&target.path, Path::new("/proc"), ours) {
+            None => Ok(()),
+            Some(why) => Err(Error::invalid(format!(
+                "{} {why}: attacking it would hit the host, not one workload; target a cgroup below it \
+                 (e.g. /system.slice/my.service), or pass --allow-host (`allow-host: true` in an experiment \
+                 file) if you mean it",
                 target.path.display()
-            )));
+            ))),
         }
-        if let Ok(init) = self.cgroup_of(Path::new("/proc"), 1)
-            && normalize(&init) == target.path
-            && init != self.mount
-        {
-            return Err(Error::invalid(format!(
-                "{} is PID 1's cgroup; pass --allow-host if you mean it",
-                target.path.display()
-            )));
+    }
+
+    /// Why `dir` stands for the host rather than a workload, if it does:
+    /// the root; a cgroup holding PID 1's or chaos's own (an attack there
+    /// reaches init, or chaos and its probes); or a top-level grouping of
+    /// systemd (`*.slice`, `init.scope`: every service, every user session,
+    /// every VM) or of the kubelet (`kubepods*` and its QoS classes: every
+    /// pod).
+    fn host_cgroup(&self, dir: &Path, proc_root: &Path, ours: i32) -> Option<String> {
+        if dir == self.mount {
+            return Some("is the root cgroup (every process on the host)".into());
         }
-        Ok(())
+        for (pid, who) in [(1, "PID 1 (init)"), (ours, "chaos itself")] {
+            if let Ok(cg) = self.cgroup_of(proc_root, pid)
+                && normalize(&cg).starts_with(dir)
+            {
+                return Some(format!("holds {who}"));
+            }
+        }
+        let rel = dir.strip_prefix(&self.mount).ok()?;
+        let names: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+        let kubepods = |n: &str| n.starts_with("kubepods");
+        match names.as_slice() {
+            [top]
+                if top.ends_with(".slice") || *top == "init.scope" || *top == "machine" || kubepods(top) =>
+            {
+                Some(format!("is a top-level grouping of the host ({top})"))
+            }
+            [top, class]
+                if kubepods(top)
+                    && (["burstable", "besteffort"].contains(class)
+                        || (class.starts_with("kubepods-") && class.ends_with(".slice"))) =>
+            {
+                Some(format!("is a Kubernetes QoS class ({top}/{class}: every pod of that class)"))
+            }
+            _ => None,
+        }
     }
 
     /// True when `path` is on a cgroup v2 filesystem (statfs magic).
@@ -334,6 +376,84 @@ mod tests {
         let err = tree.fs().resolve_path(&tree.dir, AllowHost(false)).unwrap_err();
         assert!(err.to_string().contains("--allow-host"), "{err}");
         assert_eq!(tree.fs().resolve_path(&tree.dir, AllowHost(true)).unwrap().level, 0);
+    }
+
+    #[test]
+    fn host_groupings_need_allow_host() {
+        let tree = FakeTree::new(
+            "host",
+            &[
+                "system.slice",
+                "system.slice/nginx.service",
+                "user.slice",
+                "init.scope",
+                "machine.slice",
+                "kubepods.slice/kubepods-burstable.slice/pod1",
+                "kubepods/besteffort/pod2",
+                "svc/chaos/child",
+                "apps/init",
+                "app.service",
+            ],
+        );
+        let fs = tree.fs();
+        // A fake /proc: PID 1 in /apps/init, "chaos" (pid 77) in /svc/chaos.
+        let proc_root = tree.dir.join("proc");
+        for (pid, cg) in [(1, "/apps/init"), (77, "/svc/chaos")] {
+            fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
+            fs::write(proc_root.join(format!("{pid}/cgroup")), format!("0::{cg}\n")).unwrap();
+        }
+        let why = |p: &str| fs.host_cgroup(&normalize(&tree.dir.join(p)), &proc_root, 77);
+        for refused in [
+            "",
+            "system.slice",
+            "user.slice",
+            "init.scope",
+            "machine.slice",
+            "kubepods.slice",
+            "kubepods.slice/kubepods-burstable.slice",
+            "kubepods",
+            "kubepods/besteffort",
+            "svc",
+            "svc/chaos",
+            "apps",
+            "apps/init",
+        ] {
+            assert!(why(refused).is_some(), "/{refused} accepted");
+        }
+        for accepted in [
+            "system.slice/nginx.service",
+            "kubepods.slice/kubepods-burstable.slice/pod1",
+            "svc/chaos/child",
+            "app.service",
+        ] {
+            assert_eq!(why(accepted), None, "/{accepted}");
+        }
+        // Through resolve_path: refused with the flag named, allowed with it.
+        let err = fs.resolve_path(Path::new("/system.slice"), AllowHost(false)).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Invalid);
+        assert!(
+            err.to_string().contains("top-level grouping") && err.to_string().contains("--allow-host"),
+            "{err}"
+        );
+        assert!(fs.resolve_path(Path::new("/system.slice"), AllowHost(true)).is_ok());
+        assert!(fs.resolve_path(Path::new("/system.slice/nginx.service"), AllowHost(false)).is_ok());
+    }
+
+    #[test]
+    fn non_utf8_cgroups_are_refused_not_panicked_on() {
+        use std::{ffi::OsStr, os::unix::ffi::OsStrExt as _};
+        let tree = FakeTree::new("utf8", &[]);
+        let name = OsStr::from_bytes(b"bad\xff");
+        fs::create_dir(tree.dir.join(name)).unwrap();
+        fs::write(tree.dir.join(name).join("cgroup.procs"), "").unwrap();
+        let err = tree.fs().resolve_path(&Path::new("/").join(name), AllowHost(false)).unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+        // The same cgroup through a process in it (/proc/PID/cgroup is bytes).
+        let proc_root = tree.dir.join("proc");
+        fs::create_dir_all(proc_root.join("42")).unwrap();
+        fs::write(proc_root.join("42/cgroup"), b"0::/bad\xff\n").unwrap();
+        let err = tree.fs().resolve_pid(&proc_root, 42, AllowHost(false)).unwrap_err();
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
     }
 
     #[test]

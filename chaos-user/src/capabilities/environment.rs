@@ -34,35 +34,72 @@ pub fn cgroup_v2() -> Result<String, String> {
     Ok(format!("mounted at {}", fs.mount.display()))
 }
 
-/// Mount a bpffs instance on a temporary directory and unmount it.
+/// Run `f` on a thread of its own in a mount namespace of its own, so that
+/// what it mounts is seen by no other process and goes away with the thread
+/// (the namespace dies with its last task: `put_mnt_ns()` in
+/// fs/namespace.c), even when chaos is killed: nothing to record, nothing
+/// to recover, no mount point another user could have made. A thread may
+/// unshare CLONE_NEWNS on its own (it implies CLONE_FS, which
+/// `check_unshare_flags()` in kernel/fork.c allows for one thread).
+pub fn in_private_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: unshare affects only this thread.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(format!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error()));
+            }
+            // The copy shares propagation with the host's mounts where those
+            // are shared (Documentation/filesystems/sharedsubtree.rst): make
+            // every mount a slave first, so that nothing mounted here
+            // propagates back.
+            // SAFETY: valid C strings; no data argument.
+            if unsafe {
+                libc::mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                )
+            } != 0
+            {
+                return Err(format!("making / a slave mount: {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "thread panicked inside a private mount namespace".to_owned())?
+    })
+}
+
+/// `mount -t FSTYPE FSTYPE AT`, in the calling thread's mount namespace.
+fn mount_fs(fstype: &std::ffi::CStr, at: &std::ffi::CStr) -> Result<(), String> {
+    // SAFETY: valid C strings; no data argument.
+    if unsafe { libc::mount(fstype.as_ptr(), at.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+        return Err(format!(
+            "mount -t {} on {}: {}",
+            fstype.to_string_lossy(),
+            at.to_string_lossy(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Mount a bpffs instance in a private mount namespace (on /sys/fs/bpf,
+/// the mount point the kernel makes for it, `bpf_init()` in
+/// kernel/bpf/inode.c): it vanishes with the namespace.
 pub fn bpffs() -> Result<String, String> {
     let mounted = fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
         .find(|l| l.split_whitespace().nth(2) == Some("bpf"))
         .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned));
-    let dir = std::env::temp_dir().join(format!("chaos-bpffs-probe-{}", std::process::id()));
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = mount_probe("bpf", &dir);
-    let _ = fs::remove_dir(&dir);
-    result?;
+    in_private_mountns(|| mount_fs(c"bpf", c"/sys/fs/bpf"))??;
     Ok(match mounted {
         Some(at) => format!("mounted at {at}"),
         None => "supported, not mounted (mount -t bpf bpf /sys/fs/bpf to inspect with bpftool)".into(),
     })
-}
-
-fn mount_probe(fstype: &str, dir: &Path) -> Result<(), String> {
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, ty, target) = (c(fstype), c(fstype), c(&dir.to_string_lossy()));
-    // SAFETY: valid C strings; we unmount what we mounted right away.
-    unsafe {
-        if libc::mount(src.as_ptr(), target.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) != 0 {
-            return Err(format!("mount -t {fstype}: {}", std::io::Error::last_os_error()));
-        }
-        libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-    }
-    Ok(())
 }
 
 /// The kernel lockdown mode, from securityfs (mounted on a temporary
@@ -87,45 +124,32 @@ fn read_securityfs(file: &str) -> Option<String> {
     if let Ok(text) = fs::read_to_string(&standard) {
         return Some(text.trim().to_owned());
     }
-    let dir = std::env::temp_dir().join(format!("chaos-securityfs-{}", std::process::id()));
-    fs::create_dir_all(&dir).ok()?;
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (ty, target) = (c("securityfs"), c(&dir.to_string_lossy()));
-    // SAFETY: valid C strings; unmounted before returning.
-    let text = unsafe {
-        if libc::mount(ty.as_ptr(), target.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) != 0 {
-            None
-        } else {
-            let t = fs::read_to_string(dir.join(file)).ok();
-            libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-            t
-        }
-    };
-    let _ = fs::remove_dir(&dir);
-    text.map(|t| t.trim().to_owned())
+    // Not mounted: mount it where the kernel expects it
+    // (`securityfs_init()` in security/inode.c), in a private mount
+    // namespace.
+    in_private_mountns(|| {
+        mount_fs(c"securityfs", c"/sys/kernel/security").ok()?;
+        fs::read_to_string(&standard).ok()
+    })
+    .ok()
+    .flatten()
+    .map(|t| t.trim().to_owned())
 }
 
-/// Make sure tracefs is mounted where aya looks for it. Returns whether we
-/// mounted it (the caller unmounts).
-pub fn ensure_tracefs() -> Result<bool, String> {
-    let path = Path::new("/sys/kernel/tracing");
-    if path.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
-        return Ok(false);
+/// Run `f` where tracefs is mounted at /sys/kernel/tracing, where aya looks
+/// for it (it finds the ids of tracepoints there): here if it is mounted
+/// already, else on a thread with tracefs mounted in a private mount
+/// namespace, which nobody else sees and which ends with the thread (the
+/// perf events made meanwhile keep what they need).
+pub fn with_tracefs<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    if Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(f());
     }
-    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (ty, target) = (c("tracefs"), c("/sys/kernel/tracing"));
-    // SAFETY: valid C strings.
-    if unsafe { libc::mount(ty.as_ptr(), target.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) } != 0 {
-        return Err(format!(
-            "tracefs is not mounted and mounting it failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(true)
-}
-
-pub fn unmount_tracefs() {
-    let target = std::ffi::CString::new("/sys/kernel/tracing").expect("no NUL");
-    // SAFETY: valid C string.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    in_private_mountns(|| {
+        mount_fs(c"tracefs", c"/sys/kernel/tracing")
+            .map_err(|e| format!("tracefs is not mounted and mounting it failed: {e}"))?;
+        Ok(f())
+    })?
 }

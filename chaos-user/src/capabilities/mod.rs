@@ -3,8 +3,8 @@
 //! Every capability is *probed*: a tiny program from the `capabilities`
 //! eBPF object is loaded and attached (in a throwaway network namespace or
 //! cgroup, so that probing never touches anything real), a qdisc is
-//! installed on a throwaway device, a filesystem is mounted on a temporary
-//! directory. Kernel configs and version numbers are never trusted: distro
+//! installed on a throwaway device, a filesystem is mounted in a private
+//! mount namespace. Kernel configs and version numbers are never trusted: distro
 //! kernels backport, and configs lie about lockdown, LSM order and runtime
 //! sysctls. `chaos doctor` prints the same probes the attack planner uses.
 

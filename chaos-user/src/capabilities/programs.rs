@@ -68,18 +68,47 @@ pub fn tc_netlink() -> Outcome {
     .map_err(|e| format!("cannot create a private network namespace: {e}"))?
 }
 
-/// A cgroup made for the probe and removed after it.
+/// A cgroup made for the probe and removed after it:
+/// `chaos-probe-<pid>-<random>` under the root, so that a leftover (of a
+/// probe that was killed, or planted by someone) can never be the name a
+/// probe needs — `mkdir` then fails and the capability would read as
+/// missing. Leftovers of dead chaos processes, in that exact form and
+/// empty (rmdir refuses a cgroup with processes or children), are removed.
 struct ScratchCgroup(PathBuf);
+
+const SCRATCH_PREFIX: &str = "chaos-probe-";
 
 impl ScratchCgroup {
     fn new() -> Result<Self, String> {
         let fs = CgroupFs::discover().map_err(|e| e.to_string())?;
-        let dir = fs.mount.join(format!("chaos-probe-{}", std::process::id()));
+        remove_dead_scratch(&fs.mount);
+        let suffix = crate::safe_fs::random_suffix().map_err(|e| format!("getrandom: {e}"))?;
+        let dir = fs.mount.join(format!("{SCRATCH_PREFIX}{}-{suffix}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Self(dir))
     }
     fn open(&self) -> Result<fs::File, String> {
         fs::File::open(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// The pid in a scratch cgroup's name `chaos-probe-<pid>-<16 hex digits>`.
+fn scratch_owner(name: &str) -> Option<i32> {
+    let (pid, suffix) = name.strip_prefix(SCRATCH_PREFIX)?.split_once('-')?;
+    (suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+fn remove_dead_scratch(mount: &std::path::Path) {
+    for e in fs::read_dir(mount).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(scratch_owner) else { continue };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && fs::remove_dir(e.path()).is_ok() {
+            tracing::info!("removed {}, left by chaos pid {pid} (killed while probing)", e.path().display());
+        }
     }
 }
 
@@ -113,18 +142,13 @@ pub fn cgroup_sock_addr() -> Outcome {
 }
 
 pub fn tracepoint() -> Outcome {
-    let mounted = environment::ensure_tracefs()?;
-    let result = (|| {
+    environment::with_tracefs(|| {
         let mut ebpf = object()?;
         let prog: &mut TracePoint = program(&mut ebpf, "probe_tracepoint")?;
         prog.load().map_err(|e| describe(&e))?;
         prog.attach("syscalls", "sys_enter_getppid").map_err(|e| describe(&e))?;
         Ok("attached to syscalls/sys_enter_getppid".to_owned())
-    })();
-    if mounted {
-        environment::unmount_tracefs();
-    }
-    result
+    })?
 }
 
 pub fn raw_tracepoint() -> Outcome {
@@ -152,7 +176,23 @@ pub extern "C" fn chaos_uprobe_probe_target() -> u64 {
     std::hint::black_box(7)
 }
 
+/// Before Linux 4.17 aya makes uprobes and kprobes through tracefs
+/// (`uprobe_events`), where they outlive the process that made them
+/// (`attach_perf_event_probe()` in aya's programs/probe.rs): refused, so
+/// that chaos never leaves one behind. 4.17 added the perf PMUs.
+fn probes_are_fd_owned() -> Result<(), String> {
+    use aya::util::KernelVersion;
+    match KernelVersion::current() {
+        Ok(v) if v >= KernelVersion::new(4, 17, 0) => Ok(()),
+        Ok(v) => Err(format!(
+            "kernel {v} is older than 4.17: probes would be tracefs events that outlive chaos; not used"
+        )),
+        Err(e) => Err(format!("cannot read the kernel version: {e}")),
+    }
+}
+
 pub fn uprobe() -> Outcome {
+    probes_are_fd_owned()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut ebpf = object()?;
     let prog: &mut UProbe = program(&mut ebpf, "probe_uprobe")?;
@@ -165,6 +205,7 @@ pub fn uprobe() -> Outcome {
 }
 
 pub fn kprobe() -> Outcome {
+    probes_are_fd_owned()?;
     let mut ebpf = object()?;
     let prog: &mut KProbe = program(&mut ebpf, "probe_kprobe")?;
     prog.load().map_err(|e| describe(&e))?;
@@ -179,6 +220,7 @@ const INJECTABLE: &str =
     if cfg!(target_arch = "aarch64") { "__arm64_sys_getppid" } else { "__x64_sys_getppid" };
 
 pub fn kprobe_override() -> Outcome {
+    probes_are_fd_owned()?;
     let mut ebpf = object()?;
     let prog: &mut KProbe = program(&mut ebpf, "probe_kprobe_override")?;
     prog.load()
@@ -227,6 +269,22 @@ pub fn probe_write_user() -> Outcome {
             } else {
                 Err(format!("{} (kernel lockdown: {lockdown})", describe(&e)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_carry_their_owner() {
+        assert_eq!(scratch_owner("chaos-probe-42-0123456789abcdef"), Some(42));
+        // The old fixed form, others' names and near misses are never ours.
+        for other in
+            ["chaos-probe-42", "chaos-probe-42-xyz", "chaos-probe--1-0123456789abcdef", "chaos-test-1"]
+        {
+            assert_eq!(scratch_owner(other), None, "{other}");
         }
     }
 }

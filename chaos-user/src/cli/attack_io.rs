@@ -28,7 +28,8 @@ pub struct IoErrorArgs {
     pub percent: Percent,
 
     /// A directory (everything below it, itself included) or a file, as the
-    /// kernel resolves it (see above). Repeatable, up to 8.
+    /// kernel resolves it (see above). Repeatable, up to 8. Absolute, or
+    /// with --paths-in host relative to chaos's working directory.
     #[arg(long = "path", value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
 

@@ -21,7 +21,8 @@ use crate::{
 /// success, on failure and on Ctrl-C. Needs root.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Where the reports go (JSON, JUnit XML, event lines).
+    /// Where the reports go (JSON, JUnit XML, event lines) [default: a new
+    /// private directory chaos-demo-XXXXXX in $TMPDIR or /tmp].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -32,8 +33,7 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let out = self.out.unwrap_or_else(demo::default_out);
-        demo::run(&out, !self.no_live && std::io::stderr().is_terminal())
+        demo::run(self.out, !self.no_live && std::io::stderr().is_terminal())
     }
 }
 

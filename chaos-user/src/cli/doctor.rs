@@ -11,7 +11,7 @@ use crate::{
 ///
 /// Each mechanism is probed by loading and attaching a tiny program (in a
 /// throwaway network namespace or cgroup), installing a qdisc on a throwaway
-/// device, or mounting a filesystem on a temporary directory — never by
+/// device, or mounting a filesystem in a private mount namespace — never by
 /// reading kernel configs. Nothing is left behind. The attack planner uses
 /// the same probes, so what `doctor` says is what `attack` and `run` do.
 #[derive(Debug, Args)]

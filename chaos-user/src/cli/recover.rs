@@ -25,7 +25,7 @@ pub struct RecoverArgs {
 impl RecoverArgs {
     pub fn run(self) -> Result<ExitCode> {
         session::require_root("chaos recover")?;
-        let actions = recover::recover(&state::state_dir())?;
+        let actions = recover::recover(&state::checked_state_dir()?)?;
         for a in &actions {
             if self.json {
                 println!("{}", serde_json::to_string(a).expect("serializable"));

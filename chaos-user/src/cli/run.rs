@@ -1,6 +1,6 @@
 //! `chaos run FILE`: run an experiment file and give a verdict.
 
-use std::{fs::File, io::IsTerminal, net::SocketAddr, path::PathBuf};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
 
 use clap::Args;
 
@@ -113,7 +113,8 @@ impl RunArgs {
         let events = match &self.events {
             None => Events::stdout(),
             Some(p) => Events::new(Box::new(
-                File::create(p).map_err(|e| Error::invalid(format!("--events {}: {e}", p.display())))?,
+                crate::safe_fs::create_replacing(p)
+                    .map_err(|e| Error::invalid(format!("--events {}: {e}", p.display())))?,
             )),
         };
         let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;

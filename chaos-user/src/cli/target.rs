@@ -15,8 +15,10 @@ pub struct TargetArgs {
     #[command(flatten)]
     pub select: Select,
 
-    /// Allow the root cgroup or PID 1's cgroup as a target (that is the
-    /// whole host).
+    /// Allow a target that stands for the host: the root cgroup, one that
+    /// holds PID 1 or chaos itself, a top-level systemd slice
+    /// (/system.slice, /user.slice, /init.scope, ...) or the kubelet's
+    /// kubepods* and its QoS classes.
     #[arg(long)]
     pub allow_host: bool,
 }

@@ -54,8 +54,9 @@ pub const ACTS: &[Act] = &[
     },
 ];
 
-/// Run the demo; `live` draws the live view. Reports go to `out`.
-pub fn run(out: &std::path::Path, live: bool) -> Result<ExitCode> {
+/// Run the demo; `live` draws the live view. Reports go to `out`, or to a
+/// new private directory ([`default_out`]).
+pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
     session::require_root("chaos demo (it creates network namespaces, a cgroup and eBPF attachments)")?;
     // Before anything is made: from here on Ctrl-C is a message, and the
     // sandbox is removed whatever happens.
@@ -63,7 +64,14 @@ pub fn run(out: &std::path::Path, live: bool) -> Result<ExitCode> {
     for what in sandbox::remove_stale() {
         println!("removed {what}, left by a demo that was killed");
     }
-    prepare(out)?;
+    let out = match out {
+        Some(dir) => {
+            prepare(&dir)?;
+            dir
+        }
+        None => default_out()?,
+    };
+    let out = out.as_path();
     println!(
         "chaos demo: a sandboxed service, an experiment against it, verdicts; everything is removed at the end.\n"
     );
@@ -102,7 +110,7 @@ pub fn run(out: &std::path::Path, live: bool) -> Result<ExitCode> {
             .map_err(|d| Error::invalid(d.to_string()))?;
         let stem = format!("act{}-loss{}", n + 1, act.loss);
         let events = Events::new(Box::new(
-            fs::File::create(out.join(format!("{stem}-events.jsonl")))
+            crate::safe_fs::create_replacing(&out.join(format!("{stem}-events.jsonl")))
                 .map_err(|e| Error::invalid(format!("writing to {}: {e}", out.display())))?,
         ));
         let options = Options {
@@ -152,7 +160,9 @@ pub fn run(out: &std::path::Path, live: bool) -> Result<ExitCode> {
     Ok(if interrupted { ExitCode::Aborted } else { ExitCode::Ok })
 }
 
-/// The reports directory, emptied of a previous demo's files.
+/// The reports directory the user named, emptied of a previous demo's
+/// files (removing a symlink removes the link, not what it points to; the
+/// files are then created by [`crate::safe_fs`]).
 fn prepare(out: &std::path::Path) -> Result<()> {
     fs::create_dir_all(out).map_err(|e| Error::invalid(format!("creating {}: {e}", out.display())))?;
     for e in fs::read_dir(out).into_iter().flatten().flatten() {
@@ -164,9 +174,14 @@ fn prepare(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Where reports go by default.
-pub fn default_out() -> PathBuf {
-    std::env::temp_dir().join("chaos-demo")
+/// Where reports go by default: a new directory `chaos-demo-XXXXXX` in the
+/// temporary directory, made by mkdtemp (mode 0700), so that no other user
+/// can have made it, or planted a symlink in it, first. It is left for the
+/// user to read; the demo prints where it is.
+pub fn default_out() -> Result<PathBuf> {
+    let tmp = std::env::temp_dir();
+    crate::safe_fs::private_dir(&tmp, "chaos-demo")
+        .map_err(|e| Error::environment(format!("cannot create a directory in {}: {e}", tmp.display())))
 }
 
 #[cfg(test)]

@@ -384,6 +384,39 @@ fn probe_rules() {
     assert_eq!(empty_ns.hypothesis.probes[0].netns, None);
 }
 
+/// A `--set` value is never shell code: a `run` string with a variable in
+/// it is refused, and in a `run` list the value is one argument, whatever
+/// it holds.
+#[test]
+fn set_values_never_reach_a_shell() {
+    let dir = crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-inject-test").unwrap();
+    let pwned = dir.join("pwned");
+    let attack = format!("$(touch {})", pwned.display());
+    let file = |run: &str| {
+        format!(
+            "name: n\nvariables: {{x: ok}}\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      command: {{run: {run}}}\nmethod:\n  - {{fault: net-loss, percent: 1, duration: 1m}}\n"
+        )
+    };
+    let sets = [("x".to_owned(), attack.clone())];
+    let d =
+        parse("x.yaml", &file("'echo ${x}'"), &sets).expect_err("a run string with a variable is refused");
+    let hint = has(&d, "`run` is a shell command (run by `sh -c`) with ${x} substituted into it", 7, 22);
+    assert!(hint.unwrap().contains("as a list"));
+    // Refused with the file's own default too: what validates must not
+    // depend on what --set gives.
+    assert!(parse("x.yaml", &file("'echo ${x}'"), &[]).is_err());
+    let e = parse("x.yaml", &file("[echo, '${x}']"), &sets).unwrap_or_else(|d| panic!("{d}"));
+    let Check::Command(c) = &e.hypothesis.probes[0].check else { panic!() };
+    assert_eq!(c.argv, ["echo", attack.as_str()]);
+    let mut c = c.clone();
+    c.output_contains = Some(attack.clone());
+    let sample = c.run(std::time::Duration::from_secs(5));
+    assert!(sample.ok, "{sample:?}");
+    let created = pwned.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!created, "the --set value ran as a shell command");
+}
+
 #[test]
 fn not_yaml_and_not_a_mapping() {
     has(&errors("name: [unclosed\n"), "not valid YAML", 2, 1);

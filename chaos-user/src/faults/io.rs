@@ -316,6 +316,17 @@ impl IoError {
             if p.as_os_str().is_empty() {
                 return Err("an empty path; give a file or directory, e.g. --path /var/lib/data".into());
             }
+            // A relative path has no meaning in the target's root
+            // directory (its processes each have their own working
+            // directory); in chaos's view it is chaos's working directory,
+            // as for any command.
+            if p.is_relative() && paths_in == PathsIn::Target {
+                return Err(format!(
+                    "--path {} is relative: give it absolute, as the target's processes see it (e.g. \
+                     /var/lib/data), or add --paths-in host to resolve it against chaos's working directory",
+                    p.display()
+                ));
+            }
             let a = std::path::absolute(&p).map_err(|e| format!("path {}: {e}", p.display()))?;
             if !abs.contains(&a) {
                 abs.push(a);
@@ -476,6 +487,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.paths, vec![std::env::current_dir().unwrap().join("data")]);
+    }
+
+    #[test]
+    fn relative_paths_in_the_target_are_refused() {
+        let e = IoError::new(
+            "EIO".parse().unwrap(),
+            Percent::new(1.0).unwrap(),
+            vec!["data".into()],
+            PathsIn::Target,
+            vec![IoOp::Read],
+            0,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("--path data is relative") && e.contains("--paths-in host"), "{e}");
     }
 }
 

@@ -2,7 +2,11 @@
 //! exit code, and the system exactly as it was (nothing loaded, attached or
 //! written).
 
-use std::{os::unix::process::CommandExt, process::Command, time::Duration};
+use std::{
+    os::unix::{ffi::OsStrExt as _, process::CommandExt},
+    process::Command,
+    time::Duration,
+};
 
 use chaos::capabilities::Capability;
 
@@ -65,7 +69,215 @@ pub fn bad_input_is_refused_with_nothing_attached(_ctx: &mut Ctx) -> anyhow::Res
         runner::run(&args)?.refused(&format!("chaos {}", args.join(" ")), needle)?;
         ensure_untouched(&format!("chaos {}", args.join(" ")))?;
     }
+    hardening_cases(&cg)
+}
+
+/// Issue 11: inputs that used to panic or slip through.
+fn hardening_cases(cg: &Cgroup) -> anyhow::Result<()> {
+    let net_loss = |target: &str| -> Vec<String> {
+        ["attack", "net-loss", "--cgroup", target, "--percent", "5", "--duration", "5s"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    // A top-level systemd slice stands for the host (on this machine's
+    // layout there is none: one of the test's own, named like one).
+    let slice = Cgroup::new("host.slice")?;
+    let scratch = Scratch::new()?;
+    let pwned = scratch.0.join("pwned");
+    let experiment = scratch.0.join("inject.yaml");
+    std::fs::write(
+        &experiment,
+        format!(
+            "name: inject\nvariables: {{x: ok}}\ntargets: {{a: {{cgroup: {}}}}}\nhypothesis:\n  probes:\n    \
+             - name: p\n      command: {{run: 'echo ${{x}}'}}\nmethod:\n  - {{fault: net-loss, percent: 1, duration: \
+             1s}}\n",
+            cg.rel
+        ),
+    )?;
+    let set = format!("x=$(touch {})", pwned.display());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (net_loss(&slice.rel), "top-level grouping of the host"),
+        (
+            [
+                "attack",
+                "io-error",
+                "--cgroup",
+                &cg.rel,
+                "--errno",
+                "EIO",
+                "--percent",
+                "5",
+                "--duration",
+                "5s",
+            ]
+            .iter()
+            .chain(&["--path", "data"])
+            .map(|s| s.to_string())
+            .collect(),
+            "--path data is relative",
+        ),
+        (
+            ["run", &experiment.to_string_lossy(), "--set", &set].iter().map(|s| s.to_string()).collect(),
+            "substituted into it",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let what = format!("chaos {}", args.join(" "));
+        runner::run(&args)?.refused(&what, needle)?;
+        ensure_untouched(&what)?;
+    }
+    anyhow::ensure!(!pwned.exists(), "a --set value ran as a shell command: {} exists", pwned.display());
+
+    // A state directory others can write to.
+    let open_dir = scratch.0.join("state");
+    std::fs::create_dir(&open_dir)?;
+    std::fs::set_permissions(&open_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let what = format!("CHAOS_STATE_DIR={} chaos attack net-loss", open_dir.display());
+    let args = net_loss(&cg.rel);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ChaosRun::start_with_env(&args, &[("CHAOS_STATE_DIR", &open_dir.to_string_lossy())])?
+        .wait(Duration::from_secs(60))?
+        .refused(&what, "writable by others")?;
+    anyhow::ensure!(
+        std::fs::read_dir(&open_dir)?.next().is_none(),
+        "{what}: wrote into {}",
+        open_dir.display()
+    );
+    ensure_untouched(&what)?;
+
+    // A cgroup named with bytes that are not UTF-8 (it exists: chaos used
+    // to resolve it and then panic recording it), as an argument and
+    // through a process in it.
+    let bad = cg.path.join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+    std::fs::create_dir(&bad)?;
+    let mut cmd = Command::new(runner::bin());
+    cmd.args(["attack", "net-loss", "--percent", "5", "--duration", "5s", "--cgroup"]).arg(&bad);
+    refused(cmd, "chaos attack net-loss --cgroup <not UTF-8>", "not valid UTF-8")?;
+    let mut sleeper = Command::new("sleep").arg("60").spawn()?;
+    let moved = std::fs::write(bad.join("cgroup.procs"), sleeper.id().to_string());
+    let mut cmd = Command::new(runner::bin());
+    cmd.args([
+        "attack",
+        "net-loss",
+        "--percent",
+        "5",
+        "--duration",
+        "5s",
+        "--pid",
+        &sleeper.id().to_string(),
+    ]);
+    let result = moved.map_err(anyhow::Error::from).and_then(|()| {
+        refused(
+            cmd,
+            "chaos attack net-loss --pid <a process in a cgroup not named in UTF-8>",
+            "not valid UTF-8",
+        )
+    });
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    result?;
+
+    // The cgroup chaos itself runs in, and its parent.
+    let inner = cg.path.join("chaos");
+    std::fs::create_dir(&inner)?;
+    for target in [format!("{}/chaos", cg.rel), cg.rel.clone()] {
+        let mut cmd = Command::new(runner::bin());
+        cmd.args(net_loss(&target));
+        let procs = inner.join("cgroup.procs");
+        // SAFETY: between fork and exec: only a write(2) to a file.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, "0"));
+        }
+        refused(
+            cmd,
+            &format!("chaos attack net-loss --cgroup {target}, run inside it"),
+            "holds chaos itself",
+        )?;
+    }
     Ok(())
+}
+
+/// A private temporary directory, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self(chaos::safe_fs::private_dir(&std::env::temp_dir(), "chaos-test-scratch")?))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `refused` for a command built by hand: exit code 3, `says` on stderr,
+/// no event on stdout, nothing left attached.
+fn refused(mut cmd: Command, what: &str, says: &str) -> anyhow::Result<()> {
+    let out = cmd.env("CHAOS_LOG", "info").stdin(std::process::Stdio::null()).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.code() == Some(3),
+        "{what}: exit code {:?}, expected 3: {stderr}",
+        out.status.code()
+    );
+    anyhow::ensure!(stderr.contains(says), "{what}: the message does not say {says:?}: {stderr}");
+    anyhow::ensure!(out.stdout.is_empty(), "{what}: printed {}", String::from_utf8_lossy(&out.stdout));
+    ensure_untouched(what)
+}
+
+/// `--report`, `--junit` and `--events` in a directory where someone has
+/// planted symlinks (at the paths, and at the `PATH.tmp` names chaos used
+/// to write through): what they point to is untouched, and the reports are
+/// written.
+pub fn output_paths_are_not_followed(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let cg = Cgroup::new("outputs")?;
+    let scratch = Scratch::new()?;
+    let dir = &scratch.0;
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious")?;
+    let experiment = dir.join("e.yaml");
+    std::fs::write(
+        &experiment,
+        format!(
+            "name: outputs\ntargets: {{a: {{cgroup: {}}}}}\nhypothesis:\n  probes:\n    - name: p\n      \
+             command: {{run: [true]}}\nmethod:\n  - {{fault: net-loss, percent: 1, duration: 1s}}\n",
+            cg.rel
+        ),
+    )?;
+    for planted in ["report.json", "report.json.tmp", "junit.xml.tmp", "events.jsonl"] {
+        std::os::unix::fs::symlink(&victim, dir.join(planted))?;
+    }
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (report, junit, events) = (path("report.json"), path("junit.xml"), path("events.jsonl"));
+    let out = runner::run(&[
+        "run",
+        &experiment.to_string_lossy(),
+        "--dry-run",
+        "--report",
+        &report,
+        "--junit",
+        &junit,
+        "--events",
+        &events,
+    ])?;
+    anyhow::ensure!(out.code() == Some(0), "chaos run --dry-run: exit code {:?}: {}", out.code(), out.stderr);
+    anyhow::ensure!(
+        std::fs::read_to_string(&victim)? == "precious",
+        "root wrote through a planted symlink: {} now holds {:?}",
+        victim.display(),
+        std::fs::read_to_string(&victim)?
+    );
+    for (file, says) in [(&report, "\"verdict\": \"dry-run\""), (&junit, "<testsuites"), (&events, "")] {
+        let meta = std::fs::symlink_metadata(file)?;
+        anyhow::ensure!(meta.file_type().is_file(), "{file} is not a regular file");
+        let text = std::fs::read_to_string(file)?;
+        anyhow::ensure!(text.contains(says), "{file} does not contain {says:?}: {text}");
+    }
+    ensure_untouched("chaos run --dry-run with planted symlinks")
 }
 
 pub fn not_root_is_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {

@@ -148,13 +148,155 @@ fn mismatches(want: &BTreeMap<&str, bool>, rows: &[serde_json::Value]) -> Vec<St
 
 pub fn leaves_nothing_behind(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let before = std::fs::read_to_string("/proc/self/mountinfo")?.lines().count();
+    let watch = MountWatch::start()?;
     let out = runner::run(&["doctor"])?;
+    let seen = watch.stop();
     anyhow::ensure!(out.code() == Some(0), "chaos doctor failed: {}", out.stderr);
     let after = std::fs::read_to_string("/proc/self/mountinfo")?.lines().count();
     anyhow::ensure!(before == after, "chaos doctor changed the mount table ({before} -> {after} mounts)");
+    // Not even for a moment: a mount the host sees outlives a chaos killed
+    // mid-probe, and one on a path in /tmp mounts over what another user
+    // made there. doctor mounts in a private mount namespace.
+    let ours: Vec<&String> = seen
+        .iter()
+        .filter(|l| {
+            let fstype = l.split_once(" - ").and_then(|(_, r)| r.split_whitespace().next()).unwrap_or("");
+            ["bpf", "securityfs", "tracefs"].contains(&fstype) || l.contains("chaos-")
+        })
+        .collect();
+    anyhow::ensure!(ours.is_empty(), "while chaos doctor ran, the host's mount table showed:\n{ours:#?}");
     // Programs, cgroups and namespaces are checked by the harness after
     // every test.
     Ok(())
+}
+
+/// Mounts that appear in this process's mount namespace while it runs:
+/// every change wakes poll(2) on /proc/self/mountinfo with POLLPRI
+/// (`mounts_poll()` in fs/proc_namespace.c), and the table is read then.
+struct MountWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl MountWatch {
+    fn start() -> anyhow::Result<Self> {
+        use std::{
+            io::{Read as _, Seek as _},
+            os::fd::AsRawFd as _,
+            sync::atomic::Ordering,
+        };
+        let mut file = std::fs::File::open("/proc/self/mountinfo")?;
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        let baseline: std::collections::BTreeSet<String> = text.lines().map(str::to_owned).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+                // SAFETY: one pollfd we own.
+                unsafe { libc::poll(&mut pfd, 1, 20) };
+                let mut text = String::new();
+                if file.rewind().is_ok() && file.read_to_string(&mut text).is_ok() {
+                    for l in text.lines().filter(|l| !baseline.contains(*l)) {
+                        if !seen.iter().any(|s: &String| s == l) {
+                            seen.push(l.to_owned());
+                        }
+                    }
+                }
+            }
+            seen
+        });
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// A leftover `chaos-probe-<pid>` cgroup (of a doctor that was killed, or
+/// planted) at the very name a probe would use must not make a capability
+/// look missing, which would turn the tests that need it into skips.
+/// chaos's pid is steered into a range of planted names through
+/// /proc/sys/kernel/ns_last_pid (the next pid is that plus one, when free).
+pub fn leftover_probe_cgroups_change_nothing(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let available = |out: &runner::Ended| -> anyhow::Result<BTreeMap<String, bool>> {
+        anyhow::ensure!(out.code() == Some(0), "chaos doctor failed: {}", out.stderr);
+        let report =
+            out.events.first().ok_or_else(|| anyhow::anyhow!("chaos doctor --json printed nothing"))?;
+        Ok(report["capabilities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| (r["name"].as_str().unwrap_or_default().to_owned(), r["available"] == true))
+            .collect())
+    };
+    let baseline = available(&runner::run(&["doctor", "--json"])?)?;
+    let mount = chaos::targets::CgroupFs::discover()?.mount;
+    let read_num = |f: &str| -> anyhow::Result<i32> { Ok(std::fs::read_to_string(f)?.trim().parse()?) };
+    let pid_max = read_num("/proc/sys/kernel/pid_max")?;
+    const SPAN: i32 = 64;
+    let first = match read_num("/proc/sys/kernel/ns_last_pid")? + 500 {
+        p if p + SPAN < pid_max => p,
+        _ => 1000,
+    };
+    let planted = Planted(
+        (first..first + SPAN)
+            .map(|p| mount.join(format!("chaos-probe-{p}")))
+            .filter(|d| std::fs::create_dir(d).is_ok())
+            .collect(),
+    );
+    anyhow::ensure!(
+        planted.0.len() == SPAN as usize,
+        "could not plant {SPAN} cgroups at chaos-probe-{first}.."
+    );
+    let mut landed = None;
+    for _ in 0..10 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (first - 1).to_string())?;
+        let run = runner::ChaosRun::start(&["doctor", "--json"])?;
+        let pid = run.pid;
+        let out = run.wait(std::time::Duration::from_secs(120))?;
+        if (first..first + SPAN).contains(&pid) {
+            landed = Some((pid, out));
+            break;
+        }
+    }
+    let Some((pid, out)) = landed else {
+        anyhow::bail!(
+            "could not start chaos with a pid in {first}..{} (the machine forks too much)",
+            first + SPAN
+        );
+    };
+    let with_leftover = available(&out)?;
+    let changed: Vec<String> = baseline
+        .iter()
+        .filter(|(name, yes)| with_leftover.get(*name) != Some(yes))
+        .map(|(name, yes)| {
+            format!("{name}: {yes} before, {:?} with chaos-probe-{pid} left over", with_leftover.get(name))
+        })
+        .collect();
+    anyhow::ensure!(
+        changed.is_empty(),
+        "a leftover cgroup changed chaos doctor's result:\n{}",
+        changed.join("\n")
+    );
+    let gone: Vec<_> = planted.0.iter().filter(|d| !d.exists()).collect();
+    anyhow::ensure!(gone.is_empty(), "chaos removed cgroups it did not create: {gone:?}");
+    Ok(())
+}
+
+/// The cgroups a test planted, removed on drop (also on failure).
+struct Planted(Vec<std::path::PathBuf>);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 #[cfg(test)]

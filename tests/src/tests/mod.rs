@@ -20,10 +20,15 @@ pub const ALL: &[Test] = &[
     Test { name: "doctor::matches_expected_capabilities", run: doctor::matches_expected_capabilities },
     Test { name: "doctor::leaves_nothing_behind", run: doctor::leaves_nothing_behind },
     Test {
+        name: "doctor::leftover_probe_cgroups_change_nothing",
+        run: doctor::leftover_probe_cgroups_change_nothing,
+    },
+    Test {
         name: "cli::bad_input_is_refused_with_nothing_attached",
         run: cli::bad_input_is_refused_with_nothing_attached,
     },
     Test { name: "cli::not_root_is_refused", run: cli::not_root_is_refused },
+    Test { name: "cli::output_paths_are_not_followed", run: cli::output_paths_are_not_followed },
     Test {
         name: "cli::second_attack_on_same_target_is_refused",
         run: cli::second_attack_on_same_target_is_refused,

@@ -277,6 +277,29 @@ impl Conv {
                         }
                         Some(argv)
                     }
+                    // A variable's value spliced into shell text would be
+                    // shell code (`--set x='$(…)'` runs as root): values go
+                    // into argv elements only.
+                    None if n.scalar().is_some_and(|s| !s.substituted.is_empty()) => {
+                        let names: Vec<String> = n
+                            .scalar()
+                            .map(|s| s.substituted.iter().map(|(k, _)| format!("${{{k}}}")).collect())
+                            .unwrap_or_default();
+                        self.err(
+                            n.span,
+                            format!(
+                                "`run` is a shell command (run by `sh -c`) with {} substituted into it: a \
+                                 value would be run as shell code",
+                                names.join(", ")
+                            ),
+                            Some(
+                                "write `run` as a list, program and arguments, so that each value stays one \
+                                 argument: run: [curl, -fsS, \"${url}\"]"
+                                    .into(),
+                            ),
+                        );
+                        None
+                    }
                     None => self.string(n, "run").map(|s| vec!["sh".into(), "-c".into(), s]),
                 });
                 let exit_code = tget("exit-code").map_or(Some(0), |n| {

@@ -60,71 +60,57 @@ fn parse_maps(pid: i32, maps: &str) -> Option<Mapped> {
     None
 }
 
-/// The file offset of the function `name` exported by the ELF64
-/// little-endian shared object `bytes` (its `.dynsym`), which is what a
-/// uprobe is attached at.
+/// The largest file read as a C library (glibc's is about 2 MiB, musl's
+/// under 1 MiB): a bigger one is refused rather than read whole.
+pub const MAX_LIBRARY_BYTES: u64 = 64 << 20;
+
+/// The file offset of the function `name` exported by the shared object at
+/// `path` (at most [`MAX_LIBRARY_BYTES`]).
+pub fn function_offset_in(path: &Path, name: &str) -> Result<u64, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("opening it: {e}"))?;
+    let mut bytes = Vec::new();
+    // take(): the size is not trusted from a stat that a growing file
+    // could outrun.
+    file.take(MAX_LIBRARY_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("reading it: {e}"))?;
+    if bytes.len() as u64 > MAX_LIBRARY_BYTES {
+        return Err(format!(
+            "larger than {} MiB, more than any C library: not read",
+            MAX_LIBRARY_BYTES >> 20
+        ));
+    }
+    function_offset(&bytes[..], name)
+}
+
+/// The file offset of the function `name` exported by the 64-bit ELF
+/// shared object `bytes` (its `.dynsym`), which is what a uprobe is
+/// attached at. Parsed by the `object` crate, which checks every offset
+/// and size against the data.
 pub fn function_offset(bytes: &[u8], name: &str) -> Result<u64, String> {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-    let bad = |what: &str| format!("not a 64-bit little-endian ELF file ({what})");
-    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
-        return Err(bad("header"));
+    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _, elf::STT_FUNC, read::elf::ElfFile64};
+    let elf =
+        ElfFile64::<object::Endianness>::parse(bytes).map_err(|e| format!("not a 64-bit ELF file ({e})"))?;
+    if elf.elf_dynamic_symbol_table().is_empty() {
+        return Err("no .dynsym section: not a shared library".to_owned());
     }
-    let phoff = u64_at(0x20).ok_or_else(|| bad("e_phoff"))? as usize;
-    let shoff = u64_at(0x28).ok_or_else(|| bad("e_shoff"))? as usize;
-    let phentsize = usize::from(u16_at(0x36).ok_or_else(|| bad("e_phentsize"))?);
-    let phnum = usize::from(u16_at(0x38).ok_or_else(|| bad("e_phnum"))?);
-    let shentsize = usize::from(u16_at(0x3a).ok_or_else(|| bad("e_shentsize"))?);
-    let shnum = usize::from(u16_at(0x3c).ok_or_else(|| bad("e_shnum"))?);
-    // Section header: sh_type at 4, sh_offset at 0x18, sh_size at 0x20,
-    // sh_link at 0x28 (include/uapi/linux/elf.h, Elf64_Shdr).
-    let section = |i: usize| -> Option<(u32, usize, usize, u32)> {
-        let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
-        Some((u32_at(at + 4)?, u64_at(at + 0x18)? as usize, u64_at(at + 0x20)? as usize, u32_at(at + 0x28)?))
-    };
-    const SHT_DYNSYM: u32 = 11;
-    let dynsym = (0..shnum)
-        .filter_map(section)
-        .find(|s| s.0 == SHT_DYNSYM)
-        .ok_or_else(|| "no .dynsym section: not a shared library".to_owned())?;
-    let (_, str_off, str_size, _) = section(dynsym.3 as usize).ok_or_else(|| bad("dynstr"))?;
-    let strings = bytes.get(str_off..str_off.saturating_add(str_size)).ok_or_else(|| bad("dynstr range"))?;
-    let mut vaddr = None;
-    // Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16,
-    // st_value u64, st_size u64 (24 bytes).
-    for i in 0..dynsym.2 / 24 {
-        let at = dynsym.1 + i * 24;
-        let (Some(name_off), Some(info), Some(shndx), Some(value)) =
-            (u32_at(at), bytes.get(at + 4).copied(), u16_at(at + 6), u64_at(at + 8))
-        else {
-            return Err(bad("symbol table range"));
-        };
-        const STT_FUNC: u8 = 2;
-        if shndx == 0 || info & 0xf != STT_FUNC {
-            continue;
-        }
-        let Some(rest) = strings.get(name_off as usize..) else { continue };
-        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        if &rest[..end] == name.as_bytes() {
-            vaddr = Some(value);
-            break;
-        }
-    }
-    let vaddr = vaddr.ok_or_else(|| format!("no function {name} in its dynamic symbols"))?;
+    // A function (not an IFUNC resolver, not an undefined import).
+    let symbol = elf
+        .dynamic_symbols()
+        .find(|s| {
+            s.is_definition()
+                && s.elf_symbol().st_type() == STT_FUNC
+                && s.name_bytes().is_ok_and(|n| n == name.as_bytes())
+        })
+        .ok_or_else(|| format!("no function {name} in its dynamic symbols"))?;
+    let vaddr = symbol.address();
     // Virtual address to file offset, through the PT_LOAD segment holding
-    // it (Elf64_Phdr: p_type u32 at 0, p_offset at 8, p_vaddr at 0x10,
-    // p_filesz at 0x20).
-    const PT_LOAD: u32 = 1;
-    for i in 0..phnum {
-        let at = phoff + i * phentsize;
-        let (Some(ty), Some(off), Some(va), Some(filesz)) =
-            (u32_at(at), u64_at(at + 8), u64_at(at + 0x10), u64_at(at + 0x20))
-        else {
-            return Err(bad("program headers"));
-        };
-        if ty == PT_LOAD && vaddr >= va && vaddr < va + filesz {
-            return Ok(off + (vaddr - va));
+    // it (segments() yields the PT_LOAD ones).
+    for segment in elf.segments() {
+        let (offset, filesz) = segment.file_range();
+        if let Some(delta) = vaddr.checked_sub(segment.address())
+            && delta < filesz
+        {
+            return offset.checked_add(delta).ok_or_else(|| format!("{name}'s file offset overflows"));
         }
     }
     Err(format!("{name} is at {vaddr:#x}, in no loaded segment"))
@@ -171,5 +157,55 @@ mod tests {
         assert_eq!(off, f - base, "clock_gettime at file offset {off:#x}");
         assert!(function_offset(&bytes, "no_such_function_here").unwrap_err().contains("no function"));
         assert!(function_offset(b"not elf", "x").is_err());
+    }
+
+    fn this_libc() -> Option<Vec<u8>> {
+        let m = mapped(std::process::id() as i32)?;
+        std::fs::read(&m.path).or_else(|_| std::fs::read(&m.shown)).ok()
+    }
+
+    /// Truncated and corrupted copies of a real C library: an error each
+    /// time, never a panic (an overflow or an out-of-range slice).
+    #[test]
+    fn malformed_libraries_are_errors_not_panics() {
+        let Some(bytes) = this_libc() else { return };
+        for len in [0, 6, 0x20, 0x40, 0x3ff, bytes.len() / 2, bytes.len() - 1] {
+            let r = std::panic::catch_unwind(|| function_offset(&bytes[..len], "clock_gettime"));
+            assert!(r.is_ok(), "panicked on the first {len} bytes");
+        }
+        // e_phoff, e_shoff (u64), e_phentsize, e_phnum, e_shentsize,
+        // e_shnum, e_shstrndx (u16): each set to its largest value.
+        for (at, width) in [(0x20, 8), (0x28, 8), (0x36, 2), (0x38, 2), (0x3a, 2), (0x3c, 2), (0x3e, 2)] {
+            let mut bad = bytes.clone();
+            bad[at..at + width].fill(0xff);
+            let r = std::panic::catch_unwind(|| function_offset(&bad, "clock_gettime"));
+            assert!(r.is_ok(), "panicked with the header field at {at:#x} set to all ones");
+        }
+        // Every program header's p_offset/p_vaddr/p_filesz near u64::MAX.
+        let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap()) as usize;
+        let (phentsize, phnum) = (
+            usize::from(u16::from_le_bytes([bytes[0x36], bytes[0x37]])),
+            usize::from(u16::from_le_bytes([bytes[0x38], bytes[0x39]])),
+        );
+        let mut bad = bytes.clone();
+        for i in 0..phnum {
+            for field in [8, 0x10, 0x20] {
+                let at = phoff + i * phentsize + field;
+                bad[at..at + 8].copy_from_slice(&(u64::MAX - 4).to_le_bytes());
+            }
+        }
+        let r = std::panic::catch_unwind(|| function_offset(&bad, "clock_gettime"));
+        assert!(r.is_ok_and(|r| r.is_err()), "corrupt program headers");
+    }
+
+    #[test]
+    fn oversized_files_are_not_read() {
+        let dir = crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-libc-test").unwrap();
+        let path = dir.join("libc.so.6");
+        // Sparse: no disk space, but a size past the limit.
+        std::fs::File::create(&path).unwrap().set_len(MAX_LIBRARY_BYTES + 1).unwrap();
+        let r = function_offset_in(&path, "clock_gettime");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(r.unwrap_err().contains("more than any C library"));
     }
 }

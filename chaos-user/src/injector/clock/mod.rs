@@ -245,17 +245,16 @@ impl Clock {
             self.kernel_btf = Some(btf);
         }
         // aya finds the syscall tracepoints' ids in tracefs (raw
-        // tracepoints and fexit go by name): mounted for the attachment if
-        // nobody had, and unmounted after (the perf events keep what they
-        // need).
-        let mounted = match hook {
-            SyscallHook::Tracepoint => environment::ensure_tracefs().map_err(Error::environment)?,
-            SyscallHook::Fexit => false,
+        // tracepoints and fexit go by name): where nobody has mounted it,
+        // it is mounted for the attachment in a private mount namespace,
+        // which the host never sees (the perf events keep what they need).
+        let btf = self.kernel_btf.as_ref();
+        let links = match hook {
+            SyscallHook::Tracepoint => {
+                environment::with_tracefs(|| attach_global(ebpf, hook, btf)).map_err(Error::environment)?
+            }
+            SyscallHook::Fexit => attach_global(ebpf, hook, btf),
         };
-        let links = attach_global(ebpf, hook, self.kernel_btf.as_ref());
-        if mounted {
-            environment::unmount_tracefs();
-        }
         self.links = Some((links?, 1));
         Ok(())
     }
@@ -340,10 +339,7 @@ impl Clock {
     fn offset_in(&mut self, lib: &libc::Mapped) -> std::result::Result<u64, String> {
         self.offsets
             .entry(lib.identity.clone())
-            .or_insert_with(|| {
-                let bytes = std::fs::read(&lib.path).map_err(|e| format!("reading it: {e}"))?;
-                libc::function_offset(&bytes, LIBC_FUNCTION)
-            })
+            .or_insert_with(|| libc::function_offset_in(&lib.path, LIBC_FUNCTION))
             .clone()
     }
 }
