@@ -117,7 +117,7 @@ fn torture(f: &Family) -> anyhow::Result<()> {
             eprint!("{point}.. ");
         }
         let at = rng.uniform(life);
-        let mut run = ChaosRun::start_with_env(&args, &f.env)?;
+        let run = ChaosRun::start_with_env(&args, &f.env)?;
         std::thread::sleep(at);
         run.signal(libc::SIGKILL);
         let killed = Instant::now();
