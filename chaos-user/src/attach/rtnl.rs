@@ -1,14 +1,8 @@
-//! The two rtnetlink requests chaos makes itself: "does this device's clsact
-//! qdisc hold any filter?" and "delete it".
-//!
-//! Both run at the moment an attack stops. Through `tc(8)` they took three
-//! process spawns — over a second under TCG — and deleting a root or
-//! ingress/clsact qdisc deactivates the whole device for that instant
-//! (`qdisc_graft()` calls `dev_deactivate()`, net/sched/sch_api.c: packets
-//! sent meanwhile meet `noop_qdisc` and are dropped). Doing it here, in
-//! process, puts that instant right after the filter's removal instead of a
-//! second later. Requests are built by hand: two message types do not
-//! justify a netlink crate.
+//! The two rtnetlink requests chaos makes itself: "does this device have a
+//! clsact qdisc?" and "does it hold any filter?" (chaos never deletes a
+//! clsact: see `tc::detach_egress`). In process rather than through
+//! `tc(8)`, whose spawns take a second under TCG. Requests are built by
+//! hand: two message types do not justify a netlink crate.
 
 use std::{
     ffi::CString,
@@ -22,8 +16,6 @@ const TC_H_CLSACT: u32 = 0xffff_fff1;
 /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)`.
 const CLSACT_INGRESS: u32 = 0xffff_fff2;
 const CLSACT_EGRESS: u32 = 0xffff_fff3;
-/// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
-const TCA_KIND: u16 = 1;
 
 /// `struct tcmsg`, include/uapi/linux/rtnetlink.h.
 #[repr(C)]
@@ -51,6 +43,7 @@ impl Request {
         Self(buf)
     }
 
+    #[cfg(test)]
     fn attr(mut self, kind: u16, value: &[u8]) -> Self {
         let len = 4 + value.len();
         self.0.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -163,9 +156,11 @@ pub fn clsact_filters(ifname: &str) -> io::Result<usize> {
     Ok(total)
 }
 
-/// Delete the clsact qdisc of `ifname` (`tc qdisc del dev IFNAME clsact`).
-/// Returns false when there was none (or no such device) to delete.
-pub fn delete_clsact(ifname: &str) -> io::Result<bool> {
+/// Whether `ifname` has a clsact (or ingress) qdisc: `RTM_GETQDISC` for
+/// handle `ffff:` under `TC_H_INGRESS`. `tc_get_qdisc()` (net/sched/sch_api.c)
+/// answers ENOENT when the device never had one (no ingress queue) and
+/// EINVAL when the slot holds `noop_qdisc` (handle 0: had one, deleted).
+pub fn has_clsact(ifname: &str) -> io::Result<bool> {
     let Some(index) = ifindex(ifname)? else { return Ok(false) };
     let tcm = TcMsg {
         ifindex: index as i32,
@@ -174,11 +169,9 @@ pub fn delete_clsact(ifname: &str) -> io::Result<bool> {
         ..Default::default()
     };
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let request = Request::new(libc::RTM_DELQDISC, flags, tcm).attr(TCA_KIND, b"clsact\0").finish();
-    match transact(&request, 0) {
-        Ok(_) => Ok(true),
-        // tc_get_qdisc(): ENOENT for a handle-0 (absent) qdisc, EINVAL when
-        // the one there is another kind (an `ingress` qdisc, not ours).
+    let request = Request::new(libc::RTM_GETQDISC, flags, tcm).finish();
+    match transact(&request, libc::RTM_NEWQDISC) {
+        Ok(n) => Ok(n > 0),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) => Ok(false),
         Err(e) => Err(e),
     }
@@ -188,10 +181,13 @@ pub fn delete_clsact(ifname: &str) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
+    const TCA_KIND: u16 = 1;
+
     #[test]
     fn requests_are_sized_and_aligned() {
         let tcm = TcMsg { ifindex: 3, parent: TC_H_CLSACT, ..Default::default() };
-        let r = Request::new(libc::RTM_DELQDISC, 5, tcm).attr(TCA_KIND, b"clsact\0").finish();
+        let r = Request::new(libc::RTM_GETTFILTER, 5, tcm).attr(TCA_KIND, b"clsact\0").finish();
         // 16 (nlmsghdr) + 20 (tcmsg) + 4 + 7 -> 11 padded to 12.
         assert_eq!(r.len(), 48);
         assert_eq!(u32::from_ne_bytes(r[..4].try_into().unwrap()), 48);

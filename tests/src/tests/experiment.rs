@@ -25,7 +25,6 @@ use serde_json::Value;
 use super::net_loss::EGRESS;
 use crate::{
     fixtures::{
-        deactivation::Deactivations,
         lab::Lab,
         runner::{self, ChaosRun, Ended},
     },
@@ -332,8 +331,7 @@ pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<(
     );
     // Measured outside chaos.
     anyhow::ensure!(s.received > 1000, "only {} datagrams arrived: the fault did not end", s.received);
-    let deactivated = Deactivations::of(ended.event("abort"));
-    let late_ms = ended_by(&lab, &s, decided, ABORT_BOUND_NS, "the abort decision", &deactivated)?;
+    let late_ms = ended_by(&lab, &s, decided, ABORT_BOUND_NS, "the abort decision")?;
     eprint!(
         "[last loss {late_ms:+.1} ms from the abort decision; inert {inert_us} us after it by chaos's clock] "
     );
@@ -367,18 +365,9 @@ fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
 /// `end_ns` — beyond what the receiver itself dropped — and that the fault
 /// was in force before. Returns the last loss within the bound, in ms from
 /// `end_ns`.
-/// Losses inside a window of `deactivated` (chaos removing its clsact
-/// qdisc, see fixtures::deactivation) are not the fault's.
-fn ended_by(
-    lab: &Lab,
-    s: &Stream,
-    end_ns: u64,
-    bound_ns: u64,
-    what: &str,
-    deactivated: &Deactivations,
-) -> anyhow::Result<f64> {
+fn ended_by(lab: &Lab, s: &Stream, end_ns: u64, bound_ns: u64, what: &str) -> anyhow::Result<f64> {
     anyhow::ensure!(s.lost.len() > 100, "only {} datagrams lost: the fault was not in force", s.lost.len());
-    let lost = deactivated.excuse(&s.lost);
+    let lost = &s.lost;
     let late: Vec<u64> = lost.iter().copied().filter(|t| *t > end_ns + bound_ns).collect();
     let dropped = receiver_drops(lab)?;
     anyhow::ensure!(
@@ -541,7 +530,7 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
         // filter stays, inert after the rule's kernel-side deadline.
         let (end, what) =
             if mode == "tcx" { (dead, "the process's death") } else { (deadline, "the deadline") };
-        let late_ms = ended_by(&lab, &s, end, 100_000_000, what, &Deactivations::default())?;
+        let late_ms = ended_by(&lab, &s, end, 100_000_000, what)?;
         eprint!("[{mode}: last loss {late_ms:+.1} ms from {what}] ");
         if mode == "netlink" {
             anyhow::ensure!(
