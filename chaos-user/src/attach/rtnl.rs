@@ -11,6 +11,8 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+/// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
+const TCA_KIND: u16 = 1;
 /// `TC_H_CLSACT` (== `TC_H_INGRESS`), include/uapi/linux/pkt_sched.h.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
 /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)`.
@@ -43,7 +45,6 @@ impl Request {
         Self(buf)
     }
 
-    #[cfg(test)]
     fn attr(mut self, kind: u16, value: &[u8]) -> Self {
         let len = 4 + value.len();
         self.0.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -156,10 +157,13 @@ pub fn clsact_filters(ifname: &str) -> io::Result<usize> {
     Ok(total)
 }
 
-/// Whether `ifname` has a clsact (or ingress) qdisc: `RTM_GETQDISC` for
-/// handle `ffff:` under `TC_H_INGRESS`. `tc_get_qdisc()` (net/sched/sch_api.c)
-/// answers ENOENT when the device never had one (no ingress queue) and
-/// EINVAL when the slot holds `noop_qdisc` (handle 0: had one, deleted).
+/// Whether `ifname` has a clsact qdisc: `RTM_GETQDISC` for handle `ffff:`
+/// under `TC_H_CLSACT`, kind `clsact`, answered by the ack alone.
+/// `tc_get_qdisc()` (net/sched/sch_api.c) fails with ENOENT when the device
+/// never had one (no ingress queue), and EINVAL when the slot holds
+/// another kind (`noop_qdisc` once one was deleted, or an `ingress` qdisc,
+/// to which chaos's add then fails with EEXIST). (Its reply message cannot
+/// be relied on: measured on 6.18, a clsact is acked without one.)
 pub fn has_clsact(ifname: &str) -> io::Result<bool> {
     let Some(index) = ifindex(ifname)? else { return Ok(false) };
     let tcm = TcMsg {
@@ -169,9 +173,9 @@ pub fn has_clsact(ifname: &str) -> io::Result<bool> {
         ..Default::default()
     };
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let request = Request::new(libc::RTM_GETQDISC, flags, tcm).finish();
+    let request = Request::new(libc::RTM_GETQDISC, flags, tcm).attr(TCA_KIND, b"clsact\0").finish();
     match transact(&request, libc::RTM_NEWQDISC) {
-        Ok(n) => Ok(n > 0),
+        Ok(_) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) => Ok(false),
         Err(e) => Err(e),
     }
@@ -180,9 +184,6 @@ pub fn has_clsact(ifname: &str) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
-    const TCA_KIND: u16 = 1;
 
     #[test]
     fn requests_are_sized_and_aligned() {
@@ -193,5 +194,28 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(r[..4].try_into().unwrap()), 48);
         assert_eq!(&r[36..38], &11u16.to_ne_bytes());
         assert_eq!(&r[40..47], b"clsact\0");
+    }
+}
+
+#[cfg(test)]
+mod live {
+    /// Needs root (a private network namespace); skipped otherwise.
+    #[test]
+    fn has_clsact_sees_one_tc_added() {
+        let run = crate::attach::netns::in_private_netns(|| {
+            let tc =
+                |args: &[&str]| std::process::Command::new("tc").args(args).status().map(|s| s.success());
+            let before = super::has_clsact("lo");
+            let added = tc(&["qdisc", "add", "dev", "lo", "clsact"]);
+            let after = super::has_clsact("lo");
+            let deleted = tc(&["qdisc", "del", "dev", "lo", "clsact"]);
+            let ingress = tc(&["qdisc", "add", "dev", "lo", "ingress"]);
+            (before, added, after, deleted, super::has_clsact("lo"), ingress)
+        });
+        let Ok((before, added, after, deleted, gone, ingress)) = run else { return };
+        assert!(added.unwrap() && deleted.unwrap() && ingress.unwrap());
+        assert!(!before.unwrap(), "never had one");
+        assert!(after.unwrap(), "added");
+        assert!(!gone.unwrap(), "deleted (noop in its slot), then an ingress qdisc there");
     }
 }
