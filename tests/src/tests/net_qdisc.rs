@@ -12,20 +12,13 @@ use std::{
 
 use chaos::capabilities::Capability;
 
-use super::net_delay::{attack_env, qdiscs, require_fq};
+use super::net_delay::{attack_env, qdiscs, require_fq, without_clsact};
 use crate::{
     fixtures::{cgroup::Cgroup, lab::Lab, netns::ip, runner},
     harness::Ctx,
     helpers::{ping::ping, udp},
     stats::quantile,
 };
-
-/// A `tc -j qdisc show` without the clsact/ingress qdisc.
-fn without_clsact(json: &str) -> anyhow::Result<String> {
-    let all: Vec<serde_json::Value> = serde_json::from_str(json)?;
-    let tree: Vec<_> = all.into_iter().filter(|q| q["parent"] != "ffff:fff1").collect();
-    Ok(serde_json::to_string(&tree)?)
-}
 
 fn egress_filters(lab: &Lab, dev: &str) -> anyhow::Result<String> {
     Ok(lab.ctr.exec(&["tc", "filter", "show", "dev", dev, "egress"])?.trim().to_owned())
@@ -70,8 +63,12 @@ pub fn restored_on_every_ending(ctx: &mut Ctx) -> anyhow::Result<()> {
         let start = run.wait_event("start", Duration::from_secs(1))?;
         let deadline_ns = start["deadline_monotonic_ns"].as_u64().unwrap_or(0);
         let during = qdiscs(&lab)?;
+        // One fq at the root, or (a device with several TX queues: a
+        // veth has one per possible CPU) mq with an fq per queue.
         anyhow::ensure!(
-            during.contains(r#""kind":"fq","handle":"c4a0:""#),
+            during.contains(r#""kind":"fq","handle":"c4a0:""#)
+                || (during.contains(r#""kind":"mq","handle":"c4a0:""#)
+                    && during.contains(r#""kind":"fq","handle":"c4a1:","parent":"c4a0:1""#)),
             "{ending:?}: no chaos fq on the device during the attack: {during}"
         );
         let what =
@@ -168,7 +165,8 @@ pub fn foreign_qdiscs_are_refused_or_reused(ctx: &mut Ctx) -> anyhow::Result<()>
         "through the user's fq: +{:.2} ms, not 20",
         delayed - base
     );
-    anyhow::ensure!(qdiscs(&lab)? == before, "the user's fq was changed");
+    let after = without_clsact(&qdiscs(&lab)?)?;
+    anyhow::ensure!(after == without_clsact(&before)?, "the user's fq was changed: {after}");
     lab.ctr.exec(&["tc", "qdisc", "del", "dev", &dev, "root"])?;
 
     // The host's namespace: no NIC is picked by default.
