@@ -34,6 +34,14 @@
 //!    before creating it) is left as it is and said so. Either way the
 //!    record is closed: a later `chaos recover` has nothing to retry.
 //!
+//! Known cost, not avoidable with qdiscs: grafting a root qdisc (or an mq
+//! child) deactivates the device for an instant (`qdisc_graft()` /
+//! `mq_graft()` -> `dev_deactivate()`, net/sched/sch_api.c, sch_mq.c), so
+//! installing chaos's fq and removing it each drop what anyone sends
+//! through the device in that instant, as `tc qdisc add/del` by hand does.
+//! (The clsact chaos adds for its filter is kept instead: see
+//! `tc::detach_egress`.)
+//!
 //! Commands run in the device's network namespace (`Netns::run`: `tc`
 //! inherits the namespace of the thread that forks it).
 
