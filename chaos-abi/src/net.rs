@@ -154,11 +154,14 @@ pub struct NetCounters {
     pub egress_rate_dropped: u64,
     /// Copies the device's qdisc refused (fq's packet limits).
     pub egress_queue_dropped: u64,
+    /// Packets passed undelayed because no copy of them could be made
+    /// (`bpf_clone_redirect` failed): the delay fails open, never closed.
+    pub egress_copy_failed: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<NetPeer>() == 36);
 const _: () = assert!(core::mem::size_of::<NetRule>() == 128);
 const _: () = assert!(core::mem::align_of::<NetRule>() == 8);
-const _: () = assert!(core::mem::size_of::<NetCounters>() == 96);
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 104);
 
 crate::pod!(NetRule, NetCounters);

@@ -55,6 +55,7 @@ impl From<chaos_abi::net::NetCounters> for Counters {
                 ("egress_reordered", c.egress_reordered),
                 ("egress_rate_dropped", c.egress_rate_dropped),
                 ("egress_queue_dropped", c.egress_queue_dropped),
+                ("egress_copy_failed", c.egress_copy_failed),
             ]),
         }
     }

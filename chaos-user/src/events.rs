@@ -57,9 +57,6 @@ impl Events {
         fields["counters"] = json!(stopped.counters);
         fields["inert_after_us"] = json!(stopped.inert_after.as_micros() as u64);
         fields["detached_after_us"] = json!(stopped.detached_after.as_micros() as u64);
-        if !stopped.deactivated.is_empty() {
-            fields["device_deactivated"] = json!(stopped.deactivated);
-        }
         self.emit(if reason == "deadline" { "stop" } else { "abort" }, fields);
     }
 }

@@ -19,8 +19,9 @@ use crate::{
 pub struct Action {
     pub owner_pid: Option<i32>,
     pub object: String,
-    /// `removed`, `gone` (its namespace or device no longer exists), or
-    /// `failed: <why>`.
+    /// `removed`, `gone` (its namespace or device no longer exists),
+    /// `left: <why>` (not chaos's as it created it, or kept on purpose: the
+    /// record is closed all the same), or `failed: <why>`.
     pub outcome: String,
 }
 
@@ -61,15 +62,21 @@ fn remove(leftover: &Leftover) -> String {
             None => return "gone".into(),
             Some(ns) => tc::remove_filter(&ns, *ifindex, *parent, *priority, *handle),
         },
+        // Both decide from what is on the device and always close the
+        // record ("removed", "gone" or "left: <why>"); an error is one a
+        // retry may get past.
         Leftover::Clsact { netns, ifname, .. } => match Netns::find(*netns) {
             None => return "gone".into(),
-            Some(ns) => tc::remove_clsact_if_unused(&ns, ifname).map(drop),
+            Some(ns) => match tc::recover_clsact(&ns, ifname) {
+                Ok(outcome) => return outcome,
+                Err(e) => Err(e),
+            },
         },
         Leftover::Qdisc { netns, ifname, before, .. } => match Netns::find(*netns) {
             None => return "gone".into(),
             Some(ns) => match qdisc::restore(&ns, ifname, before) {
-                Err(e) if qdisc::is_gone(&e.to_string()) => return "gone".into(),
-                other => other,
+                Ok(restored) => return restored.to_string(),
+                Err(e) => Err(e),
             },
         },
     };

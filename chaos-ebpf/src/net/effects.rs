@@ -22,7 +22,8 @@
 //! NULL` in `__skb_clone`, net/core/skbuff.c): the program sends that copy
 //! with `bpf_clone_redirect` to the same device's egress, then drops the
 //! original silently, which releases the socket's memory at once, as a
-//! transmit completion would.
+//! transmit completion would. If no copy could be made, the original is
+//! passed undelayed instead (fail open, counted in `egress_copy_failed`).
 //!
 //! The copy goes through this device's egress again (and this program
 //! again): it carries [`COPY_MARK`] in `cb[0..2]` and its departure time in
@@ -125,7 +126,13 @@ pub fn apply(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters) -> Verdic
     // SAFETY: a ctx field read at its own width.
     let own = unsafe { read_volatile(addr_of!((*skb).tstamp)) };
     let base = if own > now && own - now < OWN_TSTAMP_AHEAD_MAX_NS { own } else { now };
-    schedule_copy(skb, rule, c, now, base);
+    if matches!(schedule_copy(skb, rule, c, now, base), Sent::NotMade) {
+        // Fail open: no copy left, so dropping the original would turn the
+        // delay into a loss (and, if the clone kept failing, a blackhole
+        // until the deadline). The original goes on undelayed, counted.
+        c.egress_copy_failed += 1;
+        return Verdict::Pass;
+    }
     if duplicate {
         schedule_copy(skb, rule, c, now, base);
         c.egress_duplicated += 1;
@@ -134,10 +141,22 @@ pub fn apply(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters) -> Verdic
     Verdict::Drop
 }
 
+/// What became of one scheduled copy.
+enum Sent {
+    /// Handed to the device's qdisc (which may still have refused it for
+    /// its packet limits, as a full queue on the path would: counted in
+    /// `egress_queue_dropped`), or dropped on purpose by the rate limiter.
+    Handled,
+    /// `bpf_clone_redirect` failed before any qdisc saw a copy (a negative
+    /// errno: the clone's allocation, `skb_do_redirect`'s checks): the
+    /// packet exists only as the original.
+    NotMade,
+}
+
 /// Send one scheduled copy: its own corruption and reorder rolls, then a
 /// departure time from the rate limiter and the delay distribution.
 #[inline(always)]
-fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: u64, base: u64) {
+fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: u64, base: u64) -> Sent {
     let flip = if roll(rule.corrupt_threshold) { corrupt(skb) } else { None };
     let at = if roll(rule.reorder_threshold) {
         // No departure time: fq sends it at once, ahead of the delayed
@@ -151,7 +170,7 @@ fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: 
             if let Some(f) = flip {
                 f.undo(skb);
             }
-            return;
+            return Sent::Handled;
         };
         c.egress_delayed += 1;
         at
@@ -167,12 +186,19 @@ fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: 
     if flip.is_some() {
         c.egress_corrupted += 1;
     }
-    if send_copy(skb, at) != 0 {
-        c.egress_queue_dropped += 1;
-    }
+    let sent = send_copy(skb, at);
     if let Some(f) = flip {
         f.undo(skb);
     }
+    if sent < 0 {
+        return Sent::NotMade;
+    }
+    if sent != 0 {
+        // NET_XMIT_DROP / NET_XMIT_CN: the qdisc took the copy and dropped
+        // it (fq's limits), a full queue's drop.
+        c.egress_queue_dropped += 1;
+    }
+    Sent::Handled
 }
 
 /// The departure time of one copy: after the rate limiter (if any), plus

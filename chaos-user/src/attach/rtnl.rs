@@ -1,14 +1,8 @@
-//! The two rtnetlink requests chaos makes itself: "does this device's clsact
-//! qdisc hold any filter?" and "delete it".
-//!
-//! Both run at the moment an attack stops. Through `tc(8)` they took three
-//! process spawns — over a second under TCG — and deleting a root or
-//! ingress/clsact qdisc deactivates the whole device for that instant
-//! (`qdisc_graft()` calls `dev_deactivate()`, net/sched/sch_api.c: packets
-//! sent meanwhile meet `noop_qdisc` and are dropped). Doing it here, in
-//! process, puts that instant right after the filter's removal instead of a
-//! second later. Requests are built by hand: two message types do not
-//! justify a netlink crate.
+//! The two rtnetlink requests chaos makes itself: "does this device have a
+//! clsact qdisc?" and "does it hold any filter?" (chaos never deletes a
+//! clsact: see `tc::detach_egress`). In process rather than through
+//! `tc(8)`, whose spawns take a second under TCG. Requests are built by
+//! hand: two message types do not justify a netlink crate.
 
 use std::{
     ffi::CString,
@@ -17,13 +11,13 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+/// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
+const TCA_KIND: u16 = 1;
 /// `TC_H_CLSACT` (== `TC_H_INGRESS`), include/uapi/linux/pkt_sched.h.
 const TC_H_CLSACT: u32 = 0xffff_fff1;
 /// `TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS)`.
 const CLSACT_INGRESS: u32 = 0xffff_fff2;
 const CLSACT_EGRESS: u32 = 0xffff_fff3;
-/// `TCA_KIND`, include/uapi/linux/rtnetlink.h.
-const TCA_KIND: u16 = 1;
 
 /// `struct tcmsg`, include/uapi/linux/rtnetlink.h.
 #[repr(C)]
@@ -163,9 +157,14 @@ pub fn clsact_filters(ifname: &str) -> io::Result<usize> {
     Ok(total)
 }
 
-/// Delete the clsact qdisc of `ifname` (`tc qdisc del dev IFNAME clsact`).
-/// Returns false when there was none (or no such device) to delete.
-pub fn delete_clsact(ifname: &str) -> io::Result<bool> {
+/// Whether `ifname` has a clsact qdisc: `RTM_GETQDISC` for handle `ffff:`
+/// under `TC_H_CLSACT`, kind `clsact`, answered by the ack alone.
+/// `tc_get_qdisc()` (net/sched/sch_api.c) fails with ENOENT when the device
+/// never had one (no ingress queue), and EINVAL when the slot holds
+/// another kind (`noop_qdisc` once one was deleted, or an `ingress` qdisc,
+/// to which chaos's add then fails with EEXIST). (Its reply message cannot
+/// be relied on: measured on 6.18, a clsact is acked without one.)
+pub fn has_clsact(ifname: &str) -> io::Result<bool> {
     let Some(index) = ifindex(ifname)? else { return Ok(false) };
     let tcm = TcMsg {
         ifindex: index as i32,
@@ -174,11 +173,9 @@ pub fn delete_clsact(ifname: &str) -> io::Result<bool> {
         ..Default::default()
     };
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    let request = Request::new(libc::RTM_DELQDISC, flags, tcm).attr(TCA_KIND, b"clsact\0").finish();
-    match transact(&request, 0) {
+    let request = Request::new(libc::RTM_GETQDISC, flags, tcm).attr(TCA_KIND, b"clsact\0").finish();
+    match transact(&request, libc::RTM_NEWQDISC) {
         Ok(_) => Ok(true),
-        // tc_get_qdisc(): ENOENT for a handle-0 (absent) qdisc, EINVAL when
-        // the one there is another kind (an `ingress` qdisc, not ours).
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)) => Ok(false),
         Err(e) => Err(e),
     }
@@ -191,11 +188,34 @@ mod tests {
     #[test]
     fn requests_are_sized_and_aligned() {
         let tcm = TcMsg { ifindex: 3, parent: TC_H_CLSACT, ..Default::default() };
-        let r = Request::new(libc::RTM_DELQDISC, 5, tcm).attr(TCA_KIND, b"clsact\0").finish();
+        let r = Request::new(libc::RTM_GETTFILTER, 5, tcm).attr(TCA_KIND, b"clsact\0").finish();
         // 16 (nlmsghdr) + 20 (tcmsg) + 4 + 7 -> 11 padded to 12.
         assert_eq!(r.len(), 48);
         assert_eq!(u32::from_ne_bytes(r[..4].try_into().unwrap()), 48);
         assert_eq!(&r[36..38], &11u16.to_ne_bytes());
         assert_eq!(&r[40..47], b"clsact\0");
+    }
+}
+
+#[cfg(test)]
+mod live {
+    /// Needs root (a private network namespace); skipped otherwise.
+    #[test]
+    fn has_clsact_sees_one_tc_added() {
+        let run = crate::attach::netns::in_private_netns(|| {
+            let tc =
+                |args: &[&str]| std::process::Command::new("tc").args(args).status().map(|s| s.success());
+            let before = super::has_clsact("lo");
+            let added = tc(&["qdisc", "add", "dev", "lo", "clsact"]);
+            let after = super::has_clsact("lo");
+            let deleted = tc(&["qdisc", "del", "dev", "lo", "clsact"]);
+            let ingress = tc(&["qdisc", "add", "dev", "lo", "ingress"]);
+            (before, added, after, deleted, super::has_clsact("lo"), ingress)
+        });
+        let Ok((before, added, after, deleted, gone, ingress)) = run else { return };
+        assert!(added.unwrap() && deleted.unwrap() && ingress.unwrap());
+        assert!(!before.unwrap(), "never had one");
+        assert!(after.unwrap(), "added");
+        assert!(!gone.unwrap(), "deleted (noop in its slot), then an ingress qdisc there");
     }
 }

@@ -16,7 +16,6 @@ use serde::Serialize;
 
 use super::netns::Netns;
 use crate::{
-    clock::monotonic_ns,
     ebpf::describe,
     error::{Error, Result},
     state::{Leftover, Record, StateFile},
@@ -87,14 +86,26 @@ pub fn attach_egress(
             out.link = Some(link);
         }
         EgressMode::Netlink => {
-            let clsact = Leftover::Clsact { netns: netns.inode, ifindex, ifname: ifname.to_owned() };
-            state.append(&Record::Leftover(clsact.clone()))?;
-            let added =
-                netns.run(|| tc::qdisc_add_clsact(ifindex)).map_err(|e| Error::kernel(context(), e))?;
-            match added {
-                Ok(()) => out.clsact = Some(clsact),
-                // It was there before us: not ours to remove.
-                Err(_) => state.append(&Record::Removed(clsact))?,
+            // Intent is recorded only for a clsact chaos is about to create:
+            // one that is there already is someone's (or one chaos kept, see
+            // `detach_egress`) and never becomes a leftover. The record
+            // exists only between the check and the add; if someone adds a
+            // clsact in that instant and chaos is killed before marking it
+            // "not ours", recover still leaves it (it never deletes one).
+            let present = netns
+                .run(|| super::rtnl::has_clsact(ifname))
+                .and_then(|r| r)
+                .map_err(|e| Error::kernel(context(), e))?;
+            if !present {
+                let clsact = Leftover::Clsact { netns: netns.inode, ifindex, ifname: ifname.to_owned() };
+                state.append(&Record::Leftover(clsact.clone()))?;
+                let added =
+                    netns.run(|| tc::qdisc_add_clsact(ifindex)).map_err(|e| Error::kernel(context(), e))?;
+                match added {
+                    Ok(()) => out.clsact = Some(clsact),
+                    // Added by someone else since the check: not ours.
+                    Err(_) => state.append(&Record::Removed(clsact))?,
+                }
             }
             let mut last_err = None;
             for attempt in 0..16u32 {
@@ -142,22 +153,24 @@ pub fn attach_egress(
     Ok(out)
 }
 
-/// The instant the kernel deactivated a device while chaos deleted the
-/// clsact qdisc it had added (see [`super::rtnl`]): packets the device's
-/// users sent then were dropped, whoever sent them. Reported in the stop
-/// event so that nobody mistakes it for the fault.
-#[derive(Clone, Debug, Serialize)]
-pub struct Deactivation {
-    pub ifname: String,
-    /// CLOCK_MONOTONIC, around the RTM_DELQDISC request.
-    pub from_monotonic_ns: u64,
-    pub to_monotonic_ns: u64,
-}
-
 /// Detach, inside the device's namespace (a netlink detach names the device
-/// by index, which only means something there). Returns the deactivation
-/// that deleting our clsact qdisc caused, if we deleted one.
-pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<Option<Deactivation>> {
+/// by index, which only means something there).
+///
+/// A clsact qdisc chaos added is kept, empty, and its record closed:
+/// deleting a clsact (or ingress) qdisc makes the kernel deactivate the
+/// whole device (`qdisc_graft()` -> `dev_deactivate()` -> `synchronize_net()`,
+/// net/sched/sch_api.c), and every packet anyone sends through it meanwhile
+/// meets `noop_qdisc` and is dropped (measured: 2 datagrams of a 1 kHz
+/// stream on Debian 6.1 under TCG and on 6.18; windows of 5-80 ms were
+/// reported on loaded machines), a loss the attack would inflict on the
+/// whole host as it ends. The cost of keeping it: an empty classifier hook on the device (the egress
+/// static key stays on; an empty chain per packet) and a `clsact` line in
+/// `tc qdisc show`, until the device or its namespace goes (a container's
+/// usually goes with the container) or the operator deletes it at a moment
+/// of their choosing (`tc qdisc del dev DEV clsact`). Later attacks on the
+/// device use it as it is, so they cause no deactivation when they start
+/// either. `chaos recover` leaves it too (see [`recover_clsact`]).
+pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<()> {
     let context = format!("detaching the egress program from {} (netns {})", link.ifname, link.netns.inode);
     if let Some(l) = link.link.take() {
         link.netns
@@ -168,36 +181,38 @@ pub fn detach_egress(mut link: EgressLink, state: &mut StateFile) -> Result<Opti
     if let Some(filter) = link.filter.take() {
         state.append(&Record::Removed(filter))?;
     }
-    let mut deactivation = None;
     if let Some(clsact) = link.clsact.take() {
-        let from_monotonic_ns = monotonic_ns();
-        if remove_clsact_if_unused(&link.netns, &link.ifname)? {
-            let to_monotonic_ns = monotonic_ns();
-            deactivation =
-                Some(Deactivation { ifname: link.ifname.clone(), from_monotonic_ns, to_monotonic_ns });
-        }
+        tracing::info!(
+            dev = link.ifname,
+            netns = link.netns.inode,
+            "keeping the empty clsact qdisc chaos added: deleting it would deactivate the device and drop \
+             everyone's packets for an instant (remove it with `tc qdisc del dev {} clsact` if you wish)",
+            link.ifname
+        );
         state.append(&Record::Removed(clsact))?;
     }
-    Ok(deactivation)
+    Ok(())
 }
 
-/// Delete a clsact qdisc we added, unless someone attached filters to it
-/// meanwhile (deleting it would take theirs too). Deleting it deactivates
-/// the device for an instant (see [`super::rtnl`]), so it is done in
-/// process, right after our filter went. Returns whether it was deleted.
-pub fn remove_clsact_if_unused(netns: &Netns, ifname: &str) -> Result<bool> {
-    netns
-        .run(|| -> std::io::Result<bool> {
-            let others = super::rtnl::clsact_filters(ifname)?;
-            if others > 0 {
-                tracing::warn!("leaving the clsact qdisc on {ifname}: {others} other filter(s) use it");
-                return Ok(false);
-            }
-            // false: gone already (device removed, or deleted by someone else).
-            super::rtnl::delete_clsact(ifname)
+/// What `chaos recover` does with a clsact qdisc a dead chaos process
+/// added: it never deletes it (for the reason in [`detach_egress`]); it
+/// says what it leaves, and the record is closed. Its filter, recorded
+/// after it, was removed first.
+pub fn recover_clsact(netns: &Netns, ifname: &str) -> Result<String> {
+    let (present, filters) = netns
+        .run(|| -> std::io::Result<(bool, usize)> {
+            Ok((super::rtnl::has_clsact(ifname)?, super::rtnl::clsact_filters(ifname)?))
         })
         .and_then(|r| r)
-        .map_err(|e| Error::kernel(format!("removing the clsact qdisc chaos added on {ifname}"), e))
+        .map_err(|e| Error::kernel(format!("reading the clsact qdisc of {ifname}"), e))?;
+    Ok(match (present, filters) {
+        (false, _) => "gone".into(),
+        (true, 0) => format!(
+            "left: the empty clsact stays on {ifname} (deleting it would deactivate the device and drop \
+             everyone's packets for an instant; `tc qdisc del dev {ifname} clsact` when you choose)"
+        ),
+        (true, n) => format!("left: the clsact on {ifname} holds {n} filter(s) of others"),
+    })
 }
 
 /// Remove a filter recorded by a dead chaos process.

@@ -10,8 +10,9 @@ use crate::{
 /// Remove what chaos processes that died left behind.
 ///
 /// Removes every object recorded by a chaos process that is no longer
-/// running: netlink tc filters and the clsact qdiscs chaos added (kernels
-/// without TCX). Such leftovers are already inert — their rules' kernel-side
+/// running: netlink tc filters (kernels without TCX) and the root qdiscs
+/// chaos installed for departure times. A clsact qdisc chaos added is left,
+/// empty: deleting it would deactivate the device for an instant. Such leftovers are already inert — their rules' kernel-side
 /// deadlines have passed or will — but they cost a map lookup per packet
 /// until removed. Objects of running chaos processes, and anything chaos did
 /// not create, are never touched. Every chaos start does this too.

@@ -19,7 +19,6 @@ use aya::Ebpf;
 use chaos_abi::net::MAX_SLOTS;
 
 use crate::{
-    attach::tc::Deactivation,
     attack::Attack,
     clock::monotonic_ns,
     counters::Counters,
@@ -61,9 +60,6 @@ pub struct Stopped {
     pub inert_after: Duration,
     /// From the stop call to every attachment released.
     pub detached_after: Duration,
-    /// Devices the kernel deactivated for an instant while chaos removed
-    /// the clsact qdisc it had added (kernels without TCX).
-    pub deactivated: Vec<Deactivation>,
 }
 
 /// A family's start failed after `stopped` undid what it had begun: log
@@ -158,8 +154,7 @@ impl Injector {
         released?;
         // Read after the rule went out: they include the last events.
         let counters = self.counters_of(running.attack.fault.family(), running.slot).unwrap_or_default();
-        let deactivated = self.net.take_deactivations();
-        Ok(Stopped { attack: running.attack, counters, inert_after, detached_after, deactivated })
+        Ok(Stopped { attack: running.attack, counters, inert_after, detached_after })
     }
 
     /// Counters of a running attack, summed over CPUs.

@@ -32,7 +32,7 @@ use crate::{
         cgroup::attach_skb,
         netns::{Netns, interface_state, interfaces},
         qdisc::{self, Fq},
-        tc::{Deactivation, EgressLink, EgressMode, attach_egress, detach_egress},
+        tc::{EgressLink, EgressMode, attach_egress, detach_egress},
     },
     attack::Attack,
     counters::Counters,
@@ -45,10 +45,6 @@ use crate::{
 
 const EGRESS_PROGRAM: &str = "net_egress";
 const INGRESS_PROGRAM: &str = "net_ingress";
-
-/// How long stopping an attack waits for the packets it already scheduled
-/// to leave before removing fq (which drops what it still holds).
-const MAX_DRAIN: Duration = Duration::from_secs(2);
 
 /// A device of a target's network namespace.
 struct Device {
@@ -69,7 +65,8 @@ pub struct Handle {
     egress_keys: Vec<(u64, u32)>,
     fq_keys: Vec<(u64, u32)>,
     ingress: bool,
-    /// How long after the rule goes its last scheduled packet may leave.
+    /// How long after the rule goes its last scheduled packet may leave
+    /// (the attack's own horizon, below `MAX_DEPARTURE_AHEAD`).
     drain: Duration,
 }
 
@@ -88,8 +85,6 @@ pub struct Net {
     ingress: BTreeMap<u64, (CgroupSkbLink, usize)>,
     level_users: [usize; MAX_LEVEL as usize + 1],
     jitter_table_written: bool,
-    /// Devices deactivated by removing our clsact qdiscs, since last taken.
-    deactivations: Vec<Deactivation>,
 }
 
 impl Net {
@@ -164,7 +159,9 @@ impl Net {
         {
             released = released.and(Err(e));
         }
-        let drain_until = Instant::now() + handle.drain.min(MAX_DRAIN);
+        // Until the last packet the attack may have scheduled has left: the
+        // wait ends as soon as chaos's fqs are empty (see qdisc::drain).
+        let drain_until = Instant::now() + handle.drain;
         for key in &handle.fq_keys {
             if let Err(e) = self.release_fq(shared, *key, drain_until) {
                 released = released.and(Err(e));
@@ -189,6 +186,7 @@ impl Net {
             sum.egress_reordered += c.egress_reordered;
             sum.egress_rate_dropped += c.egress_rate_dropped;
             sum.egress_queue_dropped += c.egress_queue_dropped;
+            sum.egress_copy_failed += c.egress_copy_failed;
             sum
         });
         Ok(sum.into())
@@ -263,10 +261,16 @@ impl Net {
         }
         let u = self.fq.remove(&key).expect("present");
         // Packets already scheduled leave on time; removing fq earlier would
-        // drop them, a loss burst the fault never asked for.
-        let wait = u.drain_until.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+        // drop them, a loss burst the fault never asked for. Past the
+        // horizon nothing of the attack's can be left but what the device
+        // could not send (a stalled link): deleting fq drops it, said here.
+        let held = qdisc::drain(&u.fq, u.drain_until);
+        if held > 0 {
+            tracing::warn!(
+                dev = u.fq.ifname,
+                held,
+                "fq still held packets past the attack's horizon; removing it drops them"
+            );
         }
         qdisc::release(u.fq, &mut shared.state)
     }
@@ -298,13 +302,7 @@ impl Net {
             return Ok(());
         }
         let (link, _) = self.egress.remove(&key).expect("present");
-        self.deactivations.extend(detach_egress(link, &mut shared.state)?);
-        Ok(())
-    }
-
-    /// The device deactivations the last stops caused (see [`Deactivation`]).
-    pub fn take_deactivations(&mut self) -> Vec<Deactivation> {
-        std::mem::take(&mut self.deactivations)
+        detach_egress(link, &mut shared.state)
     }
 
     fn attach_ingress(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {

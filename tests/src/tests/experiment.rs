@@ -25,7 +25,6 @@ use serde_json::Value;
 use super::net_loss::EGRESS;
 use crate::{
     fixtures::{
-        deactivation::Deactivations,
         lab::Lab,
         runner::{self, ChaosRun, Ended},
     },
@@ -308,8 +307,7 @@ pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<(
         "only {} datagrams arrived: the fault did not end",
         s.result.received()
     );
-    let deactivated = Deactivations::of(ended.event("abort"));
-    let late_ms = ended_by(&s, decided, ABORT_BOUND_NS, "the abort decision", &deactivated)?;
+    let late_ms = ended_by(&s, decided, ABORT_BOUND_NS, "the abort decision")?;
     eprint!(
         "[last loss {late_ms:+.1} ms from the abort decision; inert {inert_us} us after it by chaos's clock] "
     );
@@ -343,19 +341,10 @@ fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
 /// `bound_ns` after `end_ns` — beyond what the receiver itself dropped
 /// during the stream — and that the fault was in force before. Returns the
 /// last loss within the bound, in ms from `end_ns`.
-/// Losses inside a window of `deactivated` (chaos removing its clsact
-/// qdisc, see fixtures::deactivation) are not the fault's.
-fn ended_by(
-    s: &Stream,
-    end_ns: u64,
-    bound_ns: u64,
-    what: &str,
-    deactivated: &Deactivations,
-) -> anyhow::Result<f64> {
+fn ended_by(s: &Stream, end_ns: u64, bound_ns: u64, what: &str) -> anyhow::Result<f64> {
     let r = &s.result;
     anyhow::ensure!(r.lost.len() > 100, "only {} datagrams lost: the fault was not in force", r.lost.len());
-    let lost = udp::StreamResult { lost: deactivated.excuse(&r.lost), arrived: Vec::new() };
-    let late = lost.lost_after(end_ns, bound_ns);
+    let late = r.lost_after(end_ns, bound_ns);
     anyhow::ensure!(
         late.len() as u64 <= s.receiver_dropped,
         "{} datagrams lost more than {} ms after {what} (sent {} ms from it); the receiver dropped only {} \
@@ -368,7 +357,7 @@ fn ended_by(
     if !late.is_empty() {
         eprint!("[{} late losses, no more than a starved receiver dropped] ", late.len());
     }
-    Ok(lost.last_loss_ms(end_ns, bound_ns))
+    Ok(r.last_loss_ms(end_ns, bound_ns))
 }
 
 /// The chaos process's BPF file descriptors: `(links, programs)`.
@@ -504,7 +493,7 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
         // filter stays, inert after the rule's kernel-side deadline.
         let (end, what) =
             if mode == "tcx" { (dead, "the process's death") } else { (deadline, "the deadline") };
-        let late_ms = ended_by(&s, end, 100_000_000, what, &Deactivations::default())?;
+        let late_ms = ended_by(&s, end, 100_000_000, what)?;
         eprint!("[{mode}: last loss {late_ms:+.1} ms from {what}] ");
         if mode == "netlink" {
             anyhow::ensure!(

@@ -78,6 +78,18 @@ pub const ALL: &[Test] = &[
         name: "net_qdisc::foreign_qdiscs_are_refused_or_reused",
         run: net_qdisc::foreign_qdiscs_are_refused_or_reused,
     },
+    Test {
+        name: "net_qdisc::bystander_loses_nothing_when_an_attack_ends",
+        run: net_qdisc::bystander_loses_nothing_when_an_attack_ends,
+    },
+    Test {
+        name: "net_qdisc::multiqueue_gets_mq_with_fq_per_queue",
+        run: net_qdisc::multiqueue_gets_mq_with_fq_per_queue,
+    },
+    Test {
+        name: "net_qdisc::recover_leaves_a_replaced_qdisc_and_closes_the_record",
+        run: net_qdisc::recover_leaves_a_replaced_qdisc_and_closes_the_record,
+    },
     Test { name: "experiment::validate_reports_positions", run: experiment::validate_reports_positions },
     Test {
         name: "experiment::dry_run_plans_and_injects_nothing",

@@ -74,6 +74,20 @@ pub fn netem_path(lab: &Lab) -> anyhow::Result<(String, IpAddr)> {
     Ok((nc, IpAddr::V4([10, 78, 0, 2].into())))
 }
 
+/// [`qdiscs`] without the clsact/ingress qdisc: the egress tree. Through
+/// netlink (kernels without TCX) chaos keeps the clsact it added, empty,
+/// rather than deactivate the device to delete it (chaos::attach::tc).
+pub fn egress_qdiscs(lab: &Lab) -> anyhow::Result<String> {
+    without_clsact(&qdiscs(lab)?)
+}
+
+/// A `tc -j qdisc show` without the clsact/ingress qdisc.
+pub fn without_clsact(json: &str) -> anyhow::Result<String> {
+    let all: Vec<serde_json::Value> = serde_json::from_str(json)?;
+    let tree: Vec<_> = all.into_iter().filter(|q| q["parent"] != "ffff:fff1").collect();
+    Ok(serde_json::to_string(&tree)?)
+}
+
 /// Skip unless departure times can be honoured here.
 pub fn require_fq(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
@@ -138,7 +152,7 @@ pub fn delay_and_jitter_hold_their_distribution(ctx: &mut Ctx) -> anyhow::Result
         let t = ping::ping(lab.target(), chaos_peer, PROBES, PROBE_INTERVAL_US)?;
         Ok((t, sib.finish()?, net.finish()?))
     };
-    let before = qdiscs(&lab)?;
+    let before = egress_qdiscs(&lab)?;
     let (base_t, base_s, base_n) = measure()?;
     let (bt, bs, bn) = (median(&base_t.rtts_ms), median(&base_s.rtts_ms), median(&base_n.rtts_ms));
     eprint!("\n    baseline: target {}; sibling {}", summary(&base_t), summary(&base_s));
@@ -227,7 +241,7 @@ pub fn delay_and_jitter_hold_their_distribution(ctx: &mut Ctx) -> anyhow::Result
         anyhow::ensure!(delayed >= t.rtts_ms.len() as u64, "{dist}: chaos counted {delayed} delayed packets");
     }
     eprint!("\n    ");
-    let after = qdiscs(&lab)?;
+    let after = egress_qdiscs(&lab)?;
     anyhow::ensure!(after == before, "qdiscs differ after the attacks:\nbefore {before}\nafter  {after}");
     Ok(())
 }

@@ -201,10 +201,14 @@ fn net(ctx: &mut Ctx, mode: &str) -> anyhow::Result<()> {
         anyhow::ensure!(got == 10, "{} of 10 datagrams arrived past the deadline", got);
         Ok(())
     };
+    // The egress tree and its filters. Without TCX, chaos keeps the clsact
+    // it added (deleting one deactivates the device: chaos::attach::tc), so
+    // from the first point on an *empty* clsact may be there; a filter of
+    // chaos's in it would show.
     let snapshot = || -> anyhow::Result<String> {
-        let q = lab.ctr.exec(&["tc", "-j", "qdisc", "show", "dev", &lab.ctr_dev])?;
+        let q = super::net_delay::egress_qdiscs(&lab)?;
         let f = lab.ctr.exec(&["tc", "filter", "show", "dev", &lab.ctr_dev, "egress"]).unwrap_or_default();
-        Ok(format!("qdiscs {}; filters {}", q.trim(), f.trim()))
+        Ok(format!("qdiscs {q}; filters {}", f.trim()))
     };
     let duration = duration_arg();
     let args =
