@@ -129,8 +129,14 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
 fn unit(summary: &mut Summary) -> anyhow::Result<()> {
     eprintln!("== unit tests");
     let t = Instant::now();
+    // Unit tests that need root are `#[ignore]`d with the reason, so that a
+    // plain `cargo test` shows them as ignored rather than passed; as root
+    // (CI is), they run here.
+    // SAFETY: geteuid has no preconditions.
+    let root_args: &[&str] = if unsafe { libc::geteuid() } == 0 { &["--", "--include-ignored"] } else { &[] };
     let out = Command::new("cargo")
-        .args(["test"])
+        .arg("test")
+        .args(root_args)
         .current_dir(root())
         .stderr(Stdio::inherit())
         .output()

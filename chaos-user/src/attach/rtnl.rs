@@ -199,8 +199,10 @@ mod tests {
 
 #[cfg(test)]
 mod live {
-    /// Needs root (a private network namespace); skipped otherwise.
+    /// Needs root (a private network namespace): ignored by a plain `cargo
+    /// test`, run by `./x test` as root.
     #[test]
+    #[ignore = "needs root (a private network namespace); ./x test runs it"]
     fn has_clsact_sees_one_tc_added() {
         let run = crate::attach::netns::in_private_netns(|| {
             let tc =
@@ -212,7 +214,7 @@ mod live {
             let ingress = tc(&["qdisc", "add", "dev", "lo", "ingress"]);
             (before, added, after, deleted, super::has_clsact("lo"), ingress)
         });
-        let Ok((before, added, after, deleted, gone, ingress)) = run else { return };
+        let (before, added, after, deleted, gone, ingress) = run.expect("a private network namespace (root)");
         assert!(added.unwrap() && deleted.unwrap() && ingress.unwrap());
         assert!(!before.unwrap(), "never had one");
         assert!(after.unwrap(), "added");
