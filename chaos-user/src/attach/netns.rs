@@ -110,7 +110,12 @@ impl Netns {
     /// The namespace this process runs in, identified.
     pub fn current() -> io::Result<Self> {
         let (inode, dev) = stat_ns(Path::new("/proc/self/ns/net"))?;
-        let path = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+        // Our PID as the mounted /proc numbers it, which is not getpid()'s
+        // when we run in a PID namespace of our own under the host's /proc
+        // (chaos as PID 1 of a container): /proc/<getpid()> would be
+        // someone else.
+        let pid = std::fs::read_link("/proc/self")?;
+        let path = Path::new("/proc").join(pid).join("ns/net");
         Ok(Self { inode, dev, cookie: own_cookie()?, path })
     }
 
@@ -120,6 +125,14 @@ impl Netns {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let (inode, dev) = stat_ns(&path)?;
         Ok(Self { inode, dev, cookie: None, path })
+    }
+
+    /// The namespace at `path` (a name under /run/netns, or
+    /// /proc/PID/ns/net), identified.
+    pub fn at(path: impl Into<PathBuf>) -> io::Result<Self> {
+        let path = path.into();
+        let (inode, dev) = stat_ns(&path)?;
+        Self { inode, dev, cookie: None, path }.identify()
     }
 
     /// Read the namespace's cookie (from inside it), so that it can be
