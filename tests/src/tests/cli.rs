@@ -202,8 +202,11 @@ pub fn simultaneous_attacks_on_one_target_have_one_winner(ctx: &mut Ctx) -> anyh
         );
         anyhow::ensure!(
             winner_pids.len() == 1,
-            "round {round}: {} of {ATTACKERS} simultaneous attacks on one target started (pids {winner_pids:?})",
-            winner_pids.len()
+            "round {round}: {} of {ATTACKERS} simultaneous attacks on one target started (pids {winner_pids:?}); \
+             the others exited {:?}; {}",
+            winner_pids.len(),
+            losers.iter().map(Ended::code).collect::<Vec<_>>(),
+            losers.iter().find(|l| l.code() != Some(4)).map_or(String::new(), |l| l.stderr.clone())
         );
         if let Some(bad) = losers.iter().find(|l| l.code() != Some(4)) {
             anyhow::bail!(
@@ -261,7 +264,8 @@ pub fn a_dead_run_with_our_pid_is_recovered_not_overwritten(ctx: &mut Ctx) -> an
     // only, where the rule matches nothing.
     let cg = Cgroup::new("samepid")?;
     let out = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child"])
+        // Its own /proc too: /proc/1 is then chaos, as in a container.
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(runner::bin())
         .args(["attack", "net-loss", "--cgroup", &cg.rel, "--interface", "lo", "--percent", "1"])
         .args(["--duration", "1s"])
