@@ -224,6 +224,7 @@ pub struct StateFile {
 /// registering.
 pub struct DirLock {
     _file: File,
+    _dir: File,
 }
 
 fn flock(file: &File, op: i32) -> io::Result<()> {
@@ -287,7 +288,13 @@ impl DirLock {
             .open(&path)
             .map_err(|e| state_error(&path, e))?;
         flock(&file, libc::LOCK_EX).map_err(|e| state_error(&path, e))?;
-        Ok(Self { _file: file })
+        // Chaos versions before the lock file locked the directory itself;
+        // holding that lock too excludes them while both may run (an
+        // upgrade). They never wait for the lock file, so no deadlock; and
+        // they cannot remove the directory while the lock file is in it.
+        let d = File::open(dir).map_err(|e| state_error(dir, e))?;
+        flock(&d, libc::LOCK_EX).map_err(|e| state_error(dir, e))?;
+        Ok(Self { _file: file, _dir: d })
     }
 }
 
