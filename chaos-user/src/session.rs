@@ -33,7 +33,7 @@ pub fn open(attacks: &[Attack]) -> Result<Injector> {
 fn claim(dir: &Path, attacks: &[Attack]) -> Result<StateFile> {
     let _lock = DirLock::take(dir)?;
     for action in recover::recover_locked(dir) {
-        tracing::warn!(object = %action.object, outcome = %action.outcome, "removed what a dead chaos process left behind");
+        tracing::warn!(object = %action.object, outcome = %action.outcome, "settled what a dead chaos process left behind");
     }
     for found in state::scan(dir).into_iter().filter(|f| f.live) {
         for claim in &found.replay.attacks {
