@@ -33,23 +33,25 @@ pub fn open(attacks: &[Attack]) -> Result<Injector> {
 fn claim(dir: &Path, attacks: &[Attack]) -> Result<StateFile> {
     let _lock = DirLock::take(dir)?;
     for action in recover::recover_locked(dir) {
-        tracing::warn!(object = %action.object, outcome = %action.outcome, "removed what a dead chaos process left behind");
+        tracing::warn!(object = %action.object, outcome = %action.outcome, "settled what a dead chaos process left behind");
     }
     for found in state::scan(dir).into_iter().filter(|f| f.live) {
-        for (_, fault, family, target_id, target_path) in &found.replay.attacks {
-            if let Some(a) =
-                attacks.iter().find(|a| a.target.id == *target_id && a.fault.family().name() == family)
+        for claim in &found.replay.attacks {
+            if let Some(a) = attacks
+                .iter()
+                .find(|a| a.target.id == claim.target_id && a.fault.family().name() == claim.family)
             {
                 return Err(Error::Busy {
                     target: a.target.to_string(),
-                    fault: fault.clone(),
+                    fault: claim.fault.clone(),
                     pid: found.replay.pid.unwrap_or(0),
                 })
-                .inspect_err(|_| tracing::debug!(path = %target_path.display(), "conflicting claim"));
+                .inspect_err(|_| tracing::debug!(path = %claim.target_path.display(), "conflicting claim"));
             }
         }
     }
-    // DirLock::take created the directory if needed.
+    // Still under the lock: our file and its attacks are written before
+    // the next start can look (DirLock::take created the directory).
     let mut state = StateFile::create(dir)?;
     for a in attacks {
         state.append(&Record::Attack {

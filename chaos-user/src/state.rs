@@ -1,29 +1,49 @@
 //! The record of what can outlive a chaos process, and `chaos recover`.
 //!
-//! Each running chaos process owns `/run/chaos/<pid>.jsonl` and holds an
-//! exclusive `flock(2)` on it for its whole life: the kernel drops the lock
-//! when the process dies, however it dies, so a file whose lock can be taken
-//! belongs to a dead process. The file is append-only JSON lines: every
-//! object that could survive the process (a netlink tc filter, a qdisc we
-//! installed) is recorded *before* it is created and marked removed after it
-//! is gone; a crash mid-append loses at most a partial last line, which
-//! replay ignores.
+//! Each chaos run owns one state file, `/run/chaos/<pid>-<random>.jsonl`.
+//! The name is unique per *run*, not per PID: a new process whose PID is a
+//! dead run's (routine for chaos as PID 1 of containers sharing the host's
+//! `/run/chaos`) gets a file of its own and recovers the dead run's file
+//! instead of overwriting it. The file is created with
+//! `O_CREAT|O_EXCL|O_NOFOLLOW` (never someone else's file, never truncated),
+//! locked with an exclusive `flock(2)` before anything is written, and kept
+//! locked for the run's whole life: the kernel drops the lock when the
+//! process dies, however it dies, so a file whose lock can be taken belongs
+//! to a dead run. The file is append-only JSON lines: every object that
+//! could survive the process (a netlink tc filter, a qdisc we installed) is
+//! recorded *before* it is created and marked removed after it is gone,
+//! after a line naming its network namespace robustly ([`NetnsId`]); a
+//! crash mid-append loses at most a partial last line, which replay
+//! ignores.
 //!
-//! Starting an attack first takes the directory lock, recovers the files of
-//! dead processes, and checks the live ones for an attack of the same fault
-//! family on the same target.
+//! Starting an attack takes the directory lock, recovers the files of dead
+//! runs, checks the live ones for an attack of the same fault family on the
+//! same target, and creates its own file and records its attacks in it —
+//! all under the lock, so that of two starts on one target exactly one sees
+//! no conflict. The lock is a file, `/run/chaos/lock`, that chaos never
+//! removes, and chaos never removes the directory either: a lock on an inode
+//! that can be unlinked and re-created excludes nobody (a process locking
+//! the new inode does not wait for one holding the old). `/run` is a tmpfs:
+//! an empty directory and an empty file cost nothing, and go at reboot.
 
 use std::{
-    collections::BTreeSet,
-    fs::{self, File, OpenOptions},
-    io::{self, Write},
-    os::fd::AsRawFd,
+    collections::BTreeMap,
+    fs::{self, DirBuilder, File, OpenOptions},
+    io::{self, Read, Write},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    },
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+pub use crate::attach::netns::NetnsId;
+use crate::{
+    attach::netns::Netns,
+    error::{Error, Result},
+};
 
 /// Where state files live; `CHAOS_STATE_DIR` overrides it (tests).
 pub fn state_dir() -> PathBuf {
@@ -93,18 +113,48 @@ pub fn validate_state_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The directory lock's file name (never removed; see the module's doc).
+pub const LOCK_FILE: &str = "lock";
+
 /// One line of a state file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "kebab-case")]
 pub enum Record {
-    Owner { pid: i32, command: String },
-    Attack { id: String, fault: String, family: String, target_id: u64, target_path: PathBuf },
-    AttackEnded { id: String },
+    Owner {
+        pid: i32,
+        command: String,
+    },
+    Attack {
+        id: String,
+        fault: String,
+        family: String,
+        target_id: u64,
+        target_path: PathBuf,
+    },
+    AttackEnded {
+        id: String,
+    },
+    /// The identity of a network namespace; the leftovers after it that
+    /// name its inode (`netns`) live in it. Written before the first of
+    /// them.
+    Netns(NetnsId),
     Leftover(Leftover),
     Removed(Leftover),
+    /// Appended by recovery to a dead run's file: nothing more is to be
+    /// done about this leftover (it is `gone`, or `left: <why>` — not
+    /// chaos's any more), though other leftovers of the file failed and
+    /// keep it.
+    Closed {
+        leftover: Leftover,
+        outcome: String,
+    },
 }
 
 /// An object that survives its creator unless removed.
+///
+/// `netns` is the namespace's inode number, which a [`Record::Netns`] line
+/// before it identifies fully; the device is `ifindex` *and* `ifname` in
+/// that namespace (recovery touches it only when both still match).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Leftover {
@@ -116,6 +166,24 @@ pub enum Leftover {
     /// the kernel's default; `before` is `tc -j qdisc show dev <ifname>`
     /// from just before, which deleting chaos's qdisc must bring back.
     Qdisc { netns: u64, ifindex: u32, ifname: String, handle: String, before: String },
+}
+
+impl Leftover {
+    /// The inode number of its network namespace.
+    pub fn netns(&self) -> u64 {
+        match self {
+            Self::TcFilter { netns, .. } | Self::Clsact { netns, .. } | Self::Qdisc { netns, .. } => *netns,
+        }
+    }
+
+    /// Its device: (ifindex, ifname) in that namespace.
+    pub fn device(&self) -> (u32, &str) {
+        match self {
+            Self::TcFilter { ifindex, ifname, .. }
+            | Self::Clsact { ifindex, ifname, .. }
+            | Self::Qdisc { ifindex, ifname, .. } => (*ifindex, ifname),
+        }
+    }
 }
 
 impl std::fmt::Display for Leftover {
@@ -132,23 +200,46 @@ impl std::fmt::Display for Leftover {
     }
 }
 
+/// A leftover as recorded, with the identity of its namespace when the
+/// file has one (files of older chaos versions, and records written
+/// without one, name the namespace by inode only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub leftover: Leftover,
+    pub netns: Option<NetnsId>,
+}
+
+/// An attack recorded and not ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub id: String,
+    pub fault: String,
+    pub family: String,
+    pub target_id: u64,
+    pub target_path: PathBuf,
+}
+
 /// What a state file says, replayed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Replay {
     pub pid: Option<i32>,
-    /// (id, fault, family, target id, target path) of attacks not ended.
-    pub attacks: Vec<(String, String, String, u64, PathBuf)>,
-    /// Objects created and not removed, in creation order reversed (remove
-    /// filters before the qdisc that holds them).
-    pub leftovers: Vec<Leftover>,
+    /// Attacks not ended.
+    pub attacks: Vec<Claim>,
+    /// Objects created and neither removed nor closed, in creation order
+    /// reversed (remove filters before the qdisc that holds them).
+    pub leftovers: Vec<Entry>,
 }
 
 impl Replay {
     pub fn parse(text: &str) -> Self {
         let mut replay = Self::default();
-        let mut ended = BTreeSet::new();
-        let mut removed = Vec::new();
-        let mut created = Vec::new();
+        let mut ended = Vec::new();
+        let mut done = Vec::new();
+        let mut created: Vec<Entry> = Vec::new();
+        // The identity in force for each inode: the latest line before a
+        // leftover (one run may meet two namespaces with one inode number,
+        // one after the other).
+        let mut identities: BTreeMap<u64, NetnsId> = BTreeMap::new();
         for line in text.lines() {
             let Ok(record) = serde_json::from_str::<Record>(line) else {
                 continue; // a torn last line
@@ -156,18 +247,22 @@ impl Replay {
             match record {
                 Record::Owner { pid, .. } => replay.pid = Some(pid),
                 Record::Attack { id, fault, family, target_id, target_path } => {
-                    replay.attacks.push((id, fault, family, target_id, target_path));
+                    replay.attacks.push(Claim { id, fault, family, target_id, target_path });
                 }
-                Record::AttackEnded { id } => {
-                    ended.insert(id);
+                Record::AttackEnded { id } => ended.push(id),
+                Record::Netns(id) => {
+                    identities.insert(id.inode, id);
                 }
-                Record::Leftover(l) => created.push(l),
-                Record::Removed(l) => removed.push(l),
+                Record::Leftover(l) => {
+                    let netns = identities.get(&l.netns()).copied();
+                    created.push(Entry { leftover: l, netns });
+                }
+                Record::Removed(l) | Record::Closed { leftover: l, .. } => done.push(l),
             }
         }
-        replay.attacks.retain(|a| !ended.contains(&a.0));
-        for r in removed {
-            if let Some(i) = created.iter().position(|c| *c == r) {
+        replay.attacks.retain(|a| !ended.contains(&a.id));
+        for r in done {
+            if let Some(i) = created.iter().position(|c| c.leftover == r) {
                 created.remove(i);
             }
         }
@@ -184,63 +279,165 @@ pub struct StateFile {
     file: File,
     /// Recorded and not yet removed; the file outlives us unless empty.
     outstanding: Vec<Leftover>,
+    /// The namespace identities written so far (the latest per inode).
+    noted: BTreeMap<u64, NetnsId>,
 }
 
-/// The directory lock, held while checking for conflicts and registering.
+/// The directory lock, held while recovering, checking for conflicts and
+/// registering.
 pub struct DirLock {
+    _file: File,
     _dir: File,
 }
 
 fn flock(file: &File, op: i32) -> io::Result<()> {
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-impl DirLock {
-    pub fn take(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| state_error(dir, e))?;
-        let d = File::open(dir).map_err(|e| state_error(dir, e))?;
-        flock(&d, libc::LOCK_EX).map_err(|e| state_error(dir, e))?;
-        Ok(Self { _dir: d })
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // A blocking flock returns EINTR when a signal arrives.
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
-fn state_error(path: &Path, e: io::Error) -> Error {
+fn state_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::environment(format!("cannot use state directory {}: {e} (chaos must run as root)", path.display()))
 }
 
-impl StateFile {
-    /// Create and lock this process's state file. Call with the directory
-    /// lock held.
-    pub fn create(dir: &Path) -> Result<Self> {
-        let pid = std::process::id() as i32;
-        let path = dir.join(format!("{pid}.jsonl"));
+/// Create the state directory (0700) if needed, and check it is one only
+/// we can write: chaos, as root, creates and removes files there, and a
+/// directory others can write (or a symlink to one) would let them choose
+/// what.
+fn ensure_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| state_error(dir, e))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| state_error(dir, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(Error::environment(format!(
+            "state directory {} is not a directory owned by uid {euid} that only it can write (it is {}, \
+             owner {}, mode {:o}): chaos keeps its records of what to undo there; remove it, or make it a \
+             directory owned by uid {euid} with mode 0700",
+            dir.display(),
+            if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.file_type().is_dir() {
+                "a directory"
+            } else {
+                "not a directory"
+            },
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+impl DirLock {
+    /// Take the directory lock, waiting for whoever holds it.
+    pub fn take(dir: &Path) -> Result<Self> {
+        ensure_dir(dir)?;
+        let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
             .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| state_error(&path, e))?;
-        flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| state_error(&path, e))?;
-        let mut state = Self { path, file, outstanding: Vec::new() };
+        flock(&file, libc::LOCK_EX).map_err(|e| state_error(&path, e))?;
+        // Chaos versions before the lock file locked the directory itself;
+        // holding that lock too excludes them while both may run (an
+        // upgrade). They never wait for the lock file, so no deadlock; and
+        // they cannot remove the directory while the lock file is in it.
+        let d = File::open(dir).map_err(|e| state_error(dir, e))?;
+        flock(&d, libc::LOCK_EX).map_err(|e| state_error(dir, e))?;
+        Ok(Self { _file: file, _dir: d })
+    }
+}
+
+/// 64 random bits for a file name (uniqueness is O_EXCL's job; this only
+/// makes a collision, and the retry, unlikely).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        u64::from_ne_bytes(buf)
+    } else {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        t.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32)
+    }
+}
+
+impl StateFile {
+    /// Create and lock this run's state file. Call with the directory lock
+    /// held.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let pid = std::process::id() as i32;
+        let mut attempt = 0;
+        let (path, file) = loop {
+            let path = dir.join(format!("{pid}-{:016x}.jsonl", random_u64()));
+            let opened = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match opened {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+                Err(e) => return Err(state_error(&path, e)),
+            }
+        };
+        // Ours alone (O_EXCL), so the lock is free: nothing is written
+        // before it is held, and no scan sees the file unlocked (scans run
+        // under the directory lock, which our caller holds).
+        if let Err(e) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            let _ = fs::remove_file(&path);
+            return Err(state_error(&path, e));
+        }
+        let mut state = Self { path, file, outstanding: Vec::new(), noted: BTreeMap::new() };
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         state.append(&Record::Owner { pid, command })?;
         Ok(state)
     }
 
+    /// Record the identity of `netns` (once), before leftovers in it are.
+    pub fn note_netns(&mut self, netns: &Netns) -> Result<()> {
+        let id = netns.id();
+        if self.noted.get(&id.inode) == Some(&id) {
+            return Ok(());
+        }
+        self.append(&Record::Netns(id))
+    }
+
     pub fn append(&mut self, record: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(record).expect("records serialize");
         line.push(b'\n');
-        // One write(2) per record on an O_APPEND-free file we alone write:
-        // a crash leaves whole lines plus at most one torn one.
+        // One write(2) per record on a file we alone write: a crash leaves
+        // whole lines plus at most one torn one.
         self.file
             .write_all(&line)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| state_error(&self.path, e))?;
         match record {
-            Record::Leftover(l) => self.outstanding.push(l.clone()),
-            Record::Removed(l) => self.outstanding.retain(|o| o != l),
+            Record::Leftover(l) => {
+                if !self.noted.contains_key(&l.netns()) {
+                    tracing::debug!(object = %l, "recorded without its namespace's identity");
+                }
+                self.outstanding.push(l.clone());
+            }
+            Record::Removed(l) | Record::Closed { leftover: l, .. } => self.outstanding.retain(|o| o != l),
+            Record::Netns(id) => {
+                self.noted.insert(id.inode, *id);
+            }
             _ => {}
         }
         Ok(())
@@ -257,9 +454,10 @@ impl StateFile {
 }
 
 impl Drop for StateFile {
-    /// A clean end (everything recorded was removed): the file goes, and the
-    /// directory too when it is empty. Otherwise the file stays for
-    /// `chaos recover`.
+    /// A clean end (everything recorded was removed): the file goes —
+    /// unlinked while we still hold its lock, so no scan sees it unlocked.
+    /// Otherwise it stays for `chaos recover`. The directory always stays
+    /// (see the module's doc).
     fn drop(&mut self) {
         if !self.outstanding.is_empty() {
             tracing::error!(
@@ -270,9 +468,6 @@ impl Drop for StateFile {
             return;
         }
         let _ = fs::remove_file(&self.path);
-        if let Some(dir) = self.path.parent() {
-            let _ = fs::remove_dir(dir);
-        }
     }
 }
 
@@ -282,9 +477,47 @@ pub struct Found {
     pub replay: Replay,
     /// True when its owner still runs (its lock is held).
     pub live: bool,
+    /// The open file; for a dead run's, with a shared lock held, so that
+    /// nobody takes it over while we recover it.
+    file: File,
 }
 
-/// All state files, with whether their owner lives. Does not modify them.
+impl Found {
+    /// Remove a dead run's file once everything in it is settled.
+    pub fn remove(&self) -> io::Result<()> {
+        debug_assert!(!self.live);
+        fs::remove_file(&self.path)
+    }
+
+    /// Append `Closed` records to a dead run's file (which is kept for the
+    /// leftovers that failed), so that later recoveries do not retry, or
+    /// report, what needs nothing more. Appending, never rewriting: a crash
+    /// midway leaves a torn last line, which replay ignores.
+    pub fn close(&self, closed: &[(Leftover, String)]) -> io::Result<()> {
+        if self.live {
+            return Err(io::Error::other("the file's owner is alive"));
+        }
+        // Exclusive from here: a concurrent `close` (there is none while we
+        // hold the directory lock) would interleave lines.
+        flock(&self.file, libc::LOCK_EX | libc::LOCK_NB)?;
+        let mut out = OpenOptions::new().append(true).custom_flags(libc::O_NOFOLLOW).open(&self.path)?;
+        let mut lines = Vec::new();
+        for (leftover, outcome) in closed {
+            let record = Record::Closed { leftover: leftover.clone(), outcome: outcome.clone() };
+            lines.extend(serde_json::to_vec(&record).expect("records serialize"));
+            lines.push(b'\n');
+        }
+        // A torn last line of the dead run would swallow our first one.
+        lines.insert(0, b'\n');
+        out.write_all(&lines)?;
+        out.sync_data()
+    }
+}
+
+/// All state files, with whether their owner lives (our own file, if we
+/// have one, is live: we hold its lock). Modifies nothing. Call with the
+/// directory lock held, so that no file is seen between its creation and
+/// its owner's lock.
 pub fn scan(dir: &Path) -> Vec<Found> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -293,15 +526,18 @@ pub fn scan(dir: &Path) -> Vec<Found> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .filter(|p| {
-            p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<i32>().ok())
-                != Some(std::process::id() as i32)
-        })
         .filter_map(|path| {
-            let file = File::open(&path).ok()?;
+            let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?;
+            if !file.metadata().ok()?.file_type().is_file() {
+                return None;
+            }
+            // Taken: the owner is dead (the kernel dropped its lock), and
+            // we keep it. Refused (EWOULDBLOCK): live. Anything else: not
+            // known to be dead, so treated as live — never touched.
             let live = flock(&file, libc::LOCK_SH | libc::LOCK_NB).is_err();
-            let replay = Replay::parse(&fs::read_to_string(&path).ok()?);
-            Some(Found { path, replay, live })
+            let mut text = String::new();
+            file.read_to_string(&mut text).ok()?;
+            Some(Found { path, replay: Replay::parse(&text), live, file })
         })
         .collect();
     found.sort_by(|a, b| a.path.cmp(&b.path));
@@ -310,6 +546,8 @@ pub fn scan(dir: &Path) -> Vec<Found> {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::mpsc, time::Duration};
+
     use super::*;
 
     fn filter(handle: u32) -> Leftover {
@@ -323,63 +561,200 @@ mod tests {
         }
     }
 
+    fn id(inode: u64, cookie: u64) -> NetnsId {
+        NetnsId { inode, dev: Some(4), cookie: Some(cookie) }
+    }
+
+    fn lines(records: &[Record]) -> String {
+        records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect()
+    }
+
+    /// A fresh directory for one test, removed by the guard.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("chaos-state-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
-    fn replay_subtracts_removed_and_ended() {
+    fn replay_subtracts_removed_closed_and_ended() {
         let clsact = Leftover::Clsact { netns: 1, ifindex: 2, ifname: "eth0".into() };
-        let lines = [
+        let attack = |id: &str, target_id| Record::Attack {
+            id: id.into(),
+            fault: "net-loss".into(),
+            family: "net".into(),
+            target_id,
+            target_path: "/x".into(),
+        };
+        let mut text = lines(&[
             Record::Owner { pid: 42, command: "chaos".into() },
-            Record::Attack {
-                id: "a1".into(),
-                fault: "net-loss".into(),
-                family: "net".into(),
-                target_id: 9,
-                target_path: "/x".into(),
-            },
-            Record::Attack {
-                id: "a2".into(),
-                fault: "net-loss".into(),
-                family: "net".into(),
-                target_id: 10,
-                target_path: "/y".into(),
-            },
+            attack("a1", 9),
+            attack("a2", 10),
             Record::Leftover(clsact.clone()),
             Record::Leftover(filter(1)),
             Record::Leftover(filter(2)),
+            Record::Leftover(filter(4)),
             Record::Removed(filter(1)),
+            Record::Closed { leftover: filter(4), outcome: "gone".into() },
             Record::AttackEnded { id: "a1".into() },
-        ];
-        let mut text: String = lines.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
+        ]);
         text.push_str("{\"record\":\"leftover\",\"kind\":\"tc-fil"); // torn line
         let replay = Replay::parse(&text);
         assert_eq!(replay.pid, Some(42));
-        assert_eq!(replay.attacks.len(), 1);
-        assert_eq!(replay.attacks[0].0, "a2");
+        assert_eq!(replay.attacks.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["a2"]);
         // filters before the qdisc that holds them
-        assert_eq!(replay.leftovers, vec![filter(2), clsact]);
+        let leftovers: Vec<_> = replay.leftovers.iter().map(|e| e.leftover.clone()).collect();
+        assert_eq!(leftovers, vec![filter(2), clsact]);
+        assert!(replay.leftovers.iter().all(|e| e.netns.is_none()), "no identity was recorded");
+    }
+
+    #[test]
+    fn each_leftover_gets_the_namespace_identity_in_force_when_recorded() {
+        // Inode 1 names one namespace, then (it died, the number was
+        // reused) another: each filter belongs to the one before it.
+        let text = lines(&[
+            Record::Netns(id(1, 100)),
+            Record::Leftover(filter(1)),
+            Record::Netns(id(1, 200)),
+            Record::Leftover(filter(2)),
+        ]);
+        let replay = Replay::parse(&text);
+        let got: Vec<_> = replay.leftovers.iter().map(|e| (e.leftover.clone(), e.netns)).collect();
+        assert_eq!(got, vec![(filter(2), Some(id(1, 200))), (filter(1), Some(id(1, 100)))]);
+        // The record format: a namespace line is flat JSON.
+        let line = serde_json::to_string(&Record::Netns(id(1, 100))).unwrap();
+        assert_eq!(line, r#"{"record":"netns","inode":1,"dev":4,"cookie":100}"#);
     }
 
     #[test]
     fn live_and_dead_files_are_told_apart() {
-        let dir = std::env::temp_dir().join(format!("chaos-state-test-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new("live");
+        let _lock = DirLock::take(&dir.0).unwrap();
         // A dead owner's file: nobody holds its lock.
-        fs::write(
-            dir.join("999999.jsonl"),
-            serde_json::to_string(&Record::Leftover(filter(3))).unwrap() + "\n",
-        )
-        .unwrap();
+        fs::write(dir.0.join("999999-1.jsonl"), lines(&[Record::Leftover(filter(3))])).unwrap();
         // A live one: we hold its lock from another open file description.
-        let live_path = dir.join("999998.jsonl");
+        let live_path = dir.0.join("999998-2.jsonl");
         fs::write(&live_path, "").unwrap();
         let held = File::open(&live_path).unwrap();
         flock(&held, libc::LOCK_EX).unwrap();
-        let found = scan(&dir);
-        assert_eq!(found.len(), 2);
+        let found = scan(&dir.0);
+        assert_eq!(found.len(), 2, "the lock file is not a state file");
         assert!(found.iter().any(|f| f.path == live_path && f.live));
-        assert!(found.iter().any(|f| f.replay.leftovers == vec![filter(3)] && !f.live));
+        assert!(found.iter().any(|f| f.replay.leftovers.len() == 1 && !f.live));
+    }
+
+    /// Issue 11, item 2: a dead run whose PID is ours (chaos as PID 1 of a
+    /// container) had its file truncated by our `create` and skipped by
+    /// `scan`. Now our file is another one, and the dead run's is found,
+    /// dead, with its leftovers.
+    #[test]
+    fn a_dead_run_with_our_pid_is_neither_truncated_nor_skipped() {
+        let dir = TempDir::new("samepid");
+        let lock = DirLock::take(&dir.0).unwrap();
+        let pid = std::process::id();
+        let dead_text = lines(&[
+            Record::Owner { pid: pid as i32, command: "chaos (dead)".into() },
+            Record::Netns(id(1, 100)),
+            Record::Leftover(filter(3)),
+        ]);
+        // Both the old naming (<pid>.jsonl) and the new one.
+        let old_name = dir.0.join(format!("{pid}.jsonl"));
+        let new_name = dir.0.join(format!("{pid}-{:016x}.jsonl", 7));
+        fs::write(&old_name, &dead_text).unwrap();
+        fs::write(&new_name, &dead_text).unwrap();
+        let ours = StateFile::create(&dir.0).unwrap();
+        assert!(ours.path() != old_name && ours.path() != new_name);
+        assert!(ours.path().file_name().unwrap().to_str().unwrap().starts_with(&format!("{pid}-")));
+        assert_eq!(fs::read_to_string(&old_name).unwrap(), dead_text);
+        assert_eq!(fs::read_to_string(&new_name).unwrap(), dead_text);
+        let found = scan(&dir.0);
+        let dead: Vec<_> = found.iter().filter(|f| !f.live).collect();
+        assert_eq!(dead.len(), 2, "both dead files are found");
+        for f in dead {
+            assert_eq!(f.replay.pid, Some(pid as i32));
+            assert_eq!(f.replay.leftovers, vec![Entry { leftover: filter(3), netns: Some(id(1, 100)) }]);
+        }
+        let own: Vec<_> = found.iter().filter(|f| f.live).collect();
+        assert_eq!(own.len(), 1, "our own file is live");
+        assert_eq!(own[0].path, ours.path());
+        drop(lock);
+        let path = ours.path().to_owned();
+        drop(ours);
+        assert!(!path.exists(), "a clean end removes our file");
+        assert!(old_name.exists() && new_name.exists(), "and only ours");
+    }
+
+    /// Issue 11, item 3, deterministically: a run ending cleanly while
+    /// another holds the directory lock used to remove the directory (the
+    /// lock's inode) — after which a third process created a new one and
+    /// locked it at once, alongside the holder. The lock must keep
+    /// excluding.
+    #[test]
+    fn a_clean_end_does_not_break_the_directory_lock() {
+        let dir = TempDir::new("lock");
+        let run = {
+            let _l = DirLock::take(&dir.0).unwrap();
+            StateFile::create(&dir.0).unwrap()
+        };
+        let held = DirLock::take(&dir.0).unwrap();
+        drop(run); // clean: nothing outstanding
+        let (tx, rx) = mpsc::channel();
+        let d = dir.0.clone();
+        let waiter = std::thread::spawn(move || {
+            let l = DirLock::take(&d).unwrap();
+            tx.send(()).unwrap();
+            drop(l);
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a second process took the directory lock while another held it"
+        );
         drop(held);
-        fs::remove_dir_all(&dir).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).expect("the lock is taken once released");
+        waiter.join().unwrap();
+        assert!(dir.0.join(LOCK_FILE).exists(), "the lock file stays");
+    }
+
+    #[test]
+    fn an_unsafe_state_directory_is_refused() {
+        let dir = TempDir::new("perm");
+        fs::create_dir_all(&dir.0).unwrap();
+        let open = dir.0.join("open");
+        DirBuilder::new().mode(0o777).create(&open).unwrap();
+        fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let err = DirLock::take(&open).err().expect("a world-writable directory is refused").to_string();
+        assert!(err.contains("mode 777") && err.contains("0700"), "{err}");
+        let link = dir.0.join("link");
+        std::os::unix::fs::symlink(&dir.0, &link).unwrap();
+        let err = DirLock::take(&link).err().expect("a symlink is refused").to_string();
+        assert!(err.contains("a symlink"), "{err}");
+    }
+
+    #[test]
+    fn closing_a_dead_file_appends_and_replay_honours_it() {
+        let dir = TempDir::new("close");
+        let _lock = DirLock::take(&dir.0).unwrap();
+        let path = dir.0.join("5-1.jsonl");
+        // A dead run that was killed mid-line.
+        let mut text = lines(&[Record::Leftover(filter(1)), Record::Leftover(filter(2))]);
+        text.push_str("{\"record\":\"removed\",\"ki");
+        fs::write(&path, &text).unwrap();
+        let found = scan(&dir.0);
+        assert_eq!(found[0].replay.leftovers.len(), 2);
+        found[0].close(&[(filter(1), "gone".into())]).unwrap();
+        drop(found);
+        let after = fs::read_to_string(&path).unwrap();
+        assert!(after.starts_with(&text), "appended, not rewritten");
+        let replay = Replay::parse(&after);
+        assert_eq!(replay.leftovers.iter().map(|e| e.leftover.clone()).collect::<Vec<_>>(), vec![filter(2)]);
     }
 }
 

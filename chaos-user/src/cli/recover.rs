@@ -16,6 +16,12 @@ use crate::{
 /// deadlines have passed or will — but they cost a map lookup per packet
 /// until removed. Objects of running chaos processes, and anything chaos did
 /// not create, are never touched. Every chaos start does this too.
+///
+/// Each object is reported as `removed`; `gone` (its network namespace or
+/// device no longer exists, or it is not there any more); `left: <why>`
+/// (what is there is not, or no longer provably, chaos's: it is left alone);
+/// or `failed: <why>` (an error that may pass: the record is kept, retried by
+/// the next recovery, and the exit code is 5). Only failures are retried.
 #[derive(Debug, Args)]
 pub struct RecoverArgs {
     /// Print one JSON object per action instead of text.

@@ -239,6 +239,7 @@ impl Net {
         if let Some(u) = self.fq.get_mut(&key) {
             u.users += 1;
         } else {
+            shared.state.note_netns(&device.netns)?;
             let fq = qdisc::install(
                 &device.netns,
                 device.ifindex,
@@ -287,6 +288,7 @@ impl Net {
             *users += 1;
         } else {
             let Shared { ebpf, state } = shared;
+            state.note_netns(&device.netns)?;
             let prog: &mut SchedClassifier = loaded(ebpf, EGRESS_PROGRAM)?;
             let link = attach_egress(prog, &device.netns, device.ifindex, &device.ifname, mode, state)?;
             self.egress.insert(key, (link, 1));
@@ -431,8 +433,14 @@ where
 fn target_netns(attack: &Attack) -> Result<Vec<Netns>> {
     let mut found: Vec<Netns> = Vec::new();
     for pid in pids_in_subtree(&attack.target.path) {
+        // Told apart by inode (cheap, exact among live namespaces), then
+        // identified once each, for the state file and for every later
+        // operation to check (a process that exits, its PID reused, must
+        // not lead chaos into another namespace). A process that exited
+        // meanwhile is skipped: another of the same namespace may follow.
         if let Ok(ns) = Netns::of_pid(pid)
             && !found.iter().any(|f| f.inode == ns.inode)
+            && let Ok(ns) = ns.identify()
         {
             found.push(ns);
         }

@@ -69,8 +69,6 @@ fn iperf_gbps(lab: &Lab, seconds: u32) -> anyhow::Result<f64> {
 /// An empty TCX egress program on the ctr device: the cost of having any
 /// tc egress hook at all, to tell it apart from what chaos's program adds.
 fn noop_hook(lab: &Lab) -> anyhow::Result<aya::Ebpf> {
-    use std::os::unix::fs::MetadataExt as _;
-
     use aya::programs::{SchedClassifier, TcAttachType, tc::TcAttach};
     let mut ebpf = chaos::ebpf::load_capabilities()?;
     let prog: &mut SchedClassifier = ebpf
@@ -78,8 +76,7 @@ fn noop_hook(lab: &Lab) -> anyhow::Result<aya::Ebpf> {
         .ok_or_else(|| anyhow::anyhow!("no probe_sched_cls"))?
         .try_into()?;
     prog.load()?;
-    let path = std::path::PathBuf::from(lab.ctr.path());
-    let netns = chaos::attach::netns::Netns { inode: std::fs::metadata(&path)?.ino(), path };
+    let netns = chaos::attach::netns::Netns::at(lab.ctr.path())?;
     let dev = std::ffi::CString::new(lab.ctr_dev.clone())?;
     netns.run(|| {
         prog.attach(

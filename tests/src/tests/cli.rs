@@ -3,19 +3,31 @@
 //! written).
 
 use std::{
-    os::unix::{ffi::OsStrExt as _, process::CommandExt},
+    fs,
+    io::Write,
+    os::unix::{
+        ffi::OsStrExt as _,
+        fs::{DirBuilderExt, OpenOptionsExt},
+        process::CommandExt,
+    },
+    path::PathBuf,
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use chaos::capabilities::Capability;
+use chaos::{
+    attach::netns::Netns as ChaosNetns,
+    capabilities::Capability,
+    state::{Leftover, Record},
+};
 
 use super::net_loss::{EGRESS, attack, end};
 use crate::{
     fixtures::{
         cgroup::Cgroup,
         lab::Lab,
-        runner::{self, ChaosRun},
+        netns::Netns as TestNetns,
+        runner::{self, ChaosRun, Ended},
     },
     harness::Ctx,
 };
@@ -329,5 +341,153 @@ pub fn second_attack_on_same_target_is_refused(ctx: &mut Ctx) -> anyhow::Result<
     anyhow::ensure!(first.stderr().contains("started"), "first attack log: {}", first.stderr());
     let end = end(first)?;
     anyhow::ensure!(end["reason"] == "SIGTERM", "first attack ended with {}", end["reason"]);
+    Ok(())
+}
+
+/// What one of several simultaneous attacks did.
+enum Raced {
+    Started(ChaosRun),
+    Ended(Ended),
+}
+
+/// Issue 11, item 3: attacks started at the same instant on one target.
+/// Exactly one may start; every other must exit 4 — every round, over
+/// `ROUNDS` rounds. A `chaos recover` starts alongside each round: its end
+/// (like a run's clean end) used to remove the state directory, whose inode
+/// the lock was, so that a newcomer locked a new directory while another
+/// held the old one's lock — and both injected.
+pub fn simultaneous_attacks_on_one_target_have_one_winner(ctx: &mut Ctx) -> anyhow::Result<()> {
+    const ROUNDS: usize = 200;
+    const ATTACKERS: usize = 8;
+    ctx.require_any(EGRESS)?;
+    ctx.require(Capability::CgroupSkb)?;
+    let lab = Lab::new()?;
+    let args = ["attack", "net-loss", "--cgroup", &lab.target.rel, "--percent", "10", "--duration", "60s"];
+    let began = Instant::now();
+    for round in 0..ROUNDS {
+        let recover = ChaosRun::start(&["recover"])?;
+        let runs = (0..ATTACKERS).map(|_| ChaosRun::start(&args)).collect::<anyhow::Result<Vec<_>>>()?;
+        // Each attack either reaches `start` or exits; the winner is stopped
+        // only once every other has exited (a winner ending early would let
+        // a late starter win fairly).
+        let (raced, recovered) = std::thread::scope(|s| {
+            let recovered = s.spawn(move || recover.wait(Duration::from_secs(30)));
+            let handles: Vec<_> = runs
+                .into_iter()
+                .map(|mut run| {
+                    s.spawn(move || match run.wait_event("start", Duration::from_secs(30)) {
+                        Ok(_) => Ok(Raced::Started(run)),
+                        Err(_) => run.wait(Duration::from_secs(30)).map(Raced::Ended),
+                    })
+                })
+                .collect();
+            let raced: Vec<anyhow::Result<Raced>> =
+                handles.into_iter().map(|h| h.join().expect("no panic")).collect();
+            (raced, recovered.join().expect("no panic"))
+        });
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for r in raced {
+            match r? {
+                Raced::Started(run) => winners.push(run),
+                Raced::Ended(ended) => losers.push(ended),
+            }
+        }
+        let winner_pids: Vec<i32> = winners.iter().map(|w| w.pid).collect();
+        for w in winners {
+            let end = end(w)?;
+            anyhow::ensure!(
+                end["reason"] == "SIGTERM",
+                "round {round}: a winner ended with {}",
+                end["reason"]
+            );
+        }
+        let recovered = recovered?;
+        anyhow::ensure!(
+            recovered.code() == Some(0),
+            "round {round}: chaos recover exited {:?}: {}",
+            recovered.code(),
+            recovered.stderr
+        );
+        anyhow::ensure!(
+            winner_pids.len() == 1,
+            "round {round}: {} of {ATTACKERS} simultaneous attacks on one target started (pids {winner_pids:?}); \
+             the others exited {:?}; {}",
+            winner_pids.len(),
+            losers.iter().map(Ended::code).collect::<Vec<_>>(),
+            losers.iter().find(|l| l.code() != Some(4)).map_or(String::new(), |l| l.stderr.clone())
+        );
+        if let Some(bad) = losers.iter().find(|l| l.code() != Some(4)) {
+            anyhow::bail!(
+                "round {round}: a losing attack exited {:?}, expected 4 (already under attack): {}",
+                bad.code(),
+                bad.stderr
+            );
+        }
+    }
+    println!(
+        "{ROUNDS} rounds of {ATTACKERS} simultaneous attacks (+ chaos recover): one winner each, in {:.1}s",
+        began.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A state file planted by the test, removed on drop.
+struct Planted(PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Issue 11, item 2: chaos as PID 1 of a PID namespace (a container with
+/// the host's /run/chaos) while a dead run that was PID 1 too left a
+/// clsact qdisc recorded in `1.jsonl`. The new run must recover it (the
+/// clsact goes), not truncate that file as its own (the clsact would stay
+/// forever, its record lost).
+pub fn a_dead_run_with_our_pid_is_recovered_not_overwritten(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    ctx.require(Capability::CgroupSkb)?;
+    let ns = TestNetns::new("samepid")?;
+    ns.exec(&["tc", "qdisc", "add", "dev", "lo", "clsact"])?;
+    let id = ChaosNetns::at(ns.path())?.id();
+    let inode = id.inode;
+    let dir = chaos::state::state_dir();
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    let dead = Planted(dir.join("1.jsonl"));
+    let records = [
+        Record::Owner { pid: 1, command: "chaos attack (killed)".into() },
+        Record::Netns(id),
+        Record::Leftover(Leftover::Clsact { netns: inode, ifindex: 1, ifname: "lo".into() }),
+    ];
+    let text: String = records.iter().map(|r| serde_json::to_string(r).expect("serializes") + "\n").collect();
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&dead.0)?
+        .write_all(text.as_bytes())?;
+
+    // An empty cgroup: chaos acts in its own namespace (the host's), on lo
+    // only, where the rule matches nothing.
+    let cg = Cgroup::new("samepid")?;
+    let out = Command::new("unshare")
+        // Its own /proc too: /proc/1 is then chaos, as in a container.
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(runner::bin())
+        .args(["attack", "net-loss", "--cgroup", &cg.rel, "--interface", "lo", "--percent", "1"])
+        .args(["--duration", "1s"])
+        .env("CHAOS_LOG", "info")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "chaos as PID 1 exited {:?}: {stderr}", out.status.code());
+    let qdiscs = ns.exec(&["tc", "qdisc", "show", "dev", "lo"])?;
+    anyhow::ensure!(
+        !qdiscs.contains("clsact"),
+        "the dead run's clsact is still there ({qdiscs:?}): its record was not recovered; chaos said: {stderr}"
+    );
+    anyhow::ensure!(!dead.0.exists(), "the dead run's state file is still there after its recovery");
+    anyhow::ensure!(stderr.contains("clsact qdisc on lo"), "chaos did not report the recovery: {stderr}");
     Ok(())
 }

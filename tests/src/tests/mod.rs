@@ -34,6 +34,14 @@ pub const ALL: &[Test] = &[
         run: cli::second_attack_on_same_target_is_refused,
     },
     Test {
+        name: "cli::simultaneous_attacks_on_one_target_have_one_winner",
+        run: cli::simultaneous_attacks_on_one_target_have_one_winner,
+    },
+    Test {
+        name: "cli::a_dead_run_with_our_pid_is_recovered_not_overwritten",
+        run: cli::a_dead_run_with_our_pid_is_recovered_not_overwritten,
+    },
+    Test {
         name: "net_loss::egress_rates_are_exact_and_silent",
         run: net_loss::egress_rates_are_exact_and_silent,
     },
