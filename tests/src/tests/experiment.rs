@@ -134,13 +134,13 @@ fn stream<T>(
     during: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(Stream, T)> {
     let addr = SocketAddr::from((lab.peer_ip, port));
-    let dropped_before = receiver_drops(lab)?;
+    let dropped_before = lab.receiver_drops()?;
     let timed = udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, count, STREAM_INTERVAL_US)?;
     let result = during();
     let finished = timed.finish();
     let out = result?;
     let result = finished?;
-    let receiver_dropped = receiver_drops(lab)?.saturating_sub(dropped_before);
+    let receiver_dropped = lab.receiver_drops()?.saturating_sub(dropped_before);
     Ok((Stream { result, receiver_dropped }, out))
 }
 
@@ -319,22 +319,6 @@ pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<(
     let ev = ended.event("abort").ok_or_else(|| anyhow::anyhow!("no abort event: {:?}", ended.events))?;
     anyhow::ensure!(ev["reason"].as_str().is_some_and(|r| r.contains("hypothesis probe `health`")), "{ev}");
     Ok(())
-}
-
-/// Datagrams the peer side dropped itself: its UDP receive-buffer overflows
-/// and its veth's receive drops. On a loaded machine a receiver starved of
-/// CPU loses datagrams that no fault touched; these counters say how many.
-fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
-    let snmp = lab.peer.exec(&["cat", "/proc/net/snmp"])?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
-    let i = names.split_whitespace().position(|n| n == "RcvbufErrors");
-    let rcvbuf: u64 = i.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0);
-    // The peer end of the lab's veth pair: `cv<tag>p` beside `cv<tag>c`.
-    let peer_dev = format!("{}p", lab.ctr_dev.trim_end_matches('c'));
-    let path = format!("/sys/class/net/{peer_dev}/statistics/rx_dropped");
-    let rx: u64 = lab.peer.exec(&["cat", &path]).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-    Ok(rcvbuf + rx)
 }
 
 /// Check that the stream lost nothing whose `sendto` began more than

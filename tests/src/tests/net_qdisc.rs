@@ -218,7 +218,7 @@ pub fn bystander_loses_nothing_when_an_attack_ends(ctx: &mut Ctx) -> anyhow::Res
     let deadline = start["deadline_monotonic_ns"].as_u64().unwrap_or(0);
     let addr = SocketAddr::from((lab.peer_ip, 9110));
     let sink = udp::Sink::start(lab.peer(), addr)?;
-    let drops_before = receiver_drops(&lab)?;
+    let drops_before = lab.receiver_drops()?;
     let count = 4000;
     // Started after the attack: the clsact's creation (which deactivates
     // the device too, once per device) is not what this measures.
@@ -237,7 +237,7 @@ pub fn bystander_loses_nothing_when_an_attack_ends(ctx: &mut Ctx) -> anyhow::Res
         "the stream ({first}..{last}) did not span the attack's end ({deadline}): nothing measured"
     );
     let lost = count - mine.len() as u64;
-    let dropped = receiver_drops(&lab)? - drops_before;
+    let dropped = lab.receiver_drops()? - drops_before;
     // Where the lost ones were sent, relative to the end (from the gaps).
     let mut seqs: Vec<u64> = mine.iter().map(|p| p.seq).collect();
     seqs.sort_unstable();
@@ -254,16 +254,6 @@ pub fn bystander_loses_nothing_when_an_attack_ends(ctx: &mut Ctx) -> anyhow::Res
     anyhow::ensure!(egress_filters(&lab, &lab.ctr_dev)?.is_empty(), "a filter was left");
     eprint!("[sibling: {lost} of {count} lost across the end, receiver dropped {dropped}] ");
     Ok(())
-}
-
-/// Datagrams the peer dropped itself (UDP receive-buffer overflows): a
-/// receiver starved of CPU on a loaded machine.
-fn receiver_drops(lab: &Lab) -> anyhow::Result<u64> {
-    let snmp = lab.peer.exec(&["cat", "/proc/net/snmp"])?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().unwrap_or_default(), udp.next().unwrap_or_default());
-    let i = names.split_whitespace().position(|n| n == "RcvbufErrors");
-    Ok(i.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0))
 }
 
 /// Item 7 of issue 11: on a device with several TX queues chaos installs
@@ -360,7 +350,8 @@ pub fn recover_leaves_a_replaced_qdisc_and_closes_the_record(ctx: &mut Ctx) -> a
     lab.ctr.exec(&["tc", "qdisc", "replace", "dev", &dev, "root", "handle", "8003:", "fq"])?;
     let out = runner::recover()?;
     let theirs = qdiscs(&lab)?;
-    let again = runner::recover()?;
+    // With their fq still in place: the first recover closed the record.
+    let again = runner::recover_finds_nothing();
     lab.ctr.exec(&["tc", "qdisc", "del", "dev", &dev, "root"])?;
     anyhow::ensure!(out.code() == Some(0), "recover: exit {:?}: {:?} {}", out.code(), out.events, out.stderr);
     let said =
@@ -373,11 +364,5 @@ pub fn recover_leaves_a_replaced_qdisc_and_closes_the_record(ctx: &mut Ctx) -> a
         out.events
     );
     anyhow::ensure!(theirs.contains(r#""kind":"fq","handle":"8003:""#), "their fq was removed: {theirs}");
-    anyhow::ensure!(
-        again.code() == Some(0) && again.events.is_empty(),
-        "second recover: exit {:?}: {:?}",
-        again.code(),
-        again.events
-    );
-    Ok(())
+    again
 }
