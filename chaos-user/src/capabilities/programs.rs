@@ -58,12 +58,18 @@ pub fn tc_netlink() -> Outcome {
     prog.load().map_err(|e| describe(&e))?;
     in_private_netns(|| {
         tc::qdisc_add_clsact(c"lo").map_err(|e| format!("adding clsact: {e}"))?;
-        prog.attach(
-            c"lo",
-            TcAttach::Netlink { parent: TcAttachType::Egress.into(), options: NlOptions::default() },
-        )
-        .map(|_| "clsact + cls_bpf filter attached to lo in a private netns".to_owned())
-        .map_err(|e| describe(&e))
+        let link = prog
+            .attach(
+                c"lo",
+                TcAttach::Netlink { parent: TcAttachType::Egress.into(), options: NlOptions::default() },
+            )
+            .map_err(|e| describe(&e))?;
+        // Detach here, inside the namespace: left to the namespace's
+        // teardown, the filter (and the program it holds) lives on until
+        // the kernel's cleanup_net work runs, long after chaos exits on a
+        // slow machine (net/core/net_namespace.c).
+        prog.detach(link).map_err(|e| format!("detaching the probe's filter: {}", describe(&e)))?;
+        Ok("clsact + cls_bpf filter attached to lo in a private netns".to_owned())
     })
     .map_err(|e| format!("cannot create a private network namespace: {e}"))?
 }
