@@ -31,8 +31,9 @@ pub struct Args {
     integration_only: bool,
     /// Kill a VM that has not finished after this many seconds (its kernel
     /// then counts one failure, with the console's last lines printed). The
-    /// whole suite takes 2 to 10 minutes per VM under TCG on 2 cores.
-    #[arg(long, value_name = "SECONDS", env = "CHAOS_VM_TIMEOUT", default_value_t = 1200)]
+    /// whole suite takes 10 to 20 minutes per VM under TCG on 2 cores (the
+    /// kill-point torture alone about 7).
+    #[arg(long, value_name = "SECONDS", env = "CHAOS_VM_TIMEOUT", default_value_t = 2400)]
     vm_timeout: u64,
     /// Kill a VM whose tests printed nothing for this many seconds: a hung
     /// test or kernel, found long before --vm-timeout.
