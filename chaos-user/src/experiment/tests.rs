@@ -389,8 +389,15 @@ fn probe_rules() {
 /// it holds.
 #[test]
 fn set_values_never_reach_a_shell() {
-    let dir = crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-inject-test").unwrap();
-    let pwned = dir.join("pwned");
+    /// Removes the directory on every exit, a failed assertion included.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Removed(crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-inject-test").unwrap());
+    let pwned = dir.0.join("pwned");
     let attack = format!("$(touch {})", pwned.display());
     let file = |run: &str| {
         format!(
@@ -412,9 +419,7 @@ fn set_values_never_reach_a_shell() {
     c.output_contains = Some(attack.clone());
     let sample = c.run(std::time::Duration::from_secs(5));
     assert!(sample.ok, "{sample:?}");
-    let created = pwned.exists();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(!created, "the --set value ran as a shell command");
+    assert!(!pwned.exists(), "the --set value ran as a shell command");
 }
 
 #[test]
