@@ -2,10 +2,11 @@
 
 use clap::{Args, Subcommand};
 
-pub use super::attack_clock::ClockSkewArgs;
-pub use super::attack_io::IoErrorArgs;
+pub use super::attack_clock::ClockSkewParams;
+pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
-pub use super::attack_net::NetEffectArgs;
+pub use super::attack_net::NetEffectParams;
+use super::schema::{Built, FaultParams, Source};
 
 use crate::{
     attack::{Attack, plan},
@@ -41,7 +42,7 @@ pub enum AttackCommand {
     ///
     ///   chaos attack net-loss --cgroup /system.slice/nginx.service --percent 5 --duration 2m
     #[command(verbatim_doc_comment)]
-    NetLoss(NetLossArgs),
+    NetLoss(AttackArgs<NetLossParams>),
 
     /// Fail file operations of the target with an errno: opens, reads,
     /// writes, directory reads, under chosen paths, with a probability.
@@ -88,62 +89,86 @@ pub enum AttackCommand {
     ///       --path /var/lib/postgresql --operations write --errno ENOSPC \
     ///       --percent 1 --duration 10m
     #[command(verbatim_doc_comment)]
-    IoError(IoErrorArgs),
+    IoError(AttackArgs<IoErrorParams>),
 
     /// Shift the time of day the target's processes read (--offset +90s).
     #[command(
         long_about = super::attack_clock::HELP,
         after_long_help = crate::plan::clock::COVERAGE,
     )]
-    ClockSkew(ClockSkewArgs),
+    ClockSkew(AttackArgs<ClockSkewParams>),
 
     /// Delay what the target sends (fixed + jitter), as netem does.
     #[command(
         long_about = net::DELAY_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("delay", |a| a.required(true)),
     )]
-    NetDelay(NetEffectArgs),
+    NetDelay(AttackArgs<NetEffectParams>),
 
     /// Limit the bandwidth of what the target sends, as a slower link.
     #[command(long_about = net::RATE_HELP, after_long_help = net::COMMON_HELP, mut_arg("rate", |a| a.required(true)))]
-    NetRate(NetEffectArgs),
+    NetRate(AttackArgs<NetEffectParams>),
 
     /// Send a share of what the target sends twice, as netem does.
     #[command(
         long_about = net::DUPLICATE_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("duplicate", |a| a.required(true)),
     )]
-    NetDuplicate(NetEffectArgs),
+    NetDuplicate(AttackArgs<NetEffectParams>),
 
     /// Corrupt a share of what the target sends (receivers drop it).
     #[command(
         long_about = net::CORRUPT_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("corrupt", |a| a.required(true)),
     )]
-    NetCorrupt(NetEffectArgs),
+    NetCorrupt(AttackArgs<NetEffectParams>),
 
     /// Send a share of what the target sends ahead of the delayed rest.
     #[command(
         long_about = net::REORDER_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("reorder", |a| a.required(true)), mut_arg("delay", |a| a.required(true)),
     )]
-    NetReorder(NetEffectArgs),
+    NetReorder(AttackArgs<NetEffectParams>),
 }
 
+/// Every attack's flags: the target, the fault's own parameters (its
+/// schema, shared with experiment files: see [`super::schema`]), and how
+/// long.
 #[derive(Debug, Args)]
-pub struct NetLossArgs {
+pub struct AttackArgs<P: Args> {
     #[command(flatten)]
     pub target: TargetArgs,
 
+    #[command(flatten)]
+    pub params: P,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `net-loss`'s parameters.
+#[derive(Debug, Args)]
+pub struct NetLossParams {
     /// Share of matching packets to drop, 0 to 100 (fractions allowed: 0.5).
     #[arg(long, value_name = "PERCENT")]
     pub percent: Percent,
 
     #[command(flatten)]
     pub filter: NetFilterArgs,
+}
 
-    #[command(flatten)]
-    pub run: RunArgs,
+impl FaultParams for NetLossParams {
+    fn build(&self, _kind: &str, _source: Source) -> std::result::Result<Built, String> {
+        if !self.filter.interfaces.is_empty() && !self.filter.direction.egress() {
+            return Err("--interface applies to egress, and this attack is ingress only; drop --interface, \
+                        or use --direction egress or both"
+                .into());
+        }
+        Ok(Built {
+            fault: Fault::NetLoss(NetLoss { percent: self.percent, filter: self.filter.filter() }),
+            interfaces: self.filter.interfaces.clone(),
+        })
+    }
 }
 
 /// Which packets a network fault applies to.
@@ -159,7 +184,7 @@ pub struct NetFilterArgs {
     pub cidr: Option<Cidr>,
 
     /// Only packets with this source or destination port.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "PORT", value_parser = parse_port)]
     pub port: Option<u16>,
 
     /// Only packets of this protocol.
@@ -187,43 +212,56 @@ pub struct RunArgs {
     pub duration: AttackDuration,
 }
 
+/// A port from 1 to 65535.
+fn parse_port(text: &str) -> std::result::Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(format!("`{text}` is not a port from 1 to 65535")),
+    }
+}
+
 impl AttackCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    /// The fault the flags describe, checked; messages name flags.
+    pub fn build(&self) -> std::result::Result<Built, String> {
+        let cli = Source::CommandLine;
         match self {
-            Self::NetLoss(args) => {
-                let fault = Fault::NetLoss(NetLoss { percent: args.percent, filter: args.filter.filter() });
-                run_one(fault, &args.target, args.filter.interfaces, args.run)
-            }
-            Self::IoError(args) => {
-                let fault = Fault::IoError(args.fault()?);
-                run_one(fault, &args.target, Vec::new(), args.run)
-            }
-            Self::ClockSkew(args) => {
-                let fault = Fault::ClockSkew(args.fault()?);
-                run_one(fault, &args.target, Vec::new(), args.run)
-            }
-            Self::NetDelay(args) => run_net(NetKind::Delay, args),
-            Self::NetRate(args) => run_net(NetKind::Rate, args),
-            Self::NetDuplicate(args) => run_net(NetKind::Duplicate, args),
-            Self::NetCorrupt(args) => run_net(NetKind::Corrupt, args),
-            Self::NetReorder(args) => run_net(NetKind::Reorder, args),
+            Self::NetLoss(a) => a.params.build("net-loss", cli),
+            Self::IoError(a) => a.params.build("io-error", cli),
+            Self::ClockSkew(a) => a.params.build("clock-skew", cli),
+            Self::NetDelay(a) => a.params.build(NetKind::Delay.name(), cli),
+            Self::NetRate(a) => a.params.build(NetKind::Rate.name(), cli),
+            Self::NetDuplicate(a) => a.params.build(NetKind::Duplicate.name(), cli),
+            Self::NetCorrupt(a) => a.params.build(NetKind::Corrupt.name(), cli),
+            Self::NetReorder(a) => a.params.build(NetKind::Reorder.name(), cli),
         }
     }
-}
 
-fn run_net(kind: NetKind, args: NetEffectArgs) -> Result<ExitCode> {
-    let fault = args.fault(kind)?;
-    run_one(fault, &args.target, args.filter.interfaces, args.run)
-}
-
-fn run_one(fault: Fault, target: &TargetArgs, interfaces: Vec<String>, run: RunArgs) -> Result<ExitCode> {
-    if !interfaces.is_empty() && matches!(&fault, Fault::NetLoss(l) if !l.filter.direction.egress()) {
-        return Err(Error::invalid("--interface applies to egress; drop it or use --direction egress|both"));
+    /// What every attack has: its target and its duration.
+    fn common(&self) -> (&TargetArgs, &RunArgs) {
+        match self {
+            Self::NetLoss(a) => (&a.target, &a.run),
+            Self::IoError(a) => (&a.target, &a.run),
+            Self::ClockSkew(a) => (&a.target, &a.run),
+            Self::NetDelay(a)
+            | Self::NetRate(a)
+            | Self::NetDuplicate(a)
+            | Self::NetCorrupt(a)
+            | Self::NetReorder(a) => (&a.target, &a.run),
+        }
     }
-    session::require_root("chaos attack")?;
-    let target = target.resolve()?;
-    let attack =
-        Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0, interfaces };
+
+    pub fn run(self) -> Result<ExitCode> {
+        let Built { fault, interfaces } = self.build().map_err(Error::invalid)?;
+        let (target, run) = self.common();
+        session::require_root("chaos attack")?;
+        let target = target.resolve()?;
+        let attack =
+            Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0, interfaces };
+        run_one(attack)
+    }
+}
+
+fn run_one(attack: Attack) -> Result<ExitCode> {
     let mut caps = Capabilities::new();
     let mechanism = plan(&attack, &mut caps)?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;

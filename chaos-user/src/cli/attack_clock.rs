@@ -3,12 +3,8 @@
 
 use clap::Args;
 
-use super::attack::RunArgs;
-use crate::{
-    cli::TargetArgs,
-    error::{Error, Result},
-    faults::{ClockSkew, Offset, SkewClock},
-};
+use super::schema::{Built, FaultParams, Source};
+use crate::faults::{ClockSkew, Fault, Offset, SkewClock};
 
 /// `clock-skew`'s help, before the coverage (plan::clock::COVERAGE).
 pub const HELP: &str = "\
@@ -41,11 +37,9 @@ expire), for five minutes:
 
 What is shifted and what is not:";
 
+/// `clock-skew`'s parameters.
 #[derive(Debug, Args)]
-pub struct ClockSkewArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-
+pub struct ClockSkewParams {
     /// How far the target's clocks move: a sign and a duration, e.g. +90s,
     /// -2h, +400d, -1h30m (units ms, s, m, h, d; at most 100 years either
     /// way, never before 1970).
@@ -57,17 +51,15 @@ pub struct ClockSkewArgs {
     /// [default: realtime]. monotonic and boottime are refused (see above).
     #[arg(long, value_name = "CLOCKS", value_delimiter = ',', value_parser = parse_clock)]
     pub clocks: Vec<SkewClock>,
-
-    #[command(flatten)]
-    pub run: RunArgs,
 }
 
 fn parse_clock(s: &str) -> std::result::Result<SkewClock, String> {
     s.parse()
 }
 
-impl ClockSkewArgs {
-    pub fn fault(&self) -> Result<ClockSkew> {
-        ClockSkew::new(self.offset, self.clocks.clone()).map_err(Error::invalid)
+impl FaultParams for ClockSkewParams {
+    fn build(&self, _kind: &str, _source: Source) -> Result<Built, String> {
+        let fault = ClockSkew::new(self.offset, self.clocks.clone())?;
+        Ok(Built { fault: Fault::ClockSkew(fault), interfaces: Vec::new() })
     }
 }

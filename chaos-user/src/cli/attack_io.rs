@@ -5,19 +5,15 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::attack::RunArgs;
+use super::schema::{Built, FaultParams, Source};
 use crate::{
-    cli::TargetArgs,
-    error::{Error, Result},
-    faults::{Errno, IoError, IoOp, PathsIn},
+    faults::{Errno, Fault, IoError, IoOp, PathsIn},
     units::Percent,
 };
 
+/// `io-error`'s parameters.
 #[derive(Debug, Args)]
-pub struct IoErrorArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-
+pub struct IoErrorParams {
     /// The error the calls fail with: a name (EIO, ENOSPC, EACCES, EROFS,
     /// EDQUOT, EMFILE, ...) or a number.
     #[arg(long, value_name = "ERRNO")]
@@ -52,14 +48,21 @@ pub struct IoErrorArgs {
     /// --percent 100, exactly those fail.
     #[arg(long, value_name = "N")]
     pub first: Option<u64>,
-
-    #[command(flatten)]
-    pub run: RunArgs,
 }
 
-impl IoErrorArgs {
-    pub fn fault(&self) -> Result<IoError> {
-        IoError::new(
+impl FaultParams for IoErrorParams {
+    fn build(&self, _kind: &str, source: Source) -> Result<Built, String> {
+        // A file is not read from a known directory: only absolute paths
+        // mean one thing.
+        if source == Source::File
+            && let Some(rel) = self.paths.iter().find(|p| p.is_relative())
+        {
+            return Err(format!(
+                "--path {} is relative; give absolute paths, e.g. /var/lib/data",
+                rel.display()
+            ));
+        }
+        let fault = IoError::new(
             self.errno,
             self.percent,
             self.paths.clone(),
@@ -67,7 +70,7 @@ impl IoErrorArgs {
             self.operations.clone(),
             self.after,
             self.first,
-        )
-        .map_err(Error::invalid)
+        )?;
+        Ok(Built { fault: Fault::IoError(fault), interfaces: Vec::new() })
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Arg, Args};
 
-use super::attack::{NetFilterArgs, RunArgs};
+use super::{
+    attack::NetFilterArgs,
+    schema::{Built, FaultParams, Source},
+};
 use crate::{
-    cli::TargetArgs,
-    error::{Error, Result},
     faults::{Distribution, Fault, NetEffects, NetFault, NetKind},
     units::{Percent, Rate, parse_duration},
 };
@@ -125,15 +126,12 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 /// The effect flags (all optional here; each subcommand makes its own
-/// primary flag required), the filters and the run settings. The filters
+/// primary flag required) and the filters. The filters
 /// are net-loss's, egress only, on the devices that are up (see
 /// [`COMMON_HELP`]): only their defaults and help differ.
 #[derive(Debug, Args)]
 #[command(mut_arg("direction", egress_only), mut_arg("interfaces", devices_up))]
-pub struct NetEffectArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-
+pub struct NetEffectParams {
     /// Delay every matching packet by this long: 50ms, 1.5s (at most 10s).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub delay: Option<Duration>,
@@ -171,14 +169,14 @@ pub struct NetEffectArgs {
 
     #[command(flatten)]
     pub filter: NetFilterArgs,
-
-    #[command(flatten)]
-    pub run: RunArgs,
 }
 
-impl NetEffectArgs {
+impl FaultParams for NetEffectParams {
     /// The validated fault; every problem in one message.
-    pub fn fault(&self, kind: NetKind) -> Result<Fault> {
+    fn build(&self, kind: &str, _source: Source) -> Result<Built, String> {
+        let Some(kind) = NetKind::from_name(kind) else {
+            unreachable!("the schema pairs these parameters with the net-<effect> subcommands only")
+        };
         let effects = NetEffects {
             loss: self.loss,
             delay: self.delay,
@@ -189,8 +187,8 @@ impl NetEffectArgs {
             corrupt: self.corrupt,
             reorder: self.reorder,
         };
-        NetFault::new(kind, effects, self.filter.filter())
-            .map(|fault| Fault::net(kind, fault))
-            .map_err(|problems| Error::invalid(problems.join("; ")))
+        let fault =
+            NetFault::new(kind, effects, self.filter.filter()).map_err(|problems| problems.join("; "))?;
+        Ok(Built { fault: Fault::net(kind, fault), interfaces: self.filter.interfaces.clone() })
     }
 }

@@ -15,11 +15,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use clap::{CommandFactory, FromArgMatches};
 
-use super::{Cli, Command, attack::AttackCommand};
+use super::{Cli, Command};
 use crate::{
     experiment::vars::parse_set,
     faults::{
-        NetKind,
         clock::{Offset, SkewClock},
         io::{Errno, IoOp},
     },
@@ -246,19 +245,7 @@ fn command_line(rng: &mut Rng, leaf: &Leaf) -> Vec<String> {
 /// What chaos does with a parsed command line before touching anything.
 fn check_parsed(cli: &Cli) {
     if let Command::Attack(a) = &cli.command {
-        let _ = match a {
-            AttackCommand::NetLoss(args) => {
-                let _ = args.filter.filter();
-                Ok(())
-            }
-            AttackCommand::IoError(args) => args.fault().map(drop),
-            AttackCommand::ClockSkew(args) => args.fault().map(drop),
-            AttackCommand::NetDelay(args) => args.fault(NetKind::Delay).map(drop),
-            AttackCommand::NetRate(args) => args.fault(NetKind::Rate).map(drop),
-            AttackCommand::NetDuplicate(args) => args.fault(NetKind::Duplicate).map(drop),
-            AttackCommand::NetCorrupt(args) => args.fault(NetKind::Corrupt).map(drop),
-            AttackCommand::NetReorder(args) => args.fault(NetKind::Reorder).map(drop),
-        };
+        let _ = a.build();
     }
 }
 

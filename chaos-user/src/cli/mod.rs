@@ -11,6 +11,7 @@ pub mod doctor;
 pub(crate) mod fuzz;
 pub mod recover;
 pub mod run;
+pub mod schema;
 mod target;
 pub mod validate;
 

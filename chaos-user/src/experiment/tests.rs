@@ -279,9 +279,13 @@ fn netem_like_kinds_take_the_commands_flags_as_fields() {
     assert_eq!(fault.effects.delay, Some(Duration::from_millis(50)));
     assert_eq!(fault.effects.distribution, Some(crate::faults::Distribution::Normal));
     assert_eq!(fault.filter.port, Some(5432));
-    // The command line's checks, worded for a file, at the step.
+    // The command line's checks, worded for a file, at the step: the
+    // subcommand's required flag is a required field.
     let d = errors(&f("  - fault: net-delay\n    jitter: 10ms\n"));
-    assert!(d.to_string().contains("net-delay needs delay"), "{d}");
+    assert!(d.to_string().contains("missing field `delay` in a net-delay step"), "{d}");
+    assert!(d.to_string().contains("hint: add `delay: DURATION`: Delay every matching packet"), "{d}");
+    let d = errors(&f("  - fault: net-rate\n    rate: 10mbit\n    jitter: 5ms\n"));
+    assert!(d.to_string().contains("net-rate: `jitter` needs `delay`"), "{d}");
     let d = errors(&f("  - fault: net-rate\n    rate: 10mbit\n    direction: ingress\n"));
     assert!(d.to_string().contains("acts on what the target sends"), "{d}");
     let d = errors(&f("  - fault: net-reorder\n    reorder: 25\n    delay: fast\n"));

@@ -140,6 +140,13 @@ impl NetKind {
         }
     }
 
+    /// The kind named `name` (`net-delay`...).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Delay, Self::Rate, Self::Duplicate, Self::Corrupt, Self::Reorder]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
     /// The flag that names the primary effect.
     pub fn flag(self) -> &'static str {
         match self {

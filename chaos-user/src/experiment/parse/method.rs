@@ -4,7 +4,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use super::{
     Conv, Fields,
-    fault_kinds::{FAULTS, PLANNED, STEP_FIELDS, kinds},
+    fault_kinds::{PLANNED, STEP_FIELDS, all_params, find, kinds, params},
     origin,
 };
 use crate::experiment::{
@@ -116,7 +116,7 @@ impl Conv {
             }
             Some(v) => {
                 let text = self.text(v, "fault")?;
-                match FAULTS.iter().find(|k| k.name == text) {
+                match find(text) {
                     Some(k) => Some(k),
                     None => {
                         let hint = if PLANNED.contains(&text) {
@@ -127,7 +127,7 @@ impl Conv {
                         } else {
                             match did_you_mean(
                                 text,
-                                FAULTS.iter().map(|k| k.name).chain(PLANNED.iter().copied()),
+                                super::fault_kinds::fault_kinds().chain(PLANNED.iter().copied()),
                             ) {
                                 Some(close) => format!("did you mean `{close}`? available: {}", kinds()),
                                 None => format!("available: {}", kinds()),
@@ -144,10 +144,10 @@ impl Conv {
             known.retain(|k| *k != "start-after");
         }
         match kind {
-            Some(k) => known.extend_from_slice(k.params),
+            Some(k) => known.extend(params(k)),
             // Without a kind, accept every fault's parameters: report only
             // what is wrong for all of them.
-            None => known.extend(FAULTS.iter().flat_map(|k| k.params.iter().copied())),
+            None => known.extend(all_params()),
         }
         let what = match kind {
             Some(k) => format!("a {} step", k.name),
@@ -183,7 +183,7 @@ impl Conv {
             Some(Duration::ZERO)
         };
         let target = self.step_target(&f, targets);
-        let built = kind.and_then(|k| (k.build)(self, &f));
+        let built = kind.and_then(|k| self.fault(k, &f));
         let (kind, duration, delay, target, built) = (kind?, duration?, delay?, target?, built?);
         let id = name.unwrap_or_else(|| format!("{}-{}", kind.name, *n));
         if !ids.insert(id.clone()) {

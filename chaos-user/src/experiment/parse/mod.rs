@@ -9,7 +9,6 @@
 
 use std::{collections::BTreeSet, path::PathBuf, str::FromStr, time::Duration};
 
-use clap::ValueEnum;
 use regex::Regex;
 
 use super::{
@@ -206,36 +205,6 @@ impl Conv {
                 None
             }
         }
-    }
-
-    fn choice<T: ValueEnum>(&mut self, node: &Node, what: &str) -> Option<T> {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
-            .collect();
-        let text = self.text(node, what)?;
-        match T::from_str(text, true) {
-            Ok(v) => Some(v),
-            Err(_) => {
-                let hint = match did_you_mean(text, names.iter().map(String::as_str)) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("one of: {}", names.join(", ")),
-                };
-                self.err(
-                    node.span,
-                    format!("`{what}`: `{text}` is not one of {}{}", names.join(", "), origin(node)),
-                    Some(hint),
-                );
-                None
-            }
-        }
-    }
-
-    fn port(&mut self, node: &Node) -> Option<u16> {
-        self.typed(node, "port", |t| match t.parse::<u16>() {
-            Ok(p) if p > 0 => Ok(p),
-            _ => Err(format!("`{t}` is not a port from 1 to 65535")),
-        })
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
