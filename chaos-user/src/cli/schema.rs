@@ -106,11 +106,8 @@ fn kind<P: FaultParams>(sub: &Command) -> Kind {
     let own = P::augment_args(Command::new("params"));
     let ids: Vec<&clap::Id> = own.get_arguments().map(Arg::get_id).collect();
     // In declaration order (`mut_arg` moves an argument to the end).
-    let args: Vec<Arg> = ids
-        .iter()
-        .filter_map(|id| sub.get_arguments().find(|a| a.get_id() == *id))
-        .cloned()
-        .collect();
+    let args: Vec<Arg> =
+        ids.iter().filter_map(|id| sub.get_arguments().find(|a| a.get_id() == *id)).cloned().collect();
     let fields = args.iter().map(|a| (field_name(a), a.clone())).collect();
     let lenient = Command::new("fault")
         .no_binary_name(true)

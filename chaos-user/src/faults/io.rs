@@ -548,7 +548,10 @@ mod experiment_files {
                 "{fault: io-error, errno: EIO, percent: 5, paths: /d, operations: [fsync], duration: 1m}",
                 "fsync",
             ),
-            ("{fault: io-error, errno: EIO, percent: 5, paths: /d, first: 0, duration: 1m}", "`first` 0 would fail nothing"),
+            (
+                "{fault: io-error, errno: EIO, percent: 5, paths: /d, first: 0, duration: 1m}",
+                "`first` 0 would fail nothing",
+            ),
         ] {
             let err = parse(step).unwrap_err();
             assert!(err.contains(says) && err.contains("x.yaml:"), "{step}: {err}");
