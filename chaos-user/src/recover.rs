@@ -227,18 +227,7 @@ mod tests {
     use std::{cell::RefCell, fs, path::PathBuf};
 
     use super::*;
-    use crate::state::Record;
-
-    fn filter(handle: u32) -> Leftover {
-        Leftover::TcFilter {
-            netns: 1,
-            ifindex: 2,
-            ifname: "eth0".into(),
-            parent: 0xffff_fff3,
-            priority: 1,
-            handle,
-        }
-    }
+    use crate::state::{Record, tests::filter};
 
     struct TempDir(PathBuf);
     impl TempDir {

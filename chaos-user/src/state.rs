@@ -545,12 +545,13 @@ pub fn scan(dir: &Path) -> Vec<Found> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{sync::mpsc, time::Duration};
 
     use super::*;
 
-    fn filter(handle: u32) -> Leftover {
+    /// A tc filter record, for the tests here and in recover.rs.
+    pub(crate) fn filter(handle: u32) -> Leftover {
         Leftover::TcFilter {
             netns: 1,
             ifindex: 2,

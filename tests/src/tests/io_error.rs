@@ -124,6 +124,25 @@ pub fn attack(world: &World, extra: &[&str]) -> anyhow::Result<ChaosRun> {
     Ok(run)
 }
 
+/// `chaos attack io-error` failing 5% of calls under `path` with EIO for
+/// 10 s: for the tests that expect a refusal.
+fn eio_for_10s<'a>(cgroup: &'a str, path: &'a str) -> [&'a str; 12] {
+    [
+        "attack",
+        "io-error",
+        "--cgroup",
+        cgroup,
+        "--duration",
+        "10s",
+        "--errno",
+        "EIO",
+        "--percent",
+        "5",
+        "--path",
+        path,
+    ]
+}
+
 /// Stop an attack (SIGTERM) and return its end event.
 pub fn end(run: ChaosRun) -> anyhow::Result<serde_json::Value> {
     run.signal(libc::SIGTERM);
@@ -798,20 +817,7 @@ pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
     let cases: &[(&str, &str)] =
         &[(&missing, "does not exist"), ("/dev/null", "neither a directory nor a regular file")];
     for (path, says) in cases {
-        let args = [
-            "attack",
-            "io-error",
-            "--cgroup",
-            &w.target.rel,
-            "--duration",
-            "10s",
-            "--errno",
-            "EIO",
-            "--percent",
-            "5",
-            "--path",
-            path,
-        ];
+        let args = eio_for_10s(&w.target.rel, path);
         runner::run(&args)?.refused(&format!("--path {path}"), says)?;
         anyhow::ensure!(
             !program_loaded("io_open") && !program_loaded("io_rw"),
@@ -829,20 +835,7 @@ pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let w = World::new()?;
     let data = w.data.display().to_string();
-    let args = [
-        "attack",
-        "io-error",
-        "--cgroup",
-        &w.target.rel,
-        "--duration",
-        "10s",
-        "--errno",
-        "EIO",
-        "--percent",
-        "5",
-        "--path",
-        &data,
-    ];
+    let args = eio_for_10s(&w.target.rel, &data);
     let out = runner::run(&args)?;
     anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
     for says in ["unavailable because", "BPF LSM:", "kprobe + bpf_override_return"] {
