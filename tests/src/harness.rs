@@ -101,6 +101,7 @@ impl Ctx {
 #[command(
     name = "chaos-integration",
     about = "chaos's privileged integration tests (run them through `./x test`)",
+    help_template = "{about}\n\n{usage-heading} {usage}\n\n{all-args}\n\n{after-help}",
     after_help = "A test runs if its name contains any FILTER (equals one, with --exact). \
                   The tests always run one at a time.\n\n\
                   Also:\n  \
