@@ -1,24 +1,62 @@
-//! A small test runner: runs the registered tests in order, catches panics,
-//! tells skips from failures, checks for leaks after each test, and prints
-//! one line per test plus the summary `N passed, N failed, N skipped`.
+//! The integration tests on a standard harness: libtest-mimic gives the
+//! command line and the output of `cargo test` (`--list`, name filters,
+//! `--exact`, `--skip`, `--ignored`, `--format pretty|terse|json`), and this
+//! module adds what these tests need around each one:
 //!
-//! With `--json`, each result is also printed on stdout as one JSON object
-//! (`{"test", "outcome", "detail", "seconds"}`), which `./x test` collects
-//! from the host and from every VM kernel.
+//! - one at a time, in the registry's order: they share the machine
+//!   (namespaces, cgroups, BPF programs), and the leak check below would
+//!   see a neighbour's objects as leaks;
+//! - a test that needs a kernel capability this machine lacks returns
+//!   [`Skip`] (through [`Ctx::require`]) and is reported *ignored*, with the
+//!   probe's reason. libtest-mimic (>= 0.8.2) decides ignoring at run time
+//!   ([`Completion::Ignored`]), so requirements stay where they are checked,
+//!   inside the test, next to the code that needs them;
+//! - a panic is caught here (not by libtest-mimic) so that the leak check
+//!   still runs after it; then it is a failure like any other;
+//! - after every test, [`crate::fixtures::leaks`]: a test that leaves
+//!   anything behind fails, whatever it asserted;
+//! - the time each test took.
+//!
+//! libtest-mimic's JSON events carry neither an ignored test's reason nor a
+//! test's time, which `./x test` shows for every kernel. So with
+//! `--format json --results-json`, each test also prints one line of its
+//! own, `{"test", "outcome", "detail", "seconds"}`, just before
+//! libtest-mimic's event for it; xtask reads both (`xtask/src/matrix.rs`).
 
 use std::{
     io::Write,
     panic::{AssertUnwindSafe, catch_unwind},
+    process::ExitCode,
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
 use chaos::capabilities::{Capabilities, Capability};
+use clap::Parser;
+use libtest_mimic::{Arguments, Completion, Failed, FormatSetting, Trial};
 
-/// A test: a name (`file::case`) and a function.
+/// A test: its name (`file::case`, from its path: see [`register!`]) and
+/// its function.
 pub struct Test {
     pub name: &'static str,
     pub run: fn(&mut Ctx) -> anyhow::Result<()>,
 }
+
+/// The registry: one `module::function` path per line, run in this order.
+/// Each name is made from the path itself, so it cannot drift from the
+/// function; a test function left out of the list is never called, which
+/// the compiler reports as dead code (and clippy `-D warnings` refuses).
+macro_rules! register {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        pub const ALL: &[$crate::harness::Test] = &[$(
+            $crate::harness::Test {
+                name: concat!(stringify!($module), "::", stringify!($test)),
+                run: $module::$test,
+            },
+        )*];
+    };
+}
+pub(crate) use register;
 
 /// What a test gets: capability probes (cached for the whole run).
 pub struct Ctx {
@@ -58,6 +96,105 @@ impl Ctx {
     }
 }
 
+/// The command line: libtest's, plus what this suite adds.
+#[derive(Parser)]
+#[command(
+    name = "chaos-integration",
+    about = "chaos's privileged integration tests (run them through `./x test`)",
+    help_template = "{about}\n\n{usage-heading} {usage}\n\n{all-args}\n\n{after-help}",
+    after_help = "A test runs if its name contains any FILTER (equals one, with --exact). \
+                  The tests always run one at a time.\n\n\
+                  Also:\n  \
+                  chaos-integration bench <net|net-delay|io|clock>   a benchmark (see bench/README.md)\n  \
+                  chaos-integration helper ...                       traffic helpers the tests spawn\n\n\
+                  Exit status: 0 all selected tests passed or were ignored, 101 a test failed, \
+                  3 bad usage or not root."
+)]
+struct Cli {
+    #[command(flatten)]
+    libtest: Arguments,
+    /// More filters (libtest-mimic takes one; `cargo test` takes several).
+    #[arg(value_name = "FILTER")]
+    more_filters: Vec<String>,
+    /// With --format json: one more line per test, {"test", "outcome",
+    /// "detail", "seconds"}, carrying what libtest's events lack (an ignored
+    /// test's reason, the time). For `./x test`.
+    #[arg(long)]
+    results_json: bool,
+}
+
+/// Bad usage: documented exit status 3 (as before this harness).
+const USAGE: u8 = 3;
+
+pub fn main(args: &[String], tests: &'static [Test]) -> ExitCode {
+    let cli = match Cli::try_parse_from(
+        std::iter::once("chaos-integration".to_owned()).chain(args.iter().cloned()),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
+        }
+    };
+    let mut args = cli.libtest;
+    if let Some(n @ 2..) = args.test_threads {
+        eprintln!(
+            "chaos-integration: --test-threads {n}: these tests share the machine (namespaces, cgroups, \
+             the leak check after each) and run one at a time; leave --test-threads out or set it to 1"
+        );
+        return ExitCode::from(USAGE);
+    }
+    // On the main thread, in order: the doctor guard runs first.
+    args.test_threads = Some(1);
+    if cli.results_json && args.format != Some(FormatSetting::Json) {
+        eprintln!(
+            "chaos-integration: --results-json needs --format json (its lines would break libtest's pretty \
+             and terse lines)"
+        );
+        return ExitCode::from(USAGE);
+    }
+    let mut selected: Vec<&'static Test> = tests.iter().collect();
+    if !cli.more_filters.is_empty() {
+        // libtest-mimic matches one filter; with several, select here.
+        let filters: Vec<String> = args.filter.take().into_iter().chain(cli.more_filters).collect();
+        let exact = args.exact;
+        selected.retain(|t| {
+            filters.iter().any(|f| if exact { t.name == f } else { t.name.contains(f.as_str()) })
+        });
+    }
+    if !args.list {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "chaos-integration: the integration tests need root (they create namespaces and cgroups)"
+            );
+            return ExitCode::from(USAGE);
+        }
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        eprintln!("integration tests on kernel {}", kernel.trim());
+    }
+    let ctx = Arc::new(Mutex::new(Ctx { caps: Capabilities::new() }));
+    // libtest-mimic prints "test NAME ... " before a test and its outcome
+    // after; in that format, the time goes between the two.
+    let time_inline =
+        args.logfile.is_none() && matches!(args.format, None | Some(FormatSetting::Pretty)) && !args.quiet;
+    let report = Report { results_json: cli.results_json, time_inline };
+    let trials = selected
+        .into_iter()
+        .map(|test| {
+            let ctx = Arc::clone(&ctx);
+            Trial::ignorable_test(test.name, move || run_one(test, &ctx, report))
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+#[derive(Clone, Copy)]
+struct Report {
+    results_json: bool,
+    time_inline: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Passed,
@@ -65,97 +202,58 @@ enum Outcome {
     Skipped,
 }
 
-pub fn main(args: &[String], tests: &[Test]) -> std::process::ExitCode {
-    if let Some(bad) = args.iter().find(|a| a.starts_with('-') && !matches!(a.as_str(), "--json" | "--list"))
-    {
-        let status = if matches!(bad.as_str(), "-h" | "--help") { 0 } else { 3 };
-        if status != 0 {
-            eprintln!("chaos-integration: unknown option {bad:?}");
+/// Run one test, then the leak check; say how it went.
+fn run_one(test: &Test, ctx: &Mutex<Ctx>, report: Report) -> Result<Completion, Failed> {
+    let started = Instant::now();
+    let result = {
+        // A poisoned lock only means an earlier test panicked while holding
+        // it; the probe cache inside is still valid.
+        let mut ctx = ctx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        catch_unwind(AssertUnwindSafe(|| (test.run)(&mut ctx)))
+    };
+    let (mut outcome, mut detail) = match result {
+        Ok(Ok(())) => (Outcome::Passed, String::new()),
+        Ok(Err(e)) => match e.downcast_ref::<Skip>() {
+            Some(skip) => (Outcome::Skipped, skip.0.clone()),
+            None => (Outcome::Failed, format!("{e:#}")),
+        },
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            (Outcome::Failed, format!("panicked: {msg}"))
         }
-        eprintln!(
-            "usage: chaos-integration [--json] [--list] [FILTER...]   run the tests whose name contains a FILTER\n\
-             \x20      chaos-integration bench <net|net-delay|io|clock>   a benchmark (see bench/README.md)\n\
-             \x20      chaos-integration helper ...                       traffic helpers the tests spawn"
-        );
-        return std::process::ExitCode::from(status);
-    }
-    let json = args.iter().any(|a| a == "--json");
-    let list = args.iter().any(|a| a == "--list");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let selected: Vec<&Test> = tests
-        .iter()
-        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
-        .collect();
-    if list {
-        for t in &selected {
-            println!("{}", t.name);
-        }
-        return std::process::ExitCode::SUCCESS;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("chaos-integration: the integration tests need root (they create namespaces and cgroups)");
-        return std::process::ExitCode::from(3);
-    }
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    eprintln!("running {} integration tests on kernel {}", selected.len(), kernel.trim());
-    let mut ctx = Ctx { caps: Capabilities::new() };
-    let mut counts = [0usize; 3];
-    for test in selected {
-        eprint!("test {} ... ", test.name);
-        let _ = std::io::stderr().flush();
-        let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| (test.run)(&mut ctx)));
-        let (mut outcome, mut detail) = match result {
-            Ok(Ok(())) => (Outcome::Passed, String::new()),
-            Ok(Err(e)) => match e.downcast_ref::<Skip>() {
-                Some(skip) => (Outcome::Skipped, skip.0.clone()),
-                None => (Outcome::Failed, format!("{e:#}")),
-            },
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
-                (Outcome::Failed, format!("panicked: {msg}"))
-            }
-        };
-        // A test that leaks fails, whatever it asserted.
-        if let Err(leak) = crate::fixtures::leaks::check() {
-            crate::fixtures::leaks::clean();
-            if outcome != Outcome::Failed {
-                outcome = Outcome::Failed;
-                detail = format!("leaked: {leak}");
-            } else {
-                detail = format!("{detail}; also leaked: {leak}");
-            }
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let label = match outcome {
-            Outcome::Passed => "ok".to_owned(),
-            Outcome::Failed => "FAILED".to_owned(),
-            Outcome::Skipped => format!("skipped: {detail}"),
-        };
-        eprintln!("{label} ({seconds:.1}s)");
-        if outcome == Outcome::Failed {
-            for line in detail.lines() {
-                eprintln!("    {line}");
-            }
-        }
-        counts[outcome as usize] += 1;
-        if json {
-            let o = match outcome {
-                Outcome::Passed => "passed",
-                Outcome::Failed => "failed",
-                Outcome::Skipped => "skipped",
-            };
-            println!(
-                "{}",
-                serde_json::json!({ "test": test.name, "outcome": o, "detail": detail, "seconds": seconds })
-            );
+    };
+    // A test that leaks fails, whatever it asserted.
+    if let Err(leak) = crate::fixtures::leaks::check() {
+        crate::fixtures::leaks::clean();
+        if outcome != Outcome::Failed {
+            outcome = Outcome::Failed;
+            detail = format!("leaked: {leak}");
+        } else {
+            detail = format!("{detail}; also leaked: {leak}");
         }
     }
-    eprintln!("{} passed, {} failed, {} skipped", counts[0], counts[1], counts[2]);
-    if counts[1] > 0 { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+    let seconds = started.elapsed().as_secs_f64();
+    let word = match outcome {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::Skipped => "skipped",
+    };
+    let mut out = std::io::stdout().lock();
+    if report.results_json {
+        let record =
+            serde_json::json!({ "test": test.name, "outcome": word, "detail": detail, "seconds": seconds });
+        let _ = writeln!(out, "{record}");
+    } else if report.time_inline {
+        let _ = write!(out, "({seconds:.1}s) ");
+    }
+    let _ = out.flush();
+    match outcome {
+        Outcome::Passed => Ok(Completion::Completed),
+        Outcome::Skipped => Ok(Completion::ignored_with(detail)),
+        Outcome::Failed => Err(detail.into()),
+    }
 }

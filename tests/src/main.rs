@@ -6,10 +6,11 @@
 //! and cgroups, drive real traffic, and assert on what is measured outside
 //! the mechanism (a receiver's count, a socket's errors, a tool's report).
 //! A test that needs a kernel capability this machine lacks is *skipped*
-//! with the probe's reason — the same probe `chaos doctor` prints.
+//! with the probe's reason — the same probe `chaos doctor` prints — and
+//! reported as *ignored* with that reason (see `harness.rs`).
 //!
 //! ```text
-//! chaos-integration [--json] [--list] [FILTER...]
+//! chaos-integration [libtest options: --list, --exact, --skip, --format, ...] [FILTER...]
 //! chaos-integration helper <udp-sink|udp-source|udp-flood|tcp-sink|tcp-source|http-server> ...
 //! chaos-integration bench <net|net-delay|io|clock>
 //! ```

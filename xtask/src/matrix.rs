@@ -1,7 +1,9 @@
 //! The privileged integration tests on each kernel of the matrix: this
 //! machine's kernel, then Debian's in VMs. The same two binaries run
 //! everywhere; each kernel is one section of the summary, counted from the
-//! runner's JSON lines.
+//! runner's libtest JSON events (`--format json`), with each test's reason
+//! and time from the record it prints just before its event
+//! (`--results-json`, see tests/src/harness.rs).
 
 use std::{
     io::{BufRead, BufReader},
@@ -14,7 +16,7 @@ use anyhow::Context;
 use crate::{
     build::Binaries,
     kernels::Kernel,
-    summary::{Counts, Summary, TestResult, parse_closing_line, parse_result},
+    summary::{Counts, Line, Summary, TestResult, parse_line},
     vm::{self, Exit},
 };
 
@@ -34,33 +36,78 @@ pub fn run(
     Ok(())
 }
 
+/// The runner's options that make its output machine-readable.
+const RUNNER_ARGS: [&str; 3] = ["--format", "json", "--results-json"];
+
 /// What one kernel's run reported.
 #[derive(Default)]
 struct Tally {
     counts: Counts,
     failures: Vec<TestResult>,
-    /// The runner's own `N passed, N failed, N skipped`.
+    skips: Vec<TestResult>,
+    /// The runner's own count (libtest's closing suite event).
     closing: Option<Counts>,
+    /// The record of the test under way, until libtest's event for it.
+    record: Option<TestResult>,
 }
 
 impl Tally {
-    /// Take in one output line; false if it is for a human.
-    fn line(&mut self, line: &str) -> bool {
-        if let Some(closing) = parse_closing_line(line) {
-            self.closing = Some(closing);
-            return false;
-        }
-        let Some(result) = parse_result(line) else { return false };
-        self.counts.add(Counts::one(&result.outcome));
-        if result.outcome != "passed" && result.outcome != "skipped" {
-            self.failures.push(result);
-        }
-        true
+    /// Take in one output line; return what a person should see of it
+    /// (`test NAME ... ` when a test starts, its outcome and time when it
+    /// ends, any other line as it is).
+    fn line(&mut self, line: &str) -> String {
+        let Some((before, parsed)) = parse_line(line) else { return format!("{line}\n") };
+        let shown = match parsed {
+            Line::Record(record) => {
+                self.record = Some(record);
+                String::new()
+            }
+            Line::Started(test) => format!("test {test} ... "),
+            Line::Finished { test, outcome, message } => {
+                let result = match self.record.take() {
+                    Some(r) if r.test == test => r,
+                    // No record: libtest itself ignored the test, or the
+                    // runner died inside it. Counted from libtest's event.
+                    _ => {
+                        let detail =
+                            if outcome == "skipped" { "ignored, no reason given".into() } else { message };
+                        TestResult { test, outcome: outcome.to_owned(), detail, seconds: 0.0 }
+                    }
+                };
+                self.counts.add(Counts::one(outcome));
+                let shown = match outcome {
+                    "passed" => format!("ok ({:.1}s)\n", result.seconds),
+                    "skipped" => format!("skipped: {} ({:.1}s)\n", result.detail, result.seconds),
+                    _ => {
+                        let mut s = format!("FAILED ({:.1}s)\n", result.seconds);
+                        for l in result.detail.lines() {
+                            s.push_str(&format!("    {l}\n"));
+                        }
+                        s
+                    }
+                };
+                match outcome {
+                    "passed" => {}
+                    "skipped" => self.skips.push(result),
+                    _ => self.failures.push(result),
+                }
+                shown
+            }
+            Line::Closing(closing) => {
+                self.closing = Some(closing);
+                format!("{closing}\n")
+            }
+            Line::Other => String::new(),
+        };
+        format!("{before}{shown}")
     }
 
     fn record(self, summary: &mut Summary, section: &str, seconds: f64) {
         for f in &self.failures {
             summary.fail(section, &f.test, &f.detail);
+        }
+        for s in &self.skips {
+            summary.skip(section, &s.test, &s.detail);
         }
         summary.record(section, self.counts, seconds);
     }
@@ -72,7 +119,7 @@ fn host(summary: &mut Summary, bins: &Binaries, filters: &[String]) -> anyhow::R
     eprintln!("== integration tests on {label} (this machine, kernel {})", release.trim());
     let t = Instant::now();
     let mut child = Command::new(&bins.integration)
-        .arg("--json")
+        .args(RUNNER_ARGS)
         .args(filters)
         .env("CHAOS_BIN", &bins.chaos)
         .env("CHAOS_KERNEL", &label)
@@ -81,12 +128,20 @@ fn host(summary: &mut Summary, bins: &Binaries, filters: &[String]) -> anyhow::R
         .context("running the integration tests")?;
     let mut tally = Tally::default();
     for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
-        tally.line(&line);
+        eprint!("{}", tally.line(&line));
     }
     let status = child.wait()?;
-    if !status.success() && tally.counts.failed == 0 {
+    let failure = match tally.closing {
+        None => Some(format!("exited with {status} before its closing count")),
+        Some(closing) if closing != tally.counts => {
+            Some(format!("results lost on the way: the runner counted {closing}, {} arrived", tally.counts))
+        }
+        _ if !status.success() && tally.counts.failed == 0 => Some(format!("exited with {status}")),
+        _ => None,
+    };
+    if let Some(reason) = failure {
         tally.counts.failed += 1;
-        summary.fail(&label, "chaos-integration", &format!("exited with {status}"));
+        summary.fail(&label, "chaos-integration", &reason);
     }
     summary.note(&label, &format!("kernel {}", release.trim()));
     tally.record(summary, &label, t.elapsed().as_secs_f64());
@@ -108,20 +163,12 @@ fn in_vm(
         opts.timeout.as_secs()
     );
     let t = Instant::now();
-    let mut argv = vec![bins.integration.display().to_string(), "--json".to_owned()];
+    let mut argv = vec![bins.integration.display().to_string()];
+    argv.extend(RUNNER_ARGS.map(String::from));
     argv.extend(filters.iter().cloned());
     let script = vm::guest_script(&vm::guest_env(&bins.chaos, kernel), &argv);
     let mut tally = Tally::default();
-    let run = vm::run(
-        kernel,
-        &script,
-        |line| {
-            if !tally.line(line) {
-                eprintln!("{line}");
-            }
-        },
-        opts,
-    );
+    let run = vm::run(kernel, &script, |line| eprint!("{}", tally.line(line)), opts);
     let out = match run {
         Ok(out) => out,
         Err(e) if vm::interrupted() => return Err(e),
@@ -168,14 +215,38 @@ mod tests {
     #[test]
     fn tallies_results_and_the_closing_line() {
         let mut t = Tally::default();
-        assert!(!t.line("test a ... ok"));
-        assert!(t.line(r#"{"detail":"","outcome":"passed","seconds":1.0,"test":"a"}"#));
-        assert!(t.line(r#"{"detail":"boom","outcome":"failed","seconds":1.0,"test":"b"}"#));
-        assert!(t.line(r#"{"detail":"needs x","outcome":"skipped","seconds":0.0,"test":"c"}"#));
-        assert!(!t.line("1 passed, 1 failed, 1 skipped"));
-        assert_eq!(t.counts, Counts { passed: 1, failed: 1, skipped: 1 });
+        let lines = [
+            r#"{ "type": "suite", "event": "started", "test_count": 4 }"#,
+            r#"{ "type": "test", "event": "started", "name": "a" }"#,
+            r#"{"detail":"","outcome":"passed","seconds":1.25,"test":"a"}"#,
+            r#"{ "type": "test", "name": "a", "event": "ok" }"#,
+            r#"{ "type": "test", "event": "started", "name": "b" }"#,
+            "progress 1.. 2..",
+            r#"3.. {"detail":"boom\nwhy","outcome":"failed","seconds":2.0,"test":"b"}"#,
+            r#"{ "type": "test", "name": "b", "event": "failed", "stdout": "Error: \"boom\"\n" }"#,
+            r#"{ "type": "test", "event": "started", "name": "c" }"#,
+            r#"{"detail":"needs x","outcome":"skipped","seconds":0.0,"test":"c"}"#,
+            r#"{ "type": "test", "name": "c", "event": "ignored" }"#,
+            r#"{ "type": "test", "event": "started", "name": "d" }"#,
+            r#"{ "type": "test", "name": "d", "event": "ignored" }"#,
+            r#"{ "type": "suite", "event": "failed", "passed": 1, "failed": 1, "ignored": 2, "measured": 0, "filtered_out": 0, "exec_time": 3.3 }"#,
+        ];
+        let shown: String = lines.iter().map(|l| t.line(l)).collect();
+        assert_eq!(
+            shown,
+            "test a ... ok (1.2s)\n\
+             test b ... progress 1.. 2..\n3.. FAILED (2.0s)\n    boom\n    why\n\
+             test c ... skipped: needs x (0.0s)\n\
+             test d ... skipped: ignored, no reason given (0.0s)\n\
+             1 passed, 1 failed, 2 skipped\n"
+        );
+        assert_eq!(t.counts, Counts { passed: 1, failed: 1, skipped: 2 });
         assert_eq!(t.closing, Some(t.counts));
         assert_eq!(t.failures.len(), 1);
-        assert_eq!(t.failures[0].detail, "boom");
+        assert_eq!(t.failures[0].detail, "boom\nwhy");
+        assert_eq!(
+            t.skips.iter().map(|s| s.detail.as_str()).collect::<Vec<_>>(),
+            ["needs x", "ignored, no reason given"]
+        );
     }
 }

@@ -32,13 +32,15 @@ impl fmt::Display for Counts {
 }
 
 /// Results per section (e.g. `lint`, `unit`, `host-6.18`, `debian-6.1`),
-/// with how long each took, and every failure with its reason.
+/// with how long each took, every failure with its reason, and why tests
+/// were skipped.
 #[derive(Default)]
 pub struct Summary {
     pub sections: BTreeMap<String, (Counts, f64)>,
     order: Vec<String>,
     notes: BTreeMap<String, String>,
     failures: Vec<(String, String, String)>,
+    skips: Vec<(String, String, String)>,
 }
 
 impl Summary {
@@ -56,6 +58,11 @@ impl Summary {
         self.failures.push((section.to_owned(), what.to_owned(), why.to_owned()));
     }
 
+    /// A skipped test to list at the end: (section, what, why).
+    pub fn skip(&mut self, section: &str, what: &str, why: &str) {
+        self.skips.push((section.to_owned(), what.to_owned(), why.to_owned()));
+    }
+
     /// A remark shown beside the section's row (e.g. the exact kernel).
     pub fn note(&mut self, section: &str, note: &str) {
         self.notes.insert(section.to_owned(), note.to_owned());
@@ -70,6 +77,23 @@ impl Summary {
     }
 
     pub fn print(&self) {
+        if !self.skips.is_empty() {
+            // One line per section and reason: most skips share a few
+            // reasons (a capability this kernel lacks).
+            println!("\nskipped:");
+            let mut by_reason: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+            for (section, what, why) in &self.skips {
+                match by_reason.iter_mut().find(|(s, w, _)| s == section && w == why) {
+                    Some((_, _, tests)) => tests.push(what),
+                    None => by_reason.push((section, why, vec![what])),
+                }
+            }
+            for (section, why, tests) in by_reason {
+                let which =
+                    if tests.len() == 1 { tests[0].to_owned() } else { format!("{} tests", tests.len()) };
+                println!("  [{section}] {which}: {why}");
+            }
+        }
         if !self.failures.is_empty() {
             println!("\nfailures:");
             for (section, what, why) in &self.failures {
@@ -89,32 +113,76 @@ impl Summary {
     }
 }
 
-/// One line of `chaos-integration --json`.
-#[derive(serde::Deserialize, Debug, PartialEq)]
+/// The record `chaos-integration --results-json` prints for each test, just
+/// before libtest's event for it: what libtest's JSON lacks (an ignored
+/// test's reason, the time).
+#[derive(serde::Deserialize, Debug, PartialEq, Clone)]
 pub struct TestResult {
     pub test: String,
     pub outcome: String,
     #[serde(default)]
     pub detail: String,
+    #[serde(default)]
+    pub seconds: f64,
 }
 
-/// A result line, also when something else was written to the same stream
-/// just before it without a newline (a VM merges the runner's stdout and
-/// stderr into one stream).
-pub fn parse_result(line: &str) -> Option<TestResult> {
-    let start = line.find('{')?;
-    serde_json::from_str(&line[start..]).ok()
+/// A machine-readable line of `chaos-integration --format json
+/// --results-json`: libtest's events and the runner's records.
+#[derive(Debug, PartialEq)]
+pub enum Line {
+    Record(TestResult),
+    /// `{"type": "test", "event": "started", "name": ...}`
+    Started(String),
+    /// `{"type": "test", "event": "ok|failed|ignored", "name": ...}`, as
+    /// `passed`, `failed` or `skipped`, with libtest's message if any.
+    Finished {
+        test: String,
+        outcome: &'static str,
+        message: String,
+    },
+    /// `{"type": "suite", "event": "ok|failed", "passed": N, ...}`: the
+    /// runner's own count, at its very end.
+    Closing(Counts),
+    /// Any other libtest event (the suite's start, a benchmark).
+    Other,
 }
 
-/// The runner's closing line `N passed, N failed, N skipped`.
-pub fn parse_closing_line(line: &str) -> Option<Counts> {
-    let mut parts = line.trim().split(", ");
-    let mut num = |word: &str| -> Option<usize> {
-        let (n, w) = parts.next()?.split_once(' ')?;
-        if w == word { n.parse().ok() } else { None }
-    };
-    let c = Counts { passed: num("passed")?, failed: num("failed")?, skipped: num("skipped")? };
-    parts.next().is_none().then_some(c)
+/// Split a line into what a person wrote and the machine line after it: a
+/// VM merges the runner's stdout and stderr into one stream, so a test's
+/// unfinished line (e.g. progress dots) may come just before a record.
+pub fn parse_line(line: &str) -> Option<(&str, Line)> {
+    for (start, _) in line.match_indices('{') {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line[start..]) else { continue };
+        if let Some(parsed) = classify(value) {
+            return Some((&line[..start], parsed));
+        }
+    }
+    None
+}
+
+fn classify(value: serde_json::Value) -> Option<Line> {
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let num = |key: &str| value.get(key).and_then(|v| v.as_u64()).map(|n| n as usize);
+    match text("type").as_deref() {
+        None => serde_json::from_value(value).ok().map(Line::Record),
+        Some("test") => {
+            let test = text("name")?;
+            let outcome = match text("event")?.as_str() {
+                "started" => return Some(Line::Started(test)),
+                "ok" => "passed",
+                "ignored" => "skipped",
+                _ => "failed",
+            };
+            Some(Line::Finished { test, outcome, message: text("stdout").unwrap_or_default() })
+        }
+        Some("suite") if text("event")? == "started" => Some(Line::Other),
+        Some("suite") => Some(Line::Closing(Counts {
+            passed: num("passed")?,
+            failed: num("failed")?,
+            skipped: num("ignored")?,
+        })),
+        Some(_) => Some(Line::Other),
+    }
 }
 
 /// Parse libtest's `test result: ok. 12 passed; 0 failed; 1 ignored; ...`
@@ -151,17 +219,48 @@ mod tests {
 
     #[test]
     fn parses_runner_lines() {
-        let json = r#"{"detail":"x","outcome":"skipped","seconds":0.1,"test":"a::b"}"#;
-        let want = TestResult { test: "a::b".into(), outcome: "skipped".into(), detail: "x".into() };
-        assert_eq!(parse_result(json), Some(want));
-        let after_partial = format!("[last loss -0.3 ms] {json}");
-        assert_eq!(parse_result(&after_partial).unwrap().test, "a::b");
-        assert_eq!(parse_result("test a::b ... ok (0.1s)"), None);
+        let record = r#"{"detail":"x","outcome":"skipped","seconds":0.5,"test":"a::b"}"#;
+        let want =
+            TestResult { test: "a::b".into(), outcome: "skipped".into(), detail: "x".into(), seconds: 0.5 };
+        assert_eq!(parse_line(record), Some(("", Line::Record(want.clone()))));
+        let after_partial = format!("0.. 20.. {{x}} [last loss -0.3 ms] {record}");
         assert_eq!(
-            parse_closing_line("14 passed, 2 failed, 1 skipped"),
-            Some(Counts { passed: 14, failed: 2, skipped: 1 })
+            parse_line(&after_partial),
+            Some(("0.. 20.. {x} [last loss -0.3 ms] ", Line::Record(want)))
         );
-        assert_eq!(parse_closing_line("running 17 integration tests"), None);
-        assert_eq!(parse_closing_line("1 passed, 0 failed, 0 skipped, 3 more"), None);
+        assert_eq!(parse_line("test a::b ... ok"), None);
+        assert_eq!(parse_line(r#"{"unrelated": 1}"#), None);
+        // libtest-mimic 0.8's JSON events, as printed.
+        assert_eq!(
+            parse_line(r#"{ "type": "test", "event": "started", "name": "a::b" }"#),
+            Some(("", Line::Started("a::b".into())))
+        );
+        assert_eq!(
+            parse_line(r#"{ "type": "test", "name": "a::b", "event": "ignored" }"#),
+            Some(("", Line::Finished { test: "a::b".into(), outcome: "skipped", message: String::new() }))
+        );
+        assert_eq!(
+            parse_line(
+                r#"{ "type": "test", "name": "a::b", "event": "failed", "stdout": "Error: \"boom\"\n" }"#
+            ),
+            Some((
+                "",
+                Line::Finished {
+                    test: "a::b".into(),
+                    outcome: "failed",
+                    message: "Error: \"boom\"\n".into()
+                }
+            ))
+        );
+        assert_eq!(
+            parse_line(r#"{ "type": "suite", "event": "started", "test_count": 3 }"#),
+            Some(("", Line::Other))
+        );
+        assert_eq!(
+            parse_line(
+                r#"{ "type": "suite", "event": "failed", "passed": 14, "failed": 2, "ignored": 1, "measured": 0, "filtered_out": 55, "exec_time": 1.5 }"#
+            ),
+            Some(("", Line::Closing(Counts { passed: 14, failed: 2, skipped: 1 })))
+        );
     }
 }
