@@ -12,6 +12,7 @@ mod net_duplicate;
 mod net_loss;
 mod net_qdisc;
 mod net_rate;
+mod probes;
 mod torture;
 
 use crate::harness::Test;
@@ -194,4 +195,13 @@ pub const ALL: &[Test] = &[
     Test { name: "torture::kill_points_net_loss_netlink", run: torture::kill_points_net_loss_netlink },
     Test { name: "torture::kill_points_io_error", run: torture::kill_points_io_error },
     Test { name: "torture::kill_points_clock_skew", run: torture::kill_points_clock_skew },
+    Test { name: "probes::https_with_a_private_ca", run: probes::https_with_a_private_ca },
+    Test {
+        name: "probes::unanswered_dns_fails_within_the_timeout",
+        run: probes::unanswered_dns_fails_within_the_timeout,
+    },
+    Test {
+        name: "probes::black_holed_address_fails_within_the_timeout",
+        run: probes::black_holed_address_fails_within_the_timeout,
+    },
 ];
