@@ -90,13 +90,21 @@ fn experiment(lab: &Lab, probes: &str) -> String {
     )
 }
 
-/// A probe item for [`experiment`].
+/// A probe item for [`experiment`], with [`TIMEOUT`].
 fn probe(name: &str, check: &str) -> String {
+    probe_with(name, check, TIMEOUT)
+}
+
+fn probe_with(name: &str, check: &str, timeout: Duration) -> String {
     format!(
         "    - name: {name}\n{check}\n      interval: 200ms\n      timeout: {}ms\n      failures: 1\n",
-        TIMEOUT.as_millis()
+        timeout.as_millis()
     )
 }
+
+/// The HTTPS test is about trust, not time: a TLS handshake (both ends
+/// doing elliptic-curve arithmetic) takes over a second under QEMU's TCG.
+const TLS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `openssl args...` in `dir`; fail with its stderr.
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -276,12 +284,13 @@ pub fn https_with_a_private_ca(ctx: &mut Ctx) -> anyhow::Result<()> {
     let url = format!("https://127.0.0.1:{port}/health");
     let with_ca = experiment(
         &lab,
-        &probe(
+        &probe_with(
             "tls",
             &format!(
                 "      http:\n        url: {url}\n        ca-file: {}\n      tolerance:\n        body-contains: ok",
                 ca.display()
             ),
+            TLS_TIMEOUT,
         ),
     );
     let file = dir.write("with-ca.yaml", &with_ca)?;
