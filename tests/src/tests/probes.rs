@@ -302,9 +302,10 @@ pub fn https_with_a_private_ca(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let without = experiment(
         &lab,
-        &probe(
+        &probe_with(
             "tls",
             &format!("      http:\n        url: {url}\n      tolerance:\n        body-contains: ok"),
+            TLS_TIMEOUT,
         ),
     );
     let file = dir.write("without-ca.yaml", &without)?;
