@@ -244,7 +244,7 @@ impl<'a> Runner<'a> {
         let plan = self.plan(&targets)?;
         let probes = self.probes();
         for (p, _) in &probes {
-            p.check_netns().map_err(Error::environment)?;
+            p.check_environment().map_err(Error::environment)?;
         }
         self.record_plan(&plan);
         if self.opts.dry_run {

@@ -354,8 +354,37 @@ fn probe_rules() {
         7,
         7,
     );
-    assert!(
-        has(&errors(&probe("      http: {url: 'https://h/'}")), "https is not supported", 6, 19).is_none()
+    let tls = ok(&probe("      http: {url: 'https://h/', ca-file: /etc/chaos/ca.pem, follow-redirects: 0}"));
+    let Check::Http(h) = &tls.hypothesis.probes[0].check else { panic!() };
+    assert!(h.url.tls && h.url.port == 443);
+    assert_eq!(h.client.ca_file.as_deref(), Some(std::path::Path::new("/etc/chaos/ca.pem")));
+    assert_eq!(h.client.max_redirects, 0);
+    has(
+        &errors(&probe("      http: {url: 'https://h/', ca-file: ca.pem}")),
+        "is not an absolute path",
+        6,
+        42,
+    );
+    assert_eq!(
+        has(&errors(&probe("      http: {url: 'http://h/', ca-file: /ca.pem}")), "is plain HTTP", 6, 32)
+            .as_deref(),
+        Some("use an https:// URL, or remove `ca-file`")
+    );
+    has(
+        &errors(&probe("      http: {url: 'http://h/', follow-redirects: 99}")),
+        "is not a number of redirects from 0 to 20",
+        6,
+        50,
+    );
+    assert_eq!(
+        has(
+            &errors(&probe("      http: {url: 'https://h/', ca-fil: /ca.pem}")),
+            "unknown field `ca-fil`",
+            6,
+            33
+        )
+        .as_deref(),
+        Some("did you mean `ca-file`?")
     );
     has(&errors(&probe("      tcp: {address: h}")), "has no port", 6, 22);
     has(&errors(&probe("      prometheus: {url: 'http://p:9090', query: up}")), "needs a threshold", 6, 7);

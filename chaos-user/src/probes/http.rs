@@ -1,16 +1,31 @@
-//! HTTP probes, and the small blocking HTTP/1.1 client they (and the
-//! Prometheus probe) use: plain HTTP over `std::net`, one connection per
-//! check, every step bounded by the check's deadline. Health endpoints and
-//! Prometheus servers are reached over plain HTTP inside a cluster; for
-//! anything else, a `command` probe can run `curl`.
+//! HTTP(S) probes, and the blocking client they (and the Prometheus probe
+//! and the metrics tests) use.
+//!
+//! The client is `ureq` 3 with rustls (ring as its crypto provider, so
+//! nothing links OpenSSL): a small, well-kept, synchronous client that does
+//! HTTP/1.1 framing (chunked, close-delimited), TLS, redirects and per-phase
+//! timeouts, which fits probes that run on a thread of their own and must
+//! never outlive their `timeout`. Each check builds its own agent with no
+//! connection pool: a check measures a fresh connection, as a new client of
+//! the service would see it under the fault.
+//!
+//! Every phase is bounded by the check's deadline through ureq's global
+//! timeout — name resolution included: ureq's default resolver runs
+//! `getaddrinfo` on a helper thread and stops waiting at the deadline when a
+//! timeout is set (ureq 3.5, `unversioned/resolver.rs`), so a DNS server
+//! that never answers cannot hold a probe past its timeout. The helper
+//! thread itself lives on until the C library gives up (resolv.conf
+//! `timeout`×`attempts`, 10 s by default), then exits; it was spawned by the
+//! probe's thread, so it resolves in the probe's network namespace.
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    io::Read,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use regex::Regex;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 use super::Sample;
 
@@ -18,9 +33,20 @@ use super::Sample;
 /// a probe must not buffer a download.
 const MAX_BODY: usize = 1 << 20;
 
-/// A parsed `http://host[:port]/path?query` URL.
+/// Redirects a probe follows unless its `follow-redirects:` says otherwise.
+pub const DEFAULT_REDIRECTS: u32 = 5;
+
+/// The most `follow-redirects:` may ask for: a longer chain is a loop.
+pub const MAX_REDIRECTS: u32 = 20;
+
+/// The largest `ca-file:` read: bundles of every public CA are ~250 KiB.
+const MAX_CA_FILE: u64 = 4 << 20;
+
+/// A parsed `http[s]://host[:port]/path?query` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
@@ -29,15 +55,14 @@ pub struct HttpUrl {
 
 impl HttpUrl {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let rest = if let Some(r) = text.strip_prefix("http://") {
-            r
-        } else if text.starts_with("https://") {
-            return Err(format!(
-                "{text}: https is not supported by chaos's built-in client; probe the plain-HTTP port, \
-                 or use a command probe (`run: curl -fsS {text}`)"
-            ));
+        let (tls, rest) = if let Some(r) = text.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = text.strip_prefix("https://") {
+            (true, r)
         } else {
-            return Err(format!("{text} is not an http:// URL; write e.g. http://10.0.0.5:8080/health"));
+            return Err(format!(
+                "{text} is not an http:// or https:// URL; write e.g. http://10.0.0.5:8080/health"
+            ));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
@@ -64,30 +89,41 @@ impl HttpUrl {
                 None => (authority.to_owned(), None),
             }
         };
+        if host.contains(|c: char| c.is_whitespace() || c.is_control() || "/?#[]@".contains(c)) {
+            return Err(format!("{text}: `{host}` is not a host name or address"));
+        }
+        if path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{text}: the path has a space or control character; percent-encode it"));
+        }
         if host.is_empty() {
             return Err(format!("{text} has no host; write e.g. http://10.0.0.5:8080/health"));
         }
         let port = match port {
-            None => 80,
+            None => Self::default_port(tls),
             Some(p) => p
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p > 0)
                 .ok_or_else(|| format!("{text}: port `{p}` is not a number from 1 to 65535"))?,
         };
-        Ok(Self { host, port, path })
+        Ok(Self { tls, host, port, path })
     }
 
-    /// The `Host` header value.
+    fn default_port(tls: bool) -> u16 {
+        if tls { 443 } else { 80 }
+    }
+
+    /// `host[:port]`, the port left out when it is the scheme's.
     fn authority(&self) -> String {
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == 80 { host } else { format!("{host}:{}", self.port) }
+        if self.port == Self::default_port(self.tls) { host } else { format!("{host}:{}", self.port) }
     }
 }
 
 impl std::fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
@@ -144,6 +180,18 @@ pub struct HttpCheck {
     pub max_latency: Option<Duration>,
     pub body_contains: Option<String>,
     pub body_matches: Option<Regex>,
+    /// How the client connects: extra trust roots, redirects.
+    pub client: ClientOptions,
+}
+
+/// Client settings beyond the request itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// A PEM bundle of CA certificates trusted besides the built-in
+    /// (Mozilla) roots, e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Redirects followed; 0 judges the redirect response itself.
+    pub max_redirects: u32,
 }
 
 impl HttpCheck {
@@ -157,13 +205,20 @@ impl HttpCheck {
             max_latency: None,
             body_contains: None,
             body_matches: None,
+            client: ClientOptions { ca_file: None, max_redirects: DEFAULT_REDIRECTS },
         }
     }
 
     pub fn run(&self, timeout: Duration) -> Sample {
         let started = Instant::now();
-        let response =
-            request(&self.url, &self.method, &self.headers, self.body.as_deref(), started + timeout);
+        let response = request_with(
+            &self.url,
+            &self.method,
+            &self.headers,
+            self.body.as_deref(),
+            started + timeout,
+            &self.client,
+        );
         let latency = started.elapsed();
         let response = match response {
             Ok(r) => r,
@@ -206,7 +261,8 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// One request on a fresh connection; every step ends by `deadline`.
+/// One request on a fresh connection, following no redirect; every step
+/// ends by `deadline`.
 pub fn request(
     url: &HttpUrl,
     method: &str,
@@ -214,193 +270,163 @@ pub fn request(
     body: Option<&str>,
     deadline: Instant,
 ) -> Result<Response, String> {
-    let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
-    let timeout_msg = |what: &str| format!("timed out {what} {url}");
-    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-        .collect();
-    let mut stream = None;
-    let mut last_err = String::from("no address");
-    for addr in &addrs {
-        let Some(t) = left() else { return Err(timeout_msg("connecting to")) };
-        match TcpStream::connect_timeout(addr, t) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(timeout_msg("connecting to")),
-            Err(e) => last_err = format!("connecting to {addr}: {e}"),
-        }
-    }
-    let mut stream = stream.ok_or(last_err)?;
-    let _ = stream.set_nodelay(true);
-    let mut req = format!(
-        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: chaos-probe/{}\r\nAccept: */*\r\nConnection: close\r\n",
-        url.path,
-        url.authority(),
-        env!("CARGO_PKG_VERSION")
-    );
+    request_with(url, method, headers, body, deadline, &ClientOptions::default())
+}
+
+/// One request (and its redirects) on fresh connections; every step, name
+/// resolution included, ends by `deadline`.
+pub fn request_with(
+    url: &HttpUrl,
+    method: &str,
+    headers: &[(String, String)],
+    body: Option<&str>,
+    deadline: Instant,
+    options: &ClientOptions,
+) -> Result<Response, String> {
+    let started = Instant::now();
+    let Some(budget) = deadline.checked_duration_since(started).filter(|d| !d.is_zero()) else {
+        return Err(format!("timed out before requesting {url}"));
+    };
+    let roots = match &options.ca_file {
+        None => RootCerts::WebPki,
+        Some(path) => RootCerts::from(trust_roots(path)?),
+    };
+    let config = ureq::Agent::config_builder()
+        // The whole call, redirects and body included. The phase limits
+        // below are the same budget: whichever phase is under way when it
+        // runs out is named in the error.
+        .timeout_global(Some(budget))
+        .timeout_resolve(Some(budget))
+        .timeout_connect(Some(budget))
+        .timeout_recv_response(Some(budget))
+        .timeout_recv_body(Some(budget))
+        .http_status_as_error(false)
+        .max_redirects(options.max_redirects)
+        // Past the limit: an error saying so, not the last 3xx response
+        // judged as the service's answer. (With 0, ureq returns the 3xx.)
+        .max_redirects_will_error(true)
+        .save_redirect_history(false)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .user_agent(format!("chaos-probe/{}", env!("CARGO_PKG_VERSION")))
+        .tls_config(TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(roots).build())
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut builder = ureq::http::Request::builder().method(method).uri(url.to_string());
     for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
+        builder = builder.header(k.as_str(), v.as_str());
     }
-    if let Some(b) = body {
-        req += &format!("Content-Length: {}\r\n", b.len());
+    let bad_request = |e: ureq::http::Error| format!("{url}: cannot make the request: {e}");
+    let result = match body {
+        Some(b) => agent.run(builder.body(b.to_owned()).map_err(bad_request)?),
+        None => agent.run(builder.body(()).map_err(bad_request)?),
+    };
+    let mut response = result.map_err(|e| describe(&e, url, started, options))?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    // Enough to judge a health check; the rest is not read.
+    let read = response.body_mut().as_reader().take(MAX_BODY as u64).read_to_end(&mut body);
+    if let Err(e) = read {
+        // ureq's body reader carries its own error inside the io::Error.
+        let timed_out =
+            matches!(
+                e.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()),
+                Some(ureq::Error::Timeout(_))
+            ) || matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock);
+        return Err(if timed_out {
+            format!(
+                "timed out after {}ms reading the body of {url} (status {status})",
+                started.elapsed().as_millis()
+            )
+        } else {
+            format!("reading the body of {url} (status {status}): {e}")
+        });
     }
-    req += "\r\n";
-    if let Some(b) = body {
-        req += b;
-    }
-    let Some(t) = left() else { return Err(timeout_msg("sending to")) };
-    stream.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
-    stream.write_all(req.as_bytes()).map_err(|e| io_msg("sending the request to", url, &e, &timeout_msg))?;
-    // Read until the headers are complete, then as the framing says.
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
-    let header_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(format!("{url}: response headers longer than 64 KiB"));
-        }
-        let n = read_some(&mut stream, &mut chunk, &left, url, &timeout_msg)?;
-        if n == 0 {
-            return Err(format!("{url}: connection closed before a complete response"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/"))
-        .ok_or_else(|| {
-            format!("{url}: not an HTTP response: {:?}", status_line.chars().take(60).collect::<String>())
-        })?;
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    let chunked = header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = header("content-length").and_then(|v| v.parse::<usize>().ok());
-    let mut raw = buf[header_end..].to_vec();
-    let no_body =
-        method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || (100..200).contains(&status);
-    let body = if no_body {
-        Vec::new()
-    } else if chunked {
-        loop {
-            match dechunk(&raw) {
-                Ok(Some(body)) => break body,
-                Ok(None) => {}
-                Err(e) => return Err(format!("{url}: {e}")),
-            }
-            if raw.len() > MAX_BODY + 64 * 1024 {
-                // Enough to judge; the rest is not read.
-                break dechunk_partial(&raw);
-            }
-            let n = read_some(&mut stream, &mut chunk, &left, url, &timeout_msg)?;
-            if n == 0 {
-                return Err(format!("{url}: connection closed inside a chunked body"));
-            }
-            raw.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        let want = length.unwrap_or(usize::MAX).min(MAX_BODY);
-        while raw.len() < want {
-            let n = read_some(&mut stream, &mut chunk, &left, url, &timeout_msg)?;
-            if n == 0 {
-                if length.is_some() {
-                    return Err(format!("{url}: connection closed after {} of {want} body bytes", raw.len()));
-                }
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-        }
-        raw.truncate(want.min(raw.len()));
-        raw
-    };
     Ok(Response { status, body })
 }
 
-fn read_some(
-    stream: &mut TcpStream,
-    chunk: &mut [u8],
-    left: &impl Fn() -> Option<Duration>,
-    url: &HttpUrl,
-    timeout_msg: &impl Fn(&str) -> String,
-) -> Result<usize, String> {
-    let Some(t) = left() else { return Err(timeout_msg("waiting for the response of")) };
-    stream.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    stream.read(chunk).map_err(|e| io_msg("reading the response of", url, &e, timeout_msg))
+/// Check that `path` is a readable PEM bundle with a certificate.
+pub fn check_ca_file(path: &Path) -> Result<(), String> {
+    trust_roots(path).map(drop)
 }
 
-fn io_msg(what: &str, url: &HttpUrl, e: &std::io::Error, timeout_msg: &impl Fn(&str) -> String) -> String {
-    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
-        timeout_msg(if what.starts_with("reading") { "waiting for the response of" } else { "sending to" })
-    } else {
-        format!("{what} {url}: {e}")
+/// The trust roots with `ca_file`: its certificates and the built-in ones.
+fn trust_roots(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| format!("cannot read ca-file {}: {e}", path.display()))?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(format!("ca-file {} is larger than {} MiB", path.display(), MAX_CA_FILE >> 20));
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decode a complete chunked body; `None` while more bytes are needed.
-fn dechunk(raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    loop {
-        let Some(eol) = find(&raw[i..], b"\r\n") else { return Ok(None) };
-        let size_text = String::from_utf8_lossy(&raw[i..i + eol]).into_owned();
-        let size_text = size_text.split(';').next().unwrap_or_default().trim().to_owned();
-        let size =
-            usize::from_str_radix(&size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        i += eol + 2;
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if raw.len() < i + size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&raw[i..i + size]);
-        i += size + 2;
-    }
-}
-
-/// Whatever complete chunks a too-long body has.
-fn dechunk_partial(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(eol) = find(&raw[i..], b"\r\n") {
-        let text = String::from_utf8_lossy(&raw[i..i + eol]).into_owned();
-        let Ok(size) = usize::from_str_radix(text.split(';').next().unwrap_or_default().trim(), 16) else {
-            break;
-        };
-        i += eol + 2;
-        if size == 0 || raw.len() < i + size {
-            break;
-        }
-        out.extend_from_slice(&raw[i..i + size]);
-        i += size + 2;
-        if out.len() >= MAX_BODY || i > raw.len() {
-            break;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => roots.push(c),
+            Ok(_) => {} // keys and other items are not trust roots
+            Err(e) => return Err(format!("ca-file {}: not a PEM bundle: {e}", path.display())),
         }
     }
-    out.truncate(MAX_BODY);
-    out
+    if roots.is_empty() {
+        return Err(format!(
+            "ca-file {} has no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    roots.extend(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| Certificate::from_der(c)));
+    Ok(roots)
+}
+
+/// What went wrong, in the terms of the probe's URL.
+fn describe(e: &ureq::Error, url: &HttpUrl, started: Instant, options: &ClientOptions) -> String {
+    use ureq::{Error, Timeout};
+    let ms = started.elapsed().as_millis();
+    match e {
+        Error::Timeout(phase) => {
+            let what = match phase {
+                Timeout::Resolve => format!("resolving {}", url.host),
+                Timeout::Connect => format!("connecting to {url}"),
+                Timeout::SendRequest | Timeout::SendBody | Timeout::Await100 => format!("sending to {url}"),
+                Timeout::RecvResponse => format!("waiting for the response of {url}"),
+                Timeout::RecvBody => format!("reading the body of {url}"),
+                _ => format!("requesting {url}"),
+            };
+            format!("timed out after {ms}ms {what}")
+        }
+        Error::HostNotFound => format!("cannot resolve {}: no address", url.host),
+        Error::TooManyRedirects => format!(
+            "{url}: more than {} redirects (raise follow-redirects, or set it to 0 to judge the redirect)",
+            options.max_redirects
+        ),
+        Error::Rustls(tls) => {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
+                    if options.ca_file.is_some() {
+                        ": the server's certificate chains to no CA in ca-file nor the built-in roots"
+                    } else {
+                        ": the server's certificate chains to no trusted CA; for a private CA, give its PEM \
+                         file as `ca-file:`"
+                    }
+                }
+                _ => "",
+            };
+            format!("TLS with {url}: {tls}{hint}")
+        }
+        Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            format!("timed out after {ms}ms requesting {url}")
+        }
+        Error::Io(io) => format!("{url}: {io}"),
+        other => format!("{url}: {other}"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{io::BufRead, net::TcpListener, thread};
+    use std::{
+        io::{BufRead, Write},
+        net::TcpListener,
+        thread,
+    };
 
     use super::*;
 
@@ -414,8 +440,12 @@ mod tests {
         let u = HttpUrl::parse("http://[::1]:9090/api").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 9090));
         assert_eq!(u.to_string(), "http://[::1]:9090/api");
-        assert!(HttpUrl::parse("https://x/").unwrap_err().contains("https is not supported"));
-        assert!(HttpUrl::parse("ftp://x/").unwrap_err().contains("not an http:// URL"));
+        let u = HttpUrl::parse("https://svc.internal/health").unwrap();
+        assert_eq!((u.tls, u.port, u.to_string().as_str()), (true, 443, "https://svc.internal/health"));
+        assert_eq!(HttpUrl::parse("https://svc:80/").unwrap().to_string(), "https://svc:80/");
+        assert!(HttpUrl::parse("ftp://x/").unwrap_err().contains("not an http:// or https:// URL"));
+        assert!(HttpUrl::parse("http://a b/").unwrap_err().contains("not a host"));
+        assert!(HttpUrl::parse("http://x/a b").unwrap_err().contains("percent-encode"));
         assert!(HttpUrl::parse("http://x:0/").unwrap_err().contains("port"));
         assert!(HttpUrl::parse("http://:80/").unwrap_err().contains("no host"));
     }
@@ -431,13 +461,6 @@ mod tests {
         assert_eq!(s.to_string(), "200, 3xx");
     }
 
-    #[test]
-    fn chunked_bodies() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap().unwrap(), b"abcde");
-        assert_eq!(dechunk(b"3\r\nab").unwrap(), None);
-        assert!(dechunk(b"zz\r\n").is_err());
-    }
-
     /// A one-shot server: answers each connection with `response` after
     /// `delay`, and returns the request it read.
     fn serve(
@@ -447,9 +470,22 @@ mod tests {
     ) -> (HttpUrl, thread::JoinHandle<Vec<String>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let h = thread::spawn(move || {
+        let h = answer(l, vec![response.to_owned(); conns], delay, Duration::ZERO);
+        (HttpUrl::parse(&format!("http://127.0.0.1:{port}/health")).unwrap(), h)
+    }
+
+    /// Answer one connection per response, in order: read the request
+    /// head, wait `delay`, write the response, keep the connection open
+    /// for `hold`; returns the requests read.
+    fn answer(
+        l: TcpListener,
+        responses: Vec<String>,
+        delay: Duration,
+        hold: Duration,
+    ) -> thread::JoinHandle<Vec<String>> {
+        thread::spawn(move || {
             let mut requests = Vec::new();
-            for _ in 0..conns {
+            for response in responses {
                 let (mut s, _) = l.accept().unwrap();
                 let mut r = std::io::BufReader::new(s.try_clone().unwrap());
                 let mut req = String::new();
@@ -463,10 +499,10 @@ mod tests {
                 requests.push(req);
                 thread::sleep(delay);
                 let _ = s.write_all(response.as_bytes());
+                thread::sleep(hold);
             }
             requests
-        });
-        (HttpUrl::parse(&format!("http://127.0.0.1:{port}/health")).unwrap(), h)
+        })
     }
 
     #[test]
@@ -481,7 +517,10 @@ mod tests {
         assert!(s.detail.starts_with("200 in "), "{s:?}");
         let req = &server.join().unwrap()[0];
         assert!(req.starts_with("GET /health HTTP/1.1\r\n"), "{req}");
-        assert!(req.contains("\r\nX-Team: sre\r\n") && req.contains("Host: 127.0.0.1:"), "{req}");
+        // Header names are case-insensitive (RFC 9110 5.1); the client
+        // sends them in lower case.
+        let lower = req.to_ascii_lowercase();
+        assert!(lower.contains("\r\nx-team: sre\r\n") && lower.contains("\r\nhost: 127.0.0.1:"), "{req}");
     }
 
     #[test]
@@ -526,14 +565,82 @@ mod tests {
     #[test]
     fn chunked_and_close_delimited_responses() {
         let (url, _s) = serve(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3;ext=1\r\n, 1\r\n0\r\n\r\n",
             Duration::ZERO,
             1,
         );
         let r = request(&url, "GET", &[], None, Instant::now() + Duration::from_secs(2)).unwrap();
-        assert_eq!(r.body, b"ok");
+        assert_eq!(r.body, b"ok, 1");
         let (url, _s) = serve("HTTP/1.0 200 OK\r\n\r\nuntil close", Duration::ZERO, 1);
         let r = request(&url, "GET", &[], None, Instant::now() + Duration::from_secs(2)).unwrap();
         assert_eq!(r.body, b"until close");
+    }
+
+    #[test]
+    fn redirects_are_followed_up_to_the_limit() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let moved =
+            format!("HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{port}/b\r\nContent-Length: 0\r\n\r\n");
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_owned();
+        let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/a")).unwrap();
+
+        // Followed by default, to the healthy answer.
+        let server = answer(l.try_clone().unwrap(), vec![moved.clone(), ok], Duration::ZERO, Duration::ZERO);
+        let s = HttpCheck::get(url.clone()).run(Duration::from_secs(2));
+        assert!(s.ok && s.detail.starts_with("200 in "), "{s:?}");
+        let requests = server.join().unwrap();
+        assert!(requests[0].starts_with("GET /a ") && requests[1].starts_with("GET /b "), "{requests:?}");
+
+        // follow-redirects: 0 judges the redirect itself.
+        let server = answer(l.try_clone().unwrap(), vec![moved.clone()], Duration::ZERO, Duration::ZERO);
+        let mut check = HttpCheck::get(url.clone());
+        check.client.max_redirects = 0;
+        let s = check.run(Duration::from_secs(2));
+        assert!(!s.ok && s.detail.contains("status 302 (expected 2xx)"), "{s:?}");
+        assert_eq!(server.join().unwrap().len(), 1);
+
+        // A loop ends at the limit, saying so: the first request and two
+        // redirects followed.
+        let server = answer(l, vec![moved; 3], Duration::ZERO, Duration::ZERO);
+        check.client.max_redirects = 2;
+        let s = check.run(Duration::from_secs(2));
+        assert!(!s.ok && s.detail.contains("more than 2 redirects"), "{s:?}");
+        assert_eq!(server.join().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_stalled_body_times_out_at_the_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = HttpUrl::parse(&format!("http://{}/", l.local_addr().unwrap())).unwrap();
+        // Headers and part of the body, then nothing for far longer than
+        // the probe's timeout.
+        let _server = answer(
+            l,
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".into()],
+            Duration::ZERO,
+            Duration::from_secs(3),
+        );
+        let timeout = Duration::from_millis(300);
+        let t = Instant::now();
+        let s = HttpCheck::get(url).run(timeout);
+        let took = t.elapsed();
+        assert!(!s.ok && s.detail.contains("timed out"), "{s:?}");
+        // The deadline, plus scheduling on a loaded 2-core machine; far
+        // below the 3 s the server holds the body.
+        assert!(took >= timeout && took < timeout + Duration::from_millis(700), "took {took:?}");
+    }
+
+    #[test]
+    fn ca_file_problems_are_named() {
+        let dir = std::env::temp_dir().join(format!("chaos-ca-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        assert!(trust_roots(&missing).unwrap_err().contains("cannot read ca-file"));
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = trust_roots(&empty).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("has no PEM certificate"), "{e}");
     }
 }

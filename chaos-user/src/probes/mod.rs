@@ -83,6 +83,9 @@ impl Check {
                 if let Some(r) = &h.body_matches {
                     s += &format!(", body matches /{r}/");
                 }
+                if let Some(ca) = &h.client.ca_file {
+                    s += &format!(", trusting {}", ca.display());
+                }
                 s
             }
             Self::Tcp(t) => match t.max_latency {
@@ -147,6 +150,18 @@ impl Probe {
                 )
             }),
         }
+    }
+
+    /// Check what the probe needs from this machine before anything is
+    /// injected: its network namespace, its `ca-file`.
+    pub fn check_environment(&self) -> Result<(), String> {
+        self.check_netns()?;
+        if let Check::Http(h) = &self.check
+            && let Some(ca) = &h.client.ca_file
+        {
+            http::check_ca_file(ca).map_err(|e| format!("probe `{}`: {e}", self.name))?;
+        }
+        Ok(())
     }
 
     /// Move the calling thread into the probe's network namespace.

@@ -2,6 +2,7 @@
 
 use std::{
     net::{SocketAddr, TcpStream, ToSocketAddrs},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
@@ -32,11 +33,9 @@ impl TcpCheck {
 
     pub fn run(&self, timeout: Duration) -> Sample {
         let started = Instant::now();
-        let addrs: Vec<SocketAddr> = match self.address.to_socket_addrs() {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                return Sample::fail(started.elapsed(), format!("cannot resolve {}: {e}", self.address));
-            }
+        let addrs = match resolve(&self.address, started + timeout) {
+            Ok(a) => a,
+            Err(e) => return Sample::fail(started.elapsed(), e),
         };
         let mut last = format!("{} resolved to no address", self.address);
         for addr in addrs {
@@ -70,6 +69,38 @@ impl TcpCheck {
     }
 }
 
+/// Resolve `address` (`host:port`), giving up at `deadline`.
+///
+/// `getaddrinfo` has no timeout of its own: with a DNS server that does not
+/// answer, it blocks for resolv.conf's `timeout`×`attempts` per server (10 s
+/// by default) — under a network fault, exactly when a probe must report on
+/// time. So it runs on a helper thread and the probe stops waiting at the
+/// deadline; the helper ends when the C library gives up, and its result is
+/// dropped. A literal address resolves at once, without a thread. The
+/// helper is spawned by the probe's thread, so it inherits the probe's
+/// network namespace (namespaces are per thread: setns(2)).
+pub fn resolve(address: &str, deadline: Instant) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+    let Some(left) = left else { return Err(format!("timed out before resolving {address}")) };
+    let started = Instant::now();
+    let (tx, rx) = mpsc::sync_channel(1);
+    let name = address.to_owned();
+    std::thread::Builder::new()
+        .name("chaos-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|e| format!("cannot start a thread to resolve {address}: {e}"))?;
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(format!("cannot resolve {address}: {e}")),
+        Err(_) => Err(format!("timed out after {}ms resolving {address}", started.elapsed().as_millis())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
@@ -100,5 +131,14 @@ mod tests {
         let refused =
             TcpCheck { address: format!("127.0.0.1:{port}"), max_latency: None }.run(Duration::from_secs(1));
         assert!(!refused.ok && refused.detail.contains("refused"), "{refused:?}");
+    }
+
+    #[test]
+    fn names_and_literals_resolve() {
+        let far = Instant::now() + Duration::from_secs(5);
+        assert_eq!(resolve("127.0.0.1:80", far).unwrap(), vec!["127.0.0.1:80".parse().unwrap()]);
+        assert_eq!(resolve("[::1]:80", far).unwrap(), vec!["[::1]:80".parse().unwrap()]);
+        assert!(resolve("localhost:80", far).unwrap().iter().all(|a| a.ip().is_loopback()));
+        assert!(resolve("localhost:80", Instant::now()).unwrap_err().contains("timed out"));
     }
 }

@@ -18,6 +18,7 @@ mod net_duplicate;
 mod net_loss;
 mod net_qdisc;
 mod net_rate;
+mod probes;
 mod torture;
 
 crate::harness::register! {
@@ -89,6 +90,9 @@ crate::harness::register! {
     clock_skew::ends_on_sigterm,
     clock_skew::kill9_links_vanish_with_the_loader,
     clock_skew::hung_loader_kernel_deadline_ends_fault,
+    probes::https_with_a_private_ca,
+    probes::unanswered_dns_fails_within_the_timeout,
+    probes::black_holed_address_fails_within_the_timeout,
     torture::kill_points_net_loss,
     torture::kill_points_net_loss_netlink,
     torture::kill_points_io_error,

@@ -1,13 +1,13 @@
 //! The hypothesis and abort sections: probes, their checks and tolerances.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use super::Conv;
 use crate::{
     experiment::{diag::Span, model::Hypothesis, yaml::Node},
     probes::{
         Check, CommandCheck, HttpCheck, Probe, PrometheusCheck, TcpCheck,
-        http::{HttpUrl, StatusSet},
+        http::{ClientOptions, DEFAULT_REDIRECTS, HttpUrl, MAX_REDIRECTS, StatusSet},
     },
     units::format_duration,
 };
@@ -181,7 +181,12 @@ impl Conv {
         let max_latency = tget("max-latency").map(|n| self.positive_duration(n, "max-latency"));
         match kind {
             "http" => {
-                let f = self.fields(spec, at, "`http`", &["url", "method", "headers", "body"])?;
+                let f = self.fields(
+                    spec,
+                    at,
+                    "`http`",
+                    &["url", "method", "headers", "body", "ca-file", "follow-redirects"],
+                )?;
                 let url = self.required(&f, "url").and_then(|n| self.typed(n, "url", HttpUrl::parse));
                 let method = f.get("method").map_or(Some("GET".to_owned()), |n| {
                     self.typed(n, "method", |t| {
@@ -226,6 +231,43 @@ impl Conv {
                     }
                 };
                 let body = f.get("body").and_then(|n| self.string(n, "body"));
+                let ca_file = match f.get("ca-file") {
+                    None => Some(None),
+                    Some(n) => self.typed(n, "ca-file", |t| {
+                        // Absolute: chaos's working directory is not the
+                        // experiment file's, and a relative path would
+                        // quietly mean different files from run to run.
+                        if t.starts_with('/') {
+                            Ok(Some(PathBuf::from(t)))
+                        } else {
+                            Err(format!(
+                                "`{t}` is not an absolute path; write the PEM bundle's full path, e.g. \
+                                 /etc/chaos/private-ca.pem"
+                            ))
+                        }
+                    }),
+                };
+                let max_redirects = f.get("follow-redirects").map_or(Some(DEFAULT_REDIRECTS), |n| {
+                    self.typed(n, "follow-redirects", |t| match t {
+                        "true" | "yes" => Ok(DEFAULT_REDIRECTS),
+                        "false" | "no" => Ok(0),
+                        _ => t.parse::<u32>().ok().filter(|n| *n <= MAX_REDIRECTS).ok_or_else(|| {
+                            format!(
+                                "`{t}` is not a number of redirects from 0 to {MAX_REDIRECTS} (or true/false)"
+                            )
+                        }),
+                    })
+                });
+                if let (Some(url), Some(ca)) = (&url, f.key_span("ca-file"))
+                    && !url.tls
+                {
+                    self.err(
+                        ca,
+                        format!("`ca-file` is given but {url} is plain HTTP: no certificate is checked"),
+                        Some("use an https:// URL, or remove `ca-file`".into()),
+                    );
+                    return None;
+                }
                 let status = match tget("status") {
                     None => Some(StatusSet::default()),
                     Some(n) => match n.as_seq() {
@@ -250,6 +292,7 @@ impl Conv {
                     max_latency: max_latency.map_or(Some(None), |d| d.map(Some))?,
                     body_contains: body_contains.map_or(Some(None), |d| d.map(Some))?,
                     body_matches: body_matches.map_or(Some(None), |d| d.map(Some))?,
+                    client: ClientOptions { ca_file: ca_file?, max_redirects: max_redirects? },
                 }))
             }
             "tcp" => {
