@@ -158,9 +158,11 @@ fn lock<T>(state: &Mutex<State>, f: impl FnOnce(&mut State) -> T) -> T {
 #[derive(Debug)]
 struct Snapshot(Arc<Mutex<State>>);
 
-/// Counter families (names without `_total`, which the encoder adds), their
-/// help, and how to read them from an attack's counters.
-const ATTACK_COUNTERS: [(&str, &str, fn(&Counters) -> u64); 3] = [
+/// A counter family (named without `_total`, which the encoder adds), its
+/// help, and how to read it from `T`.
+type CounterOf<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+const ATTACK_COUNTERS: [CounterOf<Counters>; 3] = [
     ("chaos_attack_matched", "Events of the target that matched the attack's filters.", |c| c.matched),
     ("chaos_attack_injected", "Events the fault was injected into (packets dropped, ...).", |c| c.injected),
     ("chaos_attack_expired", "Events that found the rule past its kernel-side deadline and passed.", |c| {
@@ -252,7 +254,7 @@ impl Collector for Snapshot {
                     let labels = [("probe", name.as_str()), ("role", role(r))];
                     ConstGauge::new(i64::from(st.healthy)).encode(f.encode_family(&labels)?)?;
                 }
-                let probe_counters: [(&str, &str, fn(&Stats) -> u64); 2] = [
+                let probe_counters: [CounterOf<Stats>; 2] = [
                     ("chaos_probe_checks", "Checks the probe ran.", |st| st.checks),
                     ("chaos_probe_failures", "Checks that failed.", |st| st.failed),
                 ];
