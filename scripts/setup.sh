@@ -23,6 +23,7 @@ APT_PACKAGES=(
   qemu-system-x86 udev kmod busybox-static file python3-venv
   gcc python3 openssl libfaketime # clock-skew: tests' C probe, python, openssl verify; bench baseline
   sqlite3 strace # io-error: a real program under test; the ptrace baseline of the benchmark
+  prometheus # promtool: the tests lint the metrics exposition with `promtool check metrics`
 )
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }

@@ -7,7 +7,9 @@
 //! a signal or an internal error is an `<error>`; what did not run is
 //! `<skipped>`.
 
-use std::{fmt::Write as _, path::Path};
+use std::{path::Path, time::Duration};
+
+use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestSuite};
 
 use super::Report;
 use crate::error::Result;
@@ -135,30 +137,18 @@ fn cases(r: &Report) -> Vec<Case> {
     cases
 }
 
-/// The report as JUnit XML.
+/// The report as JUnit XML, written by `quick-junit` (nextest's writer):
+/// the escaping, the characters XML 1.0 forbids and the counts in the
+/// suite's attributes are its business.
 pub fn render(r: &Report) -> String {
-    let cases = cases(r);
-    let count = |f: fn(&Outcome) -> bool| cases.iter().filter(|c| f(&c.outcome)).count();
-    let failures = count(|o| matches!(o, Outcome::Failure { .. }));
-    let errors = count(|o| matches!(o, Outcome::Error { .. }));
-    let skipped = count(|o| matches!(o, Outcome::Skipped { .. }));
-    let suite = esc(&r.experiment.name);
-    let class = esc(&format!("chaos.{}", r.experiment.name));
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        x,
-        "<testsuites name=\"chaos\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
-        cases.len(),
-        r.duration_seconds
-    );
-    let _ = writeln!(
-        x,
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\">",
-        cases.len(),
-        r.duration_seconds,
-        esc(r.started.trim_end_matches('Z'))
-    );
-    x += "    <properties>\n";
+    let class = format!("chaos.{}", r.experiment.name);
+    let mut suite = TestSuite::new(r.experiment.name.as_str());
+    // JUnit's timestamps carry no sub-millisecond part; a report whose start
+    // does not parse (never written by chaos) just goes without one.
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&r.started) {
+        suite.set_timestamp(t);
+    }
+    suite.set_time(secs(r.duration_seconds));
     let mut props = vec![
         ("verdict".to_owned(), r.verdict.clone()),
         ("exit_code".to_owned(), r.exit_code.to_string()),
@@ -167,64 +157,47 @@ pub fn render(r: &Report) -> String {
         ("chaos_version".to_owned(), r.chaos_version.clone()),
     ];
     props.extend(r.experiment.variables.iter().map(|(k, v)| (format!("variable.{k}"), v.clone())));
-    for (k, v) in props {
-        let _ = writeln!(x, "      <property name=\"{}\" value=\"{}\"/>", esc(&k), esc(&v));
-    }
-    x += "    </properties>\n";
-    for c in &cases {
-        let _ =
-            write!(x, "    <testcase classname=\"{class}\" name=\"{}\" time=\"{:.3}\"", esc(&c.name), c.time);
-        if matches!(c.outcome, Outcome::Passed) && c.out.is_empty() {
-            x += "/>\n";
-            continue;
-        }
-        x += ">\n";
-        match &c.outcome {
-            Outcome::Passed => {}
+    suite.add_properties(props.into_iter().map(|(k, v)| Property::new(k, v)));
+    for c in cases(r) {
+        let status = match c.outcome {
+            Outcome::Passed => TestCaseStatus::success(),
             Outcome::Failure { kind, message } => {
-                let _ = writeln!(
-                    x,
-                    "      <failure type=\"{kind}\" message=\"{}\">{}</failure>",
-                    esc(message),
-                    esc(message)
-                );
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_type(kind).set_message(message.as_str()).set_description(message);
+                s
             }
             Outcome::Error { message } => {
-                let _ = writeln!(x, "      <error message=\"{}\">{}</error>", esc(message), esc(message));
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message(message.as_str()).set_description(message);
+                s
             }
             Outcome::Skipped { message } => {
-                let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(message));
+                let mut s = TestCaseStatus::skipped();
+                s.set_message(message);
+                s
             }
-        }
+        };
+        let mut case = TestCase::new(c.name, status);
+        case.set_classname(class.as_str()).set_time(secs(c.time));
         if !c.out.is_empty() {
-            let _ = writeln!(x, "      <system-out>{}</system-out>", esc(&c.out));
+            case.set_system_out(c.out);
         }
-        x += "    </testcase>\n";
+        suite.add_test_case(case);
     }
-    x += "  </testsuite>\n</testsuites>\n";
-    x
+    let mut report = quick_junit::Report::new("chaos");
+    report.set_time(secs(r.duration_seconds)).add_test_suite(suite);
+    // Serializing into memory fails only on a bug of the writer.
+    report.to_string().unwrap_or_else(|e| format!("<!-- chaos: cannot write JUnit XML: {e} -->\n"))
+}
+
+/// Seconds as a duration; a negative or non-finite value (never measured)
+/// as zero rather than a panic.
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
 }
 
 pub fn write(path: &Path, report: &Report) -> Result<()> {
     super::json::write_atomic(path, render(report).as_bytes())
-}
-
-/// Escape for XML text and attributes; drop characters XML 1.0 forbids.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out += "&amp;",
-            '<' => out += "&lt;",
-            '>' => out += "&gt;",
-            '"' => out += "&quot;",
-            '\'' => out += "&apos;",
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -331,6 +304,13 @@ mod tests {
             ]
         );
         assert_eq!(suite.attribute("tests"), Some("4"));
+        assert_eq!(suites.attribute("tests"), Some("4"));
+        assert_eq!(suite.attribute("timestamp"), Some("2026-11-26T12:00:00.000+00:00"));
+        assert_eq!(suite.attribute("time"), Some("12.500"));
+        let attack = suite.children().find(|n| n.attribute("name") == Some(names[1])).unwrap();
+        assert_eq!(attack.attribute("classname"), Some("chaos.lossy link"));
+        let out = attack.children().find(|n| n.has_tag_name("system-out")).and_then(|n| n.text());
+        assert!(out.is_some_and(|o| o.contains("inert 40 us after the stop call")), "{xml}");
         let reason = suite
             .descendants()
             .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("reason"))

@@ -10,16 +10,14 @@
 //! own file descriptors.
 
 use std::{
-    net::SocketAddr,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
     path::PathBuf,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use chaos::{
-    capabilities::Capability,
-    clock::monotonic_ns,
-    probes::http::{HttpUrl, request},
-};
+use chaos::{capabilities::Capability, clock::monotonic_ns};
 use serde_json::Value;
 
 use super::net_loss::EGRESS;
@@ -145,6 +143,46 @@ fn stream<T>(
 }
 
 /// The JUnit report, checked to be well-formed, and its suite.
+/// The `Accept` header Prometheus sends when it scrapes.
+const OPENMETRICS_ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
+
+/// GET /metrics over a plain connection: the body of a 200 answer.
+fn scrape(addr: &str, accept: Option<&str>) -> anyhow::Result<String> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}\r\n")?;
+    let mut raw = String::new();
+    c.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200 "), "GET /metrics: {head}");
+    Ok(body.to_owned())
+}
+
+/// The real `promtool check metrics` (Debian package prometheus, which
+/// `./x setup` installs) must find nothing to say about `text`.
+fn promtool_check_metrics(text: &str) -> anyhow::Result<()> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            anyhow::anyhow!("promtool: {e} (install the Debian package prometheus: sudo ./x setup)")
+        })?;
+    child.stdin.take().ok_or_else(|| anyhow::anyhow!("promtool's stdin"))?.write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics ({}):\n{said}\non the scraped exposition:\n{text}",
+        out.status
+    );
+    Ok(())
+}
+
 fn junit(files: &Files) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(files.dir.join("junit.xml"))?;
     let doc = roxmltree::Document::parse(&text)
@@ -214,10 +252,10 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
     let sink = udp::Sink::start(lab.peer(), sink_addr)?;
     let sent = udp::send(lab.target(), sink_addr, 3, 500, 1000)?;
     let received = sink.finish()?.iter().filter(|p| p.tag == 3).count();
-    let url = HttpUrl::parse(&format!("http://{metrics_addr}/metrics")).map_err(anyhow::Error::msg)?;
-    let scrape = request(&url, "GET", &[], None, Instant::now() + Duration::from_secs(5))
-        .map_err(anyhow::Error::msg)?;
-    let metrics = String::from_utf8_lossy(&scrape.body).into_owned();
+    // As curl or promtool would (the text format), then as Prometheus
+    // does (asking for OpenMetrics).
+    let metrics = scrape(&metrics_addr, None)?;
+    let openmetrics = scrape(&metrics_addr, Some(OPENMETRICS_ACCEPT))?;
     let ended = run.wait(Duration::from_secs(30))?;
     let answered = svc.finish()?;
     ensure_code(&ended, 0, "a holding hypothesis")?;
@@ -261,6 +299,11 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
         "{metrics}"
     );
     anyhow::ensure!(metrics.contains("phase=\"method\"} 1"), "{metrics}");
+    promtool_check_metrics(&metrics)?;
+    anyhow::ensure!(
+        openmetrics.contains("# TYPE chaos_attack_injected counter\n") && openmetrics.ends_with("# EOF\n"),
+        "not OpenMetrics when asked for it:\n{openmetrics}"
+    );
 
     let start = ended.event("start").ok_or_else(|| anyhow::anyhow!("no start event"))?;
     anyhow::ensure!(
