@@ -12,12 +12,14 @@ pub(crate) mod environment;
 mod programs;
 mod qdisc;
 
-use std::{collections::BTreeMap, fmt};
+use std::{fmt, path::Path};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
 
 /// One thing chaos may need from the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Root,
@@ -182,52 +184,151 @@ impl fmt::Display for Capability {
     }
 }
 
-/// The outcome of one probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What is known of one capability: probed here, or read from a recorded
+/// set (`chaos doctor --json` on the machine that will run the attack).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Probe {
     pub capability: Capability,
-    pub available: bool,
-    /// What was tried and what happened: the reason when unavailable.
+    /// `None`: not known (not probed: probing it needs root).
+    pub available: Option<bool>,
+    /// What was tried and what happened: the reason when unavailable or
+    /// unknown.
     pub detail: String,
 }
 
-/// Probe results, each probed at most once per process.
-#[derive(Default)]
-pub struct Capabilities {
-    results: BTreeMap<Capability, Probe>,
+impl Probe {
+    pub fn available(&self) -> bool {
+        self.available == Some(true)
+    }
 }
 
-impl Capabilities {
-    pub fn new() -> Self {
-        Self::default()
+/// A row of `chaos doctor --json`: the probe, and what the table says of
+/// the capability (ignored when read back).
+impl Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.capability.requirement();
+        let mut row = s.serialize_struct("Probe", 6)?;
+        row.serialize_field("capability", &self.capability)?;
+        row.serialize_field("name", r.name)?;
+        row.serialize_field("available", &self.available)?;
+        row.serialize_field("detail", &self.detail)?;
+        row.serialize_field("used_for", r.used_for)?;
+        row.serialize_field("needs", r.needs)?;
+        row.end()
+    }
+}
+
+/// What a kernel can do: the input of the planner, which reads nothing
+/// else, so a plan made from a recorded set (`--capabilities FILE`) is the
+/// plan chaos makes on that machine. Serialized, it is the `kernel` and
+/// `capabilities` of `chaos doctor --json` (other fields of that report
+/// are ignored when it is read back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySet {
+    /// `uname -r` of the kernel probed.
+    #[serde(default)]
+    pub kernel: String,
+    /// In table order; a capability missing here is unknown.
+    pub capabilities: Vec<Probe>,
+}
+
+/// The detail of a capability that was not probed because chaos runs
+/// without root.
+const UNKNOWN_UNPRIVILEGED: &str = "unknown: probing it needs root; give the capabilities of the machine \
+                                    that will run the attack with --capabilities FILE (from `chaos doctor \
+                                    --json` there), or run as root";
+
+impl CapabilitySet {
+    /// Probe every capability of the table, in order (`chaos doctor`).
+    pub fn probe_all() -> Self {
+        let all: Vec<Capability> = REQUIREMENTS.iter().map(|r| r.capability).collect();
+        Self::probe(&all)
     }
 
-    /// Probe (once) and return the result.
-    pub fn probe(&mut self, capability: Capability) -> &Probe {
-        self.results.entry(capability).or_insert_with(|| {
-            let (available, detail) = match run(capability) {
-                Ok(detail) => (true, detail),
-                Err(reason) => (false, reason),
+    /// Probe `wanted` (and whether chaos has root, which every other probe
+    /// needs). Without root the others are unknown, said so, not probed.
+    pub fn probe(wanted: &[Capability]) -> Self {
+        let root = environment::root();
+        let mut capabilities = Vec::new();
+        for r in
+            REQUIREMENTS.iter().filter(|r| r.capability == Capability::Root || wanted.contains(&r.capability))
+        {
+            let c = r.capability;
+            let outcome = match c {
+                Capability::Root => Some(root.clone()),
+                Capability::CgroupV2 => Some(environment::cgroup_v2()),
+                _ if root.is_err() => None,
+                _ => Some(run(c)),
             };
-            Probe { capability, available, detail }
-        })
+            capabilities.push(match outcome {
+                Some(Ok(detail)) => Probe { capability: c, available: Some(true), detail },
+                Some(Err(detail)) => Probe { capability: c, available: Some(false), detail },
+                None => Probe { capability: c, available: None, detail: UNKNOWN_UNPRIVILEGED.into() },
+            });
+        }
+        Self { kernel: kernel_release(), capabilities }
     }
 
-    pub fn has(&mut self, capability: Capability) -> bool {
-        self.probe(capability).available
+    /// Read a set recorded with `chaos doctor --json > FILE`.
+    pub fn load(path: &Path) -> crate::error::Result<Self> {
+        let fix = "record it with `chaos doctor --json > FILE` on the machine that will run the attack";
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!("--capabilities {}: cannot read it: {e}; {fix}", path.display()))
+        })?;
+        Self::from_json(&text)
+            .map_err(|e| Error::invalid(format!("--capabilities {}: {e}; {fix}", path.display())))
     }
 
-    /// Probe everything, in table order.
-    pub fn probe_all(&mut self) -> Vec<Probe> {
-        REQUIREMENTS.iter().map(|r| self.probe(r.capability).clone()).collect()
+    /// Parse the JSON of `chaos doctor --json`.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| format!("not the JSON of `chaos doctor --json` ({e})"))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &set.capabilities {
+            if !seen.insert(p.capability) {
+                return Err(format!("capability {} is listed twice", p.capability.requirement().name));
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn get(&self, capability: Capability) -> Option<&Probe> {
+        self.capabilities.iter().find(|p| p.capability == capability)
+    }
+
+    /// Known to work.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.get(capability).is_some_and(Probe::available)
+    }
+
+    /// Neither probed nor recorded.
+    pub fn is_unknown(&self, capability: Capability) -> bool {
+        self.get(capability).is_none_or(|p| p.available.is_none())
+    }
+
+    /// Why it works or does not (or why that is not known).
+    pub fn detail(&self, capability: Capability) -> &str {
+        match self.get(capability) {
+            Some(p) => &p.detail,
+            None => "unknown: not in the capability set",
+        }
+    }
+
+    /// The capabilities of the table that this set does not know.
+    pub fn unknown(&self) -> Vec<Capability> {
+        REQUIREMENTS.iter().map(|r| r.capability).filter(|c| self.is_unknown(*c)).collect()
     }
 }
 
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()
+}
+
+/// Probe one capability (as root: callers check).
 fn run(capability: Capability) -> Result<String, String> {
     use Capability::*;
-    if capability != Root && capability != CgroupV2 {
-        environment::root()?;
-    }
     match capability {
         Root => environment::root(),
         CgroupV2 => environment::cgroup_v2(),
