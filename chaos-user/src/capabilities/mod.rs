@@ -189,17 +189,20 @@ impl fmt::Display for Capability {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Probe {
     pub capability: Capability,
-    /// `None`: not known (not probed: probing it needs root).
-    pub available: Option<bool>,
+    /// Known to work (false when it does not, or is not known).
+    pub available: bool,
     /// What was tried and what happened: the reason when unavailable or
     /// unknown.
     pub detail: String,
+    /// False when it was not probed (probing it needs root): `available`
+    /// then says nothing about the kernel. Files recorded before this
+    /// field existed hold probed rows only.
+    #[serde(default = "yes")]
+    pub probed: bool,
 }
 
-impl Probe {
-    pub fn available(&self) -> bool {
-        self.available == Some(true)
-    }
+fn yes() -> bool {
+    true
 }
 
 /// A row of `chaos doctor --json`: the probe, and what the table says of
@@ -208,10 +211,11 @@ impl Serialize for Probe {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let r = self.capability.requirement();
-        let mut row = s.serialize_struct("Probe", 6)?;
+        let mut row = s.serialize_struct("Probe", 7)?;
         row.serialize_field("capability", &self.capability)?;
         row.serialize_field("name", r.name)?;
         row.serialize_field("available", &self.available)?;
+        row.serialize_field("probed", &self.probed)?;
         row.serialize_field("detail", &self.detail)?;
         row.serialize_field("used_for", r.used_for)?;
         row.serialize_field("needs", r.needs)?;
@@ -249,24 +253,13 @@ impl CapabilitySet {
     /// Probe `wanted` (and whether chaos has root, which every other probe
     /// needs). Without root the others are unknown, said so, not probed.
     pub fn probe(wanted: &[Capability]) -> Self {
-        let root = environment::root();
-        let mut capabilities = Vec::new();
-        for r in
-            REQUIREMENTS.iter().filter(|r| r.capability == Capability::Root || wanted.contains(&r.capability))
-        {
-            let c = r.capability;
-            let outcome = match c {
-                Capability::Root => Some(root.clone()),
-                Capability::CgroupV2 => Some(environment::cgroup_v2()),
-                _ if root.is_err() => None,
-                _ => Some(run(c)),
-            };
-            capabilities.push(match outcome {
-                Some(Ok(detail)) => Probe { capability: c, available: Some(true), detail },
-                Some(Err(detail)) => Probe { capability: c, available: Some(false), detail },
-                None => Probe { capability: c, available: None, detail: UNKNOWN_UNPRIVILEGED.into() },
-            });
-        }
+        let root = environment::root().is_ok();
+        let capabilities = REQUIREMENTS
+            .iter()
+            .map(|r| r.capability)
+            .filter(|c| *c == Capability::Root || wanted.contains(c))
+            .map(|c| probe_one(c, root))
+            .collect();
         Self { kernel: kernel_release(), capabilities }
     }
 
@@ -299,12 +292,12 @@ impl CapabilitySet {
 
     /// Known to work.
     pub fn has(&self, capability: Capability) -> bool {
-        self.get(capability).is_some_and(Probe::available)
+        self.get(capability).is_some_and(|p| p.available)
     }
 
     /// Neither probed nor recorded.
     pub fn is_unknown(&self, capability: Capability) -> bool {
-        self.get(capability).is_none_or(|p| p.available.is_none())
+        self.get(capability).is_none_or(|p| !p.probed)
     }
 
     /// Why it works or does not (or why that is not known).
@@ -318,6 +311,57 @@ impl CapabilitySet {
     /// The capabilities of the table that this set does not know.
     pub fn unknown(&self) -> Vec<Capability> {
         REQUIREMENTS.iter().map(|r| r.capability).filter(|c| self.is_unknown(*c)).collect()
+    }
+}
+
+/// Probe `c`; without `root` only what needs no privileges.
+fn probe_one(c: Capability, root: bool) -> Probe {
+    let outcome = match c {
+        Capability::Root => environment::root(),
+        Capability::CgroupV2 => environment::cgroup_v2(),
+        _ if !root => {
+            return Probe {
+                capability: c,
+                available: false,
+                detail: UNKNOWN_UNPRIVILEGED.into(),
+                probed: false,
+            };
+        }
+        _ => run(c),
+    };
+    match outcome {
+        Ok(detail) => Probe { capability: c, available: true, detail, probed: true },
+        Err(detail) => Probe { capability: c, available: false, detail, probed: true },
+    }
+}
+
+/// Probe results, each probed at most once per process, when first asked
+/// for (the integration tests' harness asks capability by capability).
+#[derive(Default)]
+pub struct Capabilities {
+    set: CapabilitySet,
+}
+
+impl Capabilities {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Probe (once) and return the result.
+    pub fn probe(&mut self, capability: Capability) -> &Probe {
+        let at = match self.set.capabilities.iter().position(|p| p.capability == capability) {
+            Some(at) => at,
+            None => {
+                let root = environment::root().is_ok();
+                self.set.capabilities.push(probe_one(capability, root));
+                self.set.capabilities.len() - 1
+            }
+        };
+        &self.set.capabilities[at]
+    }
+
+    pub fn has(&mut self, capability: Capability) -> bool {
+        self.probe(capability).available
     }
 }
 

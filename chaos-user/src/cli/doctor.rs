@@ -53,10 +53,10 @@ impl DoctorArgs {
             let width = REQUIREMENTS.iter().map(|r| r.name.len()).max().unwrap_or(0);
             for p in &caps.capabilities {
                 let r = p.capability.requirement();
-                let answer = match p.available {
-                    Some(true) => "yes",
-                    Some(false) => "no",
-                    None => "?",
+                let answer = match (p.probed, p.available) {
+                    (false, _) => "?",
+                    (true, true) => "yes",
+                    (true, false) => "no",
                 };
                 println!("{:width$}  {answer:3}  {}", r.name, p.detail);
                 println!("{:width$}       used for: {}; needs: {}", "", r.used_for, r.needs);

@@ -68,13 +68,17 @@ fn host_6_18_tcx_and_no_fq_lsm_or_write_user() {
     for kind in ["net-delay", "net-rate", "net-reorder"] {
         let e = refused(&caps, kind, &Preferences::default());
         assert!(
-            e.starts_with(&format!("{kind} is unavailable on this kernel (departure times need the fq qdisc): fq qdisc: "))
-                && e.contains("sch_fq"),
+            e.starts_with(&format!(
+                "{kind} is unavailable on this kernel (departure times need the fq qdisc): fq qdisc: "
+            )) && e.contains("sch_fq"),
             "{e}"
         );
     }
     let e = refused(&caps, "io-error", &Preferences::default());
-    assert!(e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: "), "{e}");
+    assert!(
+        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: "),
+        "{e}"
+    );
     assert!(e.contains("kprobe + bpf_override_return: "), "{e}");
     let e = refused(&caps, "clock-skew", &Preferences::default());
     if cfg!(target_arch = "x86_64") {
@@ -104,12 +108,19 @@ fn debian_6_1_netlink_fq_lsm_and_fexit() {
     assert_eq!(layers(&io), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
     // Opens only: no file_permission program.
     let opens = plan_demand("io", Demand::Io { read_write: false }, &caps, &Preferences::default()).unwrap();
-    assert_eq!(opens, Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: false }));
+    assert_eq!(
+        opens,
+        Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: false })
+    );
     if cfg!(target_arch = "x86_64") {
         let clock = ok(&caps, "clock-skew");
         assert_eq!(
             clock,
-            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Fexit, exec_detach_vdso: true, libc_uprobes: true })
+            Mechanism::Clock(ClockMechanism {
+                syscalls: SyscallHook::Fexit,
+                exec_detach_vdso: true,
+                libc_uprobes: true
+            })
         );
         assert_eq!(layers(&clock), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
         let tp = Preferences { clock_syscalls: Some(SyscallHook::Tracepoint), ..Default::default() };
@@ -132,7 +143,11 @@ fn debian_6_12_tcx_fq_lsm_and_fexit() {
     for kind in ["net-delay", "net-rate", "net-reorder"] {
         let m = ok(&caps, kind);
         assert_eq!(m, net(tcx, false, true), "{kind}");
-        assert_eq!(layers(&m), [ControllerStop, KernelDeadline, LinksDieWithProcess, RecoverRecord], "{kind}");
+        assert_eq!(
+            layers(&m),
+            [ControllerStop, KernelDeadline, LinksDieWithProcess, RecoverRecord],
+            "{kind}"
+        );
         assert_eq!(m.safety()[3].covers, "the fq qdisc installed on each egress device");
     }
     assert!(matches!(ok(&caps, "io-error"), Mechanism::Io(IoMechanism { file_permission: true, .. })));
@@ -152,8 +167,18 @@ fn unknown_capabilities_are_never_taken_for_present() {
     let caps = CapabilitySet {
         kernel: "x".into(),
         capabilities: vec![
-            Probe { capability: Capability::Root, available: Some(false), detail: "missing CAP_BPF".into() },
-            Probe { capability: Capability::CgroupV2, available: Some(true), detail: "mounted".into() },
+            Probe {
+                capability: Capability::Root,
+                available: false,
+                detail: "missing CAP_BPF".into(),
+                probed: true,
+            },
+            Probe {
+                capability: Capability::CgroupV2,
+                available: true,
+                detail: "mounted".into(),
+                probed: true,
+            },
         ],
     };
     for (kind, _) in KINDS {
@@ -173,7 +198,10 @@ fn unknown_capabilities_are_never_taken_for_present() {
     if cfg!(target_arch = "x86_64") {
         let mut no_uprobe = set(DEBIAN_6_12);
         no_uprobe.capabilities.retain(|p| p.capability != Capability::Uprobe);
-        assert!(matches!(ok(&no_uprobe, "clock-skew"), Mechanism::Clock(ClockMechanism { libc_uprobes: false, .. })));
+        assert!(matches!(
+            ok(&no_uprobe, "clock-skew"),
+            Mechanism::Clock(ClockMechanism { libc_uprobes: false, .. })
+        ));
     }
 }
 
@@ -191,7 +219,12 @@ fn doctor_json_round_trips() {
         assert_eq!(v["capabilities"][0]["name"], "privileges");
         assert!(v["capabilities"][0]["used_for"].is_string());
     }
-    for bad in ["", "{}", "[]", r#"{"capabilities": [{"capability": "warp-drive", "available": true, "detail": ""}]}"#] {
+    for bad in [
+        "",
+        "{}",
+        "[]",
+        r#"{"capabilities": [{"capability": "warp-drive", "available": true, "detail": ""}]}"#,
+    ] {
         assert!(CapabilitySet::from_json(bad).is_err(), "{bad:?}");
     }
     let twice = r#"{"capabilities": [{"capability": "tcx", "available": true, "detail": ""},
