@@ -164,7 +164,17 @@ pub fn plan_demand(
 /// says so and names `--capabilities`: an unknown capability is never
 /// taken for a present one.
 fn unavailable(subject: &str, part: &str, tried: &[Capability], caps: &CapabilitySet) -> Error {
-    let reasons: Vec<String> = tried.iter().map(|c| format!("{c}: {}", caps.detail(*c))).collect();
+    let reasons: Vec<String> =
+        tried
+            .iter()
+            .map(|c| {
+                if caps.is_unknown(*c) {
+                    format!("{c}: unknown")
+                } else {
+                    format!("{c}: {}", caps.detail(*c))
+                }
+            })
+            .collect();
     if tried.iter().any(|c| caps.is_unknown(*c)) {
         return Error::environment(format!(
             "{subject} cannot be planned ({part}): {}. Run as root, or give the capabilities of the machine \
