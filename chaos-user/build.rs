@@ -5,8 +5,8 @@
 //! `AYA_BUILD_SKIP=1` skips this (for `cargo check` on machines without the
 //! eBPF toolchain); the binary then refuses to inject, with a message saying so.
 
-/// Keep in sync with `EBPF_TOOLCHAIN` in xtask/src/toolchain.rs, which
-/// installs it. A dated nightly whose LLVM major matches bpf-linker's (22).
+/// Keep in sync with `EBPF_TOOLCHAIN` in scripts/setup.sh, which installs
+/// it, and in xtask/src/test.rs, which lints the eBPF crate with it. A dated nightly whose LLVM major matches bpf-linker's (22).
 const EBPF_TOOLCHAIN: &str = "nightly-2026-08-01";
 
 fn main() -> anyhow::Result<()> {

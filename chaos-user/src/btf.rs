@@ -4,13 +4,78 @@
 //! Rust eBPF programs cannot carry CO-RE relocations, so programs that read
 //! kernel structures (the I/O faults walk `struct file` -> `struct dentry`
 //! -> `struct mount`) get the offsets from the loader, which computes them
-//! here. aya parses BTF too, but keeps its type lookup private.
+//! here. aya parses BTF too, but keeps its type lookup private (aya-obj
+//! 0.6's `Btf` exposes only `id_by_type_name_kind`; `types()`,
+//! `type_by_id()` and the members of its struct records are crate-private),
+//! so member offsets by path cannot come from it.
+//!
+//! The running kernel's BTF is read once per process ([`kernel_bytes`])
+//! and each parser runs on it at most once ([`kernel`] for ours,
+//! [`kernel_aya`] for aya's, which program loading needs): the doctor's
+//! probes, the planner's and the injectors share both.
 //!
 //! The format is the kernel's (Documentation/bpf/btf.rst,
 //! include/uapi/linux/btf.h): a header, a type section of variable-length
 //! records numbered from 1, and a string section.
 
-use std::{collections::HashMap, fmt};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// How many times this process parsed the kernel's BTF (both parsers): a
+/// debug log line says it, for measuring that it stays at most two.
+static PARSES: AtomicUsize = AtomicUsize::new(0);
+
+fn counted_parse(by: &str) {
+    let n = PARSES.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::debug!("kernel BTF parsed by {by} (parse {n} of this process)");
+}
+
+/// The bytes of `/sys/kernel/btf/vmlinux`, read once. Kept for the
+/// process's life (a few MB) so that the second parser needs no second
+/// read.
+pub fn kernel_bytes() -> Result<&'static [u8], String> {
+    static BYTES: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| std::fs::read(VMLINUX).map_err(|e| format!("cannot read {VMLINUX}: {e}")))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// The running kernel's BTF, by our parser (struct member offsets), parsed
+/// once per process.
+pub fn kernel() -> Result<&'static Btf, BtfError> {
+    static PARSED: OnceLock<Result<Btf, BtfError>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            let bytes = kernel_bytes().map_err(BtfError::Malformed)?;
+            counted_parse("chaos's reader");
+            Btf::parse(bytes)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The running kernel's BTF, by aya's parser (what loading fentry, fexit,
+/// LSM and tp_btf programs takes), parsed once per process.
+pub fn kernel_aya() -> Result<&'static aya::Btf, String> {
+    static PARSED: OnceLock<Result<aya::Btf, String>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            let bytes = kernel_bytes()?;
+            counted_parse("aya");
+            aya::Btf::parse(bytes, aya::Endianness::default()).map_err(|e| format!("{VMLINUX}: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
 
 const MAGIC: u16 = 0xeb9f;
 
@@ -104,14 +169,6 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 impl Btf {
-    /// The running kernel's BTF.
-    pub fn from_sys_fs() -> Result<Self, BtfError> {
-        let path = "/sys/kernel/btf/vmlinux";
-        let bytes =
-            std::fs::read(path).map_err(|e| BtfError::Malformed(format!("cannot read {path}: {e}")))?;
-        Self::parse(&bytes)
-    }
-
     /// Parse a BTF blob in this machine's byte order.
     pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
         let bad = |why: &str| BtfError::Malformed(why.to_owned());
@@ -467,6 +524,25 @@ mod tests {
         assert!(matches!(Btf::parse(&b.finish()), Err(BtfError::Malformed(_))));
     }
 
+    /// Both parsers run at most once per process, however often (and from
+    /// however many threads) the kernel's BTF is asked for.
+    #[test]
+    fn kernel_btf_is_parsed_once_and_shared() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let ours = kernel().expect("kernel BTF") as *const Btf as usize;
+                    let theirs = kernel_aya().expect("kernel BTF") as *const aya::Btf as usize;
+                    (ours, theirs)
+                })
+            })
+            .collect();
+        let seen: Vec<(usize, usize)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "different handles: {seen:?}");
+        // Other tests of this process may have parsed too, never more.
+        assert_eq!(PARSES.load(Ordering::Relaxed), 2);
+    }
+
     /// The host's own kernel: the offsets the I/O faults use exist and are
     /// plausible. (Exact values differ between kernels; `struct path` has
     /// been { mnt, dentry } since 2.6.)
@@ -475,7 +551,7 @@ mod tests {
         // Every kernel this project builds and tests on has BTF (the host
         // and each kernel of the matrix): its absence is a failure here,
         // never a test that quietly passes.
-        let btf = Btf::from_sys_fs().unwrap_or_else(|e| panic!("kernel BTF at /sys/kernel/btf/vmlinux: {e}"));
+        let btf = kernel().unwrap_or_else(|e| panic!("kernel BTF at /sys/kernel/btf/vmlinux: {e}"));
         assert_eq!(btf.offset_of("path", "mnt"), Ok(0));
         assert_eq!(btf.offset_of("path", "dentry"), Ok(8));
         let f_path = btf.offset_of("file", "f_path").unwrap();

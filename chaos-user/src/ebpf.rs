@@ -29,55 +29,6 @@ pub fn load_capabilities() -> Result<Ebpf> {
     load("capability-probe", CAPABILITIES)
 }
 
-/// Forward aya-log records from eBPF programs into `tracing`, under the
-/// target `ebpf`. Records are read by a thread that polls the log ring.
-pub fn forward_logs(ebpf: &mut Ebpf) {
-    match aya_log::EbpfLogger::init_with_logger(ebpf, TracingLog) {
-        Ok(mut logger) => {
-            std::thread::Builder::new()
-                .name("ebpf-log".into())
-                .spawn(move || {
-                    use std::os::fd::AsRawFd;
-                    let fd = logger.as_raw_fd();
-                    loop {
-                        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                        // SAFETY: one pollfd we own; the logger outlives the loop.
-                        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
-                        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-                        {
-                            return;
-                        }
-                        logger.flush();
-                    }
-                })
-                .ok();
-        }
-        Err(e) => tracing::debug!("eBPF logs not forwarded: {e}"),
-    }
-}
-
-/// A `log::Log` that re-emits records as tracing events.
-struct TracingLog;
-
-impl log::Log for TracingLog {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        let msg = record.args();
-        match record.level() {
-            log::Level::Error => tracing::error!(target: "ebpf", "{msg}"),
-            log::Level::Warn => tracing::warn!(target: "ebpf", "{msg}"),
-            log::Level::Info => tracing::info!(target: "ebpf", "{msg}"),
-            log::Level::Debug => tracing::debug!(target: "ebpf", "{msg}"),
-            log::Level::Trace => tracing::trace!(target: "ebpf", "{msg}"),
-        }
-    }
-
-    fn flush(&self) {}
-}
-
 /// Summarize an aya error: the errno, and the verifier's last words.
 pub fn describe(err: &ProgramError) -> String {
     match err {

@@ -12,12 +12,14 @@ pub(crate) mod environment;
 mod programs;
 mod qdisc;
 
-use std::{collections::BTreeMap, fmt};
+use std::{fmt, path::Path};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
 
 /// One thing chaos may need from the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     Root,
@@ -182,19 +184,162 @@ impl fmt::Display for Capability {
     }
 }
 
-/// The outcome of one probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// What is known of one capability: probed here, or read from a recorded
+/// set (`chaos doctor --json` on the machine that will run the attack).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Probe {
     pub capability: Capability,
+    /// Known to work (false when it does not, or is not known).
     pub available: bool,
-    /// What was tried and what happened: the reason when unavailable.
+    /// What was tried and what happened: the reason when unavailable or
+    /// unknown.
     pub detail: String,
+    /// False when it was not probed (probing it needs root): `available`
+    /// then says nothing about the kernel. Files recorded before this
+    /// field existed hold probed rows only.
+    #[serde(default = "yes")]
+    pub probed: bool,
 }
 
-/// Probe results, each probed at most once per process.
+fn yes() -> bool {
+    true
+}
+
+/// A row of `chaos doctor --json`: the probe, and what the table says of
+/// the capability (ignored when read back).
+impl Serialize for Probe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.capability.requirement();
+        let mut row = s.serialize_struct("Probe", 7)?;
+        row.serialize_field("capability", &self.capability)?;
+        row.serialize_field("name", r.name)?;
+        row.serialize_field("available", &self.available)?;
+        row.serialize_field("probed", &self.probed)?;
+        row.serialize_field("detail", &self.detail)?;
+        row.serialize_field("used_for", r.used_for)?;
+        row.serialize_field("needs", r.needs)?;
+        row.end()
+    }
+}
+
+/// What a kernel can do: the input of the planner, which reads nothing
+/// else, so a plan made from a recorded set (`--capabilities FILE`) is the
+/// plan chaos makes on that machine. Serialized, it is the `kernel` and
+/// `capabilities` of `chaos doctor --json` (other fields of that report
+/// are ignored when it is read back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySet {
+    /// `uname -r` of the kernel probed.
+    #[serde(default)]
+    pub kernel: String,
+    /// In table order; a capability missing here is unknown.
+    pub capabilities: Vec<Probe>,
+}
+
+/// The detail of a capability that was not probed because chaos runs
+/// without root.
+const UNKNOWN_UNPRIVILEGED: &str = "unknown: probing it needs root; give the capabilities of the machine \
+                                    that will run the attack with --capabilities FILE (from `chaos doctor \
+                                    --json` there), or run as root";
+
+impl CapabilitySet {
+    /// Probe every capability of the table, in order (`chaos doctor`).
+    pub fn probe_all() -> Self {
+        let all: Vec<Capability> = REQUIREMENTS.iter().map(|r| r.capability).collect();
+        Self::probe(&all)
+    }
+
+    /// Probe `wanted` (and whether chaos has root, which every other probe
+    /// needs). Without root the others are unknown, said so, not probed.
+    pub fn probe(wanted: &[Capability]) -> Self {
+        let root = environment::root().is_ok();
+        let capabilities = REQUIREMENTS
+            .iter()
+            .map(|r| r.capability)
+            .filter(|c| *c == Capability::Root || wanted.contains(c))
+            .map(|c| probe_one(c, root))
+            .collect();
+        Self { kernel: kernel_release(), capabilities }
+    }
+
+    /// Read a set recorded with `chaos doctor --json > FILE`.
+    pub fn load(path: &Path) -> crate::error::Result<Self> {
+        let fix = "record it with `chaos doctor --json > FILE` on the machine that will run the attack";
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!("--capabilities {}: cannot read it: {e}; {fix}", path.display()))
+        })?;
+        Self::from_json(&text)
+            .map_err(|e| Error::invalid(format!("--capabilities {}: {e}; {fix}", path.display())))
+    }
+
+    /// Parse the JSON of `chaos doctor --json`.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| format!("not the JSON of `chaos doctor --json` ({e})"))?;
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &set.capabilities {
+            if !seen.insert(p.capability) {
+                return Err(format!("capability {} is listed twice", p.capability.requirement().name));
+            }
+        }
+        Ok(set)
+    }
+
+    pub fn get(&self, capability: Capability) -> Option<&Probe> {
+        self.capabilities.iter().find(|p| p.capability == capability)
+    }
+
+    /// Known to work.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.get(capability).is_some_and(|p| p.available)
+    }
+
+    /// Neither probed nor recorded.
+    pub fn is_unknown(&self, capability: Capability) -> bool {
+        self.get(capability).is_none_or(|p| !p.probed)
+    }
+
+    /// Why it works or does not (or why that is not known).
+    pub fn detail(&self, capability: Capability) -> &str {
+        match self.get(capability) {
+            Some(p) => &p.detail,
+            None => "unknown: not in the capability set",
+        }
+    }
+
+    /// The capabilities of the table that this set does not know.
+    pub fn unknown(&self) -> Vec<Capability> {
+        REQUIREMENTS.iter().map(|r| r.capability).filter(|c| self.is_unknown(*c)).collect()
+    }
+}
+
+/// Probe `c`; without `root` only what needs no privileges.
+fn probe_one(c: Capability, root: bool) -> Probe {
+    let outcome = match c {
+        Capability::Root => environment::root(),
+        Capability::CgroupV2 => environment::cgroup_v2(),
+        _ if !root => {
+            return Probe {
+                capability: c,
+                available: false,
+                detail: UNKNOWN_UNPRIVILEGED.into(),
+                probed: false,
+            };
+        }
+        _ => run(c),
+    };
+    match outcome {
+        Ok(detail) => Probe { capability: c, available: true, detail, probed: true },
+        Err(detail) => Probe { capability: c, available: false, detail, probed: true },
+    }
+}
+
+/// Probe results, each probed at most once per process, when first asked
+/// for (the integration tests' harness asks capability by capability).
 #[derive(Default)]
 pub struct Capabilities {
-    results: BTreeMap<Capability, Probe>,
+    set: CapabilitySet,
 }
 
 impl Capabilities {
@@ -204,30 +349,30 @@ impl Capabilities {
 
     /// Probe (once) and return the result.
     pub fn probe(&mut self, capability: Capability) -> &Probe {
-        self.results.entry(capability).or_insert_with(|| {
-            let (available, detail) = match run(capability) {
-                Ok(detail) => (true, detail),
-                Err(reason) => (false, reason),
-            };
-            Probe { capability, available, detail }
-        })
+        let at = match self.set.capabilities.iter().position(|p| p.capability == capability) {
+            Some(at) => at,
+            None => {
+                let root = environment::root().is_ok();
+                self.set.capabilities.push(probe_one(capability, root));
+                self.set.capabilities.len() - 1
+            }
+        };
+        &self.set.capabilities[at]
     }
 
     pub fn has(&mut self, capability: Capability) -> bool {
         self.probe(capability).available
     }
-
-    /// Probe everything, in table order.
-    pub fn probe_all(&mut self) -> Vec<Probe> {
-        REQUIREMENTS.iter().map(|r| self.probe(r.capability).clone()).collect()
-    }
 }
 
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()
+}
+
+/// Probe one capability (as root: callers check).
 fn run(capability: Capability) -> Result<String, String> {
     use Capability::*;
-    if capability != Root && capability != CgroupV2 {
-        environment::root()?;
-    }
     match capability {
         Root => environment::root(),
         CgroupV2 => environment::cgroup_v2(),

@@ -36,8 +36,8 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-fn kernel_btf() -> Result<Btf, String> {
-    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))
+fn kernel_btf() -> Result<&'static Btf, String> {
+    crate::btf::kernel_aya().map_err(|e| format!("no usable kernel BTF: {e}"))
 }
 
 pub fn tcx() -> Outcome {
@@ -169,7 +169,7 @@ pub fn tp_btf() -> Outcome {
     let btf = kernel_btf()?;
     let mut ebpf = object()?;
     let prog: &mut BtfTracePoint = program(&mut ebpf, "probe_tp_btf")?;
-    prog.load("sys_enter", &btf).map_err(|e| describe(&e))?;
+    prog.load("sys_enter", btf).map_err(|e| describe(&e))?;
     prog.attach().map_err(|e| describe(&e))?;
     Ok("attached to sys_enter".into())
 }
@@ -240,7 +240,7 @@ pub fn fentry() -> Outcome {
     let btf = kernel_btf()?;
     let mut ebpf = object()?;
     let prog: &mut FEntry = program(&mut ebpf, "probe_fentry")?;
-    prog.load("do_sys_openat2", &btf).map_err(|e| describe(&e))?;
+    prog.load("do_sys_openat2", btf).map_err(|e| describe(&e))?;
     prog.attach().map_err(|e| describe(&e))?;
     Ok("attached to do_sys_openat2".into())
 }
@@ -255,7 +255,7 @@ pub fn lsm() -> Outcome {
     let btf = kernel_btf()?;
     let mut ebpf = object()?;
     let prog: &mut Lsm = program(&mut ebpf, "probe_lsm")?;
-    prog.load("file_open", &btf).map_err(|e| describe(&e))?;
+    prog.load("file_open", btf).map_err(|e| describe(&e))?;
     prog.attach().map_err(|e| describe(&e))?;
     Ok(format!("attached to file_open (active LSMs: {})", active.unwrap_or_else(|| "unknown".into())))
 }

@@ -1,5 +1,7 @@
 //! `chaos attack <fault>`: one fault, one target, one duration.
 
+use std::path::{Path, PathBuf};
+
 use clap::{Args, Subcommand};
 
 pub use super::attack_clock::ClockSkewParams;
@@ -10,12 +12,13 @@ use super::schema::{Built, FaultParams, Source};
 
 use crate::{
     attack::{Attack, plan},
-    capabilities::Capabilities,
+    capabilities::{Capability, CapabilitySet},
     cli::TargetArgs,
     controller::{self, EndReason},
     error::{Error, ExitCode, Result},
     events::Events,
     faults::{Direction, Fault, NetFilter, NetKind, NetLoss, Protocol},
+    plan::{Demand, safety_text},
     session,
     signals::SignalWatch,
     units::{AttackDuration, Cidr, Percent},
@@ -210,6 +213,19 @@ pub struct RunArgs {
     /// kernel ends it at this deadline even if chaos is killed.
     #[arg(long, value_name = "DURATION")]
     pub duration: AttackDuration,
+
+    /// Resolve the target and plan the mechanism, print the plan and the
+    /// safety layers it provides, and inject nothing. Works without root:
+    /// what cannot be probed unprivileged is reported unknown (give
+    /// --capabilities).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Plan from this capability set (`chaos doctor --json` of the machine
+    /// that will run the attack) instead of probing this kernel. Only with
+    /// --dry-run: a real attack always probes the kernel it runs on.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub capabilities: Option<PathBuf>,
 }
 
 /// A port from 1 to 65535.
@@ -253,17 +269,26 @@ impl AttackCommand {
     pub fn run(self) -> Result<ExitCode> {
         let Built { fault, interfaces } = self.build().map_err(Error::invalid)?;
         let (target, run) = self.common();
-        session::require_root("chaos attack")?;
+        if !run.dry_run {
+            session::require_root("chaos attack")?;
+        }
         let target = target.resolve()?;
         let attack =
             Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0, interfaces };
-        run_one(attack)
+        let consults = Demand::of(&attack.fault).consults();
+        let caps = match &run.capabilities {
+            Some(file) => CapabilitySet::load(file)?,
+            None => CapabilitySet::probe(consults),
+        };
+        if run.dry_run {
+            return dry_run(&attack, &caps, run.capabilities.as_deref(), consults);
+        }
+        run_one(attack, &caps)
     }
 }
 
-fn run_one(attack: Attack) -> Result<ExitCode> {
-    let mut caps = Capabilities::new();
-    let mechanism = plan(&attack, &mut caps)?;
+fn run_one(attack: Attack, caps: &CapabilitySet) -> Result<ExitCode> {
+    let mechanism = plan(&attack, caps)?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
     let mut injector = session::open(std::slice::from_ref(&attack))?;
     let events = Events::stdout();
@@ -273,4 +298,40 @@ fn run_one(attack: Attack) -> Result<ExitCode> {
         EndReason::Deadline => ExitCode::Ok,
         EndReason::Signal(_) | EndReason::Abort(_) => ExitCode::Aborted,
     })
+}
+
+/// `--dry-run`: the plan, and what it rests on, on stdout; exit 0 when it
+/// could be planned (3, with the reason, when not).
+fn dry_run(
+    attack: &Attack,
+    caps: &CapabilitySet,
+    file: Option<&Path>,
+    consults: &[Capability],
+) -> Result<ExitCode> {
+    let source = match file {
+        Some(f) => format!("recorded in {} (kernel {})", f.display(), caps.kernel),
+        None => format!("probed here (kernel {})", caps.kernel),
+    };
+    let unknown: Vec<String> =
+        consults.iter().filter(|c| caps.is_unknown(**c)).map(ToString::to_string).collect();
+    println!(
+        "{}: {} on {} for {}",
+        attack.id,
+        attack.fault.kind(),
+        attack.target,
+        crate::units::format_duration(attack.duration)
+    );
+    println!("  capabilities: {source}");
+    if !unknown.is_empty() {
+        println!(
+            "  unknown (not probed without root): {}; planned as missing; give --capabilities FILE \
+             (from `chaos doctor --json`) to plan with them",
+            unknown.join(", ")
+        );
+    }
+    let mechanism = plan(attack, caps)?;
+    println!("  mechanism: {}", mechanism.describe());
+    println!("  safety: {}", safety_text(&mechanism));
+    println!("dry run: nothing was injected");
+    Ok(ExitCode::Ok)
 }

@@ -5,6 +5,7 @@ use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
 use clap::Args;
 
 use crate::{
+    capabilities::CapabilitySet,
     error::{Error, ExitCode, Result},
     events::Events,
     experiment::{self, Experiment, Options, vars::parse_set},
@@ -67,9 +68,16 @@ pub struct RunArgs {
     pub set: Vec<(String, String)>,
 
     /// Validate, resolve targets and plan a mechanism for every attack,
-    /// print the plan, and inject nothing.
+    /// print the plan, and inject nothing. Works without root: what cannot
+    /// be probed unprivileged is unknown, and attacks that need it are
+    /// refused naming --capabilities.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Plan from this capability set (`chaos doctor --json` of the machine
+    /// that will run it) instead of probing this kernel; with --dry-run.
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
+    pub capabilities: Option<PathBuf>,
 
     /// Write the JSON report to FILE.
     #[arg(long, value_name = "FILE")]
@@ -96,6 +104,7 @@ pub struct RunArgs {
 impl RunArgs {
     pub fn run(self) -> Result<ExitCode> {
         let exp = experiment::load(&self.file, &self.set)?;
+        let capabilities = self.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
         // Refuse before injecting, rather than lose the verdict at the end.
         for (flag, path) in [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.events)]
         {
@@ -120,6 +129,7 @@ impl RunArgs {
         let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
         let options = Options {
             dry_run: self.dry_run,
+            capabilities,
             report: self.report,
             junit: self.junit,
             metrics_addr: self.metrics_addr,

@@ -115,6 +115,7 @@ pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
         ));
         let options = Options {
             dry_run: false,
+            capabilities: None,
             report: Some(out.join(format!("{stem}-report.json"))),
             junit: Some(out.join(format!("{stem}-junit.xml"))),
             metrics_addr: None,

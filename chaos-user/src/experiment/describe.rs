@@ -61,13 +61,14 @@ pub fn plan_text(
         at += step.delay;
         for (a, m) in group {
             s += &format!(
-                "  at +{:<7} {} for {} on {}\n      {}\n      mechanism: {}\n",
+                "  at +{:<7} {} for {} on {}\n      {}\n      mechanism: {}\n      safety: {}\n",
                 dur(at),
                 a.id,
                 dur(a.duration),
                 a.target,
                 describe_fault(a),
                 describe_value(&serde_json::to_value(m).unwrap_or(Value::Null)),
+                crate::plan::safety_text(m),
             );
         }
         at += step.attacks.iter().map(|a| a.duration).max().unwrap_or_default();

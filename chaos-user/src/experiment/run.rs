@@ -31,13 +31,14 @@ use super::{
 };
 use crate::{
     attack::{Attack, Mechanism, plan},
-    capabilities::Capabilities,
+    capabilities::CapabilitySet,
     clock::{monotonic_ns, rfc3339},
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
     events::Events,
     injector::{Injector, Running},
     metrics::{self, Metrics},
+    plan::Demand,
     probes::{self, Monitor, Probe, Role},
     report::{
         self, AbortRecord, AttackRecord, ExperimentInfo, ProbeCheck, ProbeRecord, RecoveryRecord, Report,
@@ -57,6 +58,9 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Options {
     /// Validate, resolve and plan; print the plan; inject nothing.
     pub dry_run: bool,
+    /// Plan from this capability set (`--capabilities FILE`, with
+    /// `dry_run`) instead of probing this kernel.
+    pub capabilities: Option<CapabilitySet>,
     /// Write the JSON report here.
     pub report: Option<PathBuf>,
     /// Write the JUnit XML report here.
@@ -234,12 +238,11 @@ impl<'a> Runner<'a> {
     }
 
     fn execute(&mut self) -> Result<(Verdict, String)> {
-        let what = if self.opts.dry_run {
-            "chaos run --dry-run (it probes the kernel's mechanisms)"
-        } else {
-            "chaos run"
-        };
-        session::require_root(what)?;
+        // A dry run plans from what can be probed unprivileged, or from
+        // --capabilities; the planner refuses what it does not know.
+        if !self.opts.dry_run {
+            session::require_root("chaos run")?;
+        }
         let targets = self.resolve_targets()?;
         let plan = self.plan(&targets)?;
         let probes = self.probes();
@@ -402,7 +405,19 @@ impl<'a> Runner<'a> {
     }
 
     fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Mechanism)>>> {
-        let mut caps = Capabilities::new();
+        let caps = match &self.opts.capabilities {
+            Some(set) => set.clone(),
+            None => {
+                let mut consults: Vec<_> = self
+                    .exp
+                    .attacks()
+                    .flat_map(|a| Demand::of(&a.fault).consults().iter().copied())
+                    .collect();
+                consults.sort();
+                consults.dedup();
+                CapabilitySet::probe(&consults)
+            }
+        };
         let mut out = Vec::new();
         for step in &self.exp.method {
             let mut group: Vec<(Attack, Mechanism)> = Vec::new();
@@ -434,8 +449,8 @@ impl<'a> Runner<'a> {
                         )),
                     ));
                 }
-                let mechanism = plan(&attack, &mut caps)
-                    .map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
+                let mechanism =
+                    plan(&attack, &caps).map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
                 group.push((attack, mechanism));
             }
             out.push(group);

@@ -78,8 +78,6 @@ pub struct Io {
     /// The cgroup ids with a rule (IoConfig lists them).
     targets: Vec<u64>,
     offsets: Option<IoOffsets>,
-    /// aya's parse of the kernel's BTF, for loading LSM programs.
-    kernel_btf: Option<aya::Btf>,
 }
 
 /// One prefix resolved to a kernel inode.
@@ -179,10 +177,10 @@ impl Io {
         if let Some(o) = self.offsets {
             return Ok(o);
         }
-        let btf = Btf::from_sys_fs().map_err(|e| {
+        let btf = crate::btf::kernel().map_err(|e| {
             Error::environment(format!("io-error needs the kernel's BTF to find struct offsets: {e}"))
         })?;
-        let o = offsets_from(&btf).map_err(|e| {
+        let o = offsets_from(btf).map_err(|e| {
             Error::environment(format!("io-error cannot read this kernel's file structures: {e}"))
         })?;
         tracing::debug!(?o, "kernel field offsets");
@@ -298,12 +296,8 @@ impl Io {
             return Ok(());
         }
         let hook = if name == OPEN_PROGRAM { "file_open" } else { "file_permission" };
-        if self.kernel_btf.is_none() {
-            let btf = aya::Btf::from_sys_fs()
-                .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
-            self.kernel_btf = Some(btf);
-        }
-        let btf = self.kernel_btf.as_ref().expect("just set");
+        let btf = crate::btf::kernel_aya()
+            .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
         let prog: &mut Lsm = ebpf
             .program_mut(name)
             .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("program {name} missing")))?

@@ -89,8 +89,7 @@ pub struct Injector {
 impl Injector {
     /// Load the fault object (maps created, programs not yet loaded).
     pub fn new(state: StateFile) -> Result<Self> {
-        let mut ebpf = ebpf::load_faults()?;
-        ebpf::forward_logs(&mut ebpf);
+        let ebpf = ebpf::load_faults()?;
         Ok(Self {
             shared: Shared { ebpf, state },
             net: net::Net::default(),

@@ -20,10 +20,9 @@
 
 use serde::Serialize;
 
-use super::unavailable;
+use super::{Preferences, unavailable};
 use crate::{
-    attack::Attack,
-    capabilities::{Capabilities, Capability},
+    capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
 };
 
@@ -84,69 +83,58 @@ Processes started during the attack keep reading clocks through system
 calls (true time once it ends) until they exit; see bench/README.md for
 what a read costs.";
 
-pub fn plan(attack: &Attack, caps: &mut Capabilities) -> Result<ClockMechanism> {
+pub fn plan(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<ClockMechanism> {
     if !cfg!(target_arch = "x86_64") {
         // The programs read x86-64's struct pt_regs and hook __x64_sys_*,
         // and the exec hook knows the x86-64 initial stack.
-        return Err(Error::environment(format!(
-            "{} on {}: clock-skew is implemented for x86-64 only",
-            attack.fault.kind(),
-            attack.target
-        )));
+        return Err(Error::environment(format!("{subject}: clock-skew is implemented for x86-64 only")));
+    }
+    if caps.is_unknown(Capability::ProbeWriteUser) {
+        return Err(unavailable(subject, "bpf_probe_write_user", &[Capability::ProbeWriteUser], caps));
     }
     if !caps.has(Capability::ProbeWriteUser) {
-        return Err(no_write_user(attack, &caps.probe(Capability::ProbeWriteUser).detail));
+        return Err(no_write_user(subject, caps.detail(Capability::ProbeWriteUser)));
     }
-    let syscalls = syscall_hook(attack, caps)?;
+    let syscalls = syscall_hook(subject, caps, prefs)?;
     if !caps.has(Capability::RawTracepoint) {
         return Err(unavailable(
-            attack,
+            subject,
             "the exec hook (raw tracepoint)",
             &[Capability::RawTracepoint],
             caps,
         ));
     }
+    // Unknown uprobes plan as missing: the plan then promises less than
+    // the machine may do, never more.
     let libc_uprobes = caps.has(Capability::Uprobe);
-    if !libc_uprobes {
-        tracing::warn!(
-            "uprobes do not work here ({}): processes already running in {} read the true time through \
-             their vDSO; programs started during the attack are shifted",
-            caps.probe(Capability::Uprobe).detail,
-            attack.target
-        );
-    }
     Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes })
 }
 
 /// fexit where BPF trampolines work (the fentry probe), tracepoints
-/// otherwise. `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint` forces one, for tests
-/// and for operators who need one — still only if the kernel can do it.
-fn syscall_hook(attack: &Attack, caps: &mut Capabilities) -> Result<SyscallHook> {
-    let candidates: &[(SyscallHook, Capability)] = match std::env::var("CHAOS_CLOCK_SYSCALLS").ok().as_deref()
-    {
-        None | Some("") => {
+/// otherwise, unless the preferences force one.
+fn syscall_hook(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<SyscallHook> {
+    let candidates: &[(SyscallHook, Capability)] = match prefs.clock_syscalls {
+        None => {
             &[(SyscallHook::Fexit, Capability::Fentry), (SyscallHook::Tracepoint, Capability::Tracepoint)]
         }
-        Some("fexit") => &[(SyscallHook::Fexit, Capability::Fentry)],
-        Some("tracepoint") => &[(SyscallHook::Tracepoint, Capability::Tracepoint)],
-        Some(other) => {
-            return Err(Error::invalid(format!(
-                "CHAOS_CLOCK_SYSCALLS={other}: expected fexit or tracepoint"
-            )));
-        }
+        Some(SyscallHook::Fexit) => &[(SyscallHook::Fexit, Capability::Fentry)],
+        Some(SyscallHook::Tracepoint) => &[(SyscallHook::Tracepoint, Capability::Tracepoint)],
     };
     for (hook, cap) in candidates {
+        if caps.is_unknown(*cap) {
+            break;
+        }
         if caps.has(*cap) {
             return Ok(*hook);
         }
     }
     let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
-    Err(unavailable(attack, "the clock system calls", &tried, caps))
+    Err(unavailable(subject, "the clock system calls", &tried, caps))
 }
 
 /// The refusal when the verifier refuses `bpf_probe_write_user`, naming
 /// lockdown when that is why.
-fn no_write_user(attack: &Attack, detail: &str) -> Error {
+fn no_write_user(subject: &str, detail: &str) -> Error {
     // The probe starts its detail with "kernel lockdown=MODE forbids it"
     // when lockdown is why (capabilities/programs.rs).
     let mode = detail.strip_prefix("kernel lockdown=").and_then(|r| r.split(' ').next());
@@ -167,26 +155,24 @@ fn no_write_user(attack: &Attack, detail: &str) -> Error {
              the shifted time into the target's memory with that helper ({detail})"
         ),
     };
-    Error::environment(format!(
-        "{} on {}: {cause}; `chaos doctor` shows every mechanism",
-        attack.fault.kind(),
-        attack.target
-    ))
+    Error::environment(format!("{subject}: {cause}; `chaos doctor` shows every mechanism"))
 }
 
 /// Lines for `chaos doctor`: whether clock-skew works here, by which hooks,
 /// and what it reaches.
-pub fn doctor_summary(caps: &mut Capabilities) -> Vec<String> {
+pub fn doctor_summary(caps: &CapabilitySet) -> Vec<String> {
     let mut lines = Vec::new();
-    let write = caps.probe(Capability::ProbeWriteUser).clone();
-    if !write.available {
-        let lockdown = write.detail.starts_with("kernel lockdown=");
+    let detail = caps.detail(Capability::ProbeWriteUser);
+    if caps.is_unknown(Capability::ProbeWriteUser) {
+        lines.push(format!("clock-skew: UNKNOWN: bpf_probe_write_user {detail}"));
+    } else if !caps.has(Capability::ProbeWriteUser) {
+        let lockdown = detail.starts_with("kernel lockdown=");
         lines.push(if lockdown {
             "clock-skew: UNAVAILABLE: kernel lockdown forbids bpf_probe_write_user, which clock-skew needs to \
              write the shifted time into the target's memory (boot with lockdown=none, Secure Boot off)"
                 .to_owned()
         } else {
-            format!("clock-skew: UNAVAILABLE: bpf_probe_write_user is refused ({})", write.detail)
+            format!("clock-skew: UNAVAILABLE: bpf_probe_write_user is refused ({detail})")
         });
     } else {
         let syscalls = if caps.has(Capability::Fentry) {

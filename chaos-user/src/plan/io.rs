@@ -12,11 +12,10 @@
 
 use serde::Serialize;
 
+use super::unavailable;
 use crate::{
-    attack::Attack,
-    capabilities::{Capabilities, Capability},
+    capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
-    faults::{IoError, IoOp},
 };
 
 /// The kernel hook family an I/O fault goes through.
@@ -35,25 +34,26 @@ pub struct IoMechanism {
     pub file_permission: bool,
 }
 
-pub fn plan(attack: &Attack, fault: &IoError, caps: &mut Capabilities) -> Result<IoMechanism> {
+/// `read_write`: the fault fails reads, writes or directory reads, not
+/// only opens.
+pub fn plan(subject: &str, read_write: bool, caps: &CapabilitySet) -> Result<IoMechanism> {
     if caps.has(Capability::BpfLsm) {
-        let rw = fault.operations.iter().any(|op| *op != IoOp::Open);
-        return Ok(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: rw });
+        return Ok(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: read_write });
     }
-    let lsm = caps.probe(Capability::BpfLsm).detail.clone();
-    let kprobe = caps.probe(Capability::KprobeOverride).clone();
-    let kprobe = if kprobe.available {
+    if caps.is_unknown(Capability::BpfLsm) {
+        return Err(unavailable(subject, "BPF LSM", &[Capability::BpfLsm], caps));
+    }
+    let lsm = caps.detail(Capability::BpfLsm);
+    let kprobe = if caps.has(Capability::KprobeOverride) {
         "kprobe + bpf_override_return works on this kernel, but chaos does not implement io-error with it \
          yet (it was never tested: no kernel chaos is tested on has CONFIG_BPF_KPROBE_OVERRIDE)"
             .to_owned()
     } else {
-        format!("kprobe + bpf_override_return: {}", kprobe.detail)
+        format!("kprobe + bpf_override_return: {}", caps.detail(Capability::KprobeOverride))
     };
     Err(Error::environment(format!(
-        "{} on {} is unavailable because no mechanism works on this kernel: BPF LSM: {lsm}; {kprobe}. \
+        "{subject} is unavailable because no mechanism works on this kernel: BPF LSM: {lsm}; {kprobe}. \
          io-error needs the `bpf` LSM active (CONFIG_BPF_LSM, boot with lsm=...,bpf) and BPF trampolines; \
          `chaos doctor` shows every mechanism",
-        attack.fault.kind(),
-        attack.target,
     )))
 }

@@ -1,23 +1,28 @@
-//! Planning: which mechanism realizes each fault on this kernel, decided
-//! from probed capabilities (the same probes `chaos doctor` prints), never
-//! from version numbers or configs.
+//! Planning: which mechanism realizes each fault on a kernel, decided from
+//! a [`CapabilitySet`] alone — the set `chaos doctor` probes and prints,
+//! probed here or recorded elsewhere (`--capabilities FILE`) — never from
+//! version numbers or configs. Planning probes nothing and changes
+//! nothing: the same set gives the same plan, unprivileged, anywhere.
 
 pub mod clock;
 mod io;
 mod net;
 
+use std::fmt;
+
 use serde::Serialize;
 
 pub use self::{
-    clock::ClockMechanism,
+    clock::{ClockMechanism, SyscallHook},
     io::{IoMechanism, IoVia},
     net::NetMechanism,
 };
 use crate::{
+    attach::tc::EgressMode,
     attack::Attack,
-    capabilities::{Capabilities, Capability},
+    capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
-    faults::Fault,
+    faults::{Direction, Fault, IoOp},
 };
 
 /// How an attack is realized here.
@@ -29,28 +34,303 @@ pub enum Mechanism {
     Clock(ClockMechanism),
 }
 
-/// Choose the mechanism for `attack`. Errors say what is missing and why,
-/// from the probes.
-pub fn plan(attack: &Attack, caps: &mut Capabilities) -> Result<Mechanism> {
-    match &attack.fault {
-        Fault::NetLoss(loss) => net::plan(attack, &loss.filter, false, caps).map(Mechanism::Net),
-        Fault::NetDelay(f)
-        | Fault::NetRate(f)
-        | Fault::NetDuplicate(f)
-        | Fault::NetCorrupt(f)
-        | Fault::NetReorder(f) => net::plan(attack, &f.filter, f.schedules(), caps).map(Mechanism::Net),
-        Fault::IoError(fault) => io::plan(attack, fault, caps).map(Mechanism::Io),
-        Fault::ClockSkew(_) => clock::plan(attack, caps).map(Mechanism::Clock),
+/// What of a fault the planner looks at: the planner decides on these
+/// alone, so `chaos doctor` can plan each fault kind without parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demand {
+    Net {
+        direction: Direction,
+        /// Packets get departure times (delay, rate, reorder): fq needed.
+        schedules: bool,
+    },
+    Io {
+        /// Reads, writes or directory reads, not only opens.
+        read_write: bool,
+    },
+    Clock,
+}
+
+impl Demand {
+    pub fn of(fault: &Fault) -> Self {
+        match fault {
+            Fault::NetLoss(loss) => Self::Net { direction: loss.filter.direction, schedules: false },
+            Fault::NetDelay(f)
+            | Fault::NetRate(f)
+            | Fault::NetDuplicate(f)
+            | Fault::NetCorrupt(f)
+            | Fault::NetReorder(f) => Self::Net { direction: f.filter.direction, schedules: f.schedules() },
+            Fault::IoError(f) => Self::Io { read_write: f.operations.iter().any(|op| *op != IoOp::Open) },
+            Fault::ClockSkew(_) => Self::Clock,
+        }
+    }
+
+    /// The capabilities the planner may consult for this demand: what an
+    /// attack probes before planning.
+    pub fn consults(self) -> &'static [Capability] {
+        use Capability::*;
+        match self {
+            Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
+            Self::Io { .. } => &[BpfLsm, KprobeOverride],
+            Self::Clock => &[ProbeWriteUser, Fentry, Tracepoint, RawTracepoint, Uprobe],
+        }
     }
 }
 
-/// The error for a fault no mechanism can realize here.
-fn unavailable(attack: &Attack, part: &str, tried: &[Capability], caps: &mut Capabilities) -> Error {
-    let reasons: Vec<String> = tried.iter().map(|c| format!("{c}: {}", caps.probe(*c).detail)).collect();
+/// Every fault kind, with the demand of its usual form (`chaos doctor`):
+/// net-loss in both directions, the netem-like faults on egress, io-error
+/// on every operation.
+pub const KINDS: &[(&str, Demand)] = &[
+    ("net-loss", Demand::Net { direction: Direction::Both, schedules: false }),
+    ("net-delay", Demand::Net { direction: Direction::Egress, schedules: true }),
+    ("net-rate", Demand::Net { direction: Direction::Egress, schedules: true }),
+    ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false }),
+    ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
+    ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
+    ("io-error", Demand::Io { read_write: true }),
+    ("clock-skew", Demand::Clock),
+];
+
+/// Choices an operator (or a test) forces through the environment:
+/// `CHAOS_EGRESS_MODE=tcx|netlink`, `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint`
+/// — still only where the capability set allows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Preferences {
+    pub egress: Option<EgressMode>,
+    pub clock_syscalls: Option<SyscallHook>,
+}
+
+impl Preferences {
+    pub fn from_env() -> Result<Self> {
+        let egress = match std::env::var("CHAOS_EGRESS_MODE").ok().as_deref() {
+            None | Some("") => None,
+            Some("tcx") => Some(EgressMode::Tcx),
+            Some("netlink") => Some(EgressMode::Netlink),
+            Some(other) => {
+                return Err(Error::invalid(format!("CHAOS_EGRESS_MODE={other}: expected tcx or netlink")));
+            }
+        };
+        let clock_syscalls = match std::env::var("CHAOS_CLOCK_SYSCALLS").ok().as_deref() {
+            None | Some("") => None,
+            Some("fexit") => Some(SyscallHook::Fexit),
+            Some("tracepoint") => Some(SyscallHook::Tracepoint),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "CHAOS_CLOCK_SYSCALLS={other}: expected fexit or tracepoint"
+                )));
+            }
+        };
+        Ok(Self { egress, clock_syscalls })
+    }
+}
+
+/// Choose the mechanism for `attack` from `caps` (and the preferences of
+/// the environment), and warn of what the plan leaves out. Errors say what
+/// is missing and why.
+pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Mechanism> {
+    let subject = format!("{} on {}", attack.fault.kind(), attack.target);
+    let mechanism = plan_demand(&subject, Demand::of(&attack.fault), caps, &Preferences::from_env()?)?;
+    if let Mechanism::Clock(m) = &mechanism
+        && !m.libc_uprobes
+    {
+        tracing::warn!(
+            "uprobes: {}: processes already running in {} read the true time through their vDSO; programs \
+             started during the attack are shifted",
+            caps.detail(Capability::Uprobe),
+            attack.target
+        );
+    }
+    Ok(mechanism)
+}
+
+/// The planner itself: a pure function of its arguments. `subject` names
+/// the attack in errors (`net-loss on cgroup /x (id 42)`).
+pub fn plan_demand(
+    subject: &str,
+    demand: Demand,
+    caps: &CapabilitySet,
+    prefs: &Preferences,
+) -> Result<Mechanism> {
+    match demand {
+        Demand::Net { direction, schedules } => {
+            net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
+        }
+        Demand::Io { read_write } => io::plan(subject, read_write, caps).map(Mechanism::Io),
+        Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
+    }
+}
+
+/// The error for a fault no mechanism can realize with `caps`. When a
+/// capability tried is unknown (chaos probed without root), the error
+/// says so and names `--capabilities`: an unknown capability is never
+/// taken for a present one.
+fn unavailable(subject: &str, part: &str, tried: &[Capability], caps: &CapabilitySet) -> Error {
+    let reasons: Vec<String> =
+        tried
+            .iter()
+            .map(|c| {
+                if caps.is_unknown(*c) {
+                    format!("{c}: unknown")
+                } else {
+                    format!("{c}: {}", caps.detail(*c))
+                }
+            })
+            .collect();
+    if tried.iter().any(|c| caps.is_unknown(*c)) {
+        return Error::environment(format!(
+            "{subject} cannot be planned ({part}): {}. Run as root, or give the capabilities of the machine \
+             that will run it with --capabilities FILE (from `chaos doctor --json` there)",
+            reasons.join("; ")
+        ));
+    }
     Error::environment(format!(
-        "{} on {} is unavailable on this kernel ({part}): {}. `chaos doctor` shows every mechanism",
-        attack.fault.kind(),
-        attack.target,
+        "{subject} is unavailable on this kernel ({part}): {}. `chaos doctor` shows every mechanism",
         reasons.join("; ")
     ))
 }
+
+/// The layers of DESIGN.md's safety model that a mechanism provides: how
+/// its fault ends when the controller does not end it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SafetyLayer {
+    /// 1. The controller stops the attack at its deadline, on abort and on
+    ///    SIGINT/SIGTERM/SIGHUP.
+    ControllerStop,
+    /// 2. Every rule carries its deadline, checked by the eBPF program on
+    ///    every event: a hung or killed controller cannot prolong it.
+    KernelDeadline,
+    /// 3. The attachments are fd-owned links: they vanish with the process.
+    LinksDieWithProcess,
+    /// 3, where something outlives the process: it is recorded in the
+    ///    state file before it is created, and `chaos recover` (or the next
+    ///    start) removes it.
+    RecoverRecord,
+}
+
+impl SafetyLayer {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ControllerStop => "controller stop",
+            Self::KernelDeadline => "kernel-side deadline",
+            Self::LinksDieWithProcess => "links die with the process",
+            Self::RecoverRecord => "recover record",
+        }
+    }
+}
+
+/// One safety layer and what it covers for this mechanism.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Safety {
+    pub layer: SafetyLayer,
+    pub covers: String,
+}
+
+impl fmt::Display for Safety {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.layer.name(), self.covers)
+    }
+}
+
+impl Mechanism {
+    /// The safety layers this mechanism provides, in the model's order.
+    pub fn safety(&self) -> Vec<Safety> {
+        let s = |layer, covers: &str| Safety { layer, covers: covers.to_owned() };
+        let mut out = vec![
+            s(SafetyLayer::ControllerStop, "deadline, abort, SIGINT/SIGTERM/SIGHUP"),
+            s(SafetyLayer::KernelDeadline, "every rule, checked on every event"),
+        ];
+        match self {
+            Self::Net(m) => {
+                let mut links = Vec::new();
+                let mut recorded = Vec::new();
+                match m.egress {
+                    Some(EgressMode::Tcx) => links.push("TCX egress link"),
+                    Some(EgressMode::Netlink) => {
+                        recorded.push("the netlink tc egress filter (inert after its deadline)")
+                    }
+                    None => {}
+                }
+                if m.ingress_cgroup_skb {
+                    links.push("cgroup_skb ingress link");
+                }
+                if m.fq {
+                    recorded.push("the fq qdisc installed on each egress device");
+                }
+                if !links.is_empty() {
+                    out.push(s(SafetyLayer::LinksDieWithProcess, &links.join(", ")));
+                }
+                if !recorded.is_empty() {
+                    out.push(s(SafetyLayer::RecoverRecord, &recorded.join(", ")));
+                }
+            }
+            Self::Io(_) => {
+                out.push(s(SafetyLayer::LinksDieWithProcess, "BPF LSM links"));
+            }
+            Self::Clock(m) => {
+                let mut links = vec![match m.syscalls {
+                    SyscallHook::Fexit => "fexit links",
+                    SyscallHook::Tracepoint => "tracepoint perf links",
+                }];
+                if m.exec_detach_vdso {
+                    links.push("the raw tracepoint link");
+                }
+                if m.libc_uprobes {
+                    links.push("uprobe perf links");
+                }
+                out.push(s(SafetyLayer::LinksDieWithProcess, &links.join(", ")));
+            }
+        }
+        out
+    }
+
+    /// One line for people: `TCX egress, cgroup_skb ingress`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Net(m) => {
+                let mut parts = Vec::new();
+                match m.egress {
+                    Some(EgressMode::Tcx) => parts.push("tc egress (TCX link)"),
+                    Some(EgressMode::Netlink) => parts.push("tc egress (netlink filter)"),
+                    None => {}
+                }
+                if m.ingress_cgroup_skb {
+                    parts.push("cgroup_skb ingress");
+                }
+                if m.fq {
+                    parts.push("fq qdisc (departure times)");
+                }
+                parts.join(", ")
+            }
+            Self::Io(m) => {
+                let mut parts = vec!["BPF LSM: lsm/file_open"];
+                if m.file_permission {
+                    parts.push("lsm/file_permission");
+                }
+                parts.join(", ")
+            }
+            Self::Clock(m) => {
+                let mut parts = vec![match m.syscalls {
+                    SyscallHook::Fexit => "fexit on the clock system calls",
+                    SyscallHook::Tracepoint => "system call tracepoints",
+                }];
+                if m.exec_detach_vdso {
+                    parts.push("raw tracepoint on exec (vDSO detached)");
+                }
+                parts.push(if m.libc_uprobes {
+                    "uprobes on the C library's clock_gettime"
+                } else {
+                    "no uprobes (running processes keep their vDSO)"
+                });
+                parts.join(", ")
+            }
+        }
+    }
+}
+
+/// One line per safety layer, for people.
+pub fn safety_text(m: &Mechanism) -> String {
+    m.safety().iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests;

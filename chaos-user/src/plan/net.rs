@@ -5,13 +5,12 @@
 
 use serde::Serialize;
 
-use super::unavailable;
+use super::{Preferences, unavailable};
 use crate::{
     attach::tc::EgressMode,
-    attack::Attack,
-    capabilities::{Capabilities, Capability},
-    error::{Error, Result},
-    faults::NetFilter,
+    capabilities::{Capability, CapabilitySet},
+    error::Result,
+    faults::Direction,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -30,41 +29,41 @@ pub struct NetMechanism {
 
 /// `schedules`: the fault sets departure times, which only fq honours.
 pub fn plan(
-    attack: &Attack,
-    filter: &NetFilter,
+    subject: &str,
+    direction: Direction,
     schedules: bool,
-    caps: &mut Capabilities,
+    caps: &CapabilitySet,
+    prefs: &Preferences,
 ) -> Result<NetMechanism> {
-    let egress = if filter.direction.egress() { Some(egress_mode(attack, caps)?) } else { None };
-    let ingress = filter.direction.ingress();
+    let egress = if direction.egress() { Some(egress_mode(subject, caps, prefs)?) } else { None };
+    let ingress = direction.ingress();
     if ingress && !caps.has(Capability::CgroupSkb) {
-        return Err(unavailable(attack, "ingress", &[Capability::CgroupSkb], caps));
+        return Err(unavailable(subject, "ingress", &[Capability::CgroupSkb], caps));
     }
     if schedules && !caps.has(Capability::FqQdisc) {
-        return Err(unavailable(attack, "departure times need the fq qdisc", &[Capability::FqQdisc], caps));
+        return Err(unavailable(subject, "departure times need the fq qdisc", &[Capability::FqQdisc], caps));
     }
     Ok(NetMechanism { egress, ingress_cgroup_skb: ingress, fq: schedules })
 }
 
 /// TCX when available (fd-owned: ends with the process), netlink
-/// otherwise. `CHAOS_EGRESS_MODE=tcx|netlink` forces one, for tests and for
-/// operators who need one — still only if the kernel can do it.
-fn egress_mode(attack: &Attack, caps: &mut Capabilities) -> Result<EgressMode> {
-    let candidates: &[(EgressMode, Capability)] = match std::env::var("CHAOS_EGRESS_MODE").ok().as_deref() {
-        None | Some("") => {
-            &[(EgressMode::Tcx, Capability::Tcx), (EgressMode::Netlink, Capability::TcNetlink)]
-        }
-        Some("tcx") => &[(EgressMode::Tcx, Capability::Tcx)],
-        Some("netlink") => &[(EgressMode::Netlink, Capability::TcNetlink)],
-        Some(other) => {
-            return Err(Error::invalid(format!("CHAOS_EGRESS_MODE={other}: expected tcx or netlink")));
-        }
+/// otherwise, unless the preferences force one.
+fn egress_mode(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<EgressMode> {
+    let candidates: &[(EgressMode, Capability)] = match prefs.egress {
+        None => &[(EgressMode::Tcx, Capability::Tcx), (EgressMode::Netlink, Capability::TcNetlink)],
+        Some(EgressMode::Tcx) => &[(EgressMode::Tcx, Capability::Tcx)],
+        Some(EgressMode::Netlink) => &[(EgressMode::Netlink, Capability::TcNetlink)],
     };
+    // An unknown TCX is not skipped for netlink: the plan would then say
+    // "netlink" where the machine may well use TCX.
     for (mode, cap) in candidates {
+        if caps.is_unknown(*cap) {
+            break;
+        }
         if caps.has(*cap) {
             return Ok(*mode);
         }
     }
     let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
-    Err(unavailable(attack, "egress", &tried, caps))
+    Err(unavailable(subject, "egress", &tried, caps))
 }

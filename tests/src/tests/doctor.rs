@@ -114,7 +114,56 @@ pub fn matches_expected_capabilities(_ctx: &mut Ctx) -> anyhow::Result<()> {
         "on {kernel}:\n{}",
         mismatches(&want, rows).join("\n")
     );
+    // The capability set recorded for this kernel, which the planner's unit
+    // tests plan from, is still what doctor reports here.
+    let recorded = recorded(&kernel).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no recorded capability set for kernel {kernel:?}: record it with `chaos doctor --json > \
+             chaos-user/tests/capabilities/{kernel}.json` on that kernel"
+        )
+    })?;
+    let stale = stale_rows(recorded, rows)?;
+    anyhow::ensure!(
+        stale.is_empty(),
+        "chaos-user/tests/capabilities/{kernel}.json is stale on {kernel} (record it again with \
+         `chaos doctor --json`):\n{}",
+        stale.join("\n")
+    );
     Ok(())
+}
+
+/// The capability sets the planner's unit tests use (chaos-user/src/plan/tests.rs).
+fn recorded(kernel: &str) -> Option<&'static str> {
+    Some(match kernel {
+        "host-6.18" => include_str!("../../../chaos-user/tests/capabilities/host-6.18.json"),
+        "debian-6.1" => include_str!("../../../chaos-user/tests/capabilities/debian-6.1.json"),
+        "debian-6.12" => include_str!("../../../chaos-user/tests/capabilities/debian-6.12.json"),
+        _ => return None,
+    })
+}
+
+/// Where a recorded set and doctor's rows disagree: a capability with
+/// another answer, one only one side has, one not probed.
+fn stale_rows(recorded: &str, rows: &[serde_json::Value]) -> anyhow::Result<Vec<String>> {
+    let file: serde_json::Value = serde_json::from_str(recorded)?;
+    let answers = |rows: &[serde_json::Value]| -> BTreeMap<String, (bool, bool)> {
+        rows.iter()
+            .map(|r| {
+                let id = r["capability"].as_str().unwrap_or_default().to_owned();
+                (id, (r["available"] == true, r["probed"] != false))
+            })
+            .collect()
+    };
+    let then = answers(file["capabilities"].as_array().map(Vec::as_slice).unwrap_or_default());
+    let now = answers(rows);
+    let mut out = Vec::new();
+    for id in then.keys().chain(now.keys()).collect::<std::collections::BTreeSet<_>>() {
+        match (then.get(id), now.get(id)) {
+            (Some(t), Some(n)) if t == n && t.1 => {}
+            (t, n) => out.push(format!("{id}: recorded (available, probed) {t:?}, doctor now {n:?}")),
+        }
+    }
+    Ok(out)
 }
 
 /// What differs between the expectations and doctor's rows: a different
@@ -318,5 +367,23 @@ mod tests {
         bad.push(serde_json::json!({"name": "warp drive", "available": true}));
         assert_eq!(mismatches(&want, &bad).len(), 3, "{:?}", mismatches(&want, &bad));
         assert!(expected("host-9.99").is_none());
+    }
+
+    #[test]
+    fn stale_recorded_sets_are_found() {
+        let file = recorded("debian-6.12").unwrap();
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str::<serde_json::Value>(file).unwrap()["capabilities"]
+                .as_array()
+                .unwrap()
+                .clone();
+        assert!(stale_rows(file, &rows).unwrap().is_empty());
+        let mut changed = rows.clone();
+        changed[3]["available"] = serde_json::json!(!changed[3]["available"].as_bool().unwrap());
+        assert_eq!(stale_rows(file, &changed).unwrap().len(), 1);
+        assert_eq!(stale_rows(file, &rows[1..]).unwrap().len(), 1);
+        let mut unprobed = rows.clone();
+        unprobed[5]["probed"] = serde_json::json!(false);
+        assert_eq!(stale_rows(file, &unprobed).unwrap().len(), 1);
     }
 }

@@ -42,7 +42,6 @@ use super::{
 };
 use crate::{
     attack::Attack,
-    btf::Btf,
     capabilities::environment,
     counters::Counters,
     ebpf::describe,
@@ -108,8 +107,6 @@ pub struct Clock {
     probed: BTreeMap<u32, usize>,
     /// `clock_gettime`'s file offset in each C library seen, by identity.
     offsets: StdHashMap<(String, u64), std::result::Result<u64, String>>,
-    /// aya's parse of the kernel's BTF, for loading fexit programs.
-    kernel_btf: Option<aya::Btf>,
 }
 
 impl Clock {
@@ -191,7 +188,7 @@ impl Clock {
         if let Some(o) = self.binprm {
             return Ok(o);
         }
-        let btf = Btf::from_sys_fs().map_err(|e| {
+        let btf = crate::btf::kernel().map_err(|e| {
             Error::environment(format!("clock-skew needs the kernel's BTF to read exec's stack layout: {e}"))
         })?;
         let field = |name: &str| {
@@ -238,17 +235,16 @@ impl Clock {
             *users += 1;
             return Ok(());
         }
-        if hook == SyscallHook::Fexit && self.kernel_btf.is_none() {
-            let btf = aya::Btf::from_sys_fs().map_err(|e| {
+        let btf = match hook {
+            SyscallHook::Fexit => Some(crate::btf::kernel_aya().map_err(|e| {
                 Error::environment(format!("clock-skew's fexit programs need the kernel's BTF: {e}"))
-            })?;
-            self.kernel_btf = Some(btf);
-        }
+            })?),
+            SyscallHook::Tracepoint => None,
+        };
         // aya finds the syscall tracepoints' ids in tracefs (raw
         // tracepoints and fexit go by name): where nobody has mounted it,
         // it is mounted for the attachment in a private mount namespace,
         // which the host never sees (the perf events keep what they need).
-        let btf = self.kernel_btf.as_ref();
         let links = match hook {
             SyscallHook::Tracepoint => {
                 environment::with_tracefs(|| attach_global(ebpf, hook, btf)).map_err(Error::environment)?

@@ -1,0 +1,233 @@
+//! The planner against the capability sets recorded on every kernel of the
+//! test matrix (`chaos doctor --json` there; `tests/capabilities/*.json`,
+//! kept current by the integration test `doctor::matches_expected_capabilities`):
+//! which mechanism each fault kind gets on each kernel, and which are
+//! refused with which message.
+
+use super::*;
+use crate::capabilities::{Probe, REQUIREMENTS};
+
+const HOST_6_18: &str = include_str!("../../tests/capabilities/host-6.18.json");
+const DEBIAN_6_1: &str = include_str!("../../tests/capabilities/debian-6.1.json");
+const DEBIAN_6_12: &str = include_str!("../../tests/capabilities/debian-6.12.json");
+
+fn set(json: &str) -> CapabilitySet {
+    CapabilitySet::from_json(json).expect("a recorded capability set")
+}
+
+fn demand(kind: &str) -> Demand {
+    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, d)| *d).expect("a fault kind")
+}
+
+fn planned(caps: &CapabilitySet, kind: &str, prefs: &Preferences) -> Result<Mechanism> {
+    plan_demand(kind, demand(kind), caps, prefs)
+}
+
+fn ok(caps: &CapabilitySet, kind: &str) -> Mechanism {
+    planned(caps, kind, &Preferences::default()).unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+fn refused(caps: &CapabilitySet, kind: &str, prefs: &Preferences) -> String {
+    match planned(caps, kind, prefs) {
+        Ok(m) => panic!("{kind} planned as {m:?}, expected a refusal"),
+        Err(e) => {
+            assert_eq!(e.exit_code(), crate::error::ExitCode::Invalid, "{e}");
+            e.to_string()
+        }
+    }
+}
+
+fn net(egress: Option<EgressMode>, ingress: bool, fq: bool) -> Mechanism {
+    Mechanism::Net(NetMechanism { egress, ingress_cgroup_skb: ingress, fq })
+}
+
+fn layers(m: &Mechanism) -> Vec<SafetyLayer> {
+    m.safety().iter().map(|s| s.layer).collect()
+}
+
+use SafetyLayer::*;
+
+#[test]
+fn every_fixture_answers_every_capability() {
+    for (name, json) in [("host-6.18", HOST_6_18), ("debian-6.1", DEBIAN_6_1), ("debian-6.12", DEBIAN_6_12)] {
+        let caps = set(json);
+        assert!(caps.unknown().is_empty(), "{name}: unknown {:?}", caps.unknown());
+        assert_eq!(caps.capabilities.len(), REQUIREMENTS.len(), "{name}");
+        assert!(!caps.kernel.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn host_6_18_tcx_and_no_fq_lsm_or_write_user() {
+    let caps = set(HOST_6_18);
+    let tcx = Some(EgressMode::Tcx);
+    assert_eq!(ok(&caps, "net-loss"), net(tcx, true, false));
+    assert_eq!(ok(&caps, "net-duplicate"), net(tcx, false, false));
+    assert_eq!(ok(&caps, "net-corrupt"), net(tcx, false, false));
+    assert_eq!(layers(&ok(&caps, "net-loss")), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
+    for kind in ["net-delay", "net-rate", "net-reorder"] {
+        let e = refused(&caps, kind, &Preferences::default());
+        assert!(
+            e.starts_with(&format!(
+                "{kind} is unavailable on this kernel (departure times need the fq qdisc): fq qdisc: "
+            )) && e.contains("sch_fq"),
+            "{e}"
+        );
+    }
+    let e = refused(&caps, "io-error", &Preferences::default());
+    assert!(
+        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: "),
+        "{e}"
+    );
+    assert!(e.contains("kprobe + bpf_override_return: "), "{e}");
+    let e = refused(&caps, "clock-skew", &Preferences::default());
+    if cfg!(target_arch = "x86_64") {
+        assert!(e.starts_with("clock-skew: kernel lockdown=integrity forbids bpf_probe_write_user"), "{e}");
+    }
+    // Forced netlink: the kernel has it too.
+    let netlink = Preferences { egress: Some(EgressMode::Netlink), ..Default::default() };
+    assert_eq!(planned(&caps, "net-loss", &netlink).unwrap(), net(Some(EgressMode::Netlink), true, false));
+}
+
+#[test]
+fn debian_6_1_netlink_fq_lsm_and_fexit() {
+    let caps = set(DEBIAN_6_1);
+    let netlink = Some(EgressMode::Netlink);
+    assert_eq!(ok(&caps, "net-loss"), net(netlink, true, false));
+    for kind in ["net-delay", "net-rate", "net-reorder"] {
+        let m = ok(&caps, kind);
+        assert_eq!(m, net(netlink, false, true), "{kind}");
+        let safety = m.safety();
+        assert_eq!(layers(&m), [ControllerStop, KernelDeadline, RecoverRecord], "{kind}");
+        let covers = &safety[2].covers;
+        assert!(covers.contains("netlink tc egress filter") && covers.contains("fq qdisc"), "{covers}");
+    }
+    assert_eq!(ok(&caps, "net-duplicate"), net(netlink, false, false));
+    let io = ok(&caps, "io-error");
+    assert_eq!(io, Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: true }));
+    assert_eq!(layers(&io), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
+    // Opens only: no file_permission program.
+    let opens = plan_demand("io", Demand::Io { read_write: false }, &caps, &Preferences::default()).unwrap();
+    assert_eq!(
+        opens,
+        Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: false })
+    );
+    if cfg!(target_arch = "x86_64") {
+        let clock = ok(&caps, "clock-skew");
+        assert_eq!(
+            clock,
+            Mechanism::Clock(ClockMechanism {
+                syscalls: SyscallHook::Fexit,
+                exec_detach_vdso: true,
+                libc_uprobes: true
+            })
+        );
+        assert_eq!(layers(&clock), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
+        let tp = Preferences { clock_syscalls: Some(SyscallHook::Tracepoint), ..Default::default() };
+        assert!(matches!(
+            planned(&caps, "clock-skew", &tp).unwrap(),
+            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Tracepoint, .. })
+        ));
+    }
+    // No TCX before 6.6: forcing it is refused, naming the probe's reason.
+    let tcx = Preferences { egress: Some(EgressMode::Tcx), ..Default::default() };
+    let e = refused(&caps, "net-loss", &tcx);
+    assert!(e.starts_with("net-loss is unavailable on this kernel (egress): tc (TCX link): "), "{e}");
+}
+
+#[test]
+fn debian_6_12_tcx_fq_lsm_and_fexit() {
+    let caps = set(DEBIAN_6_12);
+    let tcx = Some(EgressMode::Tcx);
+    assert_eq!(ok(&caps, "net-loss"), net(tcx, true, false));
+    for kind in ["net-delay", "net-rate", "net-reorder"] {
+        let m = ok(&caps, kind);
+        assert_eq!(m, net(tcx, false, true), "{kind}");
+        assert_eq!(
+            layers(&m),
+            [ControllerStop, KernelDeadline, LinksDieWithProcess, RecoverRecord],
+            "{kind}"
+        );
+        assert_eq!(m.safety()[3].covers, "the fq qdisc installed on each egress device");
+    }
+    assert!(matches!(ok(&caps, "io-error"), Mechanism::Io(IoMechanism { file_permission: true, .. })));
+    if cfg!(target_arch = "x86_64") {
+        assert!(matches!(
+            ok(&caps, "clock-skew"),
+            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Fexit, libc_uprobes: true, .. })
+        ));
+    }
+}
+
+/// Unprivileged, only the privileges and cgroup v2 are probed: nothing
+/// that needs another capability is planned, and each refusal names
+/// --capabilities.
+#[test]
+fn unknown_capabilities_are_never_taken_for_present() {
+    let caps = CapabilitySet {
+        kernel: "x".into(),
+        capabilities: vec![
+            Probe {
+                capability: Capability::Root,
+                available: false,
+                detail: "missing CAP_BPF".into(),
+                probed: true,
+            },
+            Probe {
+                capability: Capability::CgroupV2,
+                available: true,
+                detail: "mounted".into(),
+                probed: true,
+            },
+        ],
+    };
+    for (kind, _) in KINDS {
+        if *kind == "clock-skew" && !cfg!(target_arch = "x86_64") {
+            continue;
+        }
+        let e = refused(&caps, kind, &Preferences::default());
+        assert!(e.contains("cannot be planned") && e.contains("--capabilities FILE"), "{kind}: {e}");
+    }
+    // TCX unknown, netlink known: not planned as netlink, which the
+    // machine might not use.
+    let mut partial = set(DEBIAN_6_12);
+    partial.capabilities.retain(|p| p.capability != Capability::Tcx);
+    let e = refused(&partial, "net-loss", &Preferences::default());
+    assert!(e.contains("tc (TCX link): unknown") && e.contains("--capabilities"), "{e}");
+    // Unknown uprobes: planned without them (less than the machine may do).
+    if cfg!(target_arch = "x86_64") {
+        let mut no_uprobe = set(DEBIAN_6_12);
+        no_uprobe.capabilities.retain(|p| p.capability != Capability::Uprobe);
+        assert!(matches!(
+            ok(&no_uprobe, "clock-skew"),
+            Mechanism::Clock(ClockMechanism { libc_uprobes: false, .. })
+        ));
+    }
+}
+
+/// `chaos doctor --json` is the serialized set: it reads back as the same
+/// set, whatever else the report holds; what is not such a report is
+/// refused with the reason.
+#[test]
+fn doctor_json_round_trips() {
+    for json in [HOST_6_18, DEBIAN_6_1, DEBIAN_6_12] {
+        let caps = set(json);
+        let again = serde_json::to_string(&caps).unwrap();
+        assert_eq!(CapabilitySet::from_json(&again).unwrap(), caps);
+        // Each row carries the table's words, as doctor prints them.
+        let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+        assert_eq!(v["capabilities"][0]["name"], "privileges");
+        assert!(v["capabilities"][0]["used_for"].is_string());
+    }
+    for bad in [
+        "",
+        "{}",
+        "[]",
+        r#"{"capabilities": [{"capability": "warp-drive", "available": true, "detail": ""}]}"#,
+    ] {
+        assert!(CapabilitySet::from_json(bad).is_err(), "{bad:?}");
+    }
+    let twice = r#"{"capabilities": [{"capability": "tcx", "available": true, "detail": ""},
+                                      {"capability": "tcx", "available": false, "detail": ""}]}"#;
+    assert!(CapabilitySet::from_json(twice).unwrap_err().contains("twice"));
+}
