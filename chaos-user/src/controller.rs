@@ -9,11 +9,11 @@ use std::{
 
 use crate::{
     attack::{Attack, Mechanism},
-    clock::monotonic_ns,
     error::Result,
     events::Events,
     injector::{Injector, Running, Stopped},
     signals::{self, SignalWatch, Wake},
+    timebase::monotonic_ns,
     units::format_duration,
 };
 

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::{
     attack::Attack,
-    clock::rfc3339,
     injector::{Running, Stopped},
+    timebase::rfc3339,
 };
 
 /// Where event lines go (stdout by default; a file with `--events`).

@@ -78,7 +78,7 @@ impl std::error::Error for Skip {}
 impl Ctx {
     /// Skip unless the kernel has `cap`; the reason is the probe's.
     pub fn require(&mut self, cap: Capability) -> anyhow::Result<()> {
-        let probe = self.caps.probe(cap);
+        let probe = self.caps.detect(cap);
         if probe.available { Ok(()) } else { Err(Skip(format!("needs {cap}: {}", probe.detail)).into()) }
     }
 
@@ -86,7 +86,7 @@ impl Ctx {
     pub fn require_any(&mut self, caps: &[Capability]) -> anyhow::Result<()> {
         let mut reasons = Vec::new();
         for cap in caps {
-            let probe = self.caps.probe(*cap);
+            let probe = self.caps.detect(*cap);
             if probe.available {
                 return Ok(());
             }

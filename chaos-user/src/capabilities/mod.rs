@@ -187,7 +187,7 @@ impl fmt::Display for Capability {
 /// What is known of one capability: probed here, or read from a recorded
 /// set (`chaos doctor --json` on the machine that will run the attack).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Probe {
+pub struct Finding {
     pub capability: Capability,
     /// Known to work (false when it does not, or is not known).
     pub available: bool,
@@ -205,13 +205,13 @@ fn yes() -> bool {
     true
 }
 
-/// A row of `chaos doctor --json`: the probe, and what the table says of
+/// A row of `chaos doctor --json`: the finding, and what the table says of
 /// the capability (ignored when read back).
-impl Serialize for Probe {
+impl Serialize for Finding {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let r = self.capability.requirement();
-        let mut row = s.serialize_struct("Probe", 7)?;
+        let mut row = s.serialize_struct("Finding", 7)?;
         row.serialize_field("capability", &self.capability)?;
         row.serialize_field("name", r.name)?;
         row.serialize_field("available", &self.available)?;
@@ -234,7 +234,7 @@ pub struct CapabilitySet {
     #[serde(default)]
     pub kernel: String,
     /// In table order; a capability missing here is unknown.
-    pub capabilities: Vec<Probe>,
+    pub capabilities: Vec<Finding>,
 }
 
 /// The detail of a capability that was not probed because chaos runs
@@ -244,21 +244,21 @@ const UNKNOWN_UNPRIVILEGED: &str = "unknown: probing it needs root; give the cap
                                     --json` there), or run as root";
 
 impl CapabilitySet {
-    /// Probe every capability of the table, in order (`chaos doctor`).
-    pub fn probe_all() -> Self {
+    /// Detect every capability of the table, in order (`chaos doctor`).
+    pub fn detect_all() -> Self {
         let all: Vec<Capability> = REQUIREMENTS.iter().map(|r| r.capability).collect();
-        Self::probe(&all)
+        Self::detect(&all)
     }
 
-    /// Probe `wanted` (and whether chaos has root, which every other probe
+    /// Detect `wanted` (and whether chaos has root, which every other probe
     /// needs). Without root the others are unknown, said so, not probed.
-    pub fn probe(wanted: &[Capability]) -> Self {
+    pub fn detect(wanted: &[Capability]) -> Self {
         let root = environment::root().is_ok();
         let capabilities = REQUIREMENTS
             .iter()
             .map(|r| r.capability)
             .filter(|c| *c == Capability::Root || wanted.contains(c))
-            .map(|c| probe_one(c, root))
+            .map(|c| detect_one(c, root))
             .collect();
         Self { kernel: kernel_release(), capabilities }
     }
@@ -286,7 +286,7 @@ impl CapabilitySet {
         Ok(set)
     }
 
-    pub fn get(&self, capability: Capability) -> Option<&Probe> {
+    pub fn get(&self, capability: Capability) -> Option<&Finding> {
         self.capabilities.iter().find(|p| p.capability == capability)
     }
 
@@ -314,13 +314,13 @@ impl CapabilitySet {
     }
 }
 
-/// Probe `c`; without `root` only what needs no privileges.
-fn probe_one(c: Capability, root: bool) -> Probe {
+/// Detect `c`; without `root` only what needs no privileges.
+fn detect_one(c: Capability, root: bool) -> Finding {
     let outcome = match c {
         Capability::Root => environment::root(),
         Capability::CgroupV2 => environment::cgroup_v2(),
         _ if !root => {
-            return Probe {
+            return Finding {
                 capability: c,
                 available: false,
                 detail: UNKNOWN_UNPRIVILEGED.into(),
@@ -330,12 +330,12 @@ fn probe_one(c: Capability, root: bool) -> Probe {
         _ => run(c),
     };
     match outcome {
-        Ok(detail) => Probe { capability: c, available: true, detail, probed: true },
-        Err(detail) => Probe { capability: c, available: false, detail, probed: true },
+        Ok(detail) => Finding { capability: c, available: true, detail, probed: true },
+        Err(detail) => Finding { capability: c, available: false, detail, probed: true },
     }
 }
 
-/// Probe results, each probed at most once per process, when first asked
+/// Findings, each detected at most once per process, when first asked
 /// for (the integration tests' harness asks capability by capability).
 #[derive(Default)]
 pub struct Capabilities {
@@ -347,13 +347,13 @@ impl Capabilities {
         Self::default()
     }
 
-    /// Probe (once) and return the result.
-    pub fn probe(&mut self, capability: Capability) -> &Probe {
+    /// Detect (once) and return the finding.
+    pub fn detect(&mut self, capability: Capability) -> &Finding {
         let at = match self.set.capabilities.iter().position(|p| p.capability == capability) {
             Some(at) => at,
             None => {
                 let root = environment::root().is_ok();
-                self.set.capabilities.push(probe_one(capability, root));
+                self.set.capabilities.push(detect_one(capability, root));
                 self.set.capabilities.len() - 1
             }
         };
@@ -361,7 +361,7 @@ impl Capabilities {
     }
 
     pub fn has(&mut self, capability: Capability) -> bool {
-        self.probe(capability).available
+        self.detect(capability).available
     }
 }
 
@@ -370,7 +370,7 @@ pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()
 }
 
-/// Probe one capability (as root: callers check).
+/// Detect one capability (as root: callers check).
 fn run(capability: Capability) -> Result<String, String> {
     use Capability::*;
     match capability {
@@ -391,7 +391,7 @@ fn run(capability: Capability) -> Result<String, String> {
         FmodRet => Err("not probed: aya cannot load fmod_ret programs, so chaos does not use them".into()),
         BpfLsm => programs::lsm(),
         ProbeWriteUser => programs::probe_write_user(),
-        FqQdisc => qdisc::probe("fq"),
-        NetemQdisc => qdisc::probe("netem"),
+        FqQdisc => qdisc::detect("fq"),
+        NetemQdisc => qdisc::detect("netem"),
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::attach::netns::in_private_netns;
 
-pub fn probe(kind: &str) -> Result<String, String> {
+pub fn detect(kind: &str) -> Result<String, String> {
     in_private_netns(|| {
         // Children inherit the network namespace of the forking thread.
         let out = Command::new("tc")

@@ -146,7 +146,7 @@ pub struct AttackArgs<P: Args> {
     pub params: P,
 
     #[command(flatten)]
-    pub run: RunArgs,
+    pub options: AttackOptions,
 }
 
 /// `net-loss`'s parameters.
@@ -206,9 +206,9 @@ impl NetFilterArgs {
     }
 }
 
-/// How long, and where events go.
+/// How long, and whether to only plan.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct AttackOptions {
     /// How long the fault lasts: 500ms, 30s, 2m, 1h30m (at most 24h). The
     /// kernel ends it at this deadline even if chaos is killed.
     #[arg(long, value_name = "DURATION")]
@@ -253,16 +253,16 @@ impl AttackCommand {
     }
 
     /// What every attack has: its target and its duration.
-    fn common(&self) -> (&TargetArgs, &RunArgs) {
+    fn common(&self) -> (&TargetArgs, &AttackOptions) {
         match self {
-            Self::NetLoss(a) => (&a.target, &a.run),
-            Self::IoError(a) => (&a.target, &a.run),
-            Self::ClockSkew(a) => (&a.target, &a.run),
+            Self::NetLoss(a) => (&a.target, &a.options),
+            Self::IoError(a) => (&a.target, &a.options),
+            Self::ClockSkew(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)
             | Self::NetCorrupt(a)
-            | Self::NetReorder(a) => (&a.target, &a.run),
+            | Self::NetReorder(a) => (&a.target, &a.options),
         }
     }
 
@@ -278,7 +278,7 @@ impl AttackCommand {
         let consults = Demand::of(&attack.fault).consults();
         let caps = match &run.capabilities {
             Some(file) => CapabilitySet::load(file)?,
-            None => CapabilitySet::probe(consults),
+            None => CapabilitySet::detect(consults),
         };
         if run.dry_run {
             return dry_run(&attack, &caps, run.capabilities.as_deref(), consults);

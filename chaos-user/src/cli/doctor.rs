@@ -36,7 +36,7 @@ pub struct DoctorArgs {
 impl DoctorArgs {
     pub fn run(self) -> Result<ExitCode> {
         let prefs = Preferences::from_env()?;
-        let caps = CapabilitySet::probe_all();
+        let caps = CapabilitySet::detect_all();
         let families = families(&caps, &prefs);
         if self.json {
             println!(

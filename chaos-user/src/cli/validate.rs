@@ -88,7 +88,7 @@ impl ValidateArgs {
                                     .collect();
                                 consults.sort();
                                 consults.dedup();
-                                (CapabilitySet::probe(&consults), Preferences::from_env()?)
+                                (CapabilitySet::detect(&consults), Preferences::from_env()?)
                             }
                         };
                         if !print_plan(&name, &exp, &caps, &prefs, self.capabilities.as_deref(), self.json) {

@@ -32,7 +32,6 @@ use super::{
 use crate::{
     attack::{Attack, Mechanism, plan},
     capabilities::CapabilitySet,
-    clock::{monotonic_ns, rfc3339},
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
     events::Events,
@@ -47,6 +46,7 @@ use crate::{
     session,
     signals::{self, SignalWatch, Wake},
     targets::{AllowHost, CgroupFs, Target},
+    timebase::{monotonic_ns, rfc3339},
 };
 
 /// How often the live view and the metrics refresh outside attacks (the
@@ -415,7 +415,7 @@ impl<'a> Runner<'a> {
                     .collect();
                 consults.sort();
                 consults.dedup();
-                CapabilitySet::probe(&consults)
+                CapabilitySet::detect(&consults)
             }
         };
         let mut out = Vec::new();

@@ -20,13 +20,13 @@ use chaos_abi::net::MAX_SLOTS;
 
 use crate::{
     attack::Attack,
-    clock::monotonic_ns,
     counters::Counters,
     ebpf,
     error::{Error, Result},
     faults::{Family, Fault},
     plan::Mechanism,
     state::{Record, StateFile},
+    timebase::monotonic_ns,
 };
 
 /// An attack in progress.

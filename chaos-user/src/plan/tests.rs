@@ -5,7 +5,7 @@
 //! refused with which message.
 
 use super::*;
-use crate::capabilities::{Probe, REQUIREMENTS};
+use crate::capabilities::{Finding, REQUIREMENTS};
 
 const HOST_6_18: &str = include_str!("../../tests/capabilities/host-6.18.json");
 const DEBIAN_6_1: &str = include_str!("../../tests/capabilities/debian-6.1.json");
@@ -167,13 +167,13 @@ fn unknown_capabilities_are_never_taken_for_present() {
     let caps = CapabilitySet {
         kernel: "x".into(),
         capabilities: vec![
-            Probe {
+            Finding {
                 capability: Capability::Root,
                 available: false,
                 detail: "missing CAP_BPF".into(),
                 probed: true,
             },
-            Probe {
+            Finding {
                 capability: Capability::CgroupV2,
                 available: true,
                 detail: "mounted".into(),

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 
 pub use self::{command::CommandCheck, http::HttpCheck, prometheus::PrometheusCheck, tcp::TcpCheck};
-use crate::{clock::monotonic_ns, events::Events, units::format_duration};
+use crate::{events::Events, timebase::monotonic_ns, units::format_duration};
 
 /// The outcome of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -46,7 +46,7 @@ const COLUMNS: [(&str, &str); 5] = [
 
 pub fn run() -> anyhow::Result<()> {
     let mut caps = chaos::capabilities::Capabilities::new();
-    let write = caps.probe(chaos::capabilities::Capability::ProbeWriteUser).clone();
+    let write = caps.detect(chaos::capabilities::Capability::ProbeWriteUser).clone();
     anyhow::ensure!(
         write.available,
         "clock-skew cannot run on this kernel ({}); run the benchmark in a VM: \

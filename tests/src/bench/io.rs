@@ -27,7 +27,7 @@ const SECONDS: &str = "2";
 
 pub fn run() -> anyhow::Result<()> {
     let mut caps = chaos::capabilities::Capabilities::new();
-    let lsm = caps.probe(chaos::capabilities::Capability::BpfLsm);
+    let lsm = caps.detect(chaos::capabilities::Capability::BpfLsm);
     anyhow::ensure!(
         lsm.available,
         "io-error needs BPF LSM, unavailable here ({}); run the benchmark in a VM: \

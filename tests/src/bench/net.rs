@@ -16,7 +16,7 @@
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 
-use chaos::clock::monotonic_ns;
+use chaos::timebase::monotonic_ns;
 
 use super::{median, program_ns};
 use crate::{

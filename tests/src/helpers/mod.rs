@@ -52,7 +52,7 @@ where
 }
 
 pub fn monotonic_ns() -> u64 {
-    chaos::clock::monotonic_ns()
+    chaos::timebase::monotonic_ns()
 }
 
 /// This binary, with `helper <tool> args...`.

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use chaos::{capabilities::Capability, clock::monotonic_ns};
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 use serde_json::Value;
 
 use crate::{

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chaos::{capabilities::Capability, clock::monotonic_ns};
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 use serde_json::Value;
 
 use super::net_loss::EGRESS;
@@ -274,7 +274,11 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let probe = &report["probes"][0];
     let checks = probe["stats"]["checks"].as_u64().unwrap_or(0);
-    anyhow::ensure!(checks >= 10 && probe["stats"]["failed"] == 0, "probe: {probe}");
+    // UDP loss leaking onto the service's TCP would fail every check (and
+    // the verdict); a check or two may time out on a loaded machine, which
+    // is what the tolerance (`failures: 3`) is for.
+    let failed = probe["stats"]["failed"].as_u64().unwrap_or(u64::MAX);
+    anyhow::ensure!(checks >= 10 && failed <= 3, "probe: {probe}");
     anyhow::ensure!(answered >= checks, "the service answered {answered} requests for {checks} checks");
     anyhow::ensure!(report["recovery"]["recovered"] == true, "recovery: {}", report["recovery"]);
 

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use chaos::{capabilities::Capability, clock::monotonic_ns};
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 
 use crate::{
     fixtures::{

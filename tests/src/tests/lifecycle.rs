@@ -15,7 +15,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use chaos::{capabilities::Capability, clock::monotonic_ns};
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 
 use super::net_loss::EGRESS;
 use crate::{

@@ -66,7 +66,7 @@ pub fn restored_on_every_ending(ctx: &mut Ctx) -> anyhow::Result<()> {
         run.wait_event("start", Duration::from_secs(1))?;
         // The latest the deadline can be, measured here: chaos computes it
         // before it announces the start.
-        let deadline_ns = chaos::clock::monotonic_ns()
+        let deadline_ns = chaos::timebase::monotonic_ns()
             + chaos::units::parse_duration(duration).map_err(anyhow::Error::msg)?.as_nanos() as u64;
         let during = qdiscs(&lab)?;
         // One fq at the root, or (a device with several TX queues: a
@@ -98,7 +98,7 @@ pub fn restored_on_every_ending(ctx: &mut Ctx) -> anyhow::Result<()> {
                 // Past the rule's deadline the fault is over even with the
                 // fq (and, without TCX, the filter) left behind: the kernel
                 // side passes packets without a departure time.
-                let wait = deadline_ns.saturating_sub(chaos::clock::monotonic_ns()) + 300_000_000;
+                let wait = deadline_ns.saturating_sub(chaos::timebase::monotonic_ns()) + 300_000_000;
                 std::thread::sleep(Duration::from_nanos(wait));
                 let rtt = quantile(&ping(lab.target(), IpAddr::V4(lab.peer_ip), 50, 10_000)?.rtts_ms, 0.5);
                 anyhow::ensure!(

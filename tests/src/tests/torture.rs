@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chaos::{capabilities::Capability, clock::monotonic_ns};
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 
 use super::net_loss::EGRESS;
 use crate::{

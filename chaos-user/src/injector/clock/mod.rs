@@ -130,7 +130,7 @@ impl Clock {
             self.acquire(&mut shared.ebpf, mechanism.syscalls)?;
             handle.global = true;
             if mechanism.libc_uprobes {
-                handle.libc = self.probe_running(&mut shared.ebpf, attack)?;
+                handle.libc = self.uprobe_running(&mut shared.ebpf, attack)?;
             }
             self.probed.insert(slot, handle.libc.len());
             Ok(())
@@ -282,7 +282,7 @@ impl Clock {
     /// Probe the C library's `clock_gettime` in every process of the
     /// target now. A process that exits meanwhile, or maps no C library
     /// (a static or Go program), is skipped.
-    fn probe_running(
+    fn uprobe_running(
         &mut self,
         ebpf: &mut Ebpf,
         attack: &Attack,

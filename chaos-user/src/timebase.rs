@@ -1,4 +1,6 @@
-//! Clocks as the kernel side sees them.
+//! The time base: CLOCK_MONOTONIC as the kernel side reads it, and UTC
+//! timestamps for events and reports. (Not the clock-skew family: that is
+//! `faults::clock`.)
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
