@@ -24,7 +24,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex, Once,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
         mpsc::{self, RecvTimeoutError},
     },
     time::{Duration, Instant},
@@ -267,6 +267,8 @@ pub fn run(
     let mut group = Group::spawn(&mut cmd)?;
     let (tx, lines) = mpsc::channel();
     let stdout = group.child.stdout.take().expect("piped");
+    let alive = Arc::new(AtomicU64::new(0));
+    let stdout = Alive { inner: stdout, started, seen_ms: alive.clone() };
     std::thread::spawn(move || for_each_line(stdout, |l| tx.send(l).is_ok()));
     let console = Arc::new(Mutex::new(Console::default()));
     let sink = console.clone();
@@ -307,8 +309,9 @@ pub fn run(
         if Instant::now() >= deadline {
             break Some(Exit::TimedOut(opts.timeout));
         }
+        let bytes_seen = started + Duration::from_millis(alive.load(Ordering::Relaxed));
         if let Some(idle) = opts.idle_timeout
-            && last_output.elapsed() >= idle
+            && last_output.max(bytes_seen).elapsed() >= idle
         {
             break Some(Exit::Silent(idle));
         }
@@ -340,6 +343,25 @@ pub fn run(
 
 /// Read lines (lossily: a console may say anything) until EOF or until
 /// `f` says stop.
+/// A reader that notes when it last returned bytes: any output is a sign
+/// of life for the idle timeout, also a test's progress (`10.. 20.. `) that
+/// ends its line only when the test ends.
+struct Alive<R> {
+    inner: R,
+    started: Instant,
+    seen_ms: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Alive<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.seen_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
 fn for_each_line(r: impl Read, mut f: impl FnMut(String) -> bool) {
     let mut r = BufReader::new(r);
     let mut buf = Vec::new();
@@ -512,6 +534,32 @@ mod tests {
         let script = guest_script(&[("A".into(), "x y".into())], &["/bin/run".into(), "--json".into()]);
         assert!(script.contains("\nexport 'A=x y'\n"), "{script}");
         assert!(script.ends_with("\nexec /bin/run --json 2>&1"), "{script}");
+    }
+
+    #[test]
+    fn output_without_a_newline_is_a_sign_of_life() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let seen = Arc::new(AtomicU64::new(0));
+        let started = Instant::now() - Duration::from_secs(5);
+        let reader = Alive { inner: r, started, seen_ms: seen.clone() };
+        let lines = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for_each_line(reader, |l| {
+                got.push(l);
+                true
+            });
+            got
+        });
+        std::io::Write::write_all(&mut w, b"test x ... 0.. 10.. ").unwrap();
+        let t0 = Instant::now();
+        while seen.load(Ordering::Relaxed) == 0 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Seen before the line ended, about 5 s after `started`.
+        assert!(seen.load(Ordering::Relaxed) >= 5000, "{}", seen.load(Ordering::Relaxed));
+        std::io::Write::write_all(&mut w, b"ok\n").unwrap();
+        drop(w);
+        assert_eq!(lines.join().unwrap(), ["test x ... 0.. 10.. ok"]);
     }
 
     #[test]
