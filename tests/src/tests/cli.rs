@@ -371,8 +371,9 @@ pub fn simultaneous_attacks_on_one_target_have_one_winner(ctx: &mut Ctx) -> anyh
     let args = ["attack", "net-loss", "--cgroup", &lab.target.rel, "--percent", "10", "--duration", "60s"];
     let began = Instant::now();
     for round in 0..rounds {
-        // A sign of life for the VM runner's no-output timeout.
-        if round % 20 == 0 {
+        // A sign of life for the VM runner's no-output timeout (every round
+        // in a VM, where a round takes seconds and more under load).
+        if round % 20 == 0 || !on_host {
             eprint!("{round}.. ");
         }
         let recover = ChaosRun::start(&["recover"])?;
