@@ -20,20 +20,88 @@ use crate::{
     vm::{self, Exit},
 };
 
+/// Run the integration tests on `kernels`: this machine's kernel first (on
+/// its own: those tests check machine-wide state), then the VMs, `jobs` at
+/// a time. Each VM runs its two vCPUs on one host thread (see vm::run), so
+/// VMs on a 2-core machine run side by side at nearly full speed; their
+/// lines are then prefixed with the kernel's label.
 pub fn run(
     summary: &mut Summary,
     kernels: &[Kernel],
     bins: &Binaries,
     filters: &[String],
     vm: &vm::Options,
+    jobs: usize,
 ) -> anyhow::Result<()> {
-    for &kernel in kernels {
-        match kernel {
-            Kernel::Host => host(summary, bins, filters)?,
-            _ => in_vm(summary, kernel, bins, filters, vm)?,
+    if kernels.contains(&Kernel::Host) {
+        host(summary, bins, filters)?;
+    }
+    let vms: Vec<Kernel> = kernels.iter().copied().filter(|k| *k != Kernel::Host).collect();
+    let jobs = jobs.clamp(1, vm::MAX_VMS);
+    if jobs == 1 || vms.len() < 2 {
+        for kernel in vms {
+            in_vm(summary, kernel, bins, filters, vm, &mut Output::Live)?;
         }
+        return Ok(());
+    }
+    // A queue of kernels that `jobs` threads take from; each records into
+    // a summary of its own, merged in the matrix's order at the end.
+    let queue = std::sync::Mutex::new(vms.iter().copied().enumerate().collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(vms.len()) {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("queue lock").first().copied();
+                    let Some((i, kernel)) = next else { break };
+                    queue.lock().expect("queue lock").retain(|(j, _)| *j != i);
+                    let mut own = Summary::default();
+                    let mut out = Output::Prefixed { label: kernel.label(), partial: String::new() };
+                    let r = in_vm(&mut own, kernel, bins, filters, vm, &mut out);
+                    results.lock().expect("results lock").push((i, own, r));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(i, _, _)| *i);
+    for (_, own, r) in results {
+        summary.merge(own);
+        r?;
     }
     Ok(())
+}
+
+/// Where a VM's lines go: straight through, or (VMs side by side) whole
+/// lines, each after its kernel's label.
+enum Output {
+    Live,
+    Prefixed { label: String, partial: String },
+}
+
+impl Output {
+    fn print(&mut self, text: &str) {
+        match self {
+            Output::Live => eprint!("{text}"),
+            Output::Prefixed { label, partial } => {
+                partial.push_str(text);
+                while let Some(end) = partial.find('\n') {
+                    let line: String = partial.drain(..=end).collect();
+                    eprint!("[{label}] {line}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Output::Prefixed { label, partial } = self
+            && !partial.is_empty()
+        {
+            eprintln!("[{label}] {partial}");
+        }
+    }
 }
 
 /// The runner's options that make its output machine-readable.
@@ -154,27 +222,28 @@ fn in_vm(
     bins: &Binaries,
     filters: &[String],
     opts: &vm::Options,
+    output: &mut Output,
 ) -> anyhow::Result<()> {
     let label = kernel.label();
     let idle =
         opts.idle_timeout.map(|i| format!(", or {} s without output", i.as_secs())).unwrap_or_default();
-    eprintln!(
-        "== integration tests on {label} (VM, QEMU TCG; killed after {} s{idle})",
+    output.print(&format!(
+        "== integration tests on {label} (VM, QEMU TCG; killed after {} s{idle})\n",
         opts.timeout.as_secs()
-    );
+    ));
     let t = Instant::now();
     let mut argv = vec![bins.integration.display().to_string()];
     argv.extend(RUNNER_ARGS.map(String::from));
     argv.extend(filters.iter().cloned());
     let script = vm::guest_script(&vm::guest_env(&bins.chaos, kernel), &argv);
     let mut tally = Tally::default();
-    let run = vm::run(kernel, &script, |line| eprint!("{}", tally.line(line)), opts);
+    let run = vm::run(kernel, &script, |line| output.print(&tally.line(line)), opts);
     let out = match run {
         Ok(out) => out,
         Err(e) if vm::interrupted() => return Err(e),
         Err(e) => {
             // The VM could not even start: one failure naming why.
-            eprintln!("!! {label}: {e:#}");
+            output.print(&format!("!! {label}: {e:#}\n"));
             summary.fail(&label, "VM", &format!("{e:#}"));
             summary.record(&label, Counts::one("failed"), t.elapsed().as_secs_f64());
             return Ok(());
@@ -197,8 +266,10 @@ fn in_vm(
         _ => None,
     };
     if let Some(reason) = &vm_failure {
-        eprintln!("!! {label}: {reason}; the last console lines:");
-        out.print_console_tail();
+        output.print(&format!("!! {label}: {reason}; the last console lines:\n"));
+        for line in out.console_tail() {
+            output.print(&format!("    | {line}\n"));
+        }
         tally.counts.failed += 1;
         summary.fail(&label, "VM", reason);
     }

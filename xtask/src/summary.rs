@@ -68,6 +68,18 @@ impl Summary {
         self.notes.insert(section.to_owned(), note.to_owned());
     }
 
+    /// Take in what another summary recorded (e.g. a VM run on a thread of
+    /// its own), after what this one has.
+    pub fn merge(&mut self, other: Summary) {
+        for name in &other.order {
+            let (counts, seconds) = other.sections[name];
+            self.record(name, counts, seconds);
+        }
+        self.notes.extend(other.notes);
+        self.failures.extend(other.failures);
+        self.skips.extend(other.skips);
+    }
+
     pub fn total(&self) -> Counts {
         let mut t = Counts::default();
         for (c, _) in self.sections.values() {

@@ -154,9 +154,13 @@ impl Outcome {
         self.kernel_failure.as_ref().map(|line| format!("the kernel broke: {line}"))
     }
 
+    /// The console's last lines, for a hang or panic.
+    pub fn console_tail(&self) -> &[String] {
+        &self.console[self.console.len().saturating_sub(CONSOLE_TAIL)..]
+    }
+
     pub fn print_console_tail(&self) {
-        let skip = self.console.len().saturating_sub(CONSOLE_TAIL);
-        for line in &self.console[skip..] {
+        for line in self.console_tail() {
             eprintln!("    | {line}");
         }
     }
@@ -409,15 +413,24 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-/// The group to kill when we are interrupted (0: none).
-static ACTIVE_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The groups to kill when we are interrupted (0: a free slot): one per VM
+/// running at once.
+static ACTIVE_GROUPS: [AtomicI32; MAX_VMS] = [const { AtomicI32::new(0) }; MAX_VMS];
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// The most VMs that may run at once.
+pub const MAX_VMS: usize = 8;
 
 impl Group {
     fn spawn(cmd: &mut Command) -> anyhow::Result<Self> {
         let child = cmd.spawn().context("starting vng")?;
         let pgid = child.id() as i32;
-        ACTIVE_GROUP.store(pgid, Ordering::SeqCst);
+        // The caller runs at most MAX_VMS at once (matrix::run), so a slot
+        // is free; were none, a signal would not reach this group, and its
+        // Drop still kills it.
+        let _ = ACTIVE_GROUPS
+            .iter()
+            .find(|slot| slot.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst).is_ok());
         Ok(Self { child, pgid, reaped: false })
     }
 
@@ -448,7 +461,9 @@ impl Group {
     fn reap(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let status = self.child.wait().context("waiting for vng")?;
         self.reaped = true;
-        ACTIVE_GROUP.store(0, Ordering::SeqCst);
+        for slot in &ACTIVE_GROUPS {
+            let _ = slot.compare_exchange(self.pgid, 0, Ordering::SeqCst, Ordering::SeqCst);
+        }
         Ok(status)
     }
 }
@@ -467,13 +482,20 @@ impl Drop for Group {
 /// clean up; with no VM running, die as if we had no handler.
 fn install_signal_handlers() {
     extern "C" fn on_signal(sig: libc::c_int) {
-        let pgid = ACTIVE_GROUP.load(Ordering::SeqCst);
-        // SAFETY: kill, signal and raise are async-signal-safe.
-        unsafe {
+        let mut killed = false;
+        for slot in &ACTIVE_GROUPS {
+            let pgid = slot.load(Ordering::SeqCst);
             if pgid > 0 {
-                libc::kill(-pgid, libc::SIGKILL);
-                INTERRUPTED.store(true, Ordering::SeqCst);
-            } else {
+                // SAFETY: kill is async-signal-safe.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                killed = true;
+            }
+        }
+        if killed {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        } else {
+            // SAFETY: signal and raise are async-signal-safe.
+            unsafe {
                 libc::signal(sig, libc::SIG_DFL);
                 libc::raise(sig);
             }
