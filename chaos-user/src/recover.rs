@@ -82,7 +82,24 @@ pub fn recover(dir: &Path) -> Result<Vec<Action>> {
 
 /// Same, for callers that already hold the directory lock.
 pub fn recover_locked(dir: &Path) -> Vec<Action> {
-    settle_all(&state::scan(dir), settle)
+    let mut actions = settle_all(&state::scan(dir), settle);
+    actions.extend(dead_scratch_cgroups());
+    actions
+}
+
+/// The capability probes' scratch cgroups whose chaos process was killed
+/// mid-probe: named for their owner, in no state file (see
+/// `capabilities::programs::remove_dead_scratch`).
+fn dead_scratch_cgroups() -> Vec<Action> {
+    let Ok(fs) = crate::targets::CgroupFs::discover() else { return Vec::new() };
+    crate::capabilities::programs::remove_dead_scratch(&fs.mount)
+        .into_iter()
+        .map(|(path, pid)| Action {
+            owner_pid: Some(pid),
+            object: format!("cgroup {}", path.display()),
+            outcome: Outcome::Removed.text(),
+        })
+        .collect()
 }
 
 /// Settle the leftovers of the dead files among `found` with `settle_one`,

@@ -9,7 +9,7 @@
 //! sysctls. `chaos doctor` prints the same probes the attack planner uses.
 
 pub(crate) mod environment;
-mod programs;
+pub(crate) mod programs;
 mod qdisc;
 
 use std::{fmt, path::Path};

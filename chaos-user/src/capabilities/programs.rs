@@ -87,7 +87,7 @@ const SCRATCH_PREFIX: &str = "chaos-probe-";
 impl ScratchCgroup {
     fn new() -> Result<Self, String> {
         let fs = CgroupFs::discover().map_err(|e| e.to_string())?;
-        remove_dead_scratch(&fs.mount);
+        let _ = remove_dead_scratch(&fs.mount);
         let suffix = crate::safe_fs::random_suffix().map_err(|e| format!("getrandom: {e}"))?;
         let dir = fs.mount.join(format!("{SCRATCH_PREFIX}{}-{suffix}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -105,7 +105,12 @@ fn scratch_owner(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|p| *p > 0)
 }
 
-fn remove_dead_scratch(mount: &std::path::Path) {
+/// Remove the scratch cgroups of chaos processes that died while probing
+/// (kill -9): those are in no state file, they live for milliseconds.
+/// Returns each removed one with its owner's pid. `chaos recover` and every
+/// probe that makes a scratch cgroup call this.
+pub fn remove_dead_scratch(mount: &std::path::Path) -> Vec<(PathBuf, i32)> {
+    let mut removed = Vec::new();
     for e in fs::read_dir(mount).into_iter().flatten().flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(scratch_owner) else { continue };
@@ -114,8 +119,10 @@ fn remove_dead_scratch(mount: &std::path::Path) {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive && fs::remove_dir(e.path()).is_ok() {
             tracing::info!("removed {}, left by chaos pid {pid} (killed while probing)", e.path().display());
+            removed.push((e.path(), pid));
         }
     }
+    removed
 }
 
 impl Drop for ScratchCgroup {

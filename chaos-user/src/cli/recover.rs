@@ -11,7 +11,9 @@ use crate::{
 ///
 /// Removes every object recorded by a chaos process that is no longer
 /// running: netlink tc filters (kernels without TCX) and the root qdiscs
-/// chaos installed for departure times. A clsact qdisc chaos added is left,
+/// chaos installed for departure times; and the scratch cgroups
+/// (`chaos-probe-<pid>-<random>`) of chaos processes killed while testing the
+/// kernel's features. A clsact qdisc chaos added is left,
 /// empty: deleting it would deactivate the device for an instant. Such leftovers are already inert — their rules' kernel-side
 /// deadlines have passed or will — but they cost a map lookup per packet
 /// until removed. Objects of running chaos processes, and anything chaos did

@@ -114,8 +114,10 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Opt
     }
 }
 
-/// `udp-source --to ADDR:PORT --tag T --count N --interval-us I [--times]`:
-/// send and print `{"sent": N, "errors": E, "errnos": {errno: count}}`;
+/// `udp-source --to ADDR:PORT --tag T --count N --interval-us I [--times]
+/// [--until-stdin-closes]`: send and print `{"sent": N, "errors": E,
+/// "errnos": {errno: count}}` (with `--until-stdin-closes`, N is at most
+/// the count: sending stops when stdin closes);
 /// with `--times`, also `"times": [[before, after], ...]`, per sequence
 /// number the CLOCK_MONOTONIC time just before and just after its
 /// `sendto`. An egress program runs inside that call, so a datagram lost
@@ -128,12 +130,17 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
     let count: u64 = arg(args, "--count")?;
     let interval = Duration::from_micros(arg(args, "--interval-us")?);
     let want_times = args.iter().any(|a| a == "--times");
+    let closed = args.iter().any(|a| a == "--until-stdin-closes").then(stdin_closed);
     let mut times: Vec<[u64; 2]> = Vec::with_capacity(if want_times { count as usize } else { 0 });
     let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
     let mut errnos: BTreeMap<i32, u64> = BTreeMap::new();
     let start = Instant::now();
     let mut buf = [0u8; LEN];
+    let mut sent = 0;
     for seq in 0..count {
+        if closed.as_ref().is_some_and(|c| c.load(Ordering::SeqCst)) {
+            break;
+        }
         let due = start + interval * seq as u32;
         while Instant::now() < due {
             let left = due - Instant::now();
@@ -153,9 +160,10 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
         if want_times {
             times.push([before, monotonic_ns()]);
         }
+        sent += 1;
     }
     let errors: u64 = errnos.values().sum();
-    let mut out = json!({ "sent": count, "errors": errors, "errnos": errnos });
+    let mut out = json!({ "sent": sent, "errors": errors, "errnos": errnos });
     if want_times {
         out["times"] = json!(times);
     }
@@ -284,15 +292,27 @@ pub fn send_background(
     place.spawn(&mut cmd)
 }
 
+/// The most an open-ended stream sends: ten minutes at one per millisecond.
+const OPEN_MAX: u64 = 600_000;
+
 /// A timed stream: datagrams on a fixed schedule from one place to a sink
 /// in another, with the sender's own record of when each was sent (see
 /// [`source`]'s `--times`), so that the send time of a *lost* datagram is
 /// measured, not estimated.
 pub struct TimedStream {
-    sink: Sink,
-    sender: std::process::Child,
+    /// Both taken by `finish`; killed on drop (a failed test) otherwise.
+    sink: Option<Sink>,
+    sender: Option<std::process::Child>,
     tag: u32,
-    count: u64,
+}
+
+impl Drop for TimedStream {
+    fn drop(&mut self) {
+        if let Some(mut sender) = self.sender.take() {
+            let _ = sender.kill();
+            let _ = sender.wait();
+        }
+    }
 }
 
 /// What a [`TimedStream`] saw.
@@ -314,22 +334,64 @@ impl TimedStream {
         count: u64,
         interval_us: u64,
     ) -> anyhow::Result<Self> {
+        Self::start_with(from, to_place, to, tag, count, interval_us, &["--times"])
+    }
+
+    /// A stream that runs until [`TimedStream::stop`]: started before
+    /// what it measures, it spans it however slowly a loaded machine gets
+    /// there.
+    pub fn start_open(
+        from: Place<'_>,
+        to_place: Place<'_>,
+        to: SocketAddr,
+        tag: u32,
+        interval_us: u64,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(from, to_place, to, tag, OPEN_MAX, interval_us, &["--times", "--until-stdin-closes"])
+    }
+
+    fn start_with(
+        from: Place<'_>,
+        to_place: Place<'_>,
+        to: SocketAddr,
+        tag: u32,
+        count: u64,
+        interval_us: u64,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let sink = Sink::start(to_place, to)?;
-        let mut cmd = source_command_with(to, tag, count, interval_us, &["--times"]);
-        cmd.stdout(std::process::Stdio::piped());
+        let mut cmd = source_command_with(to, tag, count, interval_us, extra);
+        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
         let sender = from.spawn(&mut cmd)?;
-        Ok(Self { sink, sender, tag, count })
+        Ok(Self { sink: Some(sink), sender: Some(sender), tag })
+    }
+
+    /// Stop an open stream (a fixed one runs to its count), then
+    /// [`TimedStream::finish`].
+    pub fn stop(mut self) -> anyhow::Result<StreamResult> {
+        if let Some(sender) = &mut self.sender {
+            drop(sender.stdin.take());
+        }
+        self.finish()
     }
 
     /// Wait for the sender to finish, then for the sink.
-    pub fn finish(self) -> anyhow::Result<StreamResult> {
-        let out = self.sender.wait_with_output()?;
+    pub fn finish(mut self) -> anyhow::Result<StreamResult> {
+        let (Some(sender), Some(sink)) = (self.sender.take(), self.sink.take()) else {
+            anyhow::bail!("the stream was already finished");
+        };
+        let out = sender.wait_with_output()?;
         anyhow::ensure!(out.status.success(), "udp-source failed: {}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let times: Vec<[u64; 2]> = serde_json::from_value(v["times"].clone())?;
-        anyhow::ensure!(times.len() as u64 == self.count, "udp-source reported {} send times", times.len());
-        let mut arrived = vec![false; self.count as usize];
-        for p in self.sink.finish()?.iter().filter(|p| p.tag == self.tag && p.seq < self.count) {
+        let count = v["sent"].as_u64().unwrap_or(0);
+        anyhow::ensure!(
+            times.len() as u64 == count,
+            "udp-source reported {} send times for {count}",
+            times.len()
+        );
+        let mut arrived = vec![false; count as usize];
+        for p in sink.finish()?.iter().filter(|p| p.tag == self.tag && p.seq < count) {
             arrived[p.seq as usize] = true;
         }
         let (got, lost): (Vec<_>, Vec<_>) = times.iter().zip(&arrived).partition(|(_, a)| **a);

@@ -337,6 +337,43 @@ pub fn leftover_probe_cgroups_change_nothing(_ctx: &mut Ctx) -> anyhow::Result<(
     Ok(())
 }
 
+/// A scratch cgroup of a chaos killed mid-probe (`chaos-probe-<pid>-<16
+/// hex>`, its pid dead) is in no state file: `chaos recover` removes it and
+/// says so. One named for a live process, and names of another form, are
+/// left alone.
+pub fn recover_removes_a_killed_probes_cgroup(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mount = chaos::targets::CgroupFs::discover()?.mount;
+    // A pid that is certainly dead: a child we reaped.
+    let mut child = std::process::Command::new("true").spawn()?;
+    child.wait()?;
+    let dead = child.id();
+    let live = std::process::id();
+    let names = [
+        format!("chaos-probe-{dead}-0123456789abcdef"),
+        format!("chaos-probe-{live}-0123456789abcdef"),
+        format!("chaos-probe-{dead}"),
+        format!("chaos-probe-{dead}-not-hex-digits!!"),
+    ];
+    let planted = Planted(names.iter().map(|n| mount.join(n)).collect());
+    for d in &planted.0 {
+        std::fs::create_dir(d)?;
+    }
+    let out = runner::recover()?;
+    anyhow::ensure!(out.code() == Some(0), "chaos recover failed: {}", out.stderr);
+    let left: Vec<bool> = planted.0.iter().map(|d| d.exists()).collect();
+    anyhow::ensure!(
+        left == [false, true, true, true],
+        "after chaos recover, which of {names:?} exist: {left:?} (expected only the first removed)"
+    );
+    let said = out.events.iter().any(|e| {
+        e["outcome"] == "removed"
+            && e["object"].as_str().is_some_and(|o| o.ends_with(&names[0]))
+            && e["owner_pid"] == dead
+    });
+    anyhow::ensure!(said, "chaos recover did not report the removal: {:?}", out.events);
+    Ok(())
+}
+
 /// The cgroups a test planted, removed on drop (also on failure).
 struct Planted(Vec<std::path::PathBuf>);
 

@@ -132,10 +132,34 @@ fn stream<T>(
     during: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(Stream, T)> {
     let addr = SocketAddr::from((lab.peer_ip, port));
+    let timed =
+        |lab: &Lab| udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, count, STREAM_INTERVAL_US);
+    measure(lab, timed, during)
+}
+
+/// Like [`stream`], but sending until `during` has returned: what it waits
+/// for (a deadline, a death) is inside the stream however long a loaded
+/// machine takes to get there.
+fn stream_until<T>(
+    lab: &Lab,
+    port: u16,
+    during: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Stream, T)> {
+    let addr = SocketAddr::from((lab.peer_ip, port));
+    let timed =
+        |lab: &Lab| udp::TimedStream::start_open(lab.target(), lab.peer(), addr, 9, STREAM_INTERVAL_US);
+    measure(lab, timed, during)
+}
+
+fn measure<T>(
+    lab: &Lab,
+    start: impl FnOnce(&Lab) -> anyhow::Result<udp::TimedStream>,
+    during: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(Stream, T)> {
     let dropped_before = lab.receiver_drops()?;
-    let timed = udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, count, STREAM_INTERVAL_US)?;
+    let timed = start(lab)?;
     let result = during();
-    let finished = timed.finish();
+    let finished = timed.stop();
     let out = result?;
     let result = finished?;
     let receiver_dropped = lab.receiver_drops()?.saturating_sub(dropped_before);
@@ -339,7 +363,12 @@ pub fn violated_hypothesis_aborts_within_50ms(ctx: &mut Ctx) -> anyhow::Result<(
     );
     let file = files.write("violated.yaml", &yaml)?;
     let args = run_args(&files, &file, &[]);
-    let (s, ended) = stream(&lab, 9301, 9000, || start(&args, &[])?.wait(Duration::from_secs(30)))?;
+    let (s, ended) = stream_until(&lab, 9301, || {
+        let ended = start(&args, &[])?.wait(Duration::from_secs(60))?;
+        // A second of the stream after the end.
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(ended)
+    })?;
     ensure_code(&ended, 1, "a violated hypothesis")?;
     let report = files.json("report.json")?;
     anyhow::ensure!(report["verdict"] == "violated", "verdict {}", report["verdict"]);
@@ -503,21 +532,25 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
         &lab,
         "kill9",
         "      interval: 200ms\n      timeout: 1s\n      failures: 3",
-        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 2s\n",
+        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 3s\n",
     );
     let file = files.write("kill9.yaml", &yaml)?;
     let args = run_args(&files, &file, &[]);
-    let launched = monotonic_ns();
-    let mut run = start(&args, &[("CHAOS_EGRESS_MODE", mode)])?;
-    run.wait_event("start", Duration::from_secs(20))?;
-    // The attack's deadline is computed after the launch and before the
-    // start event: no later than now + its 2 s, measured here.
-    let deadline = monotonic_ns() + 2_000_000_000;
-    let pid = run.pid;
-    let (s, dead) = stream(&lab, 9303, 3500, || {
+    // The stream runs from before the launch to a second past the deadline.
+    let (s, (run, launched, seen, deadline, dead)) = stream_until(&lab, 9303, || {
+        let launched = monotonic_ns();
+        let mut run = start(&args, &[("CHAOS_EGRESS_MODE", mode)])?;
+        run.wait_event("start", Duration::from_secs(60))?;
+        // The attack's deadline is computed after the launch and before
+        // the start event: no later than now + its 3 s, measured here.
+        let seen = monotonic_ns();
+        let deadline = seen + 3_000_000_000;
         std::thread::sleep(Duration::from_millis(500));
         run.signal(libc::SIGKILL);
-        Ok(died_at(pid))
+        let dead = died_at(run.pid);
+        let past = Duration::from_nanos((deadline + 1_000_000_000).saturating_sub(monotonic_ns()));
+        std::thread::sleep(past);
+        Ok((run, launched, seen, deadline, dead))
     })?;
     let ended = run.wait(Duration::from_secs(10))?;
     // Check, then recover whatever the outcome: a failed check must not
@@ -535,9 +568,14 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
                 tc_filters(&lab)?.contains("net_egress"),
                 "the netlink filter should outlive kill -9"
             );
-            // ... and the fault with it, until its deadline: no earlier
-            // than the launch + 2 s.
-            let early = s.result.arrived_before(launched + 2_000_000_000);
+            // ... and the fault with it, from the start (seen) until its
+            // deadline: no earlier than the launch + 3 s.
+            let early: Vec<_> = s
+                .result
+                .arrived_before(launched + 3_000_000_000)
+                .into_iter()
+                .filter(|[before, _]| *before > seen)
+                .collect();
             anyhow::ensure!(early.is_empty(), "{} datagrams got through before the deadline", early.len());
         }
         Ok(())

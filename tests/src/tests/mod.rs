@@ -25,6 +25,7 @@ crate::harness::register! {
     doctor::matches_expected_capabilities,
     doctor::leaves_nothing_behind,
     doctor::leftover_probe_cgroups_change_nothing,
+    doctor::recover_removes_a_killed_probes_cgroup,
     cli::bad_input_is_refused_with_nothing_attached,
     cli::not_root_is_refused,
     cli::output_paths_are_not_followed,
