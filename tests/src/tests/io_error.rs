@@ -518,75 +518,41 @@ pub fn operations_are_filtered(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` reads of `data/f`, prepared; then an EIO attack on reads with
+/// `window` (`--after`, `--first`) at `percent`. The index of each read
+/// that failed, and chaos's count of failed reads.
+fn windowed_reads(w: &World, count: u64, percent: &str, window: &[&str]) -> anyhow::Result<(Vec<u64>, u64)> {
+    let (f, n) = (w.path("data/f"), count.to_string());
+    let h = Waiting::start(
+        w.target(),
+        "io-calls",
+        &["--op", "read", "--path", &f, "--count", &n, "--timeline", "--wait"],
+    )?;
+    let mut args = vec!["--errno", "EIO", "--percent", percent, "--operations", "read", "--duration", "120s"];
+    args.extend_from_slice(window);
+    let run = attack(w, &args)?;
+    let c = h.calls()?;
+    let ended = end(run)?;
+    Ok((c.failures.iter().map(|f| f[2]).collect(), counter(&ended, "read_failed")))
+}
+
 /// `--after 5 --first 10 --percent 100`: exactly calls 5 to 14 fail.
 pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::BpfLsm)?;
     let w = World::new()?;
-    let f = w.path("data/f");
-    let h = Waiting::start(
-        w.target(),
-        "io-calls",
-        &["--op", "read", "--path", &f, "--count", "40", "--timeline", "--wait"],
-    )?;
-    let run = attack(
-        &w,
-        &[
-            "--errno",
-            "EIO",
-            "--percent",
-            "100",
-            "--operations",
-            "read",
-            "--after",
-            "5",
-            "--first",
-            "10",
-            "--duration",
-            "120s",
-        ],
-    )?;
-    let c = h.calls()?;
-    let ended = end(run)?;
-    let failed: Vec<u64> = c.failures.iter().map(|f| f[2]).collect();
+    let (failed, counted) = windowed_reads(&w, 40, "100", &["--after", "5", "--first", "10"])?;
     anyhow::ensure!(failed == (5..15).collect::<Vec<_>>(), "calls that failed: {failed:?}, expected 5..15");
-    anyhow::ensure!(
-        counter(&ended, "read_failed") == 10,
-        "chaos counted {} failures",
-        counter(&ended, "read_failed")
-    );
+    anyhow::ensure!(counted == 10, "chaos counted {counted} failures");
     // --first at 50%: only the first 100 matching calls are candidates,
     // each failing at 50%: the failures are all among them, and as many as
     // the binomial interval of 100 candidates allows.
     check_rate_measured("--first 100 at 50%: failures among the first 100 reads", 0.5, || {
-        let h = Waiting::start(
-            w.target(),
-            "io-calls",
-            &["--op", "read", "--path", &f, "--count", "400", "--timeline", "--wait"],
-        )?;
-        let run = attack(
-            &w,
-            &[
-                "--errno",
-                "EIO",
-                "--percent",
-                "50",
-                "--operations",
-                "read",
-                "--first",
-                "100",
-                "--duration",
-                "120s",
-            ],
-        )?;
-        let c = h.calls()?;
-        let ended = end(run)?;
-        let failed: Vec<u64> = c.failures.iter().map(|f| f[2]).collect();
+        let (failed, counted) = windowed_reads(&w, 400, "50", &["--first", "100"])?;
         let outside: Vec<u64> = failed.iter().copied().filter(|i| *i >= 100).collect();
         anyhow::ensure!(outside.is_empty(), "--first 100: calls past the window failed: {outside:?}");
         anyhow::ensure!(
-            counter(&ended, "read_failed") == failed.len() as u64,
-            "chaos counted {} failures, the program saw {}",
-            counter(&ended, "read_failed"),
+            counted == failed.len() as u64,
+            "chaos counted {counted} failures, the program saw {}",
             failed.len()
         );
         Ok((failed.len() as u64, 100))
