@@ -576,7 +576,11 @@ const KILL_GRACE_NS: u64 = 1_000_000_000;
 
 fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
     let failed = c.failures.len();
-    anyhow::ensure!(failed > 100, "{what}: only {failed} reads failed: the fault was not in force");
+    anyhow::ensure!(
+        failed > 100,
+        "{what}: only {failed} reads failed: the fault was not in force ({} succeeded)",
+        c.ok
+    );
     let last = c.failures.iter().map(|f| f[0]).max().unwrap_or(0);
     anyhow::ensure!(c.ok > 100, "{what}: only {} reads succeeded: the fault never ended", c.ok);
     let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;

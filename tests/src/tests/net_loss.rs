@@ -268,8 +268,11 @@ fn timed_stream(lab: &Lab, seconds: f64) -> anyhow::Result<udp::TimedStream> {
 fn ensure_ended_between(s: &StreamResult, w: Window, what: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         s.lost.len() > 200,
-        "{what}: only {} datagrams lost: the fault was not in force",
-        s.lost.len()
+        "{what}: only {} datagrams lost: the fault was not in force ({} arrived, the first sent {:+.1} ms from \
+         the end)",
+        s.lost.len(),
+        s.received(),
+        s.arrived.first().map_or(f64::NAN, |t| (t[0] as i64 - w.to_ns as i64) as f64 / 1e6)
     );
     anyhow::ensure!(
         s.received() > 200,

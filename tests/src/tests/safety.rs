@@ -271,9 +271,9 @@ fn hung_loader_kernel_deadline_ends_fault<F: Family>(ctx: &mut Ctx) -> anyhow::R
     let f = F::new()?;
     let st = start(&f, F::DEADLINE, F::DEADLINE_MEASURE_S)?;
     let window = st.deadline_window()?;
-    let programs = F::loaded();
     std::thread::sleep(Duration::from_millis(100));
     st.run.signal(libc::SIGSTOP);
+    let programs = F::loaded();
     let m = f.finish(st.measuring)?;
     // Still stopped, still attached: only the kernel can have ended it.
     let state = process_state(st.run.pid);
@@ -286,7 +286,7 @@ fn hung_loader_kernel_deadline_ends_fault<F: Family>(ctx: &mut Ctx) -> anyhow::R
     );
     anyhow::ensure!(
         !programs.is_empty() && programs.iter().all(|p| still.contains(p)),
-        "programs gone while the loader was stopped: {programs:?} when the measurement began, {still:?} at its end"
+        "programs gone while the loader was stopped: {programs:?} when it stopped, {still:?} at the measurement's end"
     );
     f.ensure_ended(&m, window, "the kernel-side deadline (loader stopped)")?;
     let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
