@@ -165,8 +165,16 @@ impl<F: Family> Started<F> {
     /// Where the deadline can lie (see [`Started`]), with [`GRACE_NS`].
     fn deadline_window(&self) -> anyhow::Result<Window> {
         let ns = chaos::units::parse_duration(F::DEADLINE).map_err(anyhow::Error::msg)?.as_nanos() as u64;
-        let left = (self.seen_ns + ns) as i64 - monotonic_ns() as i64;
-        eprint!("[measuring from {:.1} s before the deadline] ", left as f64 / 1e9);
+        // The fault is measured for less than its duration: the deadline
+        // counts from chaos's start, and loading takes seconds under
+        // emulation (longer than the duration on an overloaded machine).
+        let now = monotonic_ns() as i64;
+        eprint!(
+            "[chaos started in {:.1} s; measuring from {:.1}..{:.1} s before the deadline] ",
+            (self.seen_ns - self.launched_ns) as f64 / 1e9,
+            ((self.launched_ns + ns) as i64 - now) as f64 / 1e9,
+            ((self.seen_ns + ns) as i64 - now) as f64 / 1e9
+        );
         Ok(Window { from_ns: self.launched_ns + ns, to_ns: self.seen_ns + ns, grace_ns: GRACE_NS })
     }
 }
