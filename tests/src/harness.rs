@@ -42,16 +42,17 @@ pub struct Test {
     pub run: fn(&mut Ctx) -> anyhow::Result<()>,
 }
 
-/// The registry: one `module::function` path per line, run in this order.
-/// Each name is made from the path itself, so it cannot drift from the
-/// function; a test function left out of the list is never called, which
-/// the compiler reports as dead code (and clippy `-D warnings` refuses).
+/// The registry: one `module::function` path per line (or deeper:
+/// `safety::case::family`), run in this order. Each name is made from the
+/// path itself, so it cannot drift from the function; a test function left
+/// out of the list is never called, which the compiler reports as dead code
+/// (and clippy `-D warnings` refuses).
 macro_rules! register {
-    ($($module:ident :: $test:ident),* $(,)?) => {
+    ($($module:ident $(:: $rest:ident)+),* $(,)?) => {
         pub const ALL: &[$crate::harness::Test] = &[$(
             $crate::harness::Test {
-                name: concat!(stringify!($module), "::", stringify!($test)),
-                run: $module::$test,
+                name: concat!(stringify!($module) $(, "::", stringify!($rest))+),
+                run: $module $(:: $rest)+,
             },
         )*];
     };

@@ -2,9 +2,10 @@
 //! spawn into target cgroups and namespaces.
 //!
 //! One test file per fault program (`src/tests/`), mirroring
-//! `chaos-ebpf/src/`. Tests create their own network namespaces, veth pairs
-//! and cgroups, drive real traffic, and assert on what is measured outside
-//! the mechanism (a receiver's count, a socket's errors, a tool's report).
+//! `chaos-ebpf/src/`, and one suite every family runs (`safety.rs`: each
+//! fault ends by each safety layer on its own). Tests create their own
+//! network namespaces, veth pairs and cgroups, drive real traffic, and
+//! assert on what is measured outside the mechanism (a receiver's count, a socket's errors, a tool's report).
 //! A test that needs a kernel capability this machine lacks is *skipped*
 //! with the probe's reason — the same probe `chaos doctor` prints — and
 //! reported as *ignored* with that reason (see `harness.rs`).

@@ -19,7 +19,7 @@ use crate::{
 #[derive(clap::Args)]
 pub struct Args {
     /// Only integration tests whose name contains one of these (e.g.
-    /// `net_loss` or `lifecycle::ends_on_sigint`). Implies
+    /// `net_loss` or `safety::ends_on_sigint`). Implies
     /// --integration-only.
     filters: Vec<String>,
     /// Only these kernels (repeatable); default: all of them. Implies

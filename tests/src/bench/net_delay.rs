@@ -25,7 +25,7 @@ use crate::{
     fixtures::{lab::Lab, runner::ChaosRun},
     helpers::{
         ping::{self, Pings},
-        stream::{RateSink, stream},
+        tcp::{RateSink, stream},
         udp,
     },
     stats::quantile,

@@ -6,7 +6,6 @@
 pub mod http;
 pub mod io;
 pub mod ping;
-pub mod stream;
 pub mod tcp;
 pub mod udp;
 
@@ -25,8 +24,8 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("udp-flood") => udp::flood(&args[1..]),
         Some("tcp-sink") => tcp::sink(&args[1..]),
         Some("tcp-source") => tcp::source(&args[1..]),
-        Some("tcp-stream") => stream::source(&args[1..]),
-        Some("tcp-rate-sink") => stream::sink(&args[1..]),
+        Some("tcp-stream") => tcp::stream_source(&args[1..]),
+        Some("tcp-rate-sink") => tcp::rate_sink(&args[1..]),
         Some("http-server") => http::server(&args[1..]),
         Some("io-calls") => io::calls(&args[1..]),
         Some("io-errnos") => io::errnos(&args[1..]),

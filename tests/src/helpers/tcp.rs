@@ -1,5 +1,9 @@
-//! TCP bulk transfer with the sender's retransmission count
-//! (`tcpi_total_retrans` from TCP_INFO, include/uapi/linux/tcp.h).
+//! TCP helpers: a bulk transfer with the sender's retransmission count
+//! (`tcpi_total_retrans` from TCP_INFO, include/uapi/linux/tcp.h); and
+//! throughput over time: a sender that sends as fast as the connection
+//! allows for a while, and a receiver that samples how many bytes it has
+//! read every 50 ms, so that a test can measure the steady rate away from
+//! slow start and the end.
 
 use std::{
     io::{Read, Write},
@@ -10,7 +14,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{Background, arg, command, ready};
+use super::{Background, arg, command, monotonic_ns, ready};
 use crate::fixtures::process::Place;
 
 /// `tcp-sink --bind ADDR:PORT`: accept one connection, read to EOF, print
@@ -20,15 +24,7 @@ pub fn sink(args: &[String]) -> anyhow::Result<()> {
     let listener = TcpListener::bind(bind)?;
     ready()?;
     let (mut conn, _) = listener.accept()?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut bytes = 0u64;
-    loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-    }
+    let bytes = read_to_eof(&mut conn, |_| {})?;
     conn.shutdown(Shutdown::Both).ok();
     println!("{}", json!({ "bytes": bytes }));
     Ok(())
@@ -59,6 +55,21 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
         json!({ "bytes": total, "retrans": info.tcpi_total_retrans, "seconds": start.elapsed().as_secs_f64() })
     );
     Ok(())
+}
+
+/// Read `conn` to its end, calling `each` with the bytes read so far after
+/// every read; the total.
+fn read_to_eof(conn: &mut TcpStream, mut each: impl FnMut(u64)) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        bytes += n as u64;
+        each(bytes);
+    }
 }
 
 fn tcp_info(conn: &TcpStream) -> std::io::Result<libc::tcp_info> {
@@ -109,4 +120,80 @@ pub fn send(place: Place<'_>, to: SocketAddr, bytes: u64) -> anyhow::Result<Tran
         retrans: v["retrans"].as_u64().unwrap_or(0),
         seconds: v["seconds"].as_f64().unwrap_or(0.0),
     })
+}
+
+/// `tcp-stream --to ADDR:PORT --seconds S`: send for S seconds, then close;
+/// print `{"bytes": N, "mss": M}` (M: the payload bytes per segment,
+/// `tcpi_snd_mss`).
+pub fn stream_source(args: &[String]) -> anyhow::Result<()> {
+    let to: SocketAddr = arg(args, "--to")?;
+    let seconds: f64 = arg(args, "--seconds")?;
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(20))?;
+    conn.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let chunk = vec![0x5au8; 1 << 16];
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        conn.write_all(&chunk)?;
+        bytes += chunk.len() as u64;
+    }
+    let mss = tcp_info(&conn).map_or(0, |i| i.tcpi_snd_mss);
+    conn.shutdown(Shutdown::Write)?;
+    println!("{}", json!({ "bytes": bytes, "mss": mss }));
+    Ok(())
+}
+
+/// `tcp-rate-sink --bind ADDR:PORT`: accept one connection, read to EOF,
+/// print `{"samples": [[monotonic_ns, bytes so far], ...]}` every 50 ms.
+pub fn rate_sink(args: &[String]) -> anyhow::Result<()> {
+    let bind: SocketAddr = arg(args, "--bind")?;
+    let listener = TcpListener::bind(bind)?;
+    ready()?;
+    let (mut conn, _) = listener.accept()?;
+    let mut samples = vec![[monotonic_ns(), 0]];
+    let bytes = read_to_eof(&mut conn, |bytes| {
+        let now = monotonic_ns();
+        if now - samples.last().expect("non-empty")[0] >= 50_000_000 {
+            samples.push([now, bytes]);
+        }
+    })?;
+    samples.push([monotonic_ns(), bytes]);
+    println!("{}", json!({ "samples": samples }));
+    Ok(())
+}
+
+/// A running `tcp-rate-sink`.
+pub struct RateSink(Background);
+
+impl RateSink {
+    pub fn start(place: Place<'_>, bind: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self(Background::start(place, command("tcp-rate-sink", &["--bind".into(), bind.to_string()]))?))
+    }
+
+    /// Goodput in bit/s over the samples between `skip` seconds after the
+    /// first byte and `tail` seconds before the last.
+    pub fn finish(self, skip: f64, tail: f64) -> anyhow::Result<f64> {
+        let v = self.0.finish()?;
+        let samples: Vec<(f64, f64)> = v["samples"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("bad tcp-rate-sink output"))?
+            .iter()
+            .filter_map(|s| Some((s[0].as_f64()? / 1e9, s[1].as_f64()?)))
+            .collect();
+        let first = samples.iter().find(|s| s.1 > 0.0).ok_or_else(|| anyhow::anyhow!("nothing received"))?.0;
+        let last = samples.last().expect("non-empty").0;
+        let window: Vec<&(f64, f64)> =
+            samples.iter().filter(|s| s.0 >= first + skip && s.0 <= last - tail).collect();
+        anyhow::ensure!(window.len() >= 2, "too few samples in the steady window: {samples:?}");
+        let (a, b) = (window[0], window[window.len() - 1]);
+        Ok(8.0 * (b.1 - a.1) / (b.0 - a.0))
+    }
+}
+
+/// Run a `tcp-stream` to completion; returns the segment payload size.
+pub fn stream(place: Place<'_>, to: SocketAddr, seconds: f64) -> anyhow::Result<u32> {
+    let mut cmd =
+        command("tcp-stream", &["--to".into(), to.to_string(), "--seconds".into(), seconds.to_string()]);
+    let v: serde_json::Value = serde_json::from_str(place.output(&mut cmd)?.trim())?;
+    Ok(v["mss"].as_u64().unwrap_or(0) as u32)
 }

@@ -2,8 +2,8 @@
 //! time (`date`, Python, a C program compiled here, `openssl verify` on a
 //! certificate made here), compared with the true time read by this
 //! process, which is outside the target; the same programs in a sibling
-//! cgroup; and the end of the skew by each safety layer, measured by
-//! programs that keep reading the clock.
+//! cgroup; and the programs that keep reading the clock by which the
+//! safety suite (`safety.rs`) measures the end of the skew.
 //!
 //! Every program is started by the test, into its cgroup before its first
 //! instruction (`Place`); "already running" programs are started before the
@@ -12,7 +12,7 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -21,6 +21,7 @@ use std::{
 use chaos::{capabilities::Capability, timebase::monotonic_ns};
 use serde_json::Value;
 
+use super::safety::{Ending, Family, Window};
 use crate::{
     fixtures::{
         cgroup::{Cgroup, PREFIX},
@@ -483,10 +484,15 @@ impl Served {
         Ok(Self { child, stdin, stdout })
     }
 
+    /// Send a line: the probe's cue.
+    fn cue(&mut self) -> anyhow::Result<()> {
+        self.stdin.write_all(b"go\n")?;
+        Ok(self.stdin.flush()?)
+    }
+
     /// Send a line, read one line back.
     pub fn ask(&mut self) -> anyhow::Result<String> {
-        self.stdin.write_all(b"go\n")?;
-        self.stdin.flush()?;
+        self.cue()?;
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
         Ok(line.trim().to_owned())
@@ -620,42 +626,33 @@ pub fn openssl_verify_expires_only_in_the_target(ctx: &mut Ctx) -> anyhow::Resul
     Ok(())
 }
 
-/// Samples of a stream: (CLOCK_MONOTONIC, CLOCK_REALTIME) pairs.
-struct Stream {
-    child: Child,
-    stdin: ChildStdin,
+/// A stream of clock reads in the target: (CLOCK_MONOTONIC,
+/// CLOCK_REALTIME) pairs, once per millisecond from its cue on.
+pub struct Stream {
+    served: Served,
     label: &'static str,
 }
 
 impl Stream {
     fn start(w: &World, place: Place<'_>, seconds: f64, label: &'static str) -> anyhow::Result<Self> {
-        let mut cmd = w.probe(&["stream", &seconds.to_string(), "1000"]);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = place.spawn(&mut cmd)?;
-        let stdin = child.stdin.take().expect("piped");
-        let mut out = BufReader::new(child.stdout.as_mut().expect("piped"));
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        anyhow::ensure!(line.trim() == "ready", "the stream said {line:?}");
-        Ok(Self { child, stdin, label })
+        Ok(Self { served: Served::start(place, w.probe(&["stream", &seconds.to_string(), "1000"]))?, label })
     }
 
     fn go(&mut self) -> anyhow::Result<()> {
-        self.stdin.write_all(b"go\n")?;
-        Ok(self.stdin.flush()?)
+        self.served.cue()
     }
 
-    fn samples(self) -> anyhow::Result<Samples> {
-        let label = self.label;
-        let out = self.child.wait_with_output()?;
-        let samples = String::from_utf8_lossy(&out.stdout)
+    fn samples(mut self) -> anyhow::Result<Samples> {
+        let mut out = String::new();
+        self.served.stdout.read_to_string(&mut out)?;
+        let samples = out
             .lines()
             .filter_map(|l| {
                 let mut it = l.split_whitespace().map(|x| x.parse::<i64>().ok());
                 Some((it.next()??, it.next()??))
             })
             .collect();
-        Ok((label, samples))
+        Ok((self.label, samples))
     }
 }
 
@@ -699,46 +696,92 @@ fn ensure_skew_ended(
     Ok(())
 }
 
-/// Deadline tests: the attack's duration, and how long the streams read.
-/// The deadline counts from the beginning of the start (the injector's
-/// rule: a fault never outlives its duration), and attaching takes a second
-/// or two under QEMU's emulation, so the skew is in force for less.
-const DEADLINE: &str = "6s";
-const STREAM_SECONDS: f64 = 9.0;
+/// The safety suite's clock-skew (+90s): two programs in the target read
+/// CLOCK_MONOTONIC and CLOCK_REALTIME once per millisecond, through both
+/// paths: one started before the attack (its vDSO clock_gettime, shifted
+/// by the uprobe) and one started after it began (no vDSO: shifted at the
+/// system call).
+pub struct ClockSkew {
+    w: World,
+}
 
-/// How late a skew may end after its deadline or stop request.
-const GRACE_NS: u64 = 100_000_000;
-/// ... after kill -9 of the loader (the kernel closes the links as the
-/// process dies).
-const KILL_GRACE_NS: u64 = 1_000_000_000;
+fn require_streams(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::ProbeWriteUser)?;
+    ctx.require(Capability::Uprobe)
+}
 
-/// Two readers in the target, through both paths: one started before the
-/// attack (its vDSO clock_gettime, shifted by the uprobe) and one started
-/// after it began (no vDSO: shifted at the system call). Returns the run,
-/// its start event and the streams (already reading).
-/// Returns the attack, its start event, the streams, and the latest its
-/// deadline can be — measured here, not taken from chaos's event: chaos
-/// computes its deadline before it announces the start, so the skew must
-/// be over by the time the start was seen plus the duration.
-fn streams(w: &World, duration: &str, seconds: f64) -> anyhow::Result<(ChaosRun, Value, Vec<Stream>, u64)> {
-    let mut running = Stream::start(w, w.target(), seconds, "running process (uprobe)")?;
-    let (run, start) = attack(w, "+90s", &["--duration", duration])?;
-    let deadline = monotonic_ns()
-        + chaos::units::parse_duration(duration).map_err(anyhow::Error::msg)?.as_nanos() as u64;
-    let mut started = Stream::start(w, w.target(), seconds, "process started during the attack (syscall)")?;
-    running.go()?;
-    started.go()?;
-    let left = deadline as i64 - monotonic_ns() as i64;
-    eprint!("[reading from {:.1} s before the deadline] ", left as f64 / 1e9);
-    Ok((run, start, vec![running, started], deadline))
+impl Family for ClockSkew {
+    /// The deadline counts from the beginning of the start (the injector's
+    /// rule: a fault never outlives its duration), and attaching takes a
+    /// second or two under QEMU's emulation, so the skew is in force for
+    /// less.
+    const DEADLINE: &'static str = "6s";
+    const DEADLINE_MEASURE_S: f64 = 9.0;
+    /// The kernel closes the links as the process dies.
+    const KILL_GRACE_NS: u64 = 1_000_000_000;
+    const EXIT_WITHIN: Duration = Duration::from_secs(60);
+    type Prepared = Stream;
+    type Measuring = Vec<Stream>;
+    type Measured = Vec<Samples>;
+
+    fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
+        require_streams(ctx)
+    }
+
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self { w: World::new()? })
+    }
+
+    fn prepare(&self, seconds: f64) -> anyhow::Result<Stream> {
+        Stream::start(&self.w, self.w.target(), seconds, "running process (uprobe)")
+    }
+
+    fn attack(&self, duration: &str) -> anyhow::Result<ChaosRun> {
+        Ok(attack(&self.w, "+90s", &["--duration", duration])?.0)
+    }
+
+    fn measure(&self, mut running: Stream, seconds: f64) -> anyhow::Result<Vec<Stream>> {
+        let label = "process started during the attack (syscall)";
+        let mut started = Stream::start(&self.w, self.w.target(), seconds, label)?;
+        running.go()?;
+        started.go()?;
+        Ok(vec![running, started])
+    }
+
+    fn finish(&self, streams: Vec<Stream>) -> anyhow::Result<Vec<Samples>> {
+        streams.into_iter().map(Stream::samples).collect()
+    }
+
+    fn ensure_ended(&self, samples: &Vec<Samples>, window: Window, what: &str) -> anyhow::Result<()> {
+        for (label, s) in samples {
+            ensure_skew_ended(label, s, offset_ns("+90s"), window.to_ns, window.grace_ns, what)?;
+        }
+        Ok(())
+    }
+
+    fn loaded() -> Vec<String> {
+        clock_programs_loaded()
+    }
+
+    /// The kernel frees a program once the last fd on it (the loader's, its
+    /// links') is closed, asynchronously (after an RCU grace period, which
+    /// takes a while under QEMU's emulation): up to 5 s, after every ending.
+    fn unloaded_within(_: Ending) -> Option<Duration> {
+        Some(UNLOADED_WITHIN)
+    }
+
+    fn check_counters(_: &Vec<Samples>, abort: &Value) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            counter(abort, "libc_shifted") > 20 && counter(abort, "syscall_shifted") > 20,
+            "counters {}",
+            abort["counters"]
+        );
+        Ok(())
+    }
 }
 
 /// A stream's label and its (CLOCK_MONOTONIC, CLOCK_REALTIME) samples.
-type Samples = (&'static str, Vec<(i64, i64)>);
-
-fn collect(streams: Vec<Stream>) -> anyhow::Result<Vec<Samples>> {
-    streams.into_iter().map(Stream::samples).collect()
-}
+pub type Samples = (&'static str, Vec<(i64, i64)>);
 
 fn clock_programs_loaded() -> Vec<String> {
     aya::programs::loaded_programs()
@@ -748,126 +791,19 @@ fn clock_programs_loaded() -> Vec<String> {
         .collect()
 }
 
-fn require_streams(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
-    ctx.require(Capability::Uprobe)
-}
+/// See [`ClockSkew::unloaded_within`].
+const UNLOADED_WITHIN: Duration = Duration::from_secs(5);
 
-/// Layer 1, the duration: true time after the deadline, exit 0, programs
-/// gone.
-pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
-    require_streams(ctx)?;
-    let w = World::new()?;
-    let (run, _, s, deadline) = streams(&w, DEADLINE, STREAM_SECONDS)?;
-    let samples = collect(s)?;
-    let ended = run.wait(Duration::from_secs(60))?;
-    for (label, s) in &samples {
-        ensure_skew_ended(label, s, offset_ns("+90s"), deadline, GRACE_NS, "the deadline")?;
-    }
-    anyhow::ensure!(ended.code() == Some(0), "exit code {:?} at the deadline, expected 0", ended.code());
-    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
-    anyhow::ensure!(stop["reason"] == "deadline", "stop reason {}", stop["reason"]);
-    ensure_unloaded("after the deadline")?;
-    Ok(())
-}
-
-fn ends_on_signal(ctx: &mut Ctx, sig: i32, name: &str) -> anyhow::Result<()> {
-    require_streams(ctx)?;
-    let w = World::new()?;
-    let (run, _, s, _) = streams(&w, "60s", 3.0)?;
-    std::thread::sleep(Duration::from_millis(1200));
-    let signalled = monotonic_ns();
-    run.signal(sig);
-    let samples = collect(s)?;
-    let ended = run.wait(Duration::from_secs(60))?;
-    for (label, s) in &samples {
-        ensure_skew_ended(label, s, offset_ns("+90s"), signalled, GRACE_NS, name)?;
-    }
-    let abort = ended.aborted_by(name)?;
-    anyhow::ensure!(
-        counter(abort, "libc_shifted") > 20 && counter(abort, "syscall_shifted") > 20,
-        "counters {}",
-        abort["counters"]
-    );
-    ensure_unloaded(&format!("after {name}"))
-}
-
-pub fn ends_on_sigint(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ends_on_signal(ctx, libc::SIGINT, "SIGINT")
-}
-
-pub fn ends_on_sigterm(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ends_on_signal(ctx, libc::SIGTERM, "SIGTERM")
-}
-
-/// Layer 3: the tracepoint, exec and uprobe links are perf and raw
-/// tracepoint fds; `kill -9` of the loader detaches them all, long before
-/// the deadline.
-pub fn kill9_links_vanish_with_the_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
-    require_streams(ctx)?;
-    let w = World::new()?;
-    let (run, _, s, _) = streams(&w, "60s", 3.0)?;
-    std::thread::sleep(Duration::from_millis(1200));
-    let killed = monotonic_ns();
-    run.signal(libc::SIGKILL);
-    let samples = collect(s)?;
-    let ended = run.wait(Duration::from_secs(10))?;
-    // The dead process's state file: removed first, whatever follows.
-    let recovered = runner::recover()?;
-    anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
-    for (label, s) in &samples {
-        ensure_skew_ended(label, s, offset_ns("+90s"), killed, KILL_GRACE_NS, "kill -9 (fd-owned links)")?;
-    }
-    ensure_unloaded("after their loader died")?;
-    anyhow::ensure!(recovered.code() == Some(0), "chaos recover failed: {}", recovered.stderr);
-    Ok(())
-}
-
-/// The kernel frees a program once the last fd on it (the loader's, its
-/// links') is closed, asynchronously (after an RCU grace period, which takes
-/// a while under QEMU's emulation): wait for that, up to 5 s.
+/// The clock programs are gone, within [`UNLOADED_WITHIN`].
 fn ensure_unloaded(when: &str) -> anyhow::Result<()> {
-    for _ in 0..250 {
+    let polls = UNLOADED_WITHIN.as_millis() / 20;
+    for _ in 0..polls {
         if clock_programs_loaded().is_empty() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     anyhow::bail!("clock programs still loaded {when}: {:?}", clock_programs_loaded())
-}
-
-fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.trim().chars().next()
-}
-
-/// Layer 2 alone: a stopped loader keeps every link, yet the skew ends at
-/// the deadline its rule carries.
-pub fn hung_loader_kernel_deadline_ends_fault(ctx: &mut Ctx) -> anyhow::Result<()> {
-    require_streams(ctx)?;
-    let w = World::new()?;
-    let (run, _, s, deadline) = streams(&w, DEADLINE, STREAM_SECONDS)?;
-    run.signal(libc::SIGSTOP);
-    let samples = collect(s)?;
-    let state = process_state(run.pid);
-    let attached = !clock_programs_loaded().is_empty();
-    run.signal(libc::SIGCONT);
-    let ended = run.wait(Duration::from_secs(60))?;
-    anyhow::ensure!(state == Some('T'), "the loader was not stopped during the streams (state {state:?})");
-    anyhow::ensure!(attached, "the clock programs were gone while the loader was stopped");
-    for (label, s) in &samples {
-        ensure_skew_ended(
-            label,
-            s,
-            offset_ns("+90s"),
-            deadline,
-            GRACE_NS,
-            "the kernel-side deadline (loader stopped)",
-        )?;
-    }
-    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
-    anyhow::ensure!(counter(stop, "expired") > 0, "no read saw the expired rule: {stop}");
-    ensure_unloaded("after the loader resumed and stopped")
 }
 
 /// Bad input: exit code 3, a message naming the fix, nothing loaded.

@@ -1,8 +1,9 @@
 //! `chaos attack io-error`: what programs see (sqlite3's own error message,
 //! the errno of raw system calls), rates, scope (paths as the kernel
-//! resolves them, operations, cgroups), call windows, and the end of the
-//! fault by each safety layer — all measured by the calling programs, not
-//! by chaos's counters (which are checked against them).
+//! resolves them, operations, cgroups), call windows, and how the safety
+//! suite (`safety.rs`) measures the end of the fault — all measured by the
+//! calling programs, not by chaos's counters (which are checked against
+//! them).
 
 use std::{
     fs,
@@ -12,8 +13,9 @@ use std::{
     time::Duration,
 };
 
-use chaos::{capabilities::Capability, timebase::monotonic_ns};
+use chaos::capabilities::Capability;
 
+use super::safety::{Ending, Family, Window};
 use crate::{
     fixtures::{
         cgroup::Cgroup,
@@ -26,11 +28,6 @@ use crate::{
 };
 
 const CALLS: u64 = 2000;
-/// How late the fault may end after its deadline or stop request.
-const GRACE_NS: u64 = 100_000_000;
-/// ... after `kill -9` of the loader: the kernel detaches LSM programs
-/// asynchronously (see kill9_links_vanish_with_the_loader).
-const KILL_GRACE_NS: u64 = 1_000_000_000;
 
 /// Two sibling cgroups (an idle process in the target, as a container
 /// would have) and a directory tree:
@@ -521,75 +518,41 @@ pub fn operations_are_filtered(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `count` reads of `data/f`, prepared; then an EIO attack on reads with
+/// `window` (`--after`, `--first`) at `percent`. The index of each read
+/// that failed, and chaos's count of failed reads.
+fn windowed_reads(w: &World, count: u64, percent: &str, window: &[&str]) -> anyhow::Result<(Vec<u64>, u64)> {
+    let (f, n) = (w.path("data/f"), count.to_string());
+    let h = Waiting::start(
+        w.target(),
+        "io-calls",
+        &["--op", "read", "--path", &f, "--count", &n, "--timeline", "--wait"],
+    )?;
+    let mut args = vec!["--errno", "EIO", "--percent", percent, "--operations", "read", "--duration", "120s"];
+    args.extend_from_slice(window);
+    let run = attack(w, &args)?;
+    let c = h.calls()?;
+    let ended = end(run)?;
+    Ok((c.failures.iter().map(|f| f[2]).collect(), counter(&ended, "read_failed")))
+}
+
 /// `--after 5 --first 10 --percent 100`: exactly calls 5 to 14 fail.
 pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::BpfLsm)?;
     let w = World::new()?;
-    let f = w.path("data/f");
-    let h = Waiting::start(
-        w.target(),
-        "io-calls",
-        &["--op", "read", "--path", &f, "--count", "40", "--timeline", "--wait"],
-    )?;
-    let run = attack(
-        &w,
-        &[
-            "--errno",
-            "EIO",
-            "--percent",
-            "100",
-            "--operations",
-            "read",
-            "--after",
-            "5",
-            "--first",
-            "10",
-            "--duration",
-            "120s",
-        ],
-    )?;
-    let c = h.calls()?;
-    let ended = end(run)?;
-    let failed: Vec<u64> = c.failures.iter().map(|f| f[2]).collect();
+    let (failed, counted) = windowed_reads(&w, 40, "100", &["--after", "5", "--first", "10"])?;
     anyhow::ensure!(failed == (5..15).collect::<Vec<_>>(), "calls that failed: {failed:?}, expected 5..15");
-    anyhow::ensure!(
-        counter(&ended, "read_failed") == 10,
-        "chaos counted {} failures",
-        counter(&ended, "read_failed")
-    );
+    anyhow::ensure!(counted == 10, "chaos counted {counted} failures");
     // --first at 50%: only the first 100 matching calls are candidates,
     // each failing at 50%: the failures are all among them, and as many as
     // the binomial interval of 100 candidates allows.
     check_rate_measured("--first 100 at 50%: failures among the first 100 reads", 0.5, || {
-        let h = Waiting::start(
-            w.target(),
-            "io-calls",
-            &["--op", "read", "--path", &f, "--count", "400", "--timeline", "--wait"],
-        )?;
-        let run = attack(
-            &w,
-            &[
-                "--errno",
-                "EIO",
-                "--percent",
-                "50",
-                "--operations",
-                "read",
-                "--first",
-                "100",
-                "--duration",
-                "120s",
-            ],
-        )?;
-        let c = h.calls()?;
-        let ended = end(run)?;
-        let failed: Vec<u64> = c.failures.iter().map(|f| f[2]).collect();
+        let (failed, counted) = windowed_reads(&w, 400, "50", &["--first", "100"])?;
         let outside: Vec<u64> = failed.iter().copied().filter(|i| *i >= 100).collect();
         anyhow::ensure!(outside.is_empty(), "--first 100: calls past the window failed: {outside:?}");
         anyhow::ensure!(
-            counter(&ended, "read_failed") == failed.len() as u64,
-            "chaos counted {} failures, the program saw {}",
-            counter(&ended, "read_failed"),
+            counted == failed.len() as u64,
+            "chaos counted {counted} failures, the program saw {}",
             failed.len()
         );
         Ok((failed.len() as u64, 100))
@@ -597,32 +560,27 @@ pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A read stream (one read per millisecond for `seconds`), prepared before
-/// the attack starts so that it runs from the first moment of the fault.
-fn prepared_stream(w: &World, seconds: f64) -> anyhow::Result<Waiting> {
-    let f = w.path("data/f");
-    let secs = seconds.to_string();
-    Waiting::start(
-        w.target(),
-        "io-calls",
-        &["--op", "read", "--path", &f, "--seconds", &secs, "--interval-us", "1000", "--timeline", "--wait"],
-    )
+/// The safety suite's io-error: every read under `data` fails with EIO, in
+/// the target only; a program in the target, prepared before the attack,
+/// reads one file once per millisecond and records when each failed read
+/// returned (CLOCK_MONOTONIC).
+pub struct IoError {
+    w: World,
 }
 
-/// Run the stream while `during` acts on chaos, and collect it.
-fn run_stream(h: Waiting, during: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Calls> {
-    let t = std::thread::spawn(move || h.calls());
-    during()?;
-    t.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))?
-}
-
-fn ensure_ended_by(c: &Calls, end_ns: u64, what: &str) -> anyhow::Result<()> {
-    ensure_ended_within(c, end_ns, GRACE_NS, what)
-}
+/// How late the fault may end after `kill -9` of the loader: the links
+/// close with the process; the kernel then unlinks the programs from the
+/// LSM trampolines (bpf_trampoline_unlink_prog, which waits for RCU-tasks
+/// readers): ~200 ms under QEMU's emulation.
+const KILL_GRACE_NS: u64 = 1_000_000_000;
 
 fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
     let failed = c.failures.len();
-    anyhow::ensure!(failed > 100, "{what}: only {failed} reads failed: the fault was not in force");
+    anyhow::ensure!(
+        failed > 100,
+        "{what}: only {failed} reads failed: the fault was not in force ({} succeeded)",
+        c.ok
+    );
     let last = c.failures.iter().map(|f| f[0]).max().unwrap_or(0);
     anyhow::ensure!(c.ok > 100, "{what}: only {} reads succeeded: the fault never ended", c.ok);
     let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;
@@ -634,154 +592,89 @@ fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> any
     Ok(())
 }
 
-fn start_stream_attack(w: &World, duration: &str) -> anyhow::Result<(ChaosRun, u64)> {
-    let mut run = ChaosRun::start(&[
-        "attack",
-        "io-error",
-        "--cgroup",
-        &w.target.rel,
-        "--path",
-        &w.data.display().to_string(),
-        "--errno",
-        "EIO",
-        "--percent",
-        "100",
-        "--operations",
-        "read",
-        "--duration",
-        duration,
-    ])?;
-    run.wait_event("start", Duration::from_secs(60))?;
-    // Measured here, not taken from chaos's event: chaos computes its
-    // deadline before it announces the start, so the fault must be over by
-    // the time the start was seen plus the duration.
-    let deadline = monotonic_ns()
-        + chaos::units::parse_duration(duration).map_err(anyhow::Error::msg)?.as_nanos() as u64;
-    Ok((run, deadline))
+impl Family for IoError {
+    const DEADLINE: &'static str = "4s";
+    const DEADLINE_MEASURE_S: f64 = 7.0;
+    const KILL_GRACE_NS: u64 = KILL_GRACE_NS;
+    const EXIT_WITHIN: Duration = Duration::from_secs(30);
+    type Prepared = Waiting;
+    type Measuring = std::thread::JoinHandle<anyhow::Result<Calls>>;
+    type Measured = Calls;
+
+    fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
+        ctx.require(Capability::BpfLsm)
+    }
+
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self { w: World::new()? })
+    }
+
+    /// The read stream, waiting, so that it runs from the fault's first
+    /// moment.
+    fn prepare(&self, seconds: f64) -> anyhow::Result<Waiting> {
+        let f = self.w.path("data/f");
+        let secs = seconds.to_string();
+        let args = [
+            "--op",
+            "read",
+            "--path",
+            &f,
+            "--seconds",
+            &secs,
+            "--interval-us",
+            "1000",
+            "--timeline",
+            "--wait",
+        ];
+        Waiting::start(self.w.target(), "io-calls", &args)
+    }
+
+    fn attack(&self, duration: &str) -> anyhow::Result<ChaosRun> {
+        attack(
+            &self.w,
+            &["--errno", "EIO", "--percent", "100", "--operations", "read", "--duration", duration],
+        )
+    }
+
+    fn measure(&self, prepared: Waiting, _seconds: f64) -> anyhow::Result<Self::Measuring> {
+        Ok(std::thread::spawn(move || prepared.calls()))
+    }
+
+    fn finish(&self, measuring: Self::Measuring) -> anyhow::Result<Calls> {
+        measuring.join().map_err(|_| anyhow::anyhow!("stream thread panicked"))?
+    }
+
+    fn ensure_ended(&self, c: &Calls, window: Window, what: &str) -> anyhow::Result<()> {
+        ensure_ended_within(c, window.to_ns, window.grace_ns, what)
+    }
+
+    fn loaded() -> Vec<String> {
+        ["io_open", "io_rw"].into_iter().filter(|p| program_loaded(p)).map(str::to_owned).collect()
+    }
+
+    /// After a controller's stop, at once; after `kill -9`, the kernel frees
+    /// the programs asynchronously once the last fd is gone: up to 2 s.
+    fn unloaded_within(ending: Ending) -> Option<Duration> {
+        match ending {
+            Ending::Deadline => Some(Duration::ZERO),
+            Ending::Kill9 => Some(Duration::from_secs(2)),
+            Ending::Signal | Ending::Hung => None,
+        }
+    }
+
+    fn check_counters(c: &Calls, abort: &serde_json::Value) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            abort["counters"]["read_failed"].as_u64() == Some(c.failures.len() as u64),
+            "counters {} vs {} failures seen",
+            abort["counters"],
+            c.failures.len()
+        );
+        Ok(())
+    }
 }
 
 fn program_loaded(name: &str) -> bool {
     aya::programs::loaded_programs().flatten().any(|p| p.name_as_str() == Some(name))
-}
-
-pub fn ends_at_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
-    let w = World::new()?;
-    // The deadline counts from the start of the attack, before the
-    // programs are loaded (verified) and attached: seconds under QEMU's
-    // emulation. 4 s leaves time for the fault to be seen in force.
-    let h = prepared_stream(&w, 7.0)?;
-    let (run, deadline) = start_stream_attack(&w, "4s")?;
-    let c = run_stream(h, || Ok(()))?;
-    let ended = run.wait(Duration::from_secs(30))?;
-    ensure_ended_by(&c, deadline, "the deadline")?;
-    anyhow::ensure!(ended.code() == Some(0), "exit code {:?} at the deadline, expected 0", ended.code());
-    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
-    anyhow::ensure!(stop["reason"] == "deadline", "stop reason {}", stop["reason"]);
-    anyhow::ensure!(
-        !program_loaded("io_open") && !program_loaded("io_rw"),
-        "programs still loaded after the end"
-    );
-    Ok(())
-}
-
-fn ends_on_signal(ctx: &mut Ctx, sig: i32, name: &str) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
-    let w = World::new()?;
-    let h = prepared_stream(&w, 3.0)?;
-    let (run, _) = start_stream_attack(&w, "60s")?;
-    let mut signalled = 0;
-    let c = run_stream(h, || {
-        std::thread::sleep(Duration::from_millis(1200));
-        signalled = monotonic_ns();
-        run.signal(sig);
-        Ok(())
-    })?;
-    let ended = run.wait(Duration::from_secs(30))?;
-    ensure_ended_by(&c, signalled, name)?;
-    let abort = ended.aborted_by(name)?;
-    anyhow::ensure!(
-        abort["counters"]["read_failed"].as_u64() == Some(c.failures.len() as u64),
-        "counters {} vs {} failures seen",
-        abort["counters"],
-        c.failures.len()
-    );
-    Ok(())
-}
-
-pub fn ends_on_sigint(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ends_on_signal(ctx, libc::SIGINT, "SIGINT")
-}
-
-pub fn ends_on_sigterm(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ends_on_signal(ctx, libc::SIGTERM, "SIGTERM")
-}
-
-/// Layer 3: LSM links are fds; `kill -9` of the loader detaches the
-/// programs at once, long before the deadline.
-pub fn kill9_links_vanish_with_the_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
-    let w = World::new()?;
-    let h = prepared_stream(&w, 3.0)?;
-    let (run, _) = start_stream_attack(&w, "60s")?;
-    let mut killed = 0;
-    let c = run_stream(h, || {
-        std::thread::sleep(Duration::from_millis(1200));
-        killed = monotonic_ns();
-        run.signal(libc::SIGKILL);
-        Ok(())
-    })?;
-    let ended = run.wait(Duration::from_secs(10))?;
-    // Nothing survives but the dead process's state file: remove it first,
-    // whatever the assertions say.
-    let recovered = runner::recover()?;
-    anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
-    // The links close with the process; the kernel then unlinks the
-    // programs from the LSM trampolines (bpf_trampoline_unlink_prog, which
-    // waits for RCU-tasks readers): ~200 ms under QEMU's emulation.
-    ensure_ended_within(&c, killed, KILL_GRACE_NS, "kill -9 (fd-owned links)")?;
-    // The kernel frees the programs asynchronously once the last fd is gone.
-    let mut gone = false;
-    for _ in 0..100 {
-        if !program_loaded("io_open") && !program_loaded("io_rw") {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    anyhow::ensure!(gone, "io programs still loaded after their loader died");
-    anyhow::ensure!(recovered.code() == Some(0), "chaos recover failed: {}", recovered.stderr);
-    Ok(())
-}
-
-fn process_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.trim().chars().next()
-}
-
-/// Layer 2 alone: a stopped loader keeps its links, yet the fault ends at
-/// the deadline every rule carries.
-pub fn hung_loader_kernel_deadline_ends_fault(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
-    let w = World::new()?;
-    let h = prepared_stream(&w, 7.0)?;
-    let (run, deadline) = start_stream_attack(&w, "4s")?;
-    let c = run_stream(h, || {
-        std::thread::sleep(Duration::from_millis(300));
-        run.signal(libc::SIGSTOP);
-        Ok(())
-    })?;
-    let state = process_state(run.pid);
-    let attached = program_loaded("io_rw");
-    run.signal(libc::SIGCONT);
-    let ended = run.wait(Duration::from_secs(30))?;
-    anyhow::ensure!(state == Some('T'), "the loader was not stopped during the stream (state {state:?})");
-    anyhow::ensure!(attached, "io_rw was gone while the loader was stopped");
-    ensure_ended_by(&c, deadline, "the kernel-side deadline (loader stopped)")?;
-    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
-    let expired = stop["counters"]["expired"].as_u64().unwrap_or(0);
-    anyhow::ensure!(expired > 0, "no call saw the expired rule: {stop}");
-    Ok(())
 }
 
 /// Bad flags: exit code 3, a message naming the flag, nothing attached.
@@ -801,10 +694,8 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut args = vec!["attack", "io-error", "--cgroup", &target.rel, "--duration", "10s"];
         args.extend_from_slice(flags);
         runner::run(&args)?.refused(&format!("{flags:?}"), says)?;
-        anyhow::ensure!(
-            !program_loaded("io_open") && !program_loaded("io_rw"),
-            "{flags:?}: a program was loaded"
-        );
+        let loaded = IoError::loaded();
+        anyhow::ensure!(loaded.is_empty(), "{flags:?}: loaded {loaded:?}");
     }
     Ok(())
 }
@@ -819,10 +710,8 @@ pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
     for (path, says) in cases {
         let args = eio_for_10s(&w.target.rel, path);
         runner::run(&args)?.refused(&format!("--path {path}"), says)?;
-        anyhow::ensure!(
-            !program_loaded("io_open") && !program_loaded("io_rw"),
-            "--path {path}: a program is loaded"
-        );
+        let loaded = IoError::loaded();
+        anyhow::ensure!(loaded.is_empty(), "--path {path}: loaded {loaded:?}");
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The test registry, one module per fault program or concern.
 //!
 //! A new test is one line in `register!` below: its path. The name
-//! (`file::case`) comes from that path; the order is the run order (the
+//! (`file::case`, or `safety::case::family` for the safety suite that
+//! every family runs: see `safety.rs`) comes from that path; the order is the run order (the
 //! doctor guard first: it checks that every capability expected on this
 //! kernel is present, so that no test is skipped for a capability that
 //! should have been there).
@@ -11,7 +12,6 @@ pub mod clock_skew;
 mod doctor;
 mod experiment;
 pub mod io_error;
-mod lifecycle;
 mod net_corrupt;
 pub mod net_delay;
 mod net_duplicate;
@@ -19,6 +19,7 @@ mod net_loss;
 mod net_qdisc;
 mod net_rate;
 mod probes;
+mod safety;
 mod torture;
 
 crate::harness::register! {
@@ -38,12 +39,7 @@ crate::harness::register! {
     net_loss::cidr_and_port_filters,
     net_loss::ping_reports_the_loss,
     net_loss::tcp_recovers_by_retransmission,
-    lifecycle::ends_at_deadline,
-    lifecycle::ends_on_sigint,
-    lifecycle::ends_on_sigterm,
-    lifecycle::kill9_links_vanish_with_the_loader,
-    lifecycle::hung_loader_kernel_deadline_ends_fault,
-    lifecycle::netlink_kill9_deadline_then_recover,
+    net_loss::netlink_kill9_deadline_then_recover,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_delay::delay_combines_with_loss,
@@ -74,11 +70,6 @@ crate::harness::register! {
     io_error::paths_are_looked_up_in_the_target_root,
     io_error::operations_are_filtered,
     io_error::first_and_after_windows,
-    io_error::ends_at_deadline,
-    io_error::ends_on_sigint,
-    io_error::ends_on_sigterm,
-    io_error::kill9_links_vanish_with_the_loader,
-    io_error::hung_loader_kernel_deadline_ends_fault,
     clock_skew::unavailable_says_why,
     clock_skew::bad_input_is_refused,
     clock_skew::tools_in_the_target_read_the_offset,
@@ -86,11 +77,21 @@ crate::harness::register! {
     clock_skew::running_processes_read_the_offset_through_libc,
     clock_skew::openssl_verify_expires_only_in_the_target,
     clock_skew::experiment_step_skews_the_target,
-    clock_skew::ends_at_deadline,
-    clock_skew::ends_on_sigint,
-    clock_skew::ends_on_sigterm,
-    clock_skew::kill9_links_vanish_with_the_loader,
-    clock_skew::hung_loader_kernel_deadline_ends_fault,
+    safety::ends_at_deadline::net_loss,
+    safety::ends_at_deadline::io_error,
+    safety::ends_at_deadline::clock_skew,
+    safety::ends_on_sigint::net_loss,
+    safety::ends_on_sigint::io_error,
+    safety::ends_on_sigint::clock_skew,
+    safety::ends_on_sigterm::net_loss,
+    safety::ends_on_sigterm::io_error,
+    safety::ends_on_sigterm::clock_skew,
+    safety::kill9_links_vanish_with_the_loader::net_loss,
+    safety::kill9_links_vanish_with_the_loader::io_error,
+    safety::kill9_links_vanish_with_the_loader::clock_skew,
+    safety::hung_loader_kernel_deadline_ends_fault::net_loss,
+    safety::hung_loader_kernel_deadline_ends_fault::io_error,
+    safety::hung_loader_kernel_deadline_ends_fault::clock_skew,
     probes::https_with_a_private_ca,
     probes::unanswered_dns_fails_within_the_timeout,
     probes::black_holed_address_fails_within_the_timeout,
@@ -107,7 +108,8 @@ mod registry {
         let mut seen = std::collections::BTreeSet::new();
         for t in super::ALL {
             assert!(seen.insert(t.name), "{} is registered twice", t.name);
-            assert_eq!(t.name.matches("::").count(), 1, "{}", t.name);
+            let depth = if t.name.starts_with("safety::") { 2 } else { 1 };
+            assert_eq!(t.name.matches("::").count(), depth, "{}", t.name);
         }
         assert_eq!(
             super::ALL[0].name,

@@ -1,14 +1,21 @@
 //! `chaos attack net-loss`: rates, scope, filters and fidelity, measured by
-//! receivers and senders outside the mechanism.
+//! receivers and senders outside the mechanism; what the safety suite
+//! (`safety.rs`) needs to drive and measure the family; and what outlives a
+//! killed loader on kernels without TCX (netlink filters), which `chaos
+//! recover` removes.
 
 use std::{net::SocketAddr, process::Command, time::Duration};
 
-use chaos::capabilities::Capability;
+use chaos::{capabilities::Capability, timebase::monotonic_ns};
 
+use super::safety::{Ending, Family, GRACE_NS, Window};
 use crate::{
     fixtures::{lab::Lab, runner::ChaosRun},
     harness::Ctx,
-    helpers::{tcp, udp},
+    helpers::{
+        tcp,
+        udp::{self, StreamResult},
+    },
     stats::check_rate_measured,
 };
 
@@ -215,4 +222,186 @@ pub fn tcp_recovers_by_retransmission(ctx: &mut Ctx) -> anyhow::Result<()> {
         transfer.retrans
     );
     Ok(())
+}
+
+/// The safety suite's net-loss: 100% egress loss on a stream of one
+/// datagram per millisecond from the target to a receiver in the peer
+/// namespace. The sender records, for every datagram, the CLOCK_MONOTONIC
+/// time just before and just after its `sendto` — the egress program runs
+/// inside that call — so the test knows to the microsecond when each lost
+/// datagram was dropped, even when a busy machine held the sender up.
+pub struct NetLoss {
+    lab: Lab,
+}
+
+const STREAM_INTERVAL_US: u64 = 1000;
+
+/// Start a 100% egress loss on the lab's target and wait until it is in
+/// force.
+fn start_egress_loss(lab: &Lab, duration: &str, env: &[(&str, &str)]) -> anyhow::Result<ChaosRun> {
+    let args = [
+        "attack",
+        "net-loss",
+        "--cgroup",
+        &lab.target.rel,
+        "--direction",
+        "egress",
+        "--percent",
+        "100",
+        "--duration",
+        duration,
+    ];
+    let mut run = ChaosRun::start_with_env(&args, env)?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    Ok(run)
+}
+
+fn timed_stream(lab: &Lab, seconds: f64) -> anyhow::Result<udp::TimedStream> {
+    let addr = SocketAddr::from((lab.peer_ip, 9100));
+    let count = (seconds * 1e6) as u64 / STREAM_INTERVAL_US;
+    udp::TimedStream::start(lab.target(), lab.peer(), addr, 7, count, STREAM_INTERVAL_US)
+}
+
+/// The fault was in force until `from_ns` (nothing sent before it got
+/// through) and over by `to_ns` + `grace_ns` (nothing whose `sendto` began
+/// later was lost).
+fn ensure_ended_between(s: &StreamResult, w: Window, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        s.lost.len() > 200,
+        "{what}: only {} datagrams lost: the fault was not in force ({} arrived, the first sent {:+.1} ms from \
+         the end)",
+        s.lost.len(),
+        s.received(),
+        s.arrived.first().map_or(f64::NAN, |t| (t[0] as i64 - w.to_ns as i64) as f64 / 1e6)
+    );
+    anyhow::ensure!(
+        s.received() > 200,
+        "{what}: only {} datagrams arrived: the fault never ended",
+        s.received()
+    );
+    let early = s.arrived_before(w.from_ns);
+    anyhow::ensure!(
+        early.is_empty(),
+        "{what}: {} datagrams got through before the fault could have ended ({} ms before it)",
+        early.len(),
+        udp::ranges_ms(&early, w.from_ns)
+    );
+    let late = s.lost_after(w.to_ns, w.grace_ns);
+    anyhow::ensure!(
+        late.is_empty(),
+        "{what}: {} datagrams lost after the fault should have ended (sent {} ms from the end)",
+        late.len(),
+        udp::ranges_ms(&late, w.to_ns)
+    );
+    eprint!("[last loss {:+.1} ms from {what}] ", s.last_loss_ms(w.to_ns, w.grace_ns));
+    Ok(())
+}
+
+impl Family for NetLoss {
+    const DEADLINE: &'static str = "3s";
+    const DEADLINE_MEASURE_S: f64 = 4.5;
+    /// With TCX, closing the link fds detaches the programs at once.
+    const KILL_GRACE_NS: u64 = GRACE_NS;
+    const EXIT_WITHIN: Duration = Duration::from_secs(20);
+    type Prepared = ();
+    type Measuring = udp::TimedStream;
+    type Measured = StreamResult;
+
+    fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
+        ctx.require_any(EGRESS)
+    }
+
+    /// Netlink filters are not fds: they outlive the loader
+    /// ([`netlink_kill9_deadline_then_recover`]).
+    fn require_fd_links(ctx: &mut Ctx) -> anyhow::Result<()> {
+        ctx.require(Capability::Tcx)
+    }
+
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self { lab: Lab::new()? })
+    }
+
+    fn prepare(&self, _seconds: f64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn attack(&self, duration: &str) -> anyhow::Result<ChaosRun> {
+        start_egress_loss(&self.lab, duration, &[])
+    }
+
+    fn measure(&self, _: (), seconds: f64) -> anyhow::Result<udp::TimedStream> {
+        timed_stream(&self.lab, seconds)
+    }
+
+    fn finish(&self, measuring: udp::TimedStream) -> anyhow::Result<StreamResult> {
+        measuring.finish()
+    }
+
+    fn ensure_ended(&self, m: &StreamResult, window: Window, what: &str) -> anyhow::Result<()> {
+        ensure_ended_between(m, window, what)
+    }
+
+    fn loaded() -> Vec<String> {
+        programs_named("net_egress")
+    }
+
+    /// After `kill -9`, with TCX (the only case that test runs): at once.
+    fn unloaded_within(ending: Ending) -> Option<Duration> {
+        (ending == Ending::Kill9).then_some(Duration::ZERO)
+    }
+}
+
+fn programs_named(name: &str) -> Vec<String> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| n == name)
+        .collect()
+}
+
+fn tc_show(lab: &Lab, what: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = vec!["tc"];
+    cmd.extend_from_slice(what);
+    lab.ctr.exec(&cmd)
+}
+
+/// Kernels without TCX (Debian 6.1): the netlink filter outlives a killed
+/// loader; the kernel-side deadline makes it inert, and `chaos recover`
+/// removes the filter and leaves the empty clsact qdisc chaos added.
+pub fn netlink_kill9_deadline_then_recover(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::TcNetlink)?;
+    let lab = Lab::new()?;
+    let launched_ns = monotonic_ns();
+    let run = start_egress_loss(&lab, "2s", &[("CHAOS_EGRESS_MODE", "netlink")])?;
+    let seen_ns = monotonic_ns();
+    let stream = timed_stream(&lab, 3.5)?;
+    std::thread::sleep(Duration::from_millis(500));
+    run.signal(libc::SIGKILL);
+    let s = stream.finish()?;
+    run.wait(Duration::from_secs(10))?;
+    let two_s = 2_000_000_000;
+    ensure_ended_between(
+        &s,
+        Window { from_ns: launched_ns + two_s, to_ns: seen_ns + two_s, grace_ns: GRACE_NS },
+        "the kernel-side deadline (loader killed, filter left)",
+    )?;
+    let filters = tc_show(&lab, &["filter", "show", "dev", &lab.ctr_dev, "egress"])?;
+    anyhow::ensure!(
+        filters.contains("net_egress"),
+        "expected the leftover filter after kill -9, found: {filters}"
+    );
+    let out = crate::fixtures::runner::recover()?;
+    anyhow::ensure!(out.code() == Some(0), "chaos recover failed: {}", out.stderr);
+    let filters = tc_show(&lab, &["filter", "show", "dev", &lab.ctr_dev, "egress"])?;
+    anyhow::ensure!(filters.trim().is_empty(), "filters left after recover: {filters}");
+    // The clsact chaos added stays, empty: deleting it would deactivate the
+    // device (see chaos::attach::tc::detach_egress). recover says so, and
+    // closes the record: a second run has nothing left to do.
+    let qdiscs = tc_show(&lab, &["qdisc", "show", "dev", &lab.ctr_dev])?;
+    anyhow::ensure!(qdiscs.contains("clsact"), "the clsact chaos added was deleted: {qdiscs}");
+    let said = |e: &serde_json::Value| {
+        e["outcome"].as_str().is_some_and(|o| o.starts_with("left: the empty clsact"))
+    };
+    anyhow::ensure!(out.events.iter().any(said), "recover said: {:?}", out.events);
+    crate::fixtures::runner::recover_finds_nothing()
 }

@@ -13,7 +13,7 @@ use super::net_delay::{attack, require_fq};
 use crate::{
     fixtures::lab::Lab,
     harness::Ctx,
-    helpers::stream::{RateSink, stream},
+    helpers::tcp::{RateSink, stream},
 };
 
 const WIRE_OVERHEAD: f64 = 14.0 + 20.0 + 20.0 + 12.0;
