@@ -715,8 +715,8 @@ impl Family for ClockSkew {
     /// rule: a fault never outlives its duration), and attaching takes a
     /// second or two under QEMU's emulation, so the skew is in force for
     /// less.
-    const DEADLINE: &'static str = "6s";
-    const DEADLINE_MEASURE_S: f64 = 9.0;
+    const DEADLINE: &'static str = "12s";
+    const DEADLINE_MEASURE_S: f64 = 14.0;
     /// The kernel closes the links as the process dies.
     const KILL_GRACE_NS: u64 = 1_000_000_000;
     const EXIT_WITHIN: Duration = Duration::from_secs(60);

@@ -593,8 +593,8 @@ fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> any
 }
 
 impl Family for IoError {
-    const DEADLINE: &'static str = "4s";
-    const DEADLINE_MEASURE_S: f64 = 7.0;
+    const DEADLINE: &'static str = "10s";
+    const DEADLINE_MEASURE_S: f64 = 12.0;
     const KILL_GRACE_NS: u64 = KILL_GRACE_NS;
     const EXIT_WITHIN: Duration = Duration::from_secs(30);
     type Prepared = Waiting;

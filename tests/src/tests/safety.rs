@@ -67,7 +67,9 @@ pub trait Family: Sized {
     /// The deadline tests' `--duration`: long enough for the fault to be
     /// seen in force, since the deadline counts from chaos's start, before
     /// its programs are loaded (verified) and attached — seconds under
-    /// QEMU's emulation.
+    /// QEMU's emulation: on a slow CI machine io-error's start took 3.7 s
+    /// and clock-skew's 4.6 s in the 6.1 VM, so each duration is about
+    /// 2.5 times its family's start there.
     const DEADLINE: &'static str;
     /// How long the deadline tests measure: past the deadline.
     const DEADLINE_MEASURE_S: f64;
