@@ -17,10 +17,6 @@ pub struct Attack {
     pub target: Target,
     #[serde(serialize_with = "serialize_duration")]
     pub duration: Duration,
-    /// Devices to act on; all devices of the target's network namespaces
-    /// when empty.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub interfaces: Vec<String>,
 }
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

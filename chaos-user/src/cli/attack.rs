@@ -168,8 +168,11 @@ impl FaultParams for NetLossParams {
                 .into());
         }
         Ok(Built {
-            fault: Fault::NetLoss(NetLoss { percent: self.percent, filter: self.filter.filter() }),
-            interfaces: self.filter.interfaces.clone(),
+            fault: Fault::NetLoss(NetLoss {
+                percent: self.percent,
+                filter: self.filter.filter(),
+                interfaces: self.filter.interfaces.clone(),
+            }),
         })
     }
 }
@@ -267,14 +270,13 @@ impl AttackCommand {
     }
 
     pub fn run(self) -> Result<ExitCode> {
-        let Built { fault, interfaces } = self.build().map_err(Error::invalid)?;
+        let Built { fault } = self.build().map_err(Error::invalid)?;
         let (target, run) = self.common();
         if !run.dry_run {
             session::require_root("chaos attack")?;
         }
         let target = target.resolve()?;
-        let attack =
-            Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0, interfaces };
+        let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
         let consults = Demand::of(&attack.fault).consults();
         let caps = match &run.capabilities {
             Some(file) => CapabilitySet::load(file)?,

@@ -34,12 +34,10 @@ pub enum Source {
     File,
 }
 
-/// What a kind's parameters build: the fault, and the devices it is
-/// limited to (empty: the kind's default devices).
+/// What a kind's parameters build: the fault.
 #[derive(Debug)]
 pub struct Built {
     pub fault: Fault,
-    pub interfaces: Vec<String>,
 }
 
 /// A fault kind's parameters, as `chaos attack <kind>` declares them.
@@ -253,7 +251,10 @@ mod tests {
         let built =
             delay.parse(vec!["--delay=50ms".into(), "--interface=eth0".into()], Source::File).unwrap();
         assert_eq!(built.fault.kind(), "net-delay");
-        assert_eq!(built.interfaces, ["eth0"]);
+        assert_eq!(
+            built.fault.net_effects().map(|f| f.interfaces.as_slice()),
+            Some(&["eth0".to_owned()][..])
+        );
         let e = find("net-rate")
             .unwrap()
             .parse(vec!["--rate=10mbit".into(), "--jitter=5ms".into()], Source::File)

@@ -428,13 +428,8 @@ impl<'a> Runner<'a> {
                         self.exp.file, a.id, a.target
                     ))
                 })?;
-                let attack = Attack {
-                    id: a.id.clone(),
-                    fault: a.fault.clone(),
-                    target,
-                    duration: a.duration,
-                    interfaces: a.interfaces.clone(),
-                };
+                let attack =
+                    Attack { id: a.id.clone(), fault: a.fault.clone(), target, duration: a.duration };
                 if let Some((other, _)) = group.iter().find(|(o, _)| {
                     o.target.id == attack.target.id && o.fault.family() == attack.fault.family()
                 }) {

@@ -87,6 +87,10 @@ pub struct NetLoss {
     pub percent: Percent,
     #[serde(flatten)]
     pub filter: NetFilter,
+    /// Devices its egress side acts on; every device of the target's
+    /// network namespaces when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
 }
 
 impl NetFilter {
@@ -216,6 +220,10 @@ pub struct NetFault {
     pub effects: NetEffects,
     #[serde(flatten)]
     pub filter: NetFilter,
+    /// Devices it acts on; when empty, the devices that are up, except
+    /// loopback (see the injector).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
 }
 
 impl NetFault {
@@ -266,7 +274,7 @@ impl NetFault {
         if e.rate.is_some_and(|r| r.bits_per_second < MIN_RATE_BPS) {
             problems.push("--rate is at least 100kbit".into());
         }
-        if problems.is_empty() { Ok(Self { effects, filter }) } else { Err(problems) }
+        if problems.is_empty() { Ok(Self { effects, filter, interfaces: Vec::new() }) } else { Err(problems) }
     }
 
     /// Whether packets get departure times (and so need fq on the device).
@@ -567,6 +575,7 @@ mod tests {
                 port: Some(53),
                 protocol: Protocol::Icmp,
             },
+            interfaces: Vec::new(),
         };
         let r = loss.rule(77, 3);
         assert_eq!((r.deadline_ns, r.slot, r.port, r.directions), (77, 3, 53, DIR_EGRESS));

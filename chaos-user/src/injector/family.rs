@@ -11,6 +11,26 @@ use std::time::Instant;
 use super::Shared;
 use crate::{attack::Attack, counters::Counters, error::Result};
 
+/// What starting an attack is given: the attack, the mechanism planned for
+/// it, its counter slot, and its deadline (CLOCK_MONOTONIC) for the rule.
+pub(super) struct Start<'a, M> {
+    pub attack: &'a Attack,
+    pub mechanism: &'a M,
+    pub slot: u32,
+    pub deadline_ns: u64,
+}
+
+impl<'a> Start<'a, ()> {
+    /// The same start, with the family's mechanism.
+    pub fn with<M>(&self, mechanism: &'a M) -> Start<'a, M> {
+        Start { attack: self.attack, mechanism, slot: self.slot, deadline_ns: self.deadline_ns }
+    }
+}
+
+/// What stopping returns: when the rule was gone (the fault inert), and
+/// whether every attachment was released.
+pub(super) type Stopping = (Result<Instant>, Result<()>);
+
 pub(super) trait FamilyInjector {
     /// The mechanism the planner chose for this family (`plan/`).
     type Mechanism;
@@ -23,10 +43,7 @@ pub(super) trait FamilyInjector {
     fn begin(
         &mut self,
         shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &Self::Mechanism,
-        slot: u32,
-        deadline_ns: u64,
+        start: &Start<'_, Self::Mechanism>,
         handle: &mut Self::Handle,
     ) -> Result<()>;
 
@@ -49,16 +66,13 @@ pub(super) trait FamilyInjector {
 pub(super) fn start<F: FamilyInjector>(
     family: &mut F,
     shared: &mut Shared,
-    attack: &Attack,
-    mechanism: &F::Mechanism,
-    slot: u32,
-    deadline_ns: u64,
+    start: &Start<'_, F::Mechanism>,
 ) -> Result<F::Handle> {
     let mut handle = F::Handle::default();
-    match family.begin(shared, attack, mechanism, slot, deadline_ns, &mut handle) {
+    match family.begin(shared, start, &mut handle) {
         Ok(()) => Ok(handle),
         Err(error) => {
-            if let (_, Err(cleanup)) = family.stop(shared, attack, handle) {
+            if let (_, Err(cleanup)) = family.stop(shared, start.attack, handle) {
                 tracing::error!("rolling back a failed start: {cleanup}");
             }
             Err(error)

@@ -36,10 +36,10 @@ use chaos_abi::io::{
 
 use super::{
     Shared,
-    family::FamilyInjector,
+    family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
     maps::{map, map_mut},
-    rules::{RuleTable, named},
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attack::Attack,
@@ -96,6 +96,9 @@ impl Default for Io {
 pub(super) const COUNTER_NAMES: &str = "open_matched read_matched write_matched readdir_matched open_failed read_failed \
                              write_failed readdir_failed - unresolved";
 
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for IoCounters {}
+
 /// One prefix resolved to a kernel inode.
 struct Resolved {
     inode: u64,
@@ -110,12 +113,10 @@ impl FamilyInjector for Io {
     fn begin(
         &mut self,
         shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &IoMechanism,
-        slot: u32,
-        deadline_ns: u64,
+        start: &Start<'_, IoMechanism>,
         handle: &mut Handle,
     ) -> Result<()> {
+        let Start { attack, mechanism, slot, deadline_ns } = *start;
         let Fault::IoError(fault) = &attack.fault else {
             unreachable!("the injector dispatches I/O faults only here")
         };
@@ -147,12 +148,7 @@ impl FamilyInjector for Io {
 
     /// Delete the rule (the fault is inert from the returned instant on),
     /// then release the links.
-    fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = if handle.rule {
             self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now())
         } else {

@@ -112,16 +112,11 @@ impl Injector {
         let deadline_ns = monotonic_ns() + attack.duration.as_nanos() as u64;
         let started = Instant::now();
         let shared = &mut self.shared;
+        let start = family::Start { attack: &attack, mechanism: &(), slot, deadline_ns };
         let result = match &mechanism {
-            Mechanism::Net(m) => {
-                family::start(&mut self.net, shared, &attack, m, slot, deadline_ns).map(Part::Net)
-            }
-            Mechanism::Io(m) => {
-                family::start(&mut self.io, shared, &attack, m, slot, deadline_ns).map(Part::Io)
-            }
-            Mechanism::Clock(m) => {
-                family::start(&mut self.clock, shared, &attack, m, slot, deadline_ns).map(Part::Clock)
-            }
+            Mechanism::Net(m) => family::start(&mut self.net, shared, &start.with(m)).map(Part::Net),
+            Mechanism::Io(m) => family::start(&mut self.io, shared, &start.with(m)).map(Part::Io),
+            Mechanism::Clock(m) => family::start(&mut self.clock, shared, &start.with(m)).map(Part::Clock),
         };
         match result {
             Ok(part) => Ok(Running { attack, mechanism, deadline_ns, started, slot, part }),

@@ -21,10 +21,10 @@ use chaos_abi::{
 
 use super::{
     Shared,
-    family::FamilyInjector,
+    family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
     maps::map_mut,
-    rules::{RuleTable, named},
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attach::{
@@ -83,6 +83,9 @@ pub(super) const COUNTER_NAMES: &str = "egress_matched egress_dropped ingress_ma
                              egress_duplicated egress_corrupted egress_reordered egress_rate_dropped \
                              egress_queue_dropped egress_copy_failed";
 
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for NetCounters {}
+
 /// Rules, attachments and the level mask, shared by every network attack.
 pub struct Net {
     rules: RuleTable<NetRule, NetCounters>,
@@ -117,16 +120,14 @@ impl FamilyInjector for Net {
     fn begin(
         &mut self,
         shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &NetMechanism,
-        slot: u32,
-        deadline_ns: u64,
+        start: &Start<'_, NetMechanism>,
         handle: &mut Handle,
     ) -> Result<()> {
-        let (rule, effects) = match &attack.fault {
-            Fault::NetLoss(loss) => (loss.rule(deadline_ns, slot), None),
+        let Start { attack, mechanism, slot, deadline_ns } = *start;
+        let (rule, effects, interfaces) = match &attack.fault {
+            Fault::NetLoss(loss) => (loss.rule(deadline_ns, slot), None, &loss.interfaces),
             other => match other.net_effects() {
-                Some(f) => (f.rule(deadline_ns, slot), Some(f)),
+                Some(f) => (f.rule(deadline_ns, slot), Some(f), &f.interfaces),
                 None => unreachable!("{} is not a network fault", other.kind()),
             },
         };
@@ -139,7 +140,7 @@ impl FamilyInjector for Net {
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, self.rules.levels())?;
         if let Some(mode) = mechanism.egress {
-            for device in devices(attack, effects)? {
+            for device in devices(attack, effects, interfaces)? {
                 // fq first: its snapshot is of the device as it was,
                 // before any clsact the egress attachment may add.
                 if mechanism.fq {
@@ -159,12 +160,7 @@ impl FamilyInjector for Net {
     /// Delete the rule (returns when it was gone: the fault is inert from
     /// then on), then release the attachments, and last the fq qdiscs once
     /// the packets already scheduled have left.
-    fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         let mut released = Ok(());
         for key in &handle.egress_keys {
@@ -316,8 +312,7 @@ fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {
 ///   host's network namespace, chaos would be replacing the root qdisc of
 ///   the host's NICs, which every other process uses: it asks for
 ///   `--interface` instead of guessing.
-fn devices(attack: &Attack, effects: Option<&NetFault>) -> Result<Vec<Device>> {
-    let wanted = &attack.interfaces;
+fn devices(attack: &Attack, effects: Option<&NetFault>, wanted: &[String]) -> Result<Vec<Device>> {
     let host = Netns::of_pid(1).ok().map(|n| n.inode);
     let mut out = Vec::new();
     let mut seen = Vec::new();

@@ -30,10 +30,6 @@ use crate::{
 /// padding: it is read as a `[u64]` of `size_of::<Self>() / 8` elements.
 pub(super) unsafe trait CounterFields: Pod + Default {}
 
-unsafe impl CounterFields for chaos_abi::net::NetCounters {}
-unsafe impl CounterFields for chaos_abi::io::IoCounters {}
-unsafe impl CounterFields for chaos_abi::clock::ClockCounters {}
-
 fn fields<C: CounterFields>(c: &C) -> &[u64] {
     // SAFETY: CounterFields promises a repr(C) struct of u64s only (size a
     // multiple of 8, alignment of u64).

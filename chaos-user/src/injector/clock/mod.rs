@@ -34,10 +34,10 @@ use chaos_abi::clock::{self, BinprmOffsets, ClockConfig, ClockCounters, ClockRul
 
 use super::{
     Shared,
-    family::FamilyInjector,
+    family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
     maps::map_mut,
-    rules::{RuleTable, named},
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attack::Attack,
@@ -113,6 +113,9 @@ pub struct Clock {
 pub(super) const COUNTER_NAMES: &str = "syscall_matched syscall_shifted time_return_unshifted libc_matched libc_shifted \
                              execs vdso_detached exec_unrecognised write_failed -";
 
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for ClockCounters {}
+
 impl Default for Clock {
     fn default() -> Self {
         Self {
@@ -136,12 +139,10 @@ impl FamilyInjector for Clock {
     fn begin(
         &mut self,
         shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &ClockMechanism,
-        slot: u32,
-        deadline_ns: u64,
+        start: &Start<'_, ClockMechanism>,
         handle: &mut Handle,
     ) -> Result<()> {
+        let Start { attack, mechanism, slot, deadline_ns } = *start;
         let Fault::ClockSkew(fault) = &attack.fault else {
             unreachable!("the injector dispatches clock faults only here")
         };
@@ -160,12 +161,7 @@ impl FamilyInjector for Clock {
 
     /// Delete the rule (every hook passes from the returned instant on),
     /// then detach this attack's uprobes and release the shared links.
-    fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         for (pid, enter, ret) in handle.libc {
             // A process that exited took its probes with it; detaching what
