@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use crate::plan::{Mechanism, plan};
+pub use crate::plan::{Mechanism, Planned, plan};
 use crate::{faults::Fault, targets::Target};
 
 /// One fault on one target for a bounded duration.

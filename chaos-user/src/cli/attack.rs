@@ -290,12 +290,12 @@ impl AttackCommand {
 }
 
 fn run_one(attack: Attack, caps: &CapabilitySet) -> Result<ExitCode> {
-    let mechanism = plan(&attack, caps)?;
+    let planned = plan(&attack, caps)?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
     let mut injector = session::open(std::slice::from_ref(&attack))?;
     let events = Events::stdout();
     let (reason, _) =
-        controller::run_parallel(&mut injector, vec![(attack, mechanism)], &events, &signals, |_, _| None)?;
+        controller::run_parallel(&mut injector, vec![(attack, planned)], &events, &signals, |_, _| None)?;
     Ok(match reason {
         EndReason::Deadline => ExitCode::Ok,
         EndReason::Signal(_) | EndReason::Abort(_) => ExitCode::Aborted,
@@ -331,7 +331,7 @@ fn dry_run(
             unknown.join(", ")
         );
     }
-    let mechanism = plan(attack, caps)?;
+    let mechanism = plan(attack, caps)?.mechanism();
     println!("  mechanism: {}", mechanism.describe());
     println!("  safety: {}", safety_text(&mechanism));
     println!("dry run: nothing was injected");

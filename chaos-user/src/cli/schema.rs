@@ -251,10 +251,8 @@ mod tests {
         let built =
             delay.parse(vec!["--delay=50ms".into(), "--interface=eth0".into()], Source::File).unwrap();
         assert_eq!(built.fault.kind(), "net-delay");
-        assert_eq!(
-            built.fault.net_effects().map(|f| f.interfaces.as_slice()),
-            Some(&["eth0".to_owned()][..])
-        );
+        let crate::faults::Fault::NetDelay(fault) = &built.fault else { panic!("{built:?}") };
+        assert_eq!(fault.interfaces, ["eth0"]);
         let e = find("net-rate")
             .unwrap()
             .parse(vec!["--rate=10mbit".into(), "--jitter=5ms".into()], Source::File)

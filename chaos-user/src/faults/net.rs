@@ -212,6 +212,50 @@ fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
     }
 }
 
+/// A network fault of either shape: what the net family's injector takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetAny {
+    Loss(NetLoss),
+    Effects(NetFault),
+}
+
+impl NetAny {
+    pub fn rule(&self, deadline_ns: u64, slot: u32) -> NetRule {
+        match self {
+            Self::Loss(f) => f.rule(deadline_ns, slot),
+            Self::Effects(f) => f.rule(deadline_ns, slot),
+        }
+    }
+
+    /// The netem-like effects (not `net-loss`).
+    pub fn effects(&self) -> Option<&NetFault> {
+        match self {
+            Self::Loss(_) => None,
+            Self::Effects(f) => Some(f),
+        }
+    }
+
+    pub fn filter(&self) -> &NetFilter {
+        match self {
+            Self::Loss(f) => &f.filter,
+            Self::Effects(f) => &f.filter,
+        }
+    }
+
+    /// The devices named (`--interface`); empty: the fault's default.
+    pub fn interfaces(&self) -> &[String] {
+        match self {
+            Self::Loss(f) => &f.interfaces,
+            Self::Effects(f) => &f.interfaces,
+        }
+    }
+
+    /// Packets get departure times (delay, rate, reorder): fq needed.
+    pub fn schedules(&self) -> bool {
+        self.effects().is_some_and(NetFault::schedules)
+    }
+}
+
 /// `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`, `net-reorder`:
 /// netem's effects on what the target sends.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -11,27 +11,40 @@ use std::time::Instant;
 use super::Shared;
 use crate::{attack::Attack, counters::Counters, error::Result};
 
-/// What starting an attack is given: the attack, the mechanism planned for
-/// it, its counter slot, and its deadline (CLOCK_MONOTONIC) for the rule.
-pub(super) struct Start<'a, M> {
+/// Where an attack starts: the attack, its counter slot, and its deadline
+/// (CLOCK_MONOTONIC) for the rule.
+#[derive(Clone, Copy)]
+pub(super) struct At<'a> {
     pub attack: &'a Attack,
-    pub mechanism: &'a M,
     pub slot: u32,
     pub deadline_ns: u64,
 }
 
-impl<'a> Start<'a, ()> {
-    /// The same start, with the family's mechanism.
-    pub fn with<M>(&self, mechanism: &'a M) -> Start<'a, M> {
-        Start { attack: self.attack, mechanism, slot: self.slot, deadline_ns: self.deadline_ns }
+impl<'a> At<'a> {
+    /// The start of family `F`, with the fault and mechanism the planner
+    /// paired.
+    pub fn with<F: FamilyInjector>(self, mechanism: &'a F::Mechanism, fault: &'a F::Fault) -> Start<'a, F> {
+        Start { attack: self.attack, fault, mechanism, slot: self.slot, deadline_ns: self.deadline_ns }
     }
+}
+
+/// What starting an attack of family `F` is given.
+pub(super) struct Start<'a, F: FamilyInjector> {
+    pub attack: &'a Attack,
+    /// The attack's fault, as the family's own type.
+    pub fault: &'a F::Fault,
+    pub mechanism: &'a F::Mechanism,
+    pub slot: u32,
+    pub deadline_ns: u64,
 }
 
 /// What stopping returns: when the rule was gone (the fault inert), and
 /// whether every attachment was released.
 pub(super) type Stopping = (Result<Instant>, Result<()>);
 
-pub(super) trait FamilyInjector {
+pub(super) trait FamilyInjector: Sized {
+    /// The family's faults (`faults/`).
+    type Fault;
     /// The mechanism the planner chose for this family (`plan/`).
     type Mechanism;
     /// What a running attack holds; its default holds nothing.
@@ -43,7 +56,7 @@ pub(super) trait FamilyInjector {
     fn begin(
         &mut self,
         shared: &mut Shared,
-        start: &Start<'_, Self::Mechanism>,
+        start: &Start<'_, Self>,
         handle: &mut Self::Handle,
     ) -> Result<()>;
 
@@ -66,10 +79,10 @@ pub(super) trait FamilyInjector {
 pub(super) fn start<F: FamilyInjector>(
     family: &mut F,
     shared: &mut Shared,
-    start: &Start<'_, F::Mechanism>,
+    start: Start<'_, F>,
 ) -> Result<F::Handle> {
     let mut handle = F::Handle::default();
-    match family.begin(shared, start, &mut handle) {
+    match family.begin(shared, &start, &mut handle) {
         Ok(()) => Ok(handle),
         Err(error) => {
             if let (_, Err(cleanup)) = family.stop(shared, start.attack, handle) {

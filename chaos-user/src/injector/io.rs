@@ -47,7 +47,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::{Fault, IoError, PathsIn},
+    faults::{IoError, PathsIn},
     plan::IoMechanism,
     targets::pids_in_subtree,
 };
@@ -107,19 +107,12 @@ struct Resolved {
 }
 
 impl FamilyInjector for Io {
+    type Fault = IoError;
     type Mechanism = IoMechanism;
     type Handle = Handle;
 
-    fn begin(
-        &mut self,
-        shared: &mut Shared,
-        start: &Start<'_, IoMechanism>,
-        handle: &mut Handle,
-    ) -> Result<()> {
-        let Start { attack, mechanism, slot, deadline_ns } = *start;
-        let Fault::IoError(fault) = &attack.fault else {
-            unreachable!("the injector dispatches I/O faults only here")
-        };
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
         // Look the paths up first: what can be wrong with the user's
         // input is found before anything is attached.
         let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;

@@ -28,7 +28,7 @@ use crate::{
     counters::Counters,
     ebpf,
     error::{Error, Result},
-    plan::Mechanism,
+    plan::{Mechanism, Planned},
     state::{Record, StateFile},
     timebase::monotonic_ns,
 };
@@ -105,19 +105,20 @@ impl Injector {
         &mut self.shared.state
     }
 
-    /// Start `attack` with `mechanism`. On failure nothing of this attack
+    /// Start `attack` as `planned`. On failure nothing of this attack
     /// remains injected or attached.
-    pub fn start(&mut self, attack: Attack, mechanism: Mechanism) -> Result<Running> {
+    pub fn start(&mut self, attack: Attack, planned: Planned) -> Result<Running> {
         let slot = self.take_slot()?;
         let deadline_ns = monotonic_ns() + attack.duration.as_nanos() as u64;
         let started = Instant::now();
         let shared = &mut self.shared;
-        let start = family::Start { attack: &attack, mechanism: &(), slot, deadline_ns };
-        let result = match &mechanism {
-            Mechanism::Net(m) => family::start(&mut self.net, shared, &start.with(m)).map(Part::Net),
-            Mechanism::Io(m) => family::start(&mut self.io, shared, &start.with(m)).map(Part::Io),
-            Mechanism::Clock(m) => family::start(&mut self.clock, shared, &start.with(m)).map(Part::Clock),
+        let at = family::At { attack: &attack, slot, deadline_ns };
+        let result = match &planned {
+            Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
+            Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
+            Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
         };
+        let mechanism = planned.mechanism();
         match result {
             Ok(part) => Ok(Running { attack, mechanism, deadline_ns, started, slot, part }),
             Err(e) => {

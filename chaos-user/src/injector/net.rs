@@ -37,7 +37,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::{Fault, NetFault, net::normal_table},
+    faults::{NetAny, NetFault, net::normal_table},
     plan::NetMechanism,
     targets::pids_in_subtree,
 };
@@ -112,25 +112,15 @@ impl Default for Net {
 }
 
 impl FamilyInjector for Net {
+    type Fault = NetAny;
     type Mechanism = NetMechanism;
     type Handle = Handle;
 
     /// Write the rule, then install fq and attach; `handle.interfaces`
     /// names the devices acted on.
-    fn begin(
-        &mut self,
-        shared: &mut Shared,
-        start: &Start<'_, NetMechanism>,
-        handle: &mut Handle,
-    ) -> Result<()> {
-        let Start { attack, mechanism, slot, deadline_ns } = *start;
-        let (rule, effects, interfaces) = match &attack.fault {
-            Fault::NetLoss(loss) => (loss.rule(deadline_ns, slot), None, &loss.interfaces),
-            other => match other.net_effects() {
-                Some(f) => (f.rule(deadline_ns, slot), Some(f), &f.interfaces),
-                None => unreachable!("{} is not a network fault", other.kind()),
-            },
-        };
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        let (rule, effects) = (fault.rule(deadline_ns, slot), fault.effects());
         handle.drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         reset_rate_clock(&mut shared.ebpf, slot)?;
@@ -140,7 +130,7 @@ impl FamilyInjector for Net {
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, self.rules.levels())?;
         if let Some(mode) = mechanism.egress {
-            for device in devices(attack, effects, interfaces)? {
+            for device in devices(attack, effects, fault.interfaces())? {
                 // fq first: its snapshot is of the device as it was,
                 // before any clsact the egress attachment may add.
                 if mechanism.fq {

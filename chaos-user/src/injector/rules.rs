@@ -168,27 +168,12 @@ mod tests {
 
     #[test]
     fn counter_names_follow_the_abi() {
-        names_fit::<NetCounters>(
-            super::super::net::COUNTER_NAMES,
-            |c, v| c.egress_copy_failed = v,
-            "egress_copy_failed",
-        );
-        names_fit::<NetCounters>(
-            super::super::net::COUNTER_NAMES,
-            |c, v| c.ingress_dropped = v,
-            "ingress_dropped",
-        );
-        names_fit::<IoCounters>(super::super::io::COUNTER_NAMES, |c, v| c.failed[3] = v, "readdir_failed");
-        names_fit::<IoCounters>(super::super::io::COUNTER_NAMES, |c, v| c.unresolved = v, "unresolved");
-        names_fit::<ClockCounters>(
-            super::super::clock::COUNTER_NAMES,
-            |c, v| c.write_failed = v,
-            "write_failed",
-        );
-        names_fit::<ClockCounters>(
-            super::super::clock::COUNTER_NAMES,
-            |c, v| c.libc_shifted = v,
-            "libc_shifted",
-        );
+        use super::super::{clock, io, net};
+        names_fit::<NetCounters>(net::COUNTER_NAMES, |c, v| c.egress_copy_failed = v, "egress_copy_failed");
+        names_fit::<NetCounters>(net::COUNTER_NAMES, |c, v| c.ingress_dropped = v, "ingress_dropped");
+        names_fit::<IoCounters>(io::COUNTER_NAMES, |c, v| c.failed[3] = v, "readdir_failed");
+        names_fit::<IoCounters>(io::COUNTER_NAMES, |c, v| c.unresolved = v, "unresolved");
+        names_fit::<ClockCounters>(clock::COUNTER_NAMES, |c, v| c.write_failed = v, "write_failed");
+        names_fit::<ClockCounters>(clock::COUNTER_NAMES, |c, v| c.libc_shifted = v, "libc_shifted");
     }
 }

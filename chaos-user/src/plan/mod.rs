@@ -22,7 +22,7 @@ use crate::{
     attack::Attack,
     capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
-    faults::{Direction, Fault, IoOp},
+    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny},
 };
 
 /// How an attack is realized here.
@@ -52,15 +52,10 @@ pub enum Demand {
 
 impl Demand {
     pub fn of(fault: &Fault) -> Self {
-        match fault {
-            Fault::NetLoss(loss) => Self::Net { direction: loss.filter.direction, schedules: false },
-            Fault::NetDelay(f)
-            | Fault::NetRate(f)
-            | Fault::NetDuplicate(f)
-            | Fault::NetCorrupt(f)
-            | Fault::NetReorder(f) => Self::Net { direction: f.filter.direction, schedules: f.schedules() },
-            Fault::IoError(f) => Self::Io { read_write: f.operations.iter().any(|op| *op != IoOp::Open) },
-            Fault::ClockSkew(_) => Self::Clock,
+        match fault.by_family() {
+            FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
+            FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open() },
+            FamilyFault::Clock(_) => Self::Clock,
         }
     }
 
@@ -123,13 +118,47 @@ impl Preferences {
     }
 }
 
+/// A fault paired with the mechanism planned for it, by family and by
+/// type: the injector takes the family's own fault and mechanism from it,
+/// with nothing left to check at run time.
+#[derive(Clone, Debug)]
+pub enum Planned {
+    Net(NetMechanism, NetAny),
+    Io(IoMechanism, IoError),
+    Clock(ClockMechanism, ClockSkew),
+}
+
+impl Planned {
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            Self::Net(m, _) => Mechanism::Net(*m),
+            Self::Io(m, _) => Mechanism::Io(*m),
+            Self::Clock(m, _) => Mechanism::Clock(*m),
+        }
+    }
+}
+
+/// As its mechanism (the plan shown in events and reports).
+impl Serialize for Planned {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.mechanism().serialize(s)
+    }
+}
+
 /// Choose the mechanism for `attack` from `caps` (and the preferences of
 /// the environment), and warn of what the plan leaves out. Errors say what
 /// is missing and why.
-pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Mechanism> {
+pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Planned> {
     let subject = format!("{} on {}", attack.fault.kind(), attack.target);
-    let mechanism = plan_demand(&subject, Demand::of(&attack.fault), caps, &Preferences::from_env()?)?;
-    if let Mechanism::Clock(m) = &mechanism
+    let prefs = Preferences::from_env()?;
+    let planned = match attack.fault.by_family() {
+        FamilyFault::Net(f) => {
+            Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
+        }
+        FamilyFault::Io(f) => Planned::Io(io::plan(&subject, f.beyond_open(), caps)?, f),
+        FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
+    };
+    if let Planned::Clock(m, _) = &planned
         && !m.libc_uprobes
     {
         tracing::warn!(
@@ -139,7 +168,7 @@ pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Mechanism> {
             attack.target
         );
     }
-    Ok(mechanism)
+    Ok(planned)
 }
 
 /// The planner itself: a pure function of its arguments. `subject` names

@@ -45,7 +45,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::Fault,
+    faults::ClockSkew,
     plan::{ClockMechanism, clock::SyscallHook},
     targets::pids_in_subtree,
 };
@@ -133,19 +133,12 @@ impl Default for Clock {
 }
 
 impl FamilyInjector for Clock {
+    type Fault = ClockSkew;
     type Mechanism = ClockMechanism;
     type Handle = Handle;
 
-    fn begin(
-        &mut self,
-        shared: &mut Shared,
-        start: &Start<'_, ClockMechanism>,
-        handle: &mut Handle,
-    ) -> Result<()> {
-        let Start { attack, mechanism, slot, deadline_ns } = *start;
-        let Fault::ClockSkew(fault) = &attack.fault else {
-            unreachable!("the injector dispatches clock faults only here")
-        };
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
         self.binprm_offsets()?;
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
