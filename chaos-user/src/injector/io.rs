@@ -38,7 +38,7 @@ use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
-    maps::{map, map_mut},
+    maps::{btf_offsets, map, map_mut},
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
@@ -174,18 +174,7 @@ impl FamilyInjector for Io {
 impl Io {
     /// This kernel's field offsets, from its BTF (once).
     fn offsets(&mut self) -> Result<IoOffsets> {
-        if let Some(o) = self.offsets {
-            return Ok(o);
-        }
-        let btf = crate::btf::kernel().map_err(|e| {
-            Error::environment(format!("io-error needs the kernel's BTF to find struct offsets: {e}"))
-        })?;
-        let o = offsets_from(btf).map_err(|e| {
-            Error::environment(format!("io-error cannot read this kernel's file structures: {e}"))
-        })?;
-        tracing::debug!(?o, "kernel field offsets");
-        self.offsets = Some(o);
-        Ok(o)
+        btf_offsets(&mut self.offsets, ["io-error", "find struct offsets", "file structures"], offsets_from)
     }
 
     fn write_config(&mut self, ebpf: &mut Ebpf, calibrate_pid_tgid: u64) -> Result<()> {

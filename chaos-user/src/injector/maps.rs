@@ -2,7 +2,10 @@
 
 use aya::Ebpf;
 
-use crate::error::{Error, Result};
+use crate::{
+    btf::{Btf, BtfError},
+    error::{Error, Result},
+};
 
 pub(super) fn map<'a, T: TryFrom<&'a aya::maps::Map>>(ebpf: &'a Ebpf, name: &str) -> Result<T> {
     ebpf.map(name)
@@ -16,4 +19,25 @@ pub(super) fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map>>(ebpf: &'a mut Ebpf
         .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("map {name} missing")))?
         .try_into()
         .map_err(|_| Error::kernel("fault object", anyhow::anyhow!("map {name} has the wrong type")))
+}
+
+/// Struct offsets a family's programs need, read from this kernel's BTF the
+/// first time (`cache` keeps them). Errors read "`family` needs the
+/// kernel's BTF to `purpose`" and "`family` cannot read this kernel's
+/// `structs`".
+pub(super) fn btf_offsets<T: Copy + std::fmt::Debug>(
+    cache: &mut Option<T>,
+    [family, purpose, structs]: [&str; 3],
+    read: impl FnOnce(&Btf) -> std::result::Result<T, BtfError>,
+) -> Result<T> {
+    if let Some(o) = *cache {
+        return Ok(o);
+    }
+    let btf = crate::btf::kernel()
+        .map_err(|e| Error::environment(format!("{family} needs the kernel's BTF to {purpose}: {e}")))?;
+    let o = read(btf)
+        .map_err(|e| Error::environment(format!("{family} cannot read this kernel's {structs}: {e}")))?;
+    tracing::debug!(?o, "{structs} offsets");
+    *cache = Some(o);
+    Ok(o)
 }

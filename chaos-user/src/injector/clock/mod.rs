@@ -36,7 +36,7 @@ use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
-    maps::map_mut,
+    maps::{btf_offsets, map_mut},
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
@@ -185,21 +185,11 @@ impl FamilyInjector for Clock {
 impl Clock {
     /// This kernel's `struct linux_binprm` offsets, from its BTF (once).
     fn binprm_offsets(&mut self) -> Result<BinprmOffsets> {
-        if let Some(o) = self.binprm {
-            return Ok(o);
-        }
-        let btf = crate::btf::kernel().map_err(|e| {
-            Error::environment(format!("clock-skew needs the kernel's BTF to read exec's stack layout: {e}"))
-        })?;
-        let field = |name: &str| {
-            btf.offset_of("linux_binprm", name).map_err(|e| {
-                Error::environment(format!("clock-skew cannot read this kernel's struct linux_binprm: {e}"))
-            })
-        };
-        let o = BinprmOffsets { p: field("p")?, argc: field("argc")?, envc: field("envc")?, _pad: 0 };
-        tracing::debug!(?o, "struct linux_binprm offsets");
-        self.binprm = Some(o);
-        Ok(o)
+        let purpose = ["clock-skew", "read exec's stack layout", "struct linux_binprm"];
+        btf_offsets(&mut self.binprm, purpose, |btf| {
+            let field = |name: &str| btf.offset_of("linux_binprm", name);
+            Ok(BinprmOffsets { p: field("p")?, argc: field("argc")?, envc: field("envc")?, _pad: 0 })
+        })
     }
 
     fn write_config(&self, ebpf: &mut Ebpf) -> Result<()> {
