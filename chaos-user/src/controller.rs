@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    attack::{Attack, Mechanism},
+    attack::{Attack, Planned},
     error::Result,
     events::Events,
     injector::{Injector, Running, Stopped},
@@ -43,7 +43,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// its own deadline; a signal or an abort stops all that still run.
 pub fn run_parallel(
     injector: &mut Injector,
-    attacks: Vec<(Attack, Mechanism)>,
+    attacks: Vec<(Attack, Planned)>,
     events: &Events,
     signals: &SignalWatch,
     check: impl FnMut(&Injector, &[Running]) -> Option<String>,
@@ -77,7 +77,7 @@ pub struct Ended {
 /// [`run_parallel`], with options, returning when each stop began.
 pub fn run_group(
     injector: &mut Injector,
-    attacks: Vec<(Attack, Mechanism)>,
+    attacks: Vec<(Attack, Planned)>,
     events: &Events,
     signals: &SignalWatch,
     options: GroupOptions,

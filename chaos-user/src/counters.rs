@@ -2,7 +2,7 @@
 //!
 //! Every fault family counts what matched its rule, what it injected and
 //! what found the rule past its deadline; families add their own breakdown
-//! (`egress_dropped`, ...). Events, reports and the Prometheus exporter use
+//! (`egress_dropped`, ...), named by each family's injector. Events, reports and the Prometheus exporter use
 //! these names.
 
 use std::collections::BTreeMap;
@@ -32,31 +32,6 @@ impl Counters {
             "injected" => self.injected,
             "expired" => self.expired,
             other => self.detail.get(other).copied().unwrap_or(0),
-        }
-    }
-}
-
-impl From<chaos_abi::net::NetCounters> for Counters {
-    fn from(c: chaos_abi::net::NetCounters) -> Self {
-        Self {
-            matched: c.egress_matched + c.ingress_matched,
-            // Egress packets count once however many effects hit them;
-            // ingress has loss only.
-            injected: c.egress_injected + c.ingress_dropped,
-            expired: c.expired,
-            detail: BTreeMap::from([
-                ("egress_matched", c.egress_matched),
-                ("egress_dropped", c.egress_dropped),
-                ("ingress_matched", c.ingress_matched),
-                ("ingress_dropped", c.ingress_dropped),
-                ("egress_delayed", c.egress_delayed),
-                ("egress_duplicated", c.egress_duplicated),
-                ("egress_corrupted", c.egress_corrupted),
-                ("egress_reordered", c.egress_reordered),
-                ("egress_rate_dropped", c.egress_rate_dropped),
-                ("egress_queue_dropped", c.egress_queue_dropped),
-                ("egress_copy_failed", c.egress_copy_failed),
-            ]),
         }
     }
 }

@@ -45,7 +45,7 @@ impl Events {
     pub fn start(&self, running: &Running) {
         let mut fields = attack_fields(&running.attack);
         fields["mechanism"] = json!(running.mechanism);
-        fields["interfaces"] = json!(running.interfaces);
+        fields["interfaces"] = json!(running.interfaces());
         fields["deadline_monotonic_ns"] = json!(running.deadline_ns);
         self.emit("start", fields);
     }

@@ -168,8 +168,11 @@ impl FaultParams for NetLossParams {
                 .into());
         }
         Ok(Built {
-            fault: Fault::NetLoss(NetLoss { percent: self.percent, filter: self.filter.filter() }),
-            interfaces: self.filter.interfaces.clone(),
+            fault: Fault::NetLoss(NetLoss {
+                percent: self.percent,
+                filter: self.filter.filter(),
+                interfaces: self.filter.interfaces.clone(),
+            }),
         })
     }
 }
@@ -267,14 +270,13 @@ impl AttackCommand {
     }
 
     pub fn run(self) -> Result<ExitCode> {
-        let Built { fault, interfaces } = self.build().map_err(Error::invalid)?;
+        let Built { fault } = self.build().map_err(Error::invalid)?;
         let (target, run) = self.common();
         if !run.dry_run {
             session::require_root("chaos attack")?;
         }
         let target = target.resolve()?;
-        let attack =
-            Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0, interfaces };
+        let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
         let consults = Demand::of(&attack.fault).consults();
         let caps = match &run.capabilities {
             Some(file) => CapabilitySet::load(file)?,
@@ -288,12 +290,12 @@ impl AttackCommand {
 }
 
 fn run_one(attack: Attack, caps: &CapabilitySet) -> Result<ExitCode> {
-    let mechanism = plan(&attack, caps)?;
+    let planned = plan(&attack, caps)?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
     let mut injector = session::open(std::slice::from_ref(&attack))?;
     let events = Events::stdout();
     let (reason, _) =
-        controller::run_parallel(&mut injector, vec![(attack, mechanism)], &events, &signals, |_, _| None)?;
+        controller::run_parallel(&mut injector, vec![(attack, planned)], &events, &signals, |_, _| None)?;
     Ok(match reason {
         EndReason::Deadline => ExitCode::Ok,
         EndReason::Signal(_) | EndReason::Abort(_) => ExitCode::Aborted,
@@ -329,7 +331,7 @@ fn dry_run(
             unknown.join(", ")
         );
     }
-    let mechanism = plan(attack, caps)?;
+    let mechanism = plan(attack, caps)?.mechanism();
     println!("  mechanism: {}", mechanism.describe());
     println!("  safety: {}", safety_text(&mechanism));
     println!("dry run: nothing was injected");

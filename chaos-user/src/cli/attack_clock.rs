@@ -60,6 +60,6 @@ fn parse_clock(s: &str) -> std::result::Result<SkewClock, String> {
 impl FaultParams for ClockSkewParams {
     fn build(&self, _kind: &str, _source: Source) -> Result<Built, String> {
         let fault = ClockSkew::new(self.offset, self.clocks.clone())?;
-        Ok(Built { fault: Fault::ClockSkew(fault), interfaces: Vec::new() })
+        Ok(Built { fault: Fault::ClockSkew(fault) })
     }
 }

@@ -71,6 +71,6 @@ impl FaultParams for IoErrorParams {
             self.after,
             self.first,
         )?;
-        Ok(Built { fault: Fault::IoError(fault), interfaces: Vec::new() })
+        Ok(Built { fault: Fault::IoError(fault) })
     }
 }

@@ -187,8 +187,9 @@ impl FaultParams for NetEffectParams {
             corrupt: self.corrupt,
             reorder: self.reorder,
         };
-        let fault =
+        let mut fault =
             NetFault::new(kind, effects, self.filter.filter()).map_err(|problems| problems.join("; "))?;
-        Ok(Built { fault: Fault::net(kind, fault), interfaces: self.filter.interfaces.clone() })
+        fault.interfaces = self.filter.interfaces.clone();
+        Ok(Built { fault: Fault::net(kind, fault) })
     }
 }

@@ -34,12 +34,10 @@ pub enum Source {
     File,
 }
 
-/// What a kind's parameters build: the fault, and the devices it is
-/// limited to (empty: the kind's default devices).
+/// What a kind's parameters build: the fault.
 #[derive(Debug)]
 pub struct Built {
     pub fault: Fault,
-    pub interfaces: Vec<String>,
 }
 
 /// A fault kind's parameters, as `chaos attack <kind>` declares them.
@@ -253,7 +251,8 @@ mod tests {
         let built =
             delay.parse(vec!["--delay=50ms".into(), "--interface=eth0".into()], Source::File).unwrap();
         assert_eq!(built.fault.kind(), "net-delay");
-        assert_eq!(built.interfaces, ["eth0"]);
+        let crate::faults::Fault::NetDelay(fault) = &built.fault else { panic!("{built:?}") };
+        assert_eq!(fault.interfaces, ["eth0"]);
         let e = find("net-rate")
             .unwrap()
             .parse(vec!["--rate=10mbit".into(), "--jitter=5ms".into()], Source::File)

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::model::Experiment;
 use crate::{
-    attack::{Attack, Mechanism},
+    attack::{Attack, Planned},
     probes::Probe,
     report::describe_value,
     targets::Target,
@@ -18,7 +18,7 @@ use crate::{
 pub fn plan_text(
     e: &Experiment,
     targets: &BTreeMap<String, Target>,
-    plan: &[Vec<(Attack, Mechanism)>],
+    plan: &[Vec<(Attack, Planned)>],
 ) -> String {
     let mut s = format!("experiment `{}` ({})\n", e.name, e.file);
     if let Some(d) = &e.description {
@@ -68,7 +68,7 @@ pub fn plan_text(
                 a.target,
                 describe_fault(a),
                 describe_value(&serde_json::to_value(m).unwrap_or(Value::Null)),
-                crate::plan::safety_text(m),
+                crate::plan::safety_text(&m.mechanism()),
             );
         }
         at += step.attacks.iter().map(|a| a.duration).max().unwrap_or_default();
@@ -91,7 +91,7 @@ fn probe_line(p: &Probe) -> String {
     )
 }
 
-pub fn step_line(group: &[(Attack, Mechanism)]) -> String {
+pub fn step_line(group: &[(Attack, Planned)]) -> String {
     let parts: Vec<String> = group
         .iter()
         .map(|(a, _)| format!("{} for {} on {}", describe_fault(a), dur(a.duration), a.target.path.display()))

@@ -87,8 +87,6 @@ pub struct AttackSpec {
     /// A key of `targets`.
     pub target: String,
     pub duration: Duration,
-    /// Network faults: devices to act on (all when empty).
-    pub interfaces: Vec<String>,
     pub span: Span,
 }
 

@@ -30,7 +30,7 @@ use super::{
     view::{View, bar},
 };
 use crate::{
-    attack::{Attack, Mechanism, plan},
+    attack::{Attack, Planned, plan},
     capabilities::CapabilitySet,
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
@@ -404,7 +404,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Mechanism)>>> {
+    fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Planned)>>> {
         let caps = match &self.opts.capabilities {
             Some(set) => set.clone(),
             None => {
@@ -420,7 +420,7 @@ impl<'a> Runner<'a> {
         };
         let mut out = Vec::new();
         for step in &self.exp.method {
-            let mut group: Vec<(Attack, Mechanism)> = Vec::new();
+            let mut group: Vec<(Attack, Planned)> = Vec::new();
             for a in &step.attacks {
                 let target = targets.get(&a.target).cloned().ok_or_else(|| {
                     Error::invalid(format!(
@@ -428,13 +428,8 @@ impl<'a> Runner<'a> {
                         self.exp.file, a.id, a.target
                     ))
                 })?;
-                let attack = Attack {
-                    id: a.id.clone(),
-                    fault: a.fault.clone(),
-                    target,
-                    duration: a.duration,
-                    interfaces: a.interfaces.clone(),
-                };
+                let attack =
+                    Attack { id: a.id.clone(), fault: a.fault.clone(), target, duration: a.duration };
                 if let Some((other, _)) = group.iter().find(|(o, _)| {
                     o.target.id == attack.target.id && o.fault.family() == attack.fault.family()
                 }) {
@@ -463,7 +458,7 @@ impl<'a> Runner<'a> {
         h.chain(self.exp.abort.iter().map(|p| (p.clone(), Role::Abort))).collect()
     }
 
-    fn record_plan(&mut self, plan: &[Vec<(Attack, Mechanism)>]) {
+    fn record_plan(&mut self, plan: &[Vec<(Attack, Planned)>]) {
         self.report.steps = self
             .exp
             .method
@@ -523,7 +518,7 @@ impl<'a> Runner<'a> {
         &mut self,
         injector: &mut Injector,
         monitor: &mut Monitor,
-        plan: Vec<Vec<(Attack, Mechanism)>>,
+        plan: Vec<Vec<(Attack, Planned)>>,
     ) -> Result<Option<Decision>> {
         let exp = self.exp;
         let steps = exp.method.len();

@@ -139,8 +139,8 @@ fn a_full_file_becomes_the_model() {
     assert_eq!(e.method.len(), 2);
     let first = &e.method[0].attacks[0];
     assert_eq!((first.id.as_str(), first.duration), ("lossy-db", Duration::from_secs(30)));
-    assert_eq!(first.interfaces, ["eth0"]);
     let loss = net_loss(&first.fault);
+    assert_eq!(loss.interfaces, ["eth0"]);
     assert_eq!(loss.percent.value(), 5.0);
     assert_eq!(loss.filter.port, Some(5432));
     assert_eq!(loss.filter.cidr.unwrap().to_string(), "10.0.0.5/32");

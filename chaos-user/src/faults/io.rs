@@ -289,6 +289,11 @@ pub struct IoError {
 }
 
 impl IoError {
+    /// It fails reads, writes or directory reads, not only opens.
+    pub fn beyond_open(&self) -> bool {
+        self.operations.iter().any(|op| *op != IoOp::Open)
+    }
+
     /// Check and normalize what the user gave. Errors name the flag and
     /// the fix.
     pub fn new(

@@ -10,7 +10,7 @@ pub mod net;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
 pub use io::{Errno, IoError, IoOp, PathsIn};
-pub use net::{Direction, Distribution, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
+pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 use serde::Serialize;
 
 /// A fault and its parameters.
@@ -37,7 +37,30 @@ pub enum Family {
     Clock,
 }
 
+/// A fault as its family takes it: the family's own type.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FamilyFault {
+    Net(NetAny),
+    Io(IoError),
+    Clock(ClockSkew),
+}
+
 impl Fault {
+    /// The fault as its family's own type (for the planner, which pairs it
+    /// with the family's mechanism).
+    pub fn by_family(&self) -> FamilyFault {
+        match self {
+            Self::NetLoss(f) => FamilyFault::Net(NetAny::Loss(f.clone())),
+            Self::NetDelay(f)
+            | Self::NetRate(f)
+            | Self::NetDuplicate(f)
+            | Self::NetCorrupt(f)
+            | Self::NetReorder(f) => FamilyFault::Net(NetAny::Effects(f.clone())),
+            Self::IoError(f) => FamilyFault::Io(f.clone()),
+            Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
+        }
+    }
+
     /// The name users type (`chaos attack <kind>`, `fault:` in files).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -53,15 +76,10 @@ impl Fault {
     }
 
     pub fn family(&self) -> Family {
-        match self {
-            Self::NetLoss(_) => Family::Net,
-            Self::NetDelay(_)
-            | Self::NetRate(_)
-            | Self::NetDuplicate(_)
-            | Self::NetCorrupt(_)
-            | Self::NetReorder(_) => Family::Net,
-            Self::IoError(_) => Family::Io,
-            Self::ClockSkew(_) => Family::Clock,
+        match self.by_family() {
+            FamilyFault::Net(_) => Family::Net,
+            FamilyFault::Io(_) => Family::Io,
+            FamilyFault::Clock(_) => Family::Clock,
         }
     }
 
@@ -73,19 +91,6 @@ impl Fault {
             NetKind::Duplicate => Self::NetDuplicate(fault),
             NetKind::Corrupt => Self::NetCorrupt(fault),
             NetKind::Reorder => Self::NetReorder(fault),
-        }
-    }
-
-    /// The effects of `net-delay`, `net-rate`, `net-duplicate`,
-    /// `net-corrupt` and `net-reorder` (not `net-loss`).
-    pub fn net_effects(&self) -> Option<&NetFault> {
-        match self {
-            Self::NetDelay(f)
-            | Self::NetRate(f)
-            | Self::NetDuplicate(f)
-            | Self::NetCorrupt(f)
-            | Self::NetReorder(f) => Some(f),
-            Self::NetLoss(_) | Self::IoError(_) | Self::ClockSkew(_) => None,
         }
     }
 }

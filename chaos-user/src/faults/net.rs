@@ -87,6 +87,10 @@ pub struct NetLoss {
     pub percent: Percent,
     #[serde(flatten)]
     pub filter: NetFilter,
+    /// Devices its egress side acts on; every device of the target's
+    /// network namespaces when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
 }
 
 impl NetFilter {
@@ -208,6 +212,50 @@ fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
     }
 }
 
+/// A network fault of either shape: what the net family's injector takes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetAny {
+    Loss(NetLoss),
+    Effects(NetFault),
+}
+
+impl NetAny {
+    pub fn rule(&self, deadline_ns: u64, slot: u32) -> NetRule {
+        match self {
+            Self::Loss(f) => f.rule(deadline_ns, slot),
+            Self::Effects(f) => f.rule(deadline_ns, slot),
+        }
+    }
+
+    /// The netem-like effects (not `net-loss`).
+    pub fn effects(&self) -> Option<&NetFault> {
+        match self {
+            Self::Loss(_) => None,
+            Self::Effects(f) => Some(f),
+        }
+    }
+
+    pub fn filter(&self) -> &NetFilter {
+        match self {
+            Self::Loss(f) => &f.filter,
+            Self::Effects(f) => &f.filter,
+        }
+    }
+
+    /// The devices named (`--interface`); empty: the fault's default.
+    pub fn interfaces(&self) -> &[String] {
+        match self {
+            Self::Loss(f) => &f.interfaces,
+            Self::Effects(f) => &f.interfaces,
+        }
+    }
+
+    /// Packets get departure times (delay, rate, reorder): fq needed.
+    pub fn schedules(&self) -> bool {
+        self.effects().is_some_and(NetFault::schedules)
+    }
+}
+
 /// `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`, `net-reorder`:
 /// netem's effects on what the target sends.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -216,6 +264,10 @@ pub struct NetFault {
     pub effects: NetEffects,
     #[serde(flatten)]
     pub filter: NetFilter,
+    /// Devices it acts on; when empty, the devices that are up, except
+    /// loopback (see the injector).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
 }
 
 impl NetFault {
@@ -266,7 +318,7 @@ impl NetFault {
         if e.rate.is_some_and(|r| r.bits_per_second < MIN_RATE_BPS) {
             problems.push("--rate is at least 100kbit".into());
         }
-        if problems.is_empty() { Ok(Self { effects, filter }) } else { Err(problems) }
+        if problems.is_empty() { Ok(Self { effects, filter, interfaces: Vec::new() }) } else { Err(problems) }
     }
 
     /// Whether packets get departure times (and so need fq on the device).
@@ -567,6 +619,7 @@ mod tests {
                 port: Some(53),
                 protocol: Protocol::Icmp,
             },
+            interfaces: Vec::new(),
         };
         let r = loss.rule(77, 3);
         assert_eq!((r.deadline_ns, r.slot, r.port, r.directions), (77, 3, 53, DIR_EGRESS));

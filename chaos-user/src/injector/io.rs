@@ -26,21 +26,20 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData},
     programs::{Lsm, links::Link as _, lsm::LsmLink},
-    util::nr_cpus,
 };
-use chaos_abi::{
-    cgroup::{Levels, MAX_LEVEL},
-    io::{
-        self, IoCalibration, IoConfig, IoCounters, IoOffsets, IoRule, MAX_INODES, MAX_LISTED_TARGETS,
-        TARGETS_UNLISTED,
-    },
+use chaos_abi::io::{
+    self, IoCalibration, IoConfig, IoCounters, IoOffsets, IoRule, MAX_INODES, MAX_LISTED_TARGETS,
+    TARGETS_UNLISTED,
 };
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut, remove_rule},
+    family::{FamilyInjector, Start, Stopping},
+    links::LinkSet,
+    maps::{btf_offsets, map, map_mut},
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attack::Attack,
@@ -48,7 +47,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::{Fault, IoError, PathsIn},
+    faults::{IoError, PathsIn},
     plan::IoMechanism,
     targets::pids_in_subtree,
 };
@@ -57,7 +56,7 @@ const OPEN_PROGRAM: &str = "io_open";
 const RW_PROGRAM: &str = "io_rw";
 
 /// What a running I/O attack holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Handle {
     /// This attack wrote its rule (a failed start may not have: then the
     /// rule of that cgroup, if any, belongs to another attack).
@@ -69,16 +68,36 @@ pub struct Handle {
     _pins: Vec<OwnedFd>,
 }
 
-/// Links, levels and offsets shared by every I/O attack.
-#[derive(Default)]
+/// Rules, links and offsets shared by every I/O attack.
 pub struct Io {
-    open: Option<(LsmLink, usize)>,
-    rw: Option<(LsmLink, usize)>,
-    level_users: [usize; MAX_LEVEL as usize + 1],
-    /// The cgroup ids with a rule (IoConfig lists them).
-    targets: Vec<u64>,
+    /// The rules; IoConfig lists their targets.
+    rules: RuleTable<IoRule, IoCounters>,
+    /// The LSM links, by program name.
+    links: LinkSet<&'static str, LsmLink>,
     offsets: Option<IoOffsets>,
 }
+
+impl Default for Io {
+    fn default() -> Self {
+        Self {
+            rules: RuleTable::new(
+                io::RULES,
+                io::COUNTERS,
+                "an I/O fault in this run; combine them into one attack",
+            ),
+            links: LinkSet::default(),
+            offsets: None,
+        }
+    }
+}
+
+/// The names of [`IoCounters`]' fields (`matched` and `failed` by `IDX_*`)
+/// in events and reports, in declaration order.
+pub(super) const COUNTER_NAMES: &str = "open_matched read_matched write_matched readdir_matched open_failed read_failed \
+                             write_failed readdir_failed - unresolved";
+
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for IoCounters {}
 
 /// One prefix resolved to a kernel inode.
 struct Resolved {
@@ -87,58 +106,42 @@ struct Resolved {
     shown: String,
 }
 
-impl Io {
-    pub fn start(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &IoMechanism,
-        slot: u32,
-        deadline_ns: u64,
-    ) -> Result<(Handle, Vec<String>)> {
-        let Fault::IoError(fault) = &attack.fault else {
-            unreachable!("the injector dispatches I/O faults only here")
-        };
-        let mut handle = Handle { rule: false, open: false, rw: false, _pins: Vec::new() };
-        let result = (|| {
-            // Look the paths up first: what can be wrong with the user's
-            // input is found before anything is attached.
-            let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;
-            self.offsets()?;
-            self.write_config(&mut shared.ebpf, 0)?;
-            // The file_open program both injects and answers calibrations:
-            // it must run before the paths can be resolved to inodes.
-            self.acquire(&mut shared.ebpf, OPEN_PROGRAM)?;
-            handle.open = true;
-            let resolved = self.calibrate(&mut shared.ebpf, found)?;
-            for r in &resolved {
-                tracing::debug!(attack = %attack.id, "{} is kernel inode {:#x}", r.shown, r.inode);
-            }
-            let inodes: Vec<u64> = resolved.iter().map(|r| r.inode).collect();
-            handle._pins = resolved.into_iter().map(|r| r.pin).collect();
-            reset_slot(&mut shared.ebpf, slot)?;
-            self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
-            handle.rule = true;
-            if mechanism.file_permission {
-                self.acquire(&mut shared.ebpf, RW_PROGRAM)?;
-                handle.rw = true;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok((handle, Vec::new())),
-            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
+impl FamilyInjector for Io {
+    type Fault = IoError;
+    type Mechanism = IoMechanism;
+    type Handle = Handle;
+
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        // Look the paths up first: what can be wrong with the user's
+        // input is found before anything is attached.
+        let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;
+        self.offsets()?;
+        self.write_config(&mut shared.ebpf, 0)?;
+        // The file_open program both injects and answers calibrations:
+        // it must run before the paths can be resolved to inodes.
+        self.acquire(&mut shared.ebpf, OPEN_PROGRAM)?;
+        handle.open = true;
+        let resolved = self.calibrate(&mut shared.ebpf, found)?;
+        for r in &resolved {
+            tracing::debug!(attack = %attack.id, "{} is kernel inode {:#x}", r.shown, r.inode);
         }
+        let inodes: Vec<u64> = resolved.iter().map(|r| r.inode).collect();
+        handle._pins = resolved.into_iter().map(|r| r.pin).collect();
+        self.rules.reset_counters(&mut shared.ebpf, slot)?;
+        reset_calls(&mut shared.ebpf, slot)?;
+        self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
+        handle.rule = true;
+        if mechanism.file_permission {
+            self.acquire(&mut shared.ebpf, RW_PROGRAM)?;
+            handle.rw = true;
+        }
+        Ok(())
     }
 
     /// Delete the rule (the fault is inert from the returned instant on),
     /// then release the links.
-    pub fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = if handle.rule {
             self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now())
         } else {
@@ -157,49 +160,36 @@ impl Io {
         (inert, released)
     }
 
-    pub fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
-        let map: PerCpuArray<&MapData, IoCounters> = map(&shared.ebpf, io::COUNTERS)?;
-        let values = map.get(&slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
-        let sum = values.iter().fold(IoCounters::default(), |mut sum, c| {
-            for i in 0..io::N_OPS {
-                sum.matched[i] += c.matched[i];
-                sum.failed[i] += c.failed[i];
-            }
-            sum.expired += c.expired;
-            sum.unresolved += c.unresolved;
-            sum
-        });
-        Ok(counters_of(&sum))
+    fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let c = self.rules.counters(&shared.ebpf, slot)?;
+        Ok(Counters {
+            matched: c.matched.iter().sum(),
+            injected: c.failed.iter().sum(),
+            expired: c.expired,
+            detail: named(&c, COUNTER_NAMES),
+        })
     }
+}
 
+impl Io {
     /// This kernel's field offsets, from its BTF (once).
     fn offsets(&mut self) -> Result<IoOffsets> {
-        if let Some(o) = self.offsets {
-            return Ok(o);
-        }
-        let btf = crate::btf::kernel().map_err(|e| {
-            Error::environment(format!("io-error needs the kernel's BTF to find struct offsets: {e}"))
-        })?;
-        let o = offsets_from(btf).map_err(|e| {
-            Error::environment(format!("io-error cannot read this kernel's file structures: {e}"))
-        })?;
-        tracing::debug!(?o, "kernel field offsets");
-        self.offsets = Some(o);
-        Ok(o)
+        btf_offsets(&mut self.offsets, ["io-error", "find struct offsets", "file structures"], offsets_from)
     }
 
     fn write_config(&mut self, ebpf: &mut Ebpf, calibrate_pid_tgid: u64) -> Result<()> {
+        let targets = self.rules.targets();
         let mut value = IoConfig {
-            levels: Levels::from_users(&self.level_users),
+            levels: self.rules.levels(),
             calibrate_pid_tgid,
             offsets: self.offsets.unwrap_or_default(),
             ..Default::default()
         };
-        if self.targets.len() > MAX_LISTED_TARGETS {
+        if targets.len() > MAX_LISTED_TARGETS {
             value.n_targets = TARGETS_UNLISTED;
         } else {
-            value.targets[..self.targets.len()].copy_from_slice(&self.targets);
-            value.n_targets = self.targets.len() as u32;
+            value.targets[..targets.len()].copy_from_slice(targets);
+            value.n_targets = targets.len() as u32;
         }
         let mut config: Array<&mut MapData, IoConfig> = map_mut(ebpf, io::CONFIG)?;
         config.set(0, &value, 0).map_err(|e| Error::kernel("writing the I/O fault configuration", e))
@@ -264,69 +254,47 @@ impl Io {
     }
 
     fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: IoRule) -> Result<()> {
-        insert_rule(
-            ebpf,
-            io::RULES,
-            attack,
-            &rule,
-            "an I/O fault in this run; combine them into one attack",
-        )?;
-        self.level_users[attack.target.level as usize] += 1;
-        self.targets.push(attack.target.id);
+        self.rules.insert(ebpf, attack, &rule)?;
         self.write_config(ebpf, 0)
     }
 
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        let id = attack.target.id;
-        let removed = remove_rule::<IoRule>(ebpf, io::RULES, id)?;
-        if removed {
-            let users = &mut self.level_users[attack.target.level as usize];
-            *users = users.saturating_sub(1);
-            self.targets.retain(|t| *t != id);
+        if self.rules.remove(ebpf, attack)? {
             self.write_config(ebpf, 0)?;
         }
         Ok(())
     }
 
     /// Attach `name` (loading it first if needed), or count one more user.
-    fn acquire(&mut self, ebpf: &mut Ebpf, name: &str) -> Result<()> {
-        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
-        if let Some((_, users)) = slot {
-            *users += 1;
-            return Ok(());
-        }
-        let hook = if name == OPEN_PROGRAM { "file_open" } else { "file_permission" };
-        let btf = crate::btf::kernel_aya()
-            .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
-        let prog: &mut Lsm = ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("program {name} missing")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| Error::kernel(name.to_owned(), e))?;
-        if prog.fd().is_err() {
-            prog.load(hook, btf).map_err(|e| {
-                Error::kernel(format!("loading program {name} (lsm/{hook})"), anyhow::anyhow!(describe(&e)))
-            })?;
-        }
-        let id = prog.attach().map_err(|e| {
-            Error::kernel(format!("attaching {name} to lsm/{hook}"), anyhow::anyhow!(describe(&e)))
-        })?;
-        let link = prog.take_link(id).map_err(|e| Error::kernel(format!("taking the {name} link"), e))?;
-        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
-        *slot = Some((link, 1));
-        Ok(())
+    fn acquire(&mut self, ebpf: &mut Ebpf, name: &'static str) -> Result<()> {
+        self.links.acquire(name, || attach_lsm(ebpf, name))
     }
 
-    fn release(&mut self, name: &str) -> Result<()> {
-        let slot = if name == OPEN_PROGRAM { &mut self.open } else { &mut self.rw };
-        let Some((_, users)) = slot else { return Ok(()) };
-        *users -= 1;
-        if *users > 0 {
-            return Ok(());
-        }
-        let (link, _) = slot.take().expect("present");
+    fn release(&mut self, name: &'static str) -> Result<()> {
+        let Some(link) = self.links.release(&name) else { return Ok(()) };
         link.detach().map_err(|e| Error::kernel(format!("detaching {name}"), anyhow::anyhow!(describe(&e))))
     }
+}
+
+/// Load (if needed) and attach the LSM program `name`.
+fn attach_lsm(ebpf: &mut Ebpf, name: &str) -> Result<LsmLink> {
+    let hook = if name == OPEN_PROGRAM { "file_open" } else { "file_permission" };
+    let btf = crate::btf::kernel_aya()
+        .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
+    let prog: &mut Lsm = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::kernel("fault object", anyhow::anyhow!("program {name} missing")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| Error::kernel(name.to_owned(), e))?;
+    if prog.fd().is_err() {
+        prog.load(hook, btf).map_err(|e| {
+            Error::kernel(format!("loading program {name} (lsm/{hook})"), anyhow::anyhow!(describe(&e)))
+        })?;
+    }
+    let id = prog.attach().map_err(|e| {
+        Error::kernel(format!("attaching {name} to lsm/{hook}"), anyhow::anyhow!(describe(&e)))
+    })?;
+    prog.take_link(id).map_err(|e| Error::kernel(format!("taking the {name} link"), e))
 }
 
 /// Look every path up in every root; each must exist in at least one.
@@ -379,35 +347,8 @@ pub fn offsets_from(btf: &Btf) -> Result<IoOffsets, crate::btf::BtfError> {
     })
 }
 
-/// The names of [`IoCounters`] in events and reports.
-fn counters_of(c: &IoCounters) -> Counters {
-    use chaos_abi::io::{IDX_OPEN, IDX_READ, IDX_READDIR, IDX_WRITE};
-    Counters {
-        matched: c.matched.iter().sum(),
-        injected: c.failed.iter().sum(),
-        expired: c.expired,
-        detail: std::collections::BTreeMap::from([
-            ("open_matched", c.matched[IDX_OPEN]),
-            ("open_failed", c.failed[IDX_OPEN]),
-            ("read_matched", c.matched[IDX_READ]),
-            ("read_failed", c.failed[IDX_READ]),
-            ("write_matched", c.matched[IDX_WRITE]),
-            ("write_failed", c.failed[IDX_WRITE]),
-            ("readdir_matched", c.matched[IDX_READDIR]),
-            ("readdir_failed", c.failed[IDX_READDIR]),
-            ("unresolved", c.unresolved),
-        ]),
-    }
-}
-
-fn reset_slot(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
-    let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
-    {
-        let mut counters: PerCpuArray<&mut MapData, IoCounters> = map_mut(ebpf, io::COUNTERS)?;
-        let zeros = PerCpuValues::try_from(vec![IoCounters::default(); cpus.get() as usize])
-            .map_err(|e| Error::kernel("resetting counters", e))?;
-        counters.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))?;
-    }
+/// A new attack's call count starts at zero.
+fn reset_calls(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
     let mut calls: Array<&mut MapData, u64> = map_mut(ebpf, io::CALLS)?;
     calls.set(slot, &0, 0).map_err(|e| Error::kernel("resetting the call count", e))
 }

@@ -1,12 +1,9 @@
 //! Typed access to the fault object's maps, shared by the families.
 
-use aya::{
-    Ebpf, Pod,
-    maps::{HashMap, MapData},
-};
+use aya::Ebpf;
 
 use crate::{
-    attack::Attack,
+    btf::{Btf, BtfError},
     error::{Error, Result},
 };
 
@@ -24,27 +21,23 @@ pub(super) fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map>>(ebpf: &'a mut Ebpf
         .map_err(|_| Error::kernel("fault object", anyhow::anyhow!("map {name} has the wrong type")))
 }
 
-/// Write `rule` under the attack's target cgroup id in the family's rule
-/// map `rules`. One rule per target and family: a second one is refused
-/// with "<target> already has <taken>".
-pub(super) fn insert_rule<R: Pod>(
-    ebpf: &mut Ebpf,
-    rules: &str,
-    attack: &Attack,
-    rule: &R,
-    taken: &str,
-) -> Result<()> {
-    let id = attack.target.id;
-    let mut map: HashMap<&mut MapData, u64, R> = map_mut(ebpf, rules)?;
-    if map.get(&id, 0).is_ok() {
-        return Err(Error::invalid(format!("{} already has {taken}", attack.target)));
+/// Struct offsets a family's programs need, read from this kernel's BTF the
+/// first time (`cache` keeps them). Errors read "`family` needs the
+/// kernel's BTF to `purpose`" and "`family` cannot read this kernel's
+/// `structs`".
+pub(super) fn btf_offsets<T: Copy + std::fmt::Debug>(
+    cache: &mut Option<T>,
+    [family, purpose, structs]: [&str; 3],
+    read: impl FnOnce(&Btf) -> std::result::Result<T, BtfError>,
+) -> Result<T> {
+    if let Some(o) = *cache {
+        return Ok(o);
     }
-    map.insert(&id, rule, 0).map_err(|e| Error::kernel(format!("writing the rule for {}", attack.target), e))
-}
-
-/// Delete the rule of `id` from the family's rule map `rules`; whether
-/// there was one (the fault is inert from the moment it is gone).
-pub(super) fn remove_rule<R: Pod>(ebpf: &mut Ebpf, rules: &str, id: u64) -> Result<bool> {
-    let mut map: HashMap<&mut MapData, u64, R> = map_mut(ebpf, rules)?;
-    Ok(map.remove(&id).is_ok())
+    let btf = crate::btf::kernel()
+        .map_err(|e| Error::environment(format!("{family} needs the kernel's BTF to {purpose}: {e}")))?;
+    let o = read(btf)
+        .map_err(|e| Error::environment(format!("{family} cannot read this kernel's {structs}: {e}")))?;
+    tracing::debug!(?o, "{structs} offsets");
+    *cache = Some(o);
+    Ok(o)
 }

@@ -5,26 +5,30 @@
 //! then attaches what is not attached yet; stopping deletes the rule first,
 //! which makes the fault inert at once, then detaches what no other attack
 //! uses. Each fault family has its own part (`net`, ...) with its own maps
-//! and programs; this module allocates counter slots and deadlines and
-//! dispatches.
+//! and programs, behind [`family::FamilyInjector`], on the shared rule
+//! table (`rules`) and link sets (`links`); this module allocates counter
+//! slots and deadlines and dispatches.
 
 mod clock;
+mod family;
 mod io;
+mod links;
 mod maps;
 mod net;
+mod rules;
 
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
 use chaos_abi::net::MAX_SLOTS;
 
+use self::family::FamilyInjector;
 use crate::{
     attack::Attack,
     counters::Counters,
     ebpf,
     error::{Error, Result},
-    faults::{Family, Fault},
-    plan::Mechanism,
+    plan::{Mechanism, Planned},
     state::{Record, StateFile},
     timebase::monotonic_ns,
 };
@@ -37,10 +41,18 @@ pub struct Running {
     /// CLOCK_MONOTONIC deadline written into the rule.
     pub deadline_ns: u64,
     pub started: Instant,
-    /// Devices the attack acts on (network faults).
-    pub interfaces: Vec<String>,
     slot: u32,
     part: Part,
+}
+
+impl Running {
+    /// The devices the attack acts on (network faults; none for others).
+    pub fn interfaces(&self) -> &[String] {
+        match &self.part {
+            Part::Net(handle) => &handle.interfaces,
+            Part::Io(_) | Part::Clock(_) => &[],
+        }
+    }
 }
 
 /// Family-specific state of a running attack.
@@ -60,16 +72,6 @@ pub struct Stopped {
     pub inert_after: Duration,
     /// From the stop call to every attachment released.
     pub detached_after: Duration,
-}
-
-/// A family's start failed after `stopped` undid what it had begun: log
-/// what could not be released (the state file still lists it for
-/// `chaos recover`) and return the start's own error.
-fn rolled_back(error: Error, stopped: (Result<Instant>, Result<()>)) -> Error {
-    if let Err(cleanup) = stopped.1 {
-        tracing::error!("rolling back a failed start: {cleanup}");
-    }
-    error
 }
 
 /// What every family part works with.
@@ -103,34 +105,22 @@ impl Injector {
         &mut self.shared.state
     }
 
-    /// Start `attack` with `mechanism`. On failure nothing of this attack
+    /// Start `attack` as `planned`. On failure nothing of this attack
     /// remains injected or attached.
-    pub fn start(&mut self, attack: Attack, mechanism: Mechanism) -> Result<Running> {
+    pub fn start(&mut self, attack: Attack, planned: Planned) -> Result<Running> {
         let slot = self.take_slot()?;
         let deadline_ns = monotonic_ns() + attack.duration.as_nanos() as u64;
         let started = Instant::now();
-        let result = match (&attack.fault, &mechanism) {
-            (fault, Mechanism::Net(m)) if fault.family() == Family::Net => self
-                .net
-                .start(&mut self.shared, &attack, m, slot, deadline_ns)
-                .map(|(h, ifs)| (Part::Net(h), ifs)),
-            (Fault::IoError(_), Mechanism::Io(m)) => self
-                .io
-                .start(&mut self.shared, &attack, m, slot, deadline_ns)
-                .map(|(h, ifs)| (Part::Io(h), ifs)),
-            (Fault::ClockSkew(_), Mechanism::Clock(m)) => self
-                .clock
-                .start(&mut self.shared, &attack, m, slot, deadline_ns)
-                .map(|(h, ifs)| (Part::Clock(h), ifs)),
-            (fault, mechanism) => Err(Error::kernel(
-                "planning",
-                anyhow::anyhow!("{} cannot be injected with {mechanism:?}", fault.kind()),
-            )),
+        let shared = &mut self.shared;
+        let at = family::At { attack: &attack, slot, deadline_ns };
+        let result = match &planned {
+            Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
+            Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
+            Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
         };
+        let mechanism = planned.mechanism();
         match result {
-            Ok((part, interfaces)) => {
-                Ok(Running { attack, mechanism, deadline_ns, started, interfaces, slot, part })
-            }
+            Ok(part) => Ok(Running { attack, mechanism, deadline_ns, started, slot, part }),
             Err(e) => {
                 self.slots[slot as usize] = false;
                 Err(e)
@@ -152,20 +142,20 @@ impl Injector {
         let inert_after = inert_after?;
         released?;
         // Read after the rule went out: they include the last events.
-        let counters = self.counters_of(running.attack.fault.family(), running.slot).unwrap_or_default();
+        let counters = self.counters_of(&running.mechanism, running.slot).unwrap_or_default();
         Ok(Stopped { attack: running.attack, counters, inert_after, detached_after })
     }
 
     /// Counters of a running attack, summed over CPUs.
     pub fn counters(&self, running: &Running) -> Result<Counters> {
-        self.counters_of(running.attack.fault.family(), running.slot)
+        self.counters_of(&running.mechanism, running.slot)
     }
 
-    fn counters_of(&self, family: Family, slot: u32) -> Result<Counters> {
-        match family {
-            Family::Net => self.net.counters(&self.shared, slot),
-            Family::Io => self.io.counters(&self.shared, slot),
-            Family::Clock => self.clock.counters(&self.shared, slot),
+    fn counters_of(&self, mechanism: &Mechanism, slot: u32) -> Result<Counters> {
+        match mechanism {
+            Mechanism::Net(_) => self.net.counters(&self.shared, slot),
+            Mechanism::Io(_) => self.io.counters(&self.shared, slot),
+            Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
         }
     }
 

@@ -4,28 +4,27 @@
 //! for attacks that schedule departure times, one cgroup_skb ingress
 //! program per target cgroup. All are reference-counted.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData},
     programs::{
         CgroupSkb, CgroupSkbAttachType, Program, ProgramError, SchedClassifier, cgroup_skb::CgroupSkbLink,
         links::Link as _,
     },
-    util::nr_cpus,
 };
 use chaos_abi::{
-    cgroup::{Levels, MAX_LEVEL},
+    cgroup::Levels,
     net::{self, NetCounters, NetRule},
 };
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut, remove_rule},
+    family::{FamilyInjector, Start, Stopping},
+    links::LinkSet,
+    maps::map_mut,
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attach::{
@@ -38,7 +37,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::{Fault, NetFault, net::normal_table},
+    faults::{NetAny, NetFault, net::normal_table},
     plan::NetMechanism,
     targets::pids_in_subtree,
 };
@@ -60,8 +59,10 @@ impl Device {
 }
 
 /// What a running network attack holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Handle {
+    /// The devices acted on, by name (the `start` event lists them).
+    pub interfaces: Vec<String>,
     egress_keys: Vec<(u64, u32)>,
     fq_keys: Vec<(u64, u32)>,
     ingress: bool,
@@ -70,83 +71,86 @@ pub struct Handle {
     drain: Duration,
 }
 
-/// An fq in use, by how many attacks, and until when it must stay.
+/// An fq in use, and until when it must stay.
 struct FqUse {
     fq: Fq,
-    users: usize,
     drain_until: Instant,
 }
 
-/// Attachments and the level mask, shared by every network attack.
-#[derive(Default)]
+/// The names of [`NetCounters`]' fields in events and reports, in
+/// declaration order (`-`: summed into `expired`, `injected` only).
+pub(super) const COUNTER_NAMES: &str = "egress_matched egress_dropped ingress_matched ingress_dropped - - egress_delayed \
+                             egress_duplicated egress_corrupted egress_reordered egress_rate_dropped \
+                             egress_queue_dropped egress_copy_failed";
+
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for NetCounters {}
+
+/// Rules, attachments and the level mask, shared by every network attack.
 pub struct Net {
-    egress: BTreeMap<(u64, u32), (EgressLink, usize)>,
-    fq: BTreeMap<(u64, u32), FqUse>,
-    ingress: BTreeMap<u64, (CgroupSkbLink, usize)>,
-    level_users: [usize; MAX_LEVEL as usize + 1],
+    rules: RuleTable<NetRule, NetCounters>,
+    egress: LinkSet<(u64, u32), EgressLink>,
+    fq: LinkSet<(u64, u32), FqUse>,
+    ingress: LinkSet<u64, CgroupSkbLink>,
     jitter_table_written: bool,
 }
 
-impl Net {
-    /// Write the rule, then install fq and attach. Returns the devices
-    /// acted on.
-    pub fn start(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &NetMechanism,
-        slot: u32,
-        deadline_ns: u64,
-    ) -> Result<(Handle, Vec<String>)> {
-        let (rule, effects) = match &attack.fault {
-            Fault::NetLoss(loss) => (loss.rule(deadline_ns, slot), None),
-            other => match other.net_effects() {
-                Some(f) => (f.rule(deadline_ns, slot), Some(f)),
-                None => unreachable!("{} is not a network fault", other.kind()),
-            },
-        };
-        let drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
-        let mut handle = Handle { egress_keys: Vec::new(), fq_keys: Vec::new(), ingress: false, drain };
-        let mut names = Vec::new();
-        let result = (|| {
-            reset_counters(&mut shared.ebpf, slot)?;
-            reset_rate_clock(&mut shared.ebpf, slot)?;
-            if effects.is_some_and(NetFault::needs_jitter_table) {
-                self.write_jitter_table(&mut shared.ebpf)?;
-            }
-            self.insert_rule(&mut shared.ebpf, attack, rule)?;
-            if let Some(mode) = mechanism.egress {
-                for device in devices(attack, effects)? {
-                    // fq first: its snapshot is of the device as it was,
-                    // before any clsact the egress attachment may add.
-                    if mechanism.fq {
-                        self.acquire_fq(shared, &device, &mut handle)?;
-                    }
-                    self.acquire_egress(shared, &device, mode, &mut handle)?;
-                    names.push(device.ifname);
-                }
-            }
-            if mechanism.ingress_cgroup_skb {
-                self.attach_ingress(&mut shared.ebpf, attack)?;
-                handle.ingress = true;
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok((handle, names)),
-            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
+impl Default for Net {
+    fn default() -> Self {
+        Self {
+            rules: RuleTable::new(
+                net::RULES,
+                net::COUNTERS,
+                "a network fault in this run; combine them into one attack",
+            ),
+            egress: LinkSet::default(),
+            fq: LinkSet::default(),
+            ingress: LinkSet::default(),
+            jitter_table_written: false,
         }
+    }
+}
+
+impl FamilyInjector for Net {
+    type Fault = NetAny;
+    type Mechanism = NetMechanism;
+    type Handle = Handle;
+
+    /// Write the rule, then install fq and attach; `handle.interfaces`
+    /// names the devices acted on.
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        let (rule, effects) = (fault.rule(deadline_ns, slot), fault.effects());
+        handle.drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
+        self.rules.reset_counters(&mut shared.ebpf, slot)?;
+        reset_rate_clock(&mut shared.ebpf, slot)?;
+        if effects.is_some_and(NetFault::needs_jitter_table) {
+            self.write_jitter_table(&mut shared.ebpf)?;
+        }
+        self.rules.insert(&mut shared.ebpf, attack, &rule)?;
+        write_levels(&mut shared.ebpf, self.rules.levels())?;
+        if let Some(mode) = mechanism.egress {
+            for device in devices(attack, effects, fault.interfaces())? {
+                // fq first: its snapshot is of the device as it was,
+                // before any clsact the egress attachment may add.
+                if mechanism.fq {
+                    self.acquire_fq(shared, &device, handle)?;
+                }
+                self.acquire_egress(shared, &device, mode, handle)?;
+                handle.interfaces.push(device.ifname);
+            }
+        }
+        if mechanism.ingress_cgroup_skb {
+            self.attach_ingress(&mut shared.ebpf, attack)?;
+            handle.ingress = true;
+        }
+        Ok(())
     }
 
     /// Delete the rule (returns when it was gone: the fault is inert from
     /// then on), then release the attachments, and last the fq qdiscs once
     /// the packets already scheduled have left.
-    pub fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         let mut released = Ok(());
         for key in &handle.egress_keys {
@@ -170,54 +174,25 @@ impl Net {
         (inert, released)
     }
 
-    pub fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
-        let map: PerCpuArray<&MapData, NetCounters> = map(&shared.ebpf, net::COUNTERS)?;
-        let values = map.get(&slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
-        let sum = values.iter().fold(NetCounters::default(), |mut sum, c| {
-            sum.egress_matched += c.egress_matched;
-            sum.egress_dropped += c.egress_dropped;
-            sum.ingress_matched += c.ingress_matched;
-            sum.ingress_dropped += c.ingress_dropped;
-            sum.expired += c.expired;
-            sum.egress_injected += c.egress_injected;
-            sum.egress_delayed += c.egress_delayed;
-            sum.egress_duplicated += c.egress_duplicated;
-            sum.egress_corrupted += c.egress_corrupted;
-            sum.egress_reordered += c.egress_reordered;
-            sum.egress_rate_dropped += c.egress_rate_dropped;
-            sum.egress_queue_dropped += c.egress_queue_dropped;
-            sum.egress_copy_failed += c.egress_copy_failed;
-            sum
-        });
-        Ok(sum.into())
+    fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let c = self.rules.counters(&shared.ebpf, slot)?;
+        Ok(Counters {
+            matched: c.egress_matched + c.ingress_matched,
+            // Egress packets count once however many effects hit them;
+            // ingress has loss only.
+            injected: c.egress_injected + c.ingress_dropped,
+            expired: c.expired,
+            detail: named(&c, COUNTER_NAMES),
+        })
     }
+}
 
-    fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: NetRule) -> Result<()> {
-        insert_rule(
-            ebpf,
-            net::RULES,
-            attack,
-            &rule,
-            "a network fault in this run; combine them into one attack",
-        )?;
-        self.level_users[attack.target.level as usize] += 1;
-        self.write_levels(ebpf)
-    }
-
+impl Net {
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        let id = attack.target.id;
-        if remove_rule::<NetRule>(ebpf, net::RULES, id)? {
-            let users = &mut self.level_users[attack.target.level as usize];
-            *users = users.saturating_sub(1);
-            self.write_levels(ebpf)?;
+        if self.rules.remove(ebpf, attack)? {
+            write_levels(ebpf, self.rules.levels())?;
         }
         Ok(())
-    }
-
-    fn write_levels(&mut self, ebpf: &mut Ebpf) -> Result<()> {
-        let value = Levels::from_users(&self.level_users);
-        let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, net::LEVELS)?;
-        levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
     }
 
     /// The normal quantiles the eBPF side draws jitter from; the same for
@@ -236,9 +211,7 @@ impl Net {
 
     fn acquire_fq(&mut self, shared: &mut Shared, device: &Device, handle: &mut Handle) -> Result<()> {
         let key = device.key();
-        if let Some(u) = self.fq.get_mut(&key) {
-            u.users += 1;
-        } else {
+        self.fq.acquire(key, || {
             shared.state.note_netns(&device.netns)?;
             let fq = qdisc::install(
                 &device.netns,
@@ -247,20 +220,17 @@ impl Net {
                 handle.drain,
                 &mut shared.state,
             )?;
-            self.fq.insert(key, FqUse { fq, users: 1, drain_until: Instant::now() });
-        }
+            Ok(FqUse { fq, drain_until: Instant::now() })
+        })?;
         handle.fq_keys.push(key);
         Ok(())
     }
 
     fn release_fq(&mut self, shared: &mut Shared, key: (u64, u32), drain_until: Instant) -> Result<()> {
-        let Some(u) = self.fq.get_mut(&key) else { return Ok(()) };
-        u.users -= 1;
-        u.drain_until = u.drain_until.max(drain_until);
-        if u.users > 0 {
-            return Ok(());
+        if let Some(u) = self.fq.get_mut(&key) {
+            u.drain_until = u.drain_until.max(drain_until);
         }
-        let u = self.fq.remove(&key).expect("present");
+        let Some(u) = self.fq.release(&key) else { return Ok(()) };
         // Packets already scheduled leave on time; removing fq earlier would
         // drop them, a loss burst the fault never asked for. Past the
         // horizon nothing of the attack's can be left but what the device
@@ -284,51 +254,40 @@ impl Net {
         handle: &mut Handle,
     ) -> Result<()> {
         let key = device.key();
-        if let Some((_, users)) = self.egress.get_mut(&key) {
-            *users += 1;
-        } else {
+        self.egress.acquire(key, || {
             let Shared { ebpf, state } = shared;
             state.note_netns(&device.netns)?;
             let prog: &mut SchedClassifier = loaded(ebpf, EGRESS_PROGRAM)?;
-            let link = attach_egress(prog, &device.netns, device.ifindex, &device.ifname, mode, state)?;
-            self.egress.insert(key, (link, 1));
-        }
+            attach_egress(prog, &device.netns, device.ifindex, &device.ifname, mode, state)
+        })?;
         handle.egress_keys.push(key);
         Ok(())
     }
 
     fn release_egress(&mut self, shared: &mut Shared, key: (u64, u32)) -> Result<()> {
-        let Some((_, users)) = self.egress.get_mut(&key) else { return Ok(()) };
-        *users -= 1;
-        if *users > 0 {
-            return Ok(());
+        match self.egress.release(&key) {
+            Some(link) => detach_egress(link, &mut shared.state),
+            None => Ok(()),
         }
-        let (link, _) = self.egress.remove(&key).expect("present");
-        detach_egress(link, &mut shared.state)
     }
 
     fn attach_ingress(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        let id = attack.target.id;
-        if let Some((_, users)) = self.ingress.get_mut(&id) {
-            *users += 1;
-            return Ok(());
-        }
-        let prog: &mut CgroupSkb = loaded(ebpf, INGRESS_PROGRAM)?;
-        let link = attach_skb(prog, &attack.target, CgroupSkbAttachType::Ingress)?;
-        self.ingress.insert(id, (link, 1));
-        Ok(())
+        self.ingress.acquire(attack.target.id, || {
+            let prog: &mut CgroupSkb = loaded(ebpf, INGRESS_PROGRAM)?;
+            attach_skb(prog, &attack.target, CgroupSkbAttachType::Ingress)
+        })
     }
 
     fn release_ingress(&mut self, id: u64) -> Result<()> {
-        let Some((_, users)) = self.ingress.get_mut(&id) else { return Ok(()) };
-        *users -= 1;
-        if *users > 0 {
-            return Ok(());
-        }
-        let (link, _) = self.ingress.remove(&id).expect("present");
+        let Some(link) = self.ingress.release(&id) else { return Ok(()) };
         link.detach()
             .map_err(|e| Error::kernel("detaching the ingress program", anyhow::anyhow!(describe(&e))))
     }
+}
+
+fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {
+    let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, net::LEVELS)?;
+    levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
 }
 
 /// The devices an attack's egress side acts on, in the namespaces of the
@@ -343,8 +302,7 @@ impl Net {
 ///   host's network namespace, chaos would be replacing the root qdisc of
 ///   the host's NICs, which every other process uses: it asks for
 ///   `--interface` instead of guessing.
-fn devices(attack: &Attack, effects: Option<&NetFault>) -> Result<Vec<Device>> {
-    let wanted = &attack.interfaces;
+fn devices(attack: &Attack, effects: Option<&NetFault>, wanted: &[String]) -> Result<Vec<Device>> {
     let host = Netns::of_pid(1).ok().map(|n| n.inode);
     let mut out = Vec::new();
     let mut seen = Vec::new();
@@ -392,14 +350,6 @@ fn devices(attack: &Attack, effects: Option<&NetFault>) -> Result<Vec<Device>> {
         )));
     }
     Ok(out)
-}
-
-fn reset_counters(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
-    let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
-    let mut map: PerCpuArray<&mut MapData, NetCounters> = map_mut(ebpf, net::COUNTERS)?;
-    let zeros = PerCpuValues::try_from(vec![NetCounters::default(); cpus.get() as usize])
-        .map_err(|e| Error::kernel("resetting counters", e))?;
-    map.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))
 }
 
 /// A new attack's rate limiter starts with the link free.

@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use super::{Preferences, unavailable};
+use super::{FamilyMechanism, Held, Preferences, first_available, unavailable};
 use crate::{
     capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
@@ -113,23 +113,41 @@ pub fn plan(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<
 /// fexit where BPF trampolines work (the fentry probe), tracepoints
 /// otherwise, unless the preferences force one.
 fn syscall_hook(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<SyscallHook> {
-    let candidates: &[(SyscallHook, Capability)] = match prefs.clock_syscalls {
-        None => {
-            &[(SyscallHook::Fexit, Capability::Fentry), (SyscallHook::Tracepoint, Capability::Tracepoint)]
+    let candidates =
+        [(SyscallHook::Fexit, Capability::Fentry), (SyscallHook::Tracepoint, Capability::Tracepoint)];
+    first_available(subject, "the clock system calls", &candidates, prefs.clock_syscalls, caps)
+}
+
+impl FamilyMechanism for ClockMechanism {
+    fn describe(&self) -> String {
+        let mut parts = vec![match self.syscalls {
+            SyscallHook::Fexit => "fexit on the clock system calls",
+            SyscallHook::Tracepoint => "system call tracepoints",
+        }];
+        if self.exec_detach_vdso {
+            parts.push("raw tracepoint on exec (vDSO detached)");
         }
-        Some(SyscallHook::Fexit) => &[(SyscallHook::Fexit, Capability::Fentry)],
-        Some(SyscallHook::Tracepoint) => &[(SyscallHook::Tracepoint, Capability::Tracepoint)],
-    };
-    for (hook, cap) in candidates {
-        if caps.is_unknown(*cap) {
-            break;
-        }
-        if caps.has(*cap) {
-            return Ok(*hook);
-        }
+        parts.push(if self.libc_uprobes {
+            "uprobes on the C library's clock_gettime"
+        } else {
+            "no uprobes (running processes keep their vDSO)"
+        });
+        parts.join(", ")
     }
-    let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
-    Err(unavailable(subject, "the clock system calls", &tried, caps))
+
+    fn held(&self) -> Held {
+        let mut links = vec![match self.syscalls {
+            SyscallHook::Fexit => "fexit links",
+            SyscallHook::Tracepoint => "tracepoint perf links",
+        }];
+        if self.exec_detach_vdso {
+            links.push("the raw tracepoint link");
+        }
+        if self.libc_uprobes {
+            links.push("uprobe perf links");
+        }
+        Held { links, recorded: Vec::new() }
+    }
 }
 
 /// The refusal when the verifier refuses `bpf_probe_write_user`, naming

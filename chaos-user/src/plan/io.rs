@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::unavailable;
+use super::{FamilyMechanism, Held, unavailable};
 use crate::{
     capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
@@ -56,4 +56,18 @@ pub fn plan(subject: &str, read_write: bool, caps: &CapabilitySet) -> Result<IoM
          io-error needs the `bpf` LSM active (CONFIG_BPF_LSM, boot with lsm=...,bpf) and BPF trampolines; \
          `chaos doctor` shows every mechanism",
     )))
+}
+
+impl FamilyMechanism for IoMechanism {
+    fn describe(&self) -> String {
+        let mut parts = vec!["BPF LSM: lsm/file_open"];
+        if self.file_permission {
+            parts.push("lsm/file_permission");
+        }
+        parts.join(", ")
+    }
+
+    fn held(&self) -> Held {
+        Held { links: vec!["BPF LSM links"], recorded: Vec::new() }
+    }
 }

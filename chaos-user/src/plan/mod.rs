@@ -22,7 +22,7 @@ use crate::{
     attack::Attack,
     capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
-    faults::{Direction, Fault, IoOp},
+    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny},
 };
 
 /// How an attack is realized here.
@@ -52,15 +52,10 @@ pub enum Demand {
 
 impl Demand {
     pub fn of(fault: &Fault) -> Self {
-        match fault {
-            Fault::NetLoss(loss) => Self::Net { direction: loss.filter.direction, schedules: false },
-            Fault::NetDelay(f)
-            | Fault::NetRate(f)
-            | Fault::NetDuplicate(f)
-            | Fault::NetCorrupt(f)
-            | Fault::NetReorder(f) => Self::Net { direction: f.filter.direction, schedules: f.schedules() },
-            Fault::IoError(f) => Self::Io { read_write: f.operations.iter().any(|op| *op != IoOp::Open) },
-            Fault::ClockSkew(_) => Self::Clock,
+        match fault.by_family() {
+            FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
+            FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open() },
+            FamilyFault::Clock(_) => Self::Clock,
         }
     }
 
@@ -123,13 +118,47 @@ impl Preferences {
     }
 }
 
+/// A fault paired with the mechanism planned for it, by family and by
+/// type: the injector takes the family's own fault and mechanism from it,
+/// with nothing left to check at run time.
+#[derive(Clone, Debug)]
+pub enum Planned {
+    Net(NetMechanism, NetAny),
+    Io(IoMechanism, IoError),
+    Clock(ClockMechanism, ClockSkew),
+}
+
+impl Planned {
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            Self::Net(m, _) => Mechanism::Net(*m),
+            Self::Io(m, _) => Mechanism::Io(*m),
+            Self::Clock(m, _) => Mechanism::Clock(*m),
+        }
+    }
+}
+
+/// As its mechanism (the plan shown in events and reports).
+impl Serialize for Planned {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.mechanism().serialize(s)
+    }
+}
+
 /// Choose the mechanism for `attack` from `caps` (and the preferences of
 /// the environment), and warn of what the plan leaves out. Errors say what
 /// is missing and why.
-pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Mechanism> {
+pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Planned> {
     let subject = format!("{} on {}", attack.fault.kind(), attack.target);
-    let mechanism = plan_demand(&subject, Demand::of(&attack.fault), caps, &Preferences::from_env()?)?;
-    if let Mechanism::Clock(m) = &mechanism
+    let prefs = Preferences::from_env()?;
+    let planned = match attack.fault.by_family() {
+        FamilyFault::Net(f) => {
+            Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
+        }
+        FamilyFault::Io(f) => Planned::Io(io::plan(&subject, f.beyond_open(), caps)?, f),
+        FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
+    };
+    if let Planned::Clock(m, _) = &planned
         && !m.libc_uprobes
     {
         tracing::warn!(
@@ -139,7 +168,7 @@ pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Mechanism> {
             attack.target
         );
     }
-    Ok(mechanism)
+    Ok(planned)
 }
 
 /// The planner itself: a pure function of its arguments. `subject` names
@@ -157,6 +186,31 @@ pub fn plan_demand(
         Demand::Io { read_write } => io::plan(subject, read_write, caps).map(Mechanism::Io),
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
     }
+}
+
+/// The first of `candidates` (a mechanism and the capability it needs)
+/// that `caps` has, the preference `forced` narrowing them to one. An
+/// unknown capability stops the search: planning past it would promise a
+/// fallback where the machine may well use the first choice.
+fn first_available<T: Copy + PartialEq>(
+    subject: &str,
+    part: &str,
+    candidates: &[(T, Capability)],
+    forced: Option<T>,
+    caps: &CapabilitySet,
+) -> Result<T> {
+    let candidates: Vec<(T, Capability)> =
+        candidates.iter().copied().filter(|(m, _)| forced.is_none_or(|f| f == *m)).collect();
+    for (mechanism, cap) in &candidates {
+        if caps.is_unknown(*cap) {
+            break;
+        }
+        if caps.has(*cap) {
+            return Ok(*mechanism);
+        }
+    }
+    let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
+    Err(unavailable(subject, part, &tried, caps))
 }
 
 /// The error for a fault no mechanism can realize with `caps`. When a
@@ -231,99 +285,63 @@ impl fmt::Display for Safety {
     }
 }
 
+/// What a family's mechanism states about itself: how it reads for people,
+/// and which safety layers it provides beyond the controller's stop.
+pub trait FamilyMechanism {
+    /// One line for people: `tc egress (TCX link), cgroup_skb ingress`.
+    fn describe(&self) -> String;
+    /// What the mechanism attaches or installs, by how it goes away when
+    /// the controller does not remove it.
+    fn held(&self) -> Held;
+    /// Whether every rule carries a deadline its eBPF program checks. A
+    /// family whose fault the kernel cannot end by itself (a cgroup freeze)
+    /// says no, and `chaos doctor` and `--dry-run` show it.
+    fn kernel_deadline(&self) -> bool {
+        true
+    }
+}
+
+/// What a mechanism holds while an attack runs.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// fd-owned links: they vanish with the process.
+    pub links: Vec<&'static str>,
+    /// What outlives the process: recorded in the state file first, removed
+    /// by `chaos recover` (or the next start).
+    pub recorded: Vec<&'static str>,
+}
+
 impl Mechanism {
+    /// The family's own mechanism.
+    pub fn family(&self) -> &dyn FamilyMechanism {
+        match self {
+            Self::Net(m) => m,
+            Self::Io(m) => m,
+            Self::Clock(m) => m,
+        }
+    }
+
     /// The safety layers this mechanism provides, in the model's order.
     pub fn safety(&self) -> Vec<Safety> {
         let s = |layer, covers: &str| Safety { layer, covers: covers.to_owned() };
-        let mut out = vec![
-            s(SafetyLayer::ControllerStop, "deadline, abort, SIGINT/SIGTERM/SIGHUP"),
-            s(SafetyLayer::KernelDeadline, "every rule, checked on every event"),
-        ];
-        match self {
-            Self::Net(m) => {
-                let mut links = Vec::new();
-                let mut recorded = Vec::new();
-                match m.egress {
-                    Some(EgressMode::Tcx) => links.push("TCX egress link"),
-                    Some(EgressMode::Netlink) => {
-                        recorded.push("the netlink tc egress filter (inert after its deadline)")
-                    }
-                    None => {}
-                }
-                if m.ingress_cgroup_skb {
-                    links.push("cgroup_skb ingress link");
-                }
-                if m.fq {
-                    recorded.push("the fq qdisc installed on each egress device");
-                }
-                if !links.is_empty() {
-                    out.push(s(SafetyLayer::LinksDieWithProcess, &links.join(", ")));
-                }
-                if !recorded.is_empty() {
-                    out.push(s(SafetyLayer::RecoverRecord, &recorded.join(", ")));
-                }
-            }
-            Self::Io(_) => {
-                out.push(s(SafetyLayer::LinksDieWithProcess, "BPF LSM links"));
-            }
-            Self::Clock(m) => {
-                let mut links = vec![match m.syscalls {
-                    SyscallHook::Fexit => "fexit links",
-                    SyscallHook::Tracepoint => "tracepoint perf links",
-                }];
-                if m.exec_detach_vdso {
-                    links.push("the raw tracepoint link");
-                }
-                if m.libc_uprobes {
-                    links.push("uprobe perf links");
-                }
-                out.push(s(SafetyLayer::LinksDieWithProcess, &links.join(", ")));
-            }
+        let family = self.family();
+        let mut out = vec![s(SafetyLayer::ControllerStop, "deadline, abort, SIGINT/SIGTERM/SIGHUP")];
+        if family.kernel_deadline() {
+            out.push(s(SafetyLayer::KernelDeadline, "every rule, checked on every event"));
+        }
+        let held = family.held();
+        if !held.links.is_empty() {
+            out.push(s(SafetyLayer::LinksDieWithProcess, &held.links.join(", ")));
+        }
+        if !held.recorded.is_empty() {
+            out.push(s(SafetyLayer::RecoverRecord, &held.recorded.join(", ")));
         }
         out
     }
 
     /// One line for people: `TCX egress, cgroup_skb ingress`.
     pub fn describe(&self) -> String {
-        match self {
-            Self::Net(m) => {
-                let mut parts = Vec::new();
-                match m.egress {
-                    Some(EgressMode::Tcx) => parts.push("tc egress (TCX link)"),
-                    Some(EgressMode::Netlink) => parts.push("tc egress (netlink filter)"),
-                    None => {}
-                }
-                if m.ingress_cgroup_skb {
-                    parts.push("cgroup_skb ingress");
-                }
-                if m.fq {
-                    parts.push("fq qdisc (departure times)");
-                }
-                parts.join(", ")
-            }
-            Self::Io(m) => {
-                let mut parts = vec!["BPF LSM: lsm/file_open"];
-                if m.file_permission {
-                    parts.push("lsm/file_permission");
-                }
-                parts.join(", ")
-            }
-            Self::Clock(m) => {
-                let mut parts = vec![match m.syscalls {
-                    SyscallHook::Fexit => "fexit on the clock system calls",
-                    SyscallHook::Tracepoint => "system call tracepoints",
-                }];
-                if m.exec_detach_vdso {
-                    parts.push("raw tracepoint on exec (vDSO detached)");
-                }
-                parts.push(if m.libc_uprobes {
-                    "uprobes on the C library's clock_gettime"
-                } else {
-                    "no uprobes (running processes keep their vDSO)"
-                });
-                parts.join(", ")
-            }
-        }
+        self.family().describe()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::{Preferences, unavailable};
+use super::{FamilyMechanism, Held, Preferences, first_available, unavailable};
 use crate::{
     attach::tc::EgressMode,
     capabilities::{Capability, CapabilitySet},
@@ -49,21 +49,42 @@ pub fn plan(
 /// TCX when available (fd-owned: ends with the process), netlink
 /// otherwise, unless the preferences force one.
 fn egress_mode(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<EgressMode> {
-    let candidates: &[(EgressMode, Capability)] = match prefs.egress {
-        None => &[(EgressMode::Tcx, Capability::Tcx), (EgressMode::Netlink, Capability::TcNetlink)],
-        Some(EgressMode::Tcx) => &[(EgressMode::Tcx, Capability::Tcx)],
-        Some(EgressMode::Netlink) => &[(EgressMode::Netlink, Capability::TcNetlink)],
-    };
-    // An unknown TCX is not skipped for netlink: the plan would then say
-    // "netlink" where the machine may well use TCX.
-    for (mode, cap) in candidates {
-        if caps.is_unknown(*cap) {
-            break;
+    let candidates = [(EgressMode::Tcx, Capability::Tcx), (EgressMode::Netlink, Capability::TcNetlink)];
+    first_available(subject, "egress", &candidates, prefs.egress, caps)
+}
+
+impl FamilyMechanism for NetMechanism {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.egress {
+            Some(EgressMode::Tcx) => parts.push("tc egress (TCX link)"),
+            Some(EgressMode::Netlink) => parts.push("tc egress (netlink filter)"),
+            None => {}
         }
-        if caps.has(*cap) {
-            return Ok(*mode);
+        if self.ingress_cgroup_skb {
+            parts.push("cgroup_skb ingress");
         }
+        if self.fq {
+            parts.push("fq qdisc (departure times)");
+        }
+        parts.join(", ")
     }
-    let tried: Vec<Capability> = candidates.iter().map(|(_, c)| *c).collect();
-    Err(unavailable(subject, "egress", &tried, caps))
+
+    fn held(&self) -> Held {
+        let mut held = Held::default();
+        match self.egress {
+            Some(EgressMode::Tcx) => held.links.push("TCX egress link"),
+            Some(EgressMode::Netlink) => {
+                held.recorded.push("the netlink tc egress filter (inert after its deadline)")
+            }
+            None => {}
+        }
+        if self.ingress_cgroup_skb {
+            held.links.push("cgroup_skb ingress link");
+        }
+        if self.fq {
+            held.recorded.push("the fq qdisc installed on each egress device");
+        }
+        held
+    }
 }

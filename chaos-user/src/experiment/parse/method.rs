@@ -194,17 +194,7 @@ impl Conv {
                 Some("attack names are unique within an experiment".into()),
             );
         }
-        Some((
-            AttackSpec {
-                id,
-                fault: built.fault,
-                target,
-                duration,
-                interfaces: built.interfaces,
-                span: node.span,
-            },
-            delay,
-        ))
+        Some((AttackSpec { id, fault: built.fault, target, duration, span: node.span }, delay))
     }
 
     /// The step's `target`, which must name one of `targets`; it may be

@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData},
     programs::{
         FExit, RawTracePoint, TracePoint, UProbe,
         fexit::FExitLink,
@@ -29,16 +29,15 @@ use aya::{
         trace_point::TracePointLink,
         uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
     },
-    util::nr_cpus,
 };
-use chaos_abi::{
-    cgroup::{Levels, MAX_LEVEL},
-    clock::{self, BinprmOffsets, ClockConfig, ClockCounters, ClockRule, FLAG_DETACH_VDSO},
-};
+use chaos_abi::clock::{self, BinprmOffsets, ClockConfig, ClockCounters, ClockRule, FLAG_DETACH_VDSO};
 
 use super::{
     Shared,
-    maps::{insert_rule, map, map_mut, remove_rule},
+    family::{FamilyInjector, Start, Stopping},
+    links::LinkSet,
+    maps::{btf_offsets, map_mut},
+    rules::{CounterFields, RuleTable, named},
 };
 use crate::{
     attack::Attack,
@@ -46,7 +45,7 @@ use crate::{
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
-    faults::Fault,
+    faults::ClockSkew,
     plan::{ClockMechanism, clock::SyscallHook},
     targets::pids_in_subtree,
 };
@@ -80,7 +79,7 @@ const LIBC_RETURN_MULTI: &str = "clock_libc_return_multi";
 const LIBC_FUNCTION: &str = "clock_gettime";
 
 /// What a running clock attack holds.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Handle {
     /// Holds a reference on the shared links.
     global: bool,
@@ -97,11 +96,11 @@ struct Links {
     exec: RawTracePointLink,
 }
 
-/// Links, levels and offsets shared by every clock attack.
-#[derive(Default)]
+/// Rules, links and offsets shared by every clock attack.
 pub struct Clock {
-    links: Option<(Links, usize)>,
-    level_users: [usize; MAX_LEVEL as usize + 1],
+    rules: RuleTable<ClockRule, ClockCounters>,
+    /// The global links, one set shared by every clock attack.
+    links: LinkSet<(), Links>,
     binprm: Option<BinprmOffsets>,
     /// Processes with C library probes, by counter slot (for counters).
     probed: BTreeMap<u32, usize>,
@@ -109,46 +108,53 @@ pub struct Clock {
     offsets: StdHashMap<(String, u64), std::result::Result<u64, String>>,
 }
 
-impl Clock {
-    pub fn start(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        mechanism: &ClockMechanism,
-        slot: u32,
-        deadline_ns: u64,
-    ) -> Result<(Handle, Vec<String>)> {
-        let Fault::ClockSkew(fault) = &attack.fault else {
-            unreachable!("the injector dispatches clock faults only here")
-        };
-        let mut handle = Handle { global: false, libc: Vec::new() };
-        let result = (|| {
-            self.binprm_offsets()?;
-            reset_counters(&mut shared.ebpf, slot)?;
-            let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
-            self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, flags))?;
-            self.acquire(&mut shared.ebpf, mechanism.syscalls)?;
-            handle.global = true;
-            if mechanism.libc_uprobes {
-                handle.libc = self.uprobe_running(&mut shared.ebpf, attack)?;
-            }
-            self.probed.insert(slot, handle.libc.len());
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok((handle, Vec::new())),
-            Err(e) => Err(super::rolled_back(e, self.stop(shared, attack, handle))),
+/// The names of [`ClockCounters`]' fields in events and reports, in
+/// declaration order (`-`: `expired`).
+pub(super) const COUNTER_NAMES: &str = "syscall_matched syscall_shifted time_return_unshifted libc_matched libc_shifted \
+                             execs vdso_detached exec_unrecognised write_failed -";
+
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for ClockCounters {}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            rules: RuleTable::new(
+                clock::RULES,
+                clock::COUNTERS,
+                "a clock skew in this run; one offset per target",
+            ),
+            links: LinkSet::default(),
+            binprm: None,
+            probed: BTreeMap::new(),
+            offsets: StdHashMap::new(),
         }
+    }
+}
+
+impl FamilyInjector for Clock {
+    type Fault = ClockSkew;
+    type Mechanism = ClockMechanism;
+    type Handle = Handle;
+
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        self.binprm_offsets()?;
+        self.rules.reset_counters(&mut shared.ebpf, slot)?;
+        let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
+        self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, flags))?;
+        self.acquire(&mut shared.ebpf, mechanism.syscalls)?;
+        handle.global = true;
+        if mechanism.libc_uprobes {
+            handle.libc = self.uprobe_running(&mut shared.ebpf, attack)?;
+        }
+        self.probed.insert(slot, handle.libc.len());
+        Ok(())
     }
 
     /// Delete the rule (every hook passes from the returned instant on),
     /// then detach this attack's uprobes and release the shared links.
-    pub fn stop(
-        &mut self,
-        shared: &mut Shared,
-        attack: &Attack,
-        handle: Handle,
-    ) -> (Result<Instant>, Result<()>) {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         for (pid, enter, ret) in handle.libc {
             // A process that exited took its probes with it; detaching what
@@ -163,66 +169,42 @@ impl Clock {
         (inert, released)
     }
 
-    pub fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
-        let map: PerCpuArray<&MapData, ClockCounters> = map(&shared.ebpf, clock::COUNTERS)?;
-        let values = map.get(&slot, 0).map_err(|e| Error::kernel("reading counters", e))?;
-        let sum = values.iter().fold(ClockCounters::default(), |mut s, c| {
-            s.syscall_matched += c.syscall_matched;
-            s.syscall_shifted += c.syscall_shifted;
-            s.time_return_unshifted += c.time_return_unshifted;
-            s.libc_matched += c.libc_matched;
-            s.libc_shifted += c.libc_shifted;
-            s.execs += c.execs;
-            s.vdso_detached += c.vdso_detached;
-            s.exec_unrecognised += c.exec_unrecognised;
-            s.write_failed += c.write_failed;
-            s.expired += c.expired;
-            s
-        });
-        let probed = self.probed.get(&slot).copied().unwrap_or(0) as u64;
-        Ok(counters_of(&sum, probed))
+    fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let c = self.rules.counters(&shared.ebpf, slot)?;
+        let mut detail = named(&c, COUNTER_NAMES);
+        detail.insert("processes_probed", self.probed.get(&slot).copied().unwrap_or(0) as u64);
+        Ok(Counters {
+            matched: c.syscall_matched + c.libc_matched,
+            injected: c.syscall_shifted + c.libc_shifted,
+            expired: c.expired,
+            detail,
+        })
     }
+}
 
+impl Clock {
     /// This kernel's `struct linux_binprm` offsets, from its BTF (once).
     fn binprm_offsets(&mut self) -> Result<BinprmOffsets> {
-        if let Some(o) = self.binprm {
-            return Ok(o);
-        }
-        let btf = crate::btf::kernel().map_err(|e| {
-            Error::environment(format!("clock-skew needs the kernel's BTF to read exec's stack layout: {e}"))
-        })?;
-        let field = |name: &str| {
-            btf.offset_of("linux_binprm", name).map_err(|e| {
-                Error::environment(format!("clock-skew cannot read this kernel's struct linux_binprm: {e}"))
-            })
-        };
-        let o = BinprmOffsets { p: field("p")?, argc: field("argc")?, envc: field("envc")?, _pad: 0 };
-        tracing::debug!(?o, "struct linux_binprm offsets");
-        self.binprm = Some(o);
-        Ok(o)
+        let purpose = ["clock-skew", "read exec's stack layout", "struct linux_binprm"];
+        btf_offsets(&mut self.binprm, purpose, |btf| {
+            let field = |name: &str| btf.offset_of("linux_binprm", name);
+            Ok(BinprmOffsets { p: field("p")?, argc: field("argc")?, envc: field("envc")?, _pad: 0 })
+        })
     }
 
     fn write_config(&self, ebpf: &mut Ebpf) -> Result<()> {
-        let value = ClockConfig {
-            levels: Levels::from_users(&self.level_users),
-            binprm: self.binprm.unwrap_or_default(),
-        };
+        let value = ClockConfig { levels: self.rules.levels(), binprm: self.binprm.unwrap_or_default() };
         let mut config: Array<&mut MapData, ClockConfig> = map_mut(ebpf, clock::CONFIG)?;
         config.set(0, &value, 0).map_err(|e| Error::kernel("writing the clock configuration", e))
     }
 
     fn insert_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack, rule: ClockRule) -> Result<()> {
-        insert_rule(ebpf, clock::RULES, attack, &rule, "a clock skew in this run; one offset per target")?;
-        self.level_users[attack.target.level as usize] += 1;
+        self.rules.insert(ebpf, attack, &rule)?;
         self.write_config(ebpf)
     }
 
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        let id = attack.target.id;
-        let removed = remove_rule::<ClockRule>(ebpf, clock::RULES, id)?;
-        if removed {
-            let users = &mut self.level_users[attack.target.level as usize];
-            *users = users.saturating_sub(1);
+        if self.rules.remove(ebpf, attack)? {
             self.write_config(ebpf)?;
         }
         Ok(())
@@ -231,37 +213,11 @@ impl Clock {
     /// Attach the tracepoints and the exec hook (loading them first if
     /// needed), or count one more user.
     fn acquire(&mut self, ebpf: &mut Ebpf, hook: SyscallHook) -> Result<()> {
-        if let Some((_, users)) = &mut self.links {
-            *users += 1;
-            return Ok(());
-        }
-        let btf = match hook {
-            SyscallHook::Fexit => Some(crate::btf::kernel_aya().map_err(|e| {
-                Error::environment(format!("clock-skew's fexit programs need the kernel's BTF: {e}"))
-            })?),
-            SyscallHook::Tracepoint => None,
-        };
-        // aya finds the syscall tracepoints' ids in tracefs (raw
-        // tracepoints and fexit go by name): where nobody has mounted it,
-        // it is mounted for the attachment in a private mount namespace,
-        // which the host never sees (the perf events keep what they need).
-        let links = match hook {
-            SyscallHook::Tracepoint => {
-                environment::with_tracefs(|| attach_global(ebpf, hook, btf)).map_err(Error::environment)?
-            }
-            SyscallHook::Fexit => attach_global(ebpf, hook, btf),
-        };
-        self.links = Some((links?, 1));
-        Ok(())
+        self.links.acquire((), || attach_all(ebpf, hook))
     }
 
     fn release(&mut self) -> Result<()> {
-        let Some((_, users)) = &mut self.links else { return Ok(()) };
-        *users -= 1;
-        if *users > 0 {
-            return Ok(());
-        }
-        let (links, _) = self.links.take().expect("present");
+        let Some(links) = self.links.release(&()) else { return Ok(()) };
         let mut result = Ok(());
         for link in links.fexits {
             if let Err(e) = link.detach() {
@@ -337,6 +293,26 @@ impl Clock {
             .entry(lib.identity.clone())
             .or_insert_with(|| libc::function_offset_in(&lib.path, LIBC_FUNCTION))
             .clone()
+    }
+}
+
+/// The global links for `hook`.
+fn attach_all(ebpf: &mut Ebpf, hook: SyscallHook) -> Result<Links> {
+    let btf = match hook {
+        SyscallHook::Fexit => Some(crate::btf::kernel_aya().map_err(|e| {
+            Error::environment(format!("clock-skew's fexit programs need the kernel's BTF: {e}"))
+        })?),
+        SyscallHook::Tracepoint => None,
+    };
+    // aya finds the syscall tracepoints' ids in tracefs (raw tracepoints
+    // and fexit go by name): where nobody has mounted it, it is mounted for
+    // the attachment in a private mount namespace, which the host never
+    // sees (the perf events keep what they need).
+    match hook {
+        SyscallHook::Tracepoint => {
+            environment::with_tracefs(|| attach_global(ebpf, hook, btf)).map_err(Error::environment)?
+        }
+        SyscallHook::Fexit => attach_global(ebpf, hook, btf),
     }
 }
 
@@ -448,33 +424,4 @@ where
 
 fn load_error(name: &str, e: &aya::programs::ProgramError) -> Error {
     Error::kernel(format!("loading program {name}"), anyhow::anyhow!(describe(e)))
-}
-
-/// The names of [`ClockCounters`] in events and reports.
-fn counters_of(c: &ClockCounters, probed: u64) -> Counters {
-    Counters {
-        matched: c.syscall_matched + c.libc_matched,
-        injected: c.syscall_shifted + c.libc_shifted,
-        expired: c.expired,
-        detail: BTreeMap::from([
-            ("syscall_matched", c.syscall_matched),
-            ("syscall_shifted", c.syscall_shifted),
-            ("time_return_unshifted", c.time_return_unshifted),
-            ("libc_matched", c.libc_matched),
-            ("libc_shifted", c.libc_shifted),
-            ("execs", c.execs),
-            ("vdso_detached", c.vdso_detached),
-            ("exec_unrecognised", c.exec_unrecognised),
-            ("write_failed", c.write_failed),
-            ("processes_probed", probed),
-        ]),
-    }
-}
-
-fn reset_counters(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
-    let cpus = nr_cpus().map_err(|(_, e)| Error::kernel("counting CPUs", e))?;
-    let mut counters: PerCpuArray<&mut MapData, ClockCounters> = map_mut(ebpf, clock::COUNTERS)?;
-    let zeros = PerCpuValues::try_from(vec![ClockCounters::default(); cpus.get() as usize])
-        .map_err(|e| Error::kernel("resetting counters", e))?;
-    counters.set(slot, zeros, 0).map_err(|e| Error::kernel("resetting counters", e))
 }
