@@ -10,7 +10,7 @@ use std::{
 use crate::{
     attack::{Attack, Mechanism},
     error::Result,
-    events::Events,
+    events::{Events, RunEvent},
     injector::{Injector, Running, Stopped},
     signals::{self, SignalWatch, Wake},
     timebase::monotonic_ns,
@@ -88,7 +88,7 @@ pub fn run_group(
     for (attack, mechanism) in attacks {
         match injector.start(attack, mechanism) {
             Ok(r) => {
-                events.start(&r);
+                events.emit(RunEvent::start(&r));
                 if options.quiet {
                     tracing::debug!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
                 } else {
@@ -164,7 +164,7 @@ fn stop_one(
     let stop_called_ns = monotonic_ns();
     match injector.stop(r) {
         Ok(s) => {
-            events.end(&s, &reason.label());
+            events.emit(RunEvent::end(&s, reason.label()));
             let msg = format!(
                 "stopped ({}): injected into {} of {} matching events; {} after the kernel deadline",
                 reason.label(),

@@ -25,7 +25,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use prometheus_client::{
@@ -38,6 +38,7 @@ use prometheus_client::{
 use crate::{
     counters::Counters,
     error::{Error, Result},
+    events::{Progress, RunEvent, Subscriber},
     probes::{Role, Stats},
 };
 
@@ -147,6 +148,31 @@ impl Metrics {
             Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry),
         };
         out
+    }
+}
+
+/// The metrics follow the run's events (its phase, each attack's final
+/// counters) and, between them, its progress (counters climbing, probe
+/// statistics).
+impl Subscriber for Metrics {
+    fn on(&mut self, _: SystemTime, event: &RunEvent) {
+        match event {
+            RunEvent::Phase { phase } => self.phase(phase.label()),
+            RunEvent::Stop(e) | RunEvent::Abort(e) => {
+                let a = &e.attack;
+                self.attack(&a.attack, &a.fault, &a.target.path, false, &e.counters);
+            }
+            _ => {}
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        for a in &p.attacks {
+            self.attack(&a.id, &a.fault, &a.target, true, &a.counters);
+        }
+        for w in &p.probes {
+            self.probe(&w.name, w.role, &w.stats);
+        }
     }
 }
 
