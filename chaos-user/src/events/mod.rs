@@ -187,7 +187,7 @@ impl RunEvent {
         attack.interfaces = Some(running.interfaces.clone());
         Self::Start {
             attack,
-            mechanism: serde_json::to_value(&running.mechanism).unwrap_or(Value::Null),
+            mechanism: serde_json::to_value(running.mechanism).unwrap_or(Value::Null),
             deadline_monotonic_ns: running.deadline_ns,
         }
     }
