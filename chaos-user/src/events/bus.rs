@@ -69,10 +69,6 @@ impl Events {
         bus
     }
 
-    pub fn stdout() -> Self {
-        Self::new(Box::new(std::io::stdout()))
-    }
-
     pub fn subscribe(&self, s: Box<dyn Subscriber>) {
         self.with(|subs| subs.push(s));
     }
