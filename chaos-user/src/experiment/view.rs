@@ -187,6 +187,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn live_view_lines_come_from_the_progress() {
+        use crate::{
+            counters::Counters,
+            events::{AttackProgress, ProbeProgress},
+            probes::{Role, Stats},
+        };
+        let view = LiveView {
+            screen: Screen::new(false),
+            experiment: "lossy".into(),
+            planned: Duration::from_secs(60),
+            max: Duration::from_secs(300),
+        };
+        let mut stats = Stats::default();
+        (stats.checks, stats.failed, stats.healthy) = (9, 4, false);
+        let progress = Progress {
+            phase: "step 1/2 `loss`".into(),
+            elapsed: Duration::from_secs(5),
+            attacks: vec![AttackProgress {
+                id: "loss".into(),
+                fault: "net-loss".into(),
+                target: "/t".into(),
+                done: Duration::from_secs(5),
+                duration: Duration::from_secs(10),
+                counters: Counters { matched: 40, injected: 2, ..Default::default() },
+            }],
+            probes: vec![ProbeProgress { name: "health".into(), role: Role::Hypothesis, failures: 3, stats }],
+        };
+        let lines = view.lines(&progress);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].contains("lossy") && lines[0].contains("step 1/2 `loss`"), "{lines:?}");
+        assert!(lines[1].contains("██████████░░░░░░░░░░") && lines[1].contains("into 2 of 40"), "{lines:?}");
+        assert!(lines[2].contains("UNHEALTHY") && lines[2].contains("9 checks   4 failed"), "{lines:?}");
+    }
+
+    #[test]
     fn bars() {
         assert_eq!(bar(0.0, 4), "░░░░");
         assert_eq!(bar(0.5, 4), "██░░");
