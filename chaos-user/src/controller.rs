@@ -10,7 +10,7 @@ use std::{
 use crate::{
     attack::{Attack, Planned},
     error::Result,
-    events::Events,
+    events::{Events, RunEvent},
     injector::{Injector, Running, Stopped},
     signals::{self, SignalWatch, Wake},
     timebase::monotonic_ns,
@@ -38,21 +38,6 @@ impl EndReason {
 /// How often the live view refreshes and the abort check runs.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Start `attacks` together and run them to their ends. `check` runs every
-/// tick and returns `Some(reason)` to abort everything. Each attack stops at
-/// its own deadline; a signal or an abort stops all that still run.
-pub fn run_parallel(
-    injector: &mut Injector,
-    attacks: Vec<(Attack, Planned)>,
-    events: &Events,
-    signals: &SignalWatch,
-    check: impl FnMut(&Injector, &[Running]) -> Option<String>,
-) -> Result<(EndReason, Vec<Stopped>)> {
-    let options = GroupOptions { status_line: true, quiet: false };
-    let (reason, ended) = run_group(injector, attacks, events, signals, options, check)?;
-    Ok((reason, ended.into_iter().map(|e| e.stopped).collect()))
-}
-
 /// How [`run_group`] runs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GroupOptions {
@@ -74,7 +59,10 @@ pub struct Ended {
     pub stop_called_ns: u64,
 }
 
-/// [`run_parallel`], with options, returning when each stop began.
+/// Start `attacks` together and run them to their ends. `check` runs every
+/// tick and returns `Some(reason)` to abort everything. Each attack stops at
+/// its own deadline; a signal or an abort stops all that still run. Returns
+/// how they ended, and when each stop began.
 pub fn run_group(
     injector: &mut Injector,
     attacks: Vec<(Attack, Planned)>,
@@ -88,7 +76,7 @@ pub fn run_group(
     for (attack, mechanism) in attacks {
         match injector.start(attack, mechanism) {
             Ok(r) => {
-                events.start(&r);
+                events.emit(RunEvent::start(&r));
                 if options.quiet {
                     tracing::debug!(attack = %r.attack.id, target = %r.attack.target, "started {}", r.attack.fault.kind());
                 } else {
@@ -164,7 +152,7 @@ fn stop_one(
     let stop_called_ns = monotonic_ns();
     match injector.stop(r) {
         Ok(s) => {
-            events.end(&s, &reason.label());
+            events.emit(RunEvent::end(&s, reason.label()));
             let msg = format!(
                 "stopped ({}): injected into {} of {} matching events; {} after the kernel deadline",
                 reason.label(),

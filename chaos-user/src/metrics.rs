@@ -25,7 +25,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use prometheus_client::{
@@ -38,6 +38,7 @@ use prometheus_client::{
 use crate::{
     counters::Counters,
     error::{Error, Result},
+    events::{Progress, RunEvent, Subscriber},
     probes::{Role, Stats},
 };
 
@@ -147,6 +148,31 @@ impl Metrics {
             Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry),
         };
         out
+    }
+}
+
+/// The metrics follow the run's events (its phase, each attack's final
+/// counters) and, between them, its progress (counters climbing, probe
+/// statistics).
+impl Subscriber for Metrics {
+    fn on(&mut self, _: SystemTime, event: &RunEvent) {
+        match event {
+            RunEvent::Phase { phase } => self.phase(phase.label()),
+            RunEvent::Stop(e) | RunEvent::Abort(e) => {
+                let a = &e.attack;
+                self.attack(&a.attack, &a.fault, &a.target.path, false, &e.counters);
+            }
+            _ => {}
+        }
+    }
+
+    fn progress(&mut self, p: &Progress) {
+        for a in &p.attacks {
+            self.attack(&a.id, &a.fault, &a.target, true, &a.counters);
+        }
+        for w in &p.probes {
+            self.probe(&w.name, w.role, &w.stats);
+        }
     }
 }
 
@@ -516,6 +542,51 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(families.contains(&name), "{line}");
         }
+    }
+
+    /// The metrics are a subscriber: the phase and an attack's final
+    /// counters come from the events, the counters in between from the
+    /// progress snapshots.
+    #[test]
+    fn follows_the_run_events_and_progress() {
+        use crate::events::{AttackFields, AttackProgress, Ending, Events, Phase, Progress, TargetFields};
+        let m = Metrics::new("e");
+        let bus = Events::default();
+        bus.subscribe(Box::new(m.clone()));
+        bus.emit(RunEvent::Phase { phase: Phase::Method });
+        let running = AttackProgress {
+            id: "a".into(),
+            fault: "net-loss".into(),
+            target: "/t".into(),
+            done: Duration::from_secs(1),
+            duration: Duration::from_secs(2),
+            counters: counters(10, 4),
+        };
+        bus.progress(&Progress { attacks: vec![running], ..Default::default() });
+        let text = m.render(Format::Text);
+        assert!(text.contains("phase=\"method\"} 1\n"), "{text}");
+        assert!(text.contains("chaos_attack_injected_total{attack=\"a\"} 4\n"), "{text}");
+        assert!(text.contains("chaos_attack_active{attack=\"a\",fault=\"net-loss\",target=\"/t\"} 1\n"));
+        let attack = AttackFields {
+            attack: "a".into(),
+            fault: "net-loss".into(),
+            target: TargetFields { path: "/t".into(), id: 7, level: 1 },
+            duration: "2s".into(),
+            interfaces: None,
+            parameters: Default::default(),
+        };
+        bus.emit(RunEvent::Stop(Ending {
+            attack,
+            reason: "deadline".into(),
+            counters: counters(12, 6),
+            inert_after_us: 1,
+            detached_after_us: 2,
+        }));
+        bus.emit(RunEvent::Phase { phase: Phase::Recovery });
+        let text = m.render(Format::Text);
+        assert!(text.contains("phase=\"recovery\"} 1\n") && text.contains("phase=\"method\"} 0\n"), "{text}");
+        assert!(text.contains("chaos_attack_injected_total{attack=\"a\"} 6\n"), "{text}");
+        assert!(text.contains("chaos_attack_active{attack=\"a\",fault=\"net-loss\",target=\"/t\"} 0\n"));
     }
 
     /// A run's worth of everything: an attack with detail counters, a

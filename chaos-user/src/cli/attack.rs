@@ -8,15 +8,17 @@ pub use super::attack_clock::ClockSkewParams;
 pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
-use super::schema::{Built, FaultParams, Source};
+use super::{
+    output::OutputArgs,
+    schema::{Built, FaultParams, Source},
+};
 
 use crate::{
     attack::{Attack, plan},
     capabilities::{Capability, CapabilitySet},
     cli::TargetArgs,
-    controller::{self, EndReason},
+    controller::{self, EndReason, GroupOptions},
     error::{Error, ExitCode, Result},
-    events::Events,
     faults::{Direction, Fault, NetFilter, NetKind, NetLoss, Protocol},
     plan::{Demand, safety_text},
     session,
@@ -229,6 +231,9 @@ pub struct AttackOptions {
     /// --dry-run: a real attack always probes the kernel it runs on.
     #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub capabilities: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// A port from 1 to 65535.
@@ -285,17 +290,25 @@ impl AttackCommand {
         if run.dry_run {
             return dry_run(&attack, &caps, run.capabilities.as_deref(), consults);
         }
-        run_one(attack, &caps)
+        run_one(attack, &caps, &run.output)
     }
 }
 
-fn run_one(attack: Attack, caps: &CapabilitySet) -> Result<ExitCode> {
+fn run_one(attack: Attack, caps: &CapabilitySet, output: &OutputArgs) -> Result<ExitCode> {
     let planned = plan(&attack, caps)?;
+    let output = output.open()?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
     let mut injector = session::open(std::slice::from_ref(&attack))?;
-    let events = Events::stdout();
-    let (reason, _) =
-        controller::run_parallel(&mut injector, vec![(attack, planned)], &events, &signals, |_, _| None)?;
+    // The status line shares the terminal with nothing: not with JSON lines.
+    let options = GroupOptions { status_line: output.live(), quiet: false };
+    let (reason, _) = controller::run_group(
+        &mut injector,
+        vec![(attack, planned)],
+        &output.events,
+        &signals,
+        options,
+        |_, _| None,
+    )?;
     Ok(match reason {
         EndReason::Deadline => ExitCode::Ok,
         EndReason::Signal(_) | EndReason::Abort(_) => ExitCode::Aborted,

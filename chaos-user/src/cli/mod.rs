@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctor;
 #[cfg(test)]
 pub(crate) mod fuzz;
+mod output;
 pub mod recover;
 pub mod run;
 pub mod schema;

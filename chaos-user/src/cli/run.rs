@@ -1,6 +1,6 @@
 //! `chaos run FILE`: run an experiment file and give a verdict.
 
-use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Args;
 
@@ -12,6 +12,8 @@ use crate::{
     report,
     signals::SignalWatch,
 };
+
+use super::output::OutputArgs;
 
 /// Run an experiment: check the steady state, inject, watch, verdict
 ///
@@ -53,9 +55,11 @@ use crate::{
 /// The whole format, with every field and default: experiments/README.md.
 /// Check files without running them: `chaos validate FILE`.
 ///
-/// Output: event lines (JSON) on stdout or --events; a live view on stderr
-/// when it is a terminal; a summary on stderr at the end; --report (JSON)
-/// and --junit (JUnit XML) for CI; --metrics-addr for Prometheus.
+/// Output: on a terminal, a live view and a summary (stderr); piped, the
+/// events as JSON lines on stdout (--output; the schema is
+/// docs/events.schema.json); --events FILE for the JSON lines in a file;
+/// --report (JSON) and --junit (JUnit XML) for CI; --metrics-addr for
+/// Prometheus.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RunArgs {
@@ -87,9 +91,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
 
-    /// Write the event lines (JSON) to FILE instead of stdout.
-    #[arg(long, value_name = "FILE")]
-    pub events: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
     /// While running, serve counters in the Prometheus text format on
     /// ADDR (e.g. 127.0.0.1:9464), at /metrics.
@@ -106,7 +109,8 @@ impl RunArgs {
         let exp = experiment::load(&self.file, &self.set)?;
         let capabilities = self.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
         // Refuse before injecting, rather than lose the verdict at the end.
-        for (flag, path) in [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.events)]
+        for (flag, path) in
+            [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.output.events)]
         {
             let Some(path) = path else { continue };
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
@@ -119,13 +123,7 @@ impl RunArgs {
                 )));
             }
         }
-        let events = match &self.events {
-            None => Events::stdout(),
-            Some(p) => Events::new(Box::new(
-                crate::safe_fs::create_replacing(p)
-                    .map_err(|e| Error::invalid(format!("--events {}: {e}", p.display())))?,
-            )),
-        };
+        let output = self.output.open()?;
         let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
         let options = Options {
             dry_run: self.dry_run,
@@ -133,9 +131,9 @@ impl RunArgs {
             report: self.report,
             junit: self.junit,
             metrics_addr: self.metrics_addr,
-            live: !self.no_live && std::io::stderr().is_terminal(),
+            live: !self.no_live && output.live(),
         };
-        execute(&exp, &options, &events, &signals).map(|(code, _)| code)
+        execute(&exp, &options, &output.events, &signals).map(|(code, _)| code)
     }
 }
 

@@ -22,19 +22,19 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
-    describe::{clock, dur, fault_parameters, plan_text, step_line},
+    describe::{dur, fault_parameters, plan_text, step_line},
     model::{Experiment, Selector},
-    view::{View, bar},
+    view::{LiveView, Screen},
 };
 use crate::{
     attack::{Attack, Planned, plan},
     capabilities::CapabilitySet,
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
-    events::Events,
+    events::{AttackProgress, Events, Phase, ProbeProgress, Progress, RunEvent},
     injector::{Injector, Running},
     metrics::{self, Metrics},
     plan::Demand,
@@ -122,10 +122,13 @@ pub fn run(exp: &Experiment, opts: &Options, events: &Events, signals: &SignalWa
     };
     runner.finish(verdict, code, reason);
     if !opts.dry_run {
-        runner.events.emit(
-            "verdict",
-            json!({ "experiment": exp.name, "verdict": verdict, "exit_code": code as u8, "reason": runner.report.reason }),
-        );
+        runner.bus.emit(RunEvent::Phase { phase: Phase::Done });
+        runner.bus.emit(RunEvent::Verdict {
+            experiment: exp.name.clone(),
+            verdict: verdict.into(),
+            exit_code: code as u8,
+            reason: runner.report.reason.clone(),
+        });
     }
     let written = runner.write_reports();
     let (verdict, _) = result?;
@@ -188,7 +191,9 @@ impl Cause {
 struct Runner<'a> {
     exp: &'a Experiment,
     opts: &'a Options,
-    events: &'a Events,
+    /// The run's own bus: the caller's (JSON lines), the metrics and the
+    /// live view subscribe to it.
+    bus: Events,
     signals: &'a SignalWatch,
     report: Report,
     t0: Instant,
@@ -196,7 +201,8 @@ struct Runner<'a> {
     /// `t0 + max-duration`.
     deadline: Instant,
     metrics: Metrics,
-    view: View,
+    /// Lasting messages, above the live view.
+    screen: Screen,
     /// "step 2/3" and the like, for the live view.
     phase: String,
 }
@@ -222,17 +228,28 @@ impl<'a> Runner<'a> {
             max_duration: dur(exp.max_duration),
             ..Default::default()
         };
+        let metrics = Metrics::new(&exp.name);
+        let screen = Screen::new(opts.live);
+        let bus = Events::default();
+        bus.subscribe(Box::new(events.clone()));
+        bus.subscribe(Box::new(metrics.clone()));
+        bus.subscribe(Box::new(LiveView {
+            screen: screen.clone(),
+            experiment: exp.name.clone(),
+            planned: exp.method_length(),
+            max: exp.max_duration,
+        }));
         Self {
             exp,
             opts,
-            events,
+            bus,
             signals,
             report,
             t0,
             wall0: SystemTime::now(),
             deadline: t0 + exp.max_duration,
-            metrics: Metrics::new(&exp.name),
-            view: View::new(opts.live),
+            metrics,
+            screen,
             phase: "planning".into(),
         }
     }
@@ -260,27 +277,24 @@ impl<'a> Runner<'a> {
         let _server = match self.opts.metrics_addr {
             Some(addr) => {
                 let s = metrics::serve(addr, self.metrics.clone())?;
-                self.view.say(&format!("metrics at http://{}/metrics", s.addr));
+                self.screen.say(&format!("metrics at http://{}/metrics", s.addr));
                 Some(s)
             }
             None => None,
         };
-        self.events.emit(
-            "experiment-start",
-            json!({
-                "experiment": self.exp.name,
-                "file": self.exp.file,
-                "variables": self.report.experiment.variables,
-                "targets": self.report.targets,
-                "max_duration": dur(self.exp.max_duration),
-                "method_length": dur(self.exp.method_length()),
-            }),
-        );
+        self.bus.emit(RunEvent::ExperimentStart {
+            experiment: self.exp.name.clone(),
+            file: self.exp.file.clone(),
+            variables: self.report.experiment.variables.clone(),
+            targets: self.report.targets.clone(),
+            max_duration: dur(self.exp.max_duration),
+            method_length: dur(self.exp.method_length()),
+        });
 
         // 2. The steady state, before anything is injected.
-        self.metrics.phase("steady-state");
+        self.bus.emit(RunEvent::Phase { phase: Phase::SteadyState });
         self.phase = "steady state".into();
-        self.view.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
+        self.screen.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
         let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
         let samples = probes::run_all_once(&refs);
         let checks: Vec<ProbeCheck> = probes
@@ -295,7 +309,7 @@ impl<'a> Runner<'a> {
             })
             .collect();
         let held = checks.iter().all(|c| c.ok);
-        self.events.emit("steady-state", json!({ "phase": "before", "held": held, "probes": checks }));
+        self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
         self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
         if let Some(sig) = self.signals.pending() {
             return Ok((
@@ -306,7 +320,7 @@ impl<'a> Runner<'a> {
         if !held {
             let failed: Vec<String> =
                 checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-            self.view.say("the steady state does not hold: refusing to inject");
+            self.screen.say("the steady state does not hold: refusing to inject");
             return Ok((
                 Verdict::NotStarted,
                 format!(
@@ -315,14 +329,14 @@ impl<'a> Runner<'a> {
                 ),
             ));
         }
-        self.view.say("steady state holds");
+        self.screen.say("steady state holds");
 
         // 3. Claim every attack of the run, then 4. the method.
         let attacks: Vec<Attack> = plan.iter().flatten().map(|(a, _)| a.clone()).collect();
         let mut injector = session::open(&attacks)?;
         let wake = self.signals.waker();
-        let mut monitor = Monitor::start(probes, self.events.clone(), Arc::new(wake));
-        self.metrics.phase("method");
+        let mut monitor = Monitor::start(probes, self.bus.clone(), Arc::new(wake));
+        self.bus.emit(RunEvent::Phase { phase: Phase::Method });
         let result = self.method(&mut injector, &mut monitor, plan);
         let decision = match result {
             Ok(d) => d,
@@ -346,7 +360,7 @@ impl<'a> Runner<'a> {
         }
 
         // 5. Recovery.
-        self.metrics.phase("recovery");
+        self.bus.emit(RunEvent::Phase { phase: Phase::Recovery });
         let recovery = self.recover(&monitor);
         monitor.stop();
         match recovery {
@@ -525,7 +539,7 @@ impl<'a> Runner<'a> {
         for (i, (step, group)) in exp.method.iter().zip(plan).enumerate() {
             self.phase = format!("step {}/{steps} `{}`", i + 1, step.name);
             if !step.delay.is_zero() {
-                self.view.say(&format!(
+                self.screen.say(&format!(
                     "step {}/{steps} `{}`: waiting {}",
                     i + 1,
                     step.name,
@@ -533,17 +547,17 @@ impl<'a> Runner<'a> {
                 ));
                 if let Some(d) = self.wait(Instant::now() + step.delay, monitor, true, |_| false) {
                     self.record_abort(&d, &[]);
-                    self.view.say(&format!("ABORT: {}", d.cause.describe(exp.max_duration)));
+                    self.screen.say(&format!("ABORT: {}", d.cause.describe(exp.max_duration)));
                     return Ok(Some(d));
                 }
             }
-            self.view.say(&format!("step {}/{steps} `{}`: {}", i + 1, step.name, step_line(&group)));
+            self.screen.say(&format!("step {}/{steps} `{}`: {}", i + 1, step.name, step_line(&group)));
             self.report.steps[i].status = "running".into();
             let mut decision: Option<Decision> = None;
-            let (events, signals) = (self.events, self.signals);
+            let (bus, signals) = (self.bus.clone(), self.signals);
             // The live view shows starts and stops; log lines would garble it.
             let options = GroupOptions { status_line: false, quiet: self.opts.live };
-            let result = controller::run_group(injector, group, events, signals, options, |inj, running| {
+            let result = controller::run_group(injector, group, &bus, signals, options, |inj, running| {
                 self.note_started(i, running);
                 self.tick(monitor, Some((inj, running)));
                 let d = self.decide(monitor, true)?;
@@ -568,7 +582,7 @@ impl<'a> Runner<'a> {
             self.record_step(i, &ended, decision.is_some());
             if let Some(d) = decision {
                 self.record_abort(&d, &ended);
-                self.view.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
+                self.screen.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
                 return Ok(Some(d));
             }
         }
@@ -592,15 +606,9 @@ impl<'a> Runner<'a> {
     fn record_step(&mut self, i: usize, ended: &[Ended], aborted: bool) {
         let step = &mut self.report.steps[i];
         step.status = if aborted { "aborted" } else { "completed" }.into();
+        // The metrics took the final counters from the stop events.
         for e in ended {
             let s = &e.stopped;
-            self.metrics.attack(
-                &s.attack.id,
-                s.attack.fault.kind(),
-                &s.attack.target.path.display().to_string(),
-                false,
-                &s.counters,
-            );
             if let Some(a) = step.attacks.iter_mut().find(|a| a.id == s.attack.id) {
                 let deadline_reached = e.stop_called_ns >= a.deadline_monotonic_ns.unwrap_or(u64::MAX);
                 a.status = if aborted && !deadline_reached { "aborted" } else { "completed" }.into();
@@ -632,7 +640,7 @@ impl<'a> Runner<'a> {
             inert_after_decision_us: inert.map(since),
             detached_after_decision_us: detached.map(since),
         };
-        self.events.emit("experiment-abort", serde_json::to_value(&record).unwrap_or(Value::Null));
+        self.bus.emit(RunEvent::ExperimentAbort(record.clone()));
         self.report.abort = Some(record);
     }
 
@@ -646,7 +654,7 @@ impl<'a> Runner<'a> {
             w.mark(end);
         }
         self.phase = "recovery".into();
-        self.view
+        self.screen
             .say(&format!("method done; waiting up to {} for the hypothesis to pass again", dur(within)));
         let recovered = |m: &Monitor| {
             m.watched
@@ -657,7 +665,7 @@ impl<'a> Runner<'a> {
         let until = (end + within).min(self.deadline);
         if let Some(d) = self.wait(until, monitor, false, recovered) {
             self.record_abort(&d, &[]);
-            self.view.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
+            self.screen.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
             return Err(d);
         }
         let missing: Vec<(String, String)> = monitor
@@ -682,8 +690,8 @@ impl<'a> Runner<'a> {
             let m: Vec<String> = missing.iter().map(|(n, d)| format!("{n}: {d}")).collect();
             format!("not recovered: {}", m.join("; "))
         };
-        self.view.say(&detail);
-        self.events.emit("recovery", json!({ "recovered": recovered, "after_ms": after, "detail": detail }));
+        self.screen.say(&detail);
+        self.bus.emit(RunEvent::Recovery { recovered, after_ms: after, detail: detail.clone() });
         self.report.recovery = Some(RecoveryRecord {
             within: dur(within),
             recovered,
@@ -734,59 +742,35 @@ impl<'a> Runner<'a> {
         Some(Decision { cause, decided_ns: monotonic_ns() })
     }
 
-    /// Refresh metrics and the live view.
+    /// Publish the progress between events (the metrics and the live view
+    /// show it).
     fn tick(&mut self, monitor: &Monitor, attacks: Option<(&Injector, &[Running])>) {
-        let mut lines = Vec::new();
-        let elapsed = self.t0.elapsed();
-        let planned = self.exp.method_length();
-        lines.push(format!(
-            "▶ {} · {} · {} elapsed (method {}, max {})",
-            self.exp.name,
-            self.phase,
-            clock(elapsed),
-            dur(planned),
-            dur(self.exp.max_duration)
-        ));
+        let mut progress =
+            Progress { phase: self.phase.clone(), elapsed: self.t0.elapsed(), ..Default::default() };
         if let Some((inj, running)) = attacks {
-            for r in running {
-                let c = inj.counters(r).unwrap_or_default();
-                let path = r.attack.target.path.display().to_string();
-                self.metrics.attack(&r.attack.id, r.attack.fault.kind(), &path, true, &c);
-                let done = r.started.elapsed().min(r.attack.duration);
-                let fraction = done.as_secs_f64() / r.attack.duration.as_secs_f64().max(1e-9);
-                lines.push(format!(
-                    "  {:<16} {} {:>5}/{:<5} injected into {} of {} events",
-                    r.attack.id,
-                    bar(fraction, 20),
-                    clock(done),
-                    dur(r.attack.duration),
-                    c.injected,
-                    c.matched
-                ));
-            }
+            progress.attacks = running
+                .iter()
+                .map(|r| AttackProgress {
+                    id: r.attack.id.clone(),
+                    fault: r.attack.fault.kind().into(),
+                    target: r.attack.target.path.display().to_string(),
+                    done: r.started.elapsed().min(r.attack.duration),
+                    duration: r.attack.duration,
+                    counters: inj.counters(r).unwrap_or_default(),
+                })
+                .collect();
         }
-        for w in &monitor.watched {
-            let s = w.stats();
-            self.metrics.probe(&w.probe.name, w.role, &s);
-            let state = if s.checks == 0 {
-                "…".to_owned()
-            } else if !s.healthy {
-                "UNHEALTHY".to_owned()
-            } else if s.consecutive_failures > 0 {
-                format!("failing {}/{}", s.consecutive_failures, w.probe.failures)
-            } else {
-                "ok".to_owned()
-            };
-            lines.push(format!(
-                "  {:<16} {:<10} {:>4} checks {:>3} failed  {}",
-                w.probe.name,
-                state,
-                s.checks,
-                s.failed,
-                s.last_detail.chars().take(60).collect::<String>()
-            ));
-        }
-        self.view.draw(&lines);
+        progress.probes = monitor
+            .watched
+            .iter()
+            .map(|w| ProbeProgress {
+                name: w.probe.name.clone(),
+                role: w.role,
+                failures: w.probe.failures,
+                stats: w.stats(),
+            })
+            .collect();
+        self.bus.progress(&progress);
     }
 
     /// Probe outcomes and statistics for the report.
@@ -814,8 +798,7 @@ impl<'a> Runner<'a> {
     }
 
     fn finish(&mut self, verdict: &str, code: ExitCode, reason: String) {
-        self.view.clear();
-        self.metrics.phase("done");
+        self.screen.clear();
         let r = &mut self.report;
         r.verdict = verdict.into();
         r.exit_code = code as u8;

@@ -26,10 +26,13 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::json;
 
 pub use self::{command::CommandCheck, http::HttpCheck, prometheus::PrometheusCheck, tcp::TcpCheck};
-use crate::{events::Events, timebase::monotonic_ns, units::format_duration};
+use crate::{
+    events::{Events, RunEvent},
+    timebase::monotonic_ns,
+    units::format_duration,
+};
 
 /// The outcome of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,7 +209,7 @@ pub fn run_all_once(probes: &[&Probe]) -> Vec<Sample> {
 }
 
 /// Why a probe is watched: the hypothesis, or an abort condition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Hypothesis,
@@ -397,16 +400,15 @@ fn watch(w: &Watched, stop: &AtomicBool, events: &Events, wake: &Wake) {
         match w.record(started, sample) {
             Transition::Unhealthy => {
                 wake();
-                events.emit(
-                    "probe-unhealthy",
-                    json!({ "probe": w.probe.name, "role": w.role, "detail": detail, "failures": w.probe.failures }),
-                );
+                events.emit(RunEvent::ProbeUnhealthy {
+                    probe: w.probe.name.clone(),
+                    role: w.role,
+                    detail,
+                    failures: w.probe.failures,
+                });
             }
             Transition::Healthy => {
-                events.emit(
-                    "probe-healthy",
-                    json!({ "probe": w.probe.name, "role": w.role, "detail": detail }),
-                );
+                events.emit(RunEvent::ProbeHealthy { probe: w.probe.name.clone(), role: w.role, detail });
             }
             Transition::None => {}
         }

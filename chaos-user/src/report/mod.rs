@@ -51,7 +51,7 @@ pub struct ExperimentInfo {
     pub overridden: Vec<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct TargetInfo {
     pub name: String,
     pub path: String,
@@ -65,7 +65,7 @@ pub struct SteadyState {
     pub probes: Vec<ProbeCheck>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ProbeCheck {
     pub name: String,
     pub role: String,
@@ -133,7 +133,7 @@ pub struct ProbeRecord {
 }
 
 /// Why and how fast the run stopped early.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct AbortRecord {
     /// `hypothesis`, `abort-condition`, `max-duration` or `signal`.
     pub cause: String,

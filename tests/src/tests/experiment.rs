@@ -269,7 +269,10 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
     let file = files.write("held.yaml", &yaml)?;
     let port = free_port()?;
     let metrics_addr = format!("127.0.0.1:{port}");
-    let mut run = start(&run_args(&files, &file, &["--metrics-addr", &metrics_addr]), &[])?;
+    // The events both on stdout and in a file (--output json, --events).
+    let events_file = files.path("events.jsonl");
+    let extra = ["--metrics-addr", &metrics_addr, "--output", "json", "--events", &events_file];
+    let mut run = start(&run_args(&files, &file, &extra), &[])?;
     run.wait_event("start", Duration::from_secs(20))?;
     // The fault is real: every datagram the target sends is lost.
     let sink_addr = SocketAddr::from((lab.peer_ip, 9300));
@@ -340,7 +343,64 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let verdict = ended.event("verdict").ok_or_else(|| anyhow::anyhow!("no verdict event"))?;
     anyhow::ensure!(verdict["verdict"] == "held", "{verdict}");
+
+    // Every line of the file is an event the published schema describes,
+    // the same events as on stdout, in the order of a held run.
+    let text = std::fs::read_to_string(&events_file)?;
+    let lines = events_match_schema(&text)?;
+    let names = |events: &[Value]| -> Vec<String> {
+        events.iter().map(|e| e["event"].as_str().unwrap_or("?").to_owned()).collect()
+    };
+    anyhow::ensure!(
+        names(&lines) == names(&ended.events),
+        "--events {:?}, stdout {:?}",
+        names(&lines),
+        names(&ended.events)
+    );
+    // Probes may turn unhealthy and back on a loaded machine (tolerated):
+    // the rest is the run's fixed sequence.
+    let run_events: Vec<String> = lines
+        .iter()
+        .filter(|e| !e["event"].as_str().is_some_and(|n| n.starts_with("probe-")))
+        .map(|e| match e["event"].as_str() {
+            Some("phase") => format!("phase {}", e["phase"].as_str().unwrap_or("?")),
+            n => n.unwrap_or("?").to_owned(),
+        })
+        .collect();
+    let want = [
+        "experiment-start",
+        "phase steady-state",
+        "steady-state",
+        "phase method",
+        "start",
+        "stop",
+        "phase recovery",
+        "recovery",
+        "phase done",
+        "verdict",
+    ];
+    anyhow::ensure!(run_events == want, "events {run_events:?}, want {want:?}");
     Ok(())
+}
+
+/// The event stream's published schema, as committed.
+const EVENTS_SCHEMA: &str = include_str!("../../../docs/events.schema.json");
+
+/// Each line of `text`, checked to be JSON that `docs/events.schema.json`
+/// describes.
+fn events_match_schema(text: &str) -> anyhow::Result<Vec<Value>> {
+    let schema: Value = serde_json::from_str(EVENTS_SCHEMA)?;
+    let validator =
+        jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("docs/events.schema.json: {e}"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not JSON ({e}): {line}"))?;
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        anyhow::ensure!(errors.is_empty(), "an event line does not match the schema: {errors:?}\n{line}");
+        out.push(v);
+    }
+    anyhow::ensure!(!out.is_empty(), "no events");
+    Ok(out)
 }
 
 /// The probe's tolerance is exceeded under 100% loss: chaos aborts (exit
