@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", env = "CHAOS_VM_IDLE_TIMEOUT", default_value_t = 300)]
     vm_idle_timeout: u64,
     /// The long kill-point torture: 1000 kill points per fault family and
-    /// kernel instead of the default 50 (sets CHAOS_TORTURE_POINTS; hours
+    /// kernel instead of the default 30 (sets CHAOS_TORTURE_POINTS; hours
     /// under TCG — combine with a kernel and a `torture` filter).
     #[arg(long)]
     soak: bool,

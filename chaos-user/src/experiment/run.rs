@@ -2,7 +2,8 @@
 //!
 //! 1. resolve targets and plan a mechanism for every attack (errors: exit 3);
 //!    `--dry-run` stops here and prints the plan;
-//! 2. check the steady state: every probe once; if one fails, inject nothing
+//! 2. check the steady state: every probe until it passes, at most its
+//!    `failures` times in a row; if one never does, inject nothing
 //!    (verdict `not-started`, exit 2);
 //! 3. claim every attack of the run at once (exit 4 if a target is busy);
 //! 4. run the method step by step, probes watching all along: a hypothesis
@@ -38,7 +39,7 @@ use crate::{
     injector::{Injector, Running},
     metrics::{self, Metrics},
     plan::Demand,
-    probes::{self, Monitor, Probe, Role},
+    probes::{self, Monitor, Probe, Role, Sample},
     report::{
         self, AbortRecord, AttackRecord, ExperimentInfo, ProbeCheck, ProbeRecord, RecoveryRecord, Report,
         SteadyState, StepRecord, TargetInfo,
@@ -208,6 +209,46 @@ struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// The steady state before injecting: every probe, in parallel, until
+    /// it passes or has failed `failures` checks in a row, `interval`
+    /// apart — the threshold that makes it unhealthy while it is watched,
+    /// so one slow answer does not refuse a run that the same answer would
+    /// not abort. The last sample of each; `Err(signal)` if one came.
+    fn steady_state(&self, probes: &[&Probe]) -> std::result::Result<Vec<Sample>, i32> {
+        let mut samples = probes::run_all_once(probes);
+        let mut failed: Vec<Vec<String>> = vec![Vec::new(); probes.len()];
+        let mut round: Vec<usize> = (0..probes.len()).collect();
+        loop {
+            for &i in &round {
+                if !samples[i].ok {
+                    failed[i].push(samples[i].detail.clone());
+                }
+            }
+            round.retain(|&i| !samples[i].ok && (failed[i].len() as u32) < probes[i].failures);
+            let Some(pause) = round.iter().map(|&i| probes[i].interval).min() else { break };
+            let until = Instant::now() + pause;
+            loop {
+                match self.signals.wait(until, pause) {
+                    Wake::Signal(sig) => return Err(sig),
+                    Wake::Deadline => break,
+                    Wake::Tick => {}
+                }
+            }
+            let again: Vec<&Probe> = round.iter().map(|&i| probes[i]).collect();
+            for (&i, s) in round.iter().zip(probes::run_all_once(&again)) {
+                samples[i] = s;
+            }
+        }
+        for (s, f) in samples.iter_mut().zip(&failed) {
+            if s.ok && !f.is_empty() {
+                s.detail = format!("{} (after {} failed: {})", s.detail, f.len(), f.join("; "));
+            } else if !s.ok && f.len() > 1 {
+                s.detail = format!("{} ({} checks in a row failed)", s.detail, f.len());
+            }
+        }
+        Ok(samples)
+    }
+
     fn new(exp: &'a Experiment, opts: &'a Options, events: &'a Events, signals: &'a SignalWatch) -> Self {
         let t0 = Instant::now();
         let report = Report {
@@ -296,7 +337,15 @@ impl<'a> Runner<'a> {
         self.phase = "steady state".into();
         self.screen.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
         let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
-        let samples = probes::run_all_once(&refs);
+        let samples = match self.steady_state(&refs) {
+            Ok(samples) => samples,
+            Err(sig) => {
+                return Ok((
+                    Verdict::Aborted,
+                    format!("{} received before injecting; nothing was injected", signals::name(sig)),
+                ));
+            }
+        };
         let checks: Vec<ProbeCheck> = probes
             .iter()
             .zip(&samples)

@@ -263,7 +263,7 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
     let yaml = experiment(
         &lab,
         "held",
-        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        "      interval: 200ms\n      timeout: 2s\n      failures: 3",
         "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 3s\n",
     );
     let file = files.write("held.yaml", &yaml)?;
@@ -508,7 +508,8 @@ pub fn failed_steady_state_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> 
     let yaml = experiment(
         &lab,
         "not-started",
-        "      interval: 100ms\n      timeout: 1500ms\n      failures: 1",
+        // Two checks in a row must fail before chaos refuses.
+        "      interval: 100ms\n      timeout: 1500ms\n      failures: 2",
         "method:\n  - name: never\n    fault: net-loss\n    percent: 100\n    duration: 30s\n",
     );
     let file = files.write("notstarted.yaml", &yaml)?;
@@ -535,8 +536,8 @@ pub fn failed_steady_state_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> 
     })?;
     ensure_code(&ended, 2, "a steady state that does not hold")?;
     anyhow::ensure!(
-        watched > Duration::from_millis(1000),
-        "the steady-state check took only {watched:?} (the probe's timeout is 1.5s); stderr:\n{}",
+        watched > Duration::from_millis(3000),
+        "the steady-state check took only {watched:?} (two checks of a 1.5 s timeout); stderr:\n{}",
         ended.stderr
     );
     anyhow::ensure!(
@@ -555,6 +556,8 @@ pub fn failed_steady_state_injects_nothing(ctx: &mut Ctx) -> anyhow::Result<()> 
     let report = files.json("report.json")?;
     anyhow::ensure!(report["verdict"] == "not-started", "verdict {}", report["verdict"]);
     anyhow::ensure!(report["steady_state"]["held"] == false, "{}", report["steady_state"]);
+    let detail = report["steady_state"]["probes"][0]["detail"].as_str().unwrap_or("");
+    anyhow::ensure!(detail.contains("2 checks in a row failed"), "steady state: {}", report["steady_state"]);
     let attack = &report["steps"][0]["attacks"][0];
     anyhow::ensure!(attack["status"] == "not-run" && attack["counters"].is_null(), "attack: {attack}");
     let xml = junit(&files)?;
@@ -591,7 +594,7 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
     let yaml = experiment(
         &lab,
         "kill9",
-        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        "      interval: 200ms\n      timeout: 2s\n      failures: 3",
         "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 8s\n",
     );
     let file = files.write("kill9.yaml", &yaml)?;
@@ -668,17 +671,21 @@ pub fn abort_condition_and_signal_exit_2(ctx: &mut Ctx) -> anyhow::Result<()> {
     let files = Files::new("abortcond")?;
     let _svc = service(&lab, false)?;
     let flag = files.path("stop-now");
+    let once = files.path("fail-once");
     let yaml = experiment(
         &lab,
         "abort-condition",
-        "      interval: 200ms\n      timeout: 1s\n      failures: 3",
+        "      interval: 200ms\n      timeout: 2s\n      failures: 3",
         &format!(
             "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 30s\n\
-             abort:\n  - name: operator-stop\n    command:\n      run: test ! -e {flag}\n    interval: 50ms\n    timeout: 1s\n"
+             abort:\n  - name: operator-stop\n    command:\n      run: if test -e {once}; then rm {once}; exit 1; fi; test ! -e {flag}\n    interval: 50ms\n    timeout: 1s\n    failures: 2\n"
         ),
     );
     let file = files.write("abort.yaml", &yaml)?;
     let args = run_args(&files, &file, &[]);
+    // The abort condition fails its first check: with `failures: 2` the
+    // steady state checks it again, and it holds.
+    std::fs::write(&once, "")?;
     let mut run = start(&args, &[])?;
     run.wait_event("start", Duration::from_secs(20))?;
     std::thread::sleep(Duration::from_millis(300));
@@ -694,6 +701,13 @@ pub fn abort_condition_and_signal_exit_2(ctx: &mut Ctx) -> anyhow::Result<()> {
     let inert_us = abort["inert_after_decision_us"].as_u64().unwrap_or(u64::MAX);
     anyhow::ensure!(inert_us * 1000 < ABORT_BOUND_NS, "inert {inert_us} us after the decision");
     anyhow::ensure!(report["verdict"] == "aborted", "verdict {}", report["verdict"]);
+    let steady = &report["steady_state"];
+    let checked = steady["probes"].as_array().and_then(|p| p.iter().find(|p| p["name"] == "operator-stop"));
+    anyhow::ensure!(
+        steady["held"] == true
+            && checked.and_then(|p| p["detail"].as_str()).is_some_and(|d| d.contains("after 1 failed")),
+        "the steady state should hold on the second check: {steady}"
+    );
     let xml = junit(&files)?;
     anyhow::ensure!(xml.contains("type=\"abort-condition\""), "{xml}");
 
