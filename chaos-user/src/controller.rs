@@ -2,10 +2,7 @@
 //! of them at its deadline, on SIGINT/SIGTERM/SIGHUP, or when the caller
 //! aborts (a failed health probe) — the first of the three safety layers.
 
-use std::{
-    io::{IsTerminal, Write},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::{
     attack::{Attack, Planned},
@@ -14,7 +11,6 @@ use crate::{
     injector::{Injector, Running, Stopped},
     signals::{self, SignalWatch, Wake},
     timebase::monotonic_ns,
-    units::format_duration,
 };
 
 /// Why attacks ended.
@@ -41,9 +37,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// How [`run_group`] runs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GroupOptions {
-    /// Draw the one-line status on stderr when it is a terminal. Callers
-    /// that draw a view of their own (`chaos run`) turn it off.
-    pub status_line: bool,
     /// Log starts and stops at debug level rather than info: for callers
     /// that show them in a live view, which log lines would garble.
     pub quiet: bool,
@@ -92,7 +85,6 @@ pub fn run_group(
             }
         }
     }
-    let live = options.status_line && std::io::stderr().is_terminal();
     let mut reason = EndReason::Deadline;
     while !running.is_empty() {
         let next = running.iter().map(|r| r.started + r.attack.duration).min().expect("non-empty");
@@ -116,12 +108,6 @@ pub fn run_group(
             reason = EndReason::Abort(why);
             break;
         }
-        if live {
-            draw(injector, &running);
-        }
-    }
-    if live {
-        eprint!("\r\x1b[K");
     }
     stop_all(injector, &mut running, &mut stopped, &reason, events, options.quiet);
     Ok((reason, stopped))
@@ -173,23 +159,4 @@ fn stop_one(
     if let Err(e) = injector.record_end(&attack) {
         tracing::warn!("recording the end of {}: {e}", attack.id);
     }
-}
-
-/// One status line on stderr.
-fn draw(injector: &Injector, running: &[Running]) {
-    let mut line = String::new();
-    for r in running {
-        let c = injector.counters(r).unwrap_or_default();
-        let elapsed = r.started.elapsed().min(r.attack.duration);
-        line += &format!(
-            "{} {}/{}  injected {} of {}   ",
-            r.attack.id,
-            format_duration(Duration::from_secs(elapsed.as_secs())),
-            format_duration(r.attack.duration),
-            c.injected,
-            c.matched,
-        );
-    }
-    eprint!("\r\x1b[K{line}");
-    let _ = std::io::stderr().flush();
 }

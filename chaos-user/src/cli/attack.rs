@@ -17,8 +17,8 @@ use crate::{
     attack::{Attack, plan},
     capabilities::{Capability, CapabilitySet},
     cli::TargetArgs,
-    controller::{self, EndReason, GroupOptions},
     error::{Error, ExitCode, Result},
+    experiment::{Experiment, Selector},
     faults::{Direction, Fault, NetFilter, NetKind, NetLoss, Protocol},
     plan::{Demand, safety_text},
     session,
@@ -280,6 +280,9 @@ impl AttackCommand {
         if !run.dry_run {
             session::require_root("chaos attack")?;
         }
+        if !run.dry_run {
+            return run_one(&self, fault, run);
+        }
         let target = target.resolve()?;
         let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
         let consults = Demand::of(&attack.fault).consults();
@@ -287,32 +290,24 @@ impl AttackCommand {
             Some(file) => CapabilitySet::load(file)?,
             None => CapabilitySet::detect(consults),
         };
-        if run.dry_run {
-            return dry_run(&attack, &caps, run.capabilities.as_deref(), consults);
-        }
-        run_one(attack, &caps, &run.output)
+        dry_run(&attack, &caps, run.capabilities.as_deref(), consults)
     }
 }
 
-fn run_one(attack: Attack, caps: &CapabilitySet, output: &OutputArgs) -> Result<ExitCode> {
-    let planned = plan(&attack, caps)?;
-    let output = output.open()?;
+/// The attack as a one-step experiment on the experiment runner: the same
+/// events, reports, metrics and live view as `chaos run`.
+fn run_one(attack: &AttackCommand, fault: Fault, run: &AttackOptions) -> Result<ExitCode> {
+    let (target, _) = attack.common();
+    let selector = match (&target.select.cgroup, target.select.pid) {
+        (Some(path), _) => Selector::Cgroup(path.clone()),
+        (None, Some(pid)) => Selector::Pid(pid),
+        (None, None) => unreachable!("clap requires one of --cgroup, --pid"),
+    };
+    let exp = Experiment::one_attack(fault, selector, target.allow_host, run.duration.0);
+    let output = run.output.open()?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
-    let mut injector = session::open(std::slice::from_ref(&attack))?;
-    // The status line shares the terminal with nothing: not with JSON lines.
-    let options = GroupOptions { status_line: output.live(), quiet: false };
-    let (reason, _) = controller::run_group(
-        &mut injector,
-        vec![(attack, planned)],
-        &output.events,
-        &signals,
-        options,
-        |_, _| None,
-    )?;
-    Ok(match reason {
-        EndReason::Deadline => ExitCode::Ok,
-        EndReason::Signal(_) | EndReason::Abort(_) => ExitCode::Aborted,
-    })
+    let options = run.output.run_options(&output, false, None);
+    super::run::execute(&exp, &options, &output.events, &signals).map(|(code, _)| code)
 }
 
 /// `--dry-run`: the plan, and what it rests on, on stdout; exit 0 when it

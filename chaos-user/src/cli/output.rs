@@ -1,15 +1,18 @@
-//! `--output` and `--events`: where the run-event stream goes, as kubectl
+//! `--output`, `--events`, the reports and the metrics: where a run's
+//! events go, shared by `chaos run` and `chaos attack`. As kubectl
 //! and docker do it. A person at a terminal reads the live view and the
 //! summary (stderr); a program reading stdout gets JSON lines. The two never
 //! share a terminal, where they would garble each other.
 
-use std::{io::IsTerminal, path::PathBuf};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
 
 use clap::{Args, ValueEnum};
 
 use crate::{
+    capabilities::CapabilitySet,
     error::{Error, Result},
     events::{Events, JsonLines},
+    experiment::Options,
 };
 
 /// What stdout carries.
@@ -38,6 +41,23 @@ pub struct OutputArgs {
     /// existing FILE is replaced (a symlink there too, not followed).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    /// Write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Write a JUnit XML report to FILE, for CI.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+
+    /// While running, serve counters in the Prometheus text format on
+    /// ADDR (e.g. 127.0.0.1:9464), at /metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// No live view on stderr, even on a terminal.
+    #[arg(long)]
+    pub no_live: bool,
 }
 
 /// Where the events go, decided.
@@ -66,7 +86,23 @@ impl OutputArgs {
         }
     }
 
+    /// Check the output paths, then open --events and stdout. A missing
+    /// directory is refused before anything is injected, rather than the
+    /// verdict lost at the end.
     pub fn open(&self) -> Result<Output> {
+        for (flag, path) in [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.events)]
+        {
+            let Some(path) = path else { continue };
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(Error::invalid(format!(
+                    "{flag} {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
         let events = Events::default();
         if let Some(p) = &self.events {
             let file = crate::safe_fs::create_replacing(p)
@@ -80,6 +116,18 @@ impl OutputArgs {
         }
         Ok(Output { events, json_on_terminal: json && terminal })
     }
+
+    /// The runner's options: these outputs, for a run that `out` opened.
+    pub fn run_options(&self, out: &Output, dry_run: bool, capabilities: Option<CapabilitySet>) -> Options {
+        Options {
+            dry_run,
+            capabilities,
+            report: self.report.clone(),
+            junit: self.junit.clone(),
+            metrics_addr: self.metrics_addr,
+            live: !self.no_live && out.live(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +135,14 @@ mod tests {
     use super::*;
 
     fn args(output: OutputMode, events: bool) -> OutputArgs {
-        OutputArgs { output, events: events.then(|| PathBuf::from("e.jsonl")) }
+        OutputArgs {
+            output,
+            events: events.then(|| PathBuf::from("e.jsonl")),
+            report: None,
+            junit: None,
+            metrics_addr: None,
+            no_live: false,
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `chaos run FILE`: run an experiment file and give a verdict.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -83,56 +83,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub capabilities: Option<PathBuf>,
 
-    /// Write the JSON report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub report: Option<PathBuf>,
-
-    /// Write a JUnit XML report to FILE, for CI.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-
     #[command(flatten)]
     pub output: OutputArgs,
-
-    /// While running, serve counters in the Prometheus text format on
-    /// ADDR (e.g. 127.0.0.1:9464), at /metrics.
-    #[arg(long, value_name = "ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-
-    /// No live view on stderr, even on a terminal.
-    #[arg(long)]
-    pub no_live: bool,
 }
 
 impl RunArgs {
     pub fn run(self) -> Result<ExitCode> {
         let exp = experiment::load(&self.file, &self.set)?;
         let capabilities = self.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
-        // Refuse before injecting, rather than lose the verdict at the end.
-        for (flag, path) in
-            [("--report", &self.report), ("--junit", &self.junit), ("--events", &self.output.events)]
-        {
-            let Some(path) = path else { continue };
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-                && !dir.is_dir()
-            {
-                return Err(Error::invalid(format!(
-                    "{flag} {}: directory {} does not exist",
-                    path.display(),
-                    dir.display()
-                )));
-            }
-        }
         let output = self.output.open()?;
         let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
-        let options = Options {
-            dry_run: self.dry_run,
-            capabilities,
-            report: self.report,
-            junit: self.junit,
-            metrics_addr: self.metrics_addr,
-            live: !self.no_live && output.live(),
-        };
+        let options = self.output.run_options(&output, self.dry_run, capabilities);
         execute(&exp, &options, &output.events, &signals).map(|(code, _)| code)
     }
 }

@@ -49,7 +49,9 @@ pub enum RunEvent {
     Stop(Ending),
     /// An attack was stopped before its deadline (a signal, an abort).
     Abort(Ending),
-    /// `chaos run`: targets resolved and planned; the steady state is next.
+    /// Targets resolved and planned; the steady state is next (`chaos
+    /// run`), or the attack (`chaos attack`, a one-step experiment with no
+    /// hypothesis, whose `file` is `(command line)`).
     ExperimentStart {
         experiment: String,
         file: String,
@@ -58,10 +60,12 @@ pub enum RunEvent {
         max_duration: String,
         method_length: String,
     },
-    /// `chaos run`: the phase the run enters (`steady-state`, `method`,
-    /// `recovery`, `done`), as exported in the `chaos_phase` metric.
+    /// The phase the run enters (`steady-state`, `method`, `recovery`,
+    /// `done`; an attack only `method` and `done`), as exported in the
+    /// `chaos_phase` metric.
     Phase { phase: Phase },
-    /// `chaos run`: every probe checked once, before injecting.
+    /// `chaos run`: the steady state before injecting (each probe until it
+    /// passes, at most its `failures` times in a row).
     SteadyState {
         /// Always `before` (the check after the method is `recovery`).
         phase: String,
@@ -72,7 +76,7 @@ pub enum RunEvent {
     ProbeUnhealthy { probe: String, role: Role, detail: String, failures: u32 },
     /// A probe that was unhealthy passed a check again.
     ProbeHealthy { probe: String, role: Role, detail: String },
-    /// `chaos run` stopped its method early, and why.
+    /// The run stopped its method early, and why.
     ExperimentAbort(AbortRecord),
     /// `chaos run`: whether the hypothesis passed again after the method.
     Recovery {
@@ -81,10 +85,11 @@ pub enum RunEvent {
         after_ms: Option<u64>,
         detail: String,
     },
-    /// `chaos run`: the verdict and exit code (not on `--dry-run`).
+    /// The verdict and exit code (not on `--dry-run`).
     Verdict {
         experiment: String,
-        /// `held`, `violated`, `aborted`, `not-started` or `error`.
+        /// `held`, `violated`, `aborted`, `not-started`, `completed` (`chaos
+        /// attack`, which has no hypothesis, ran to its end) or `error`.
         verdict: String,
         exit_code: u8,
         reason: String,

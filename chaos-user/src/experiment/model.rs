@@ -9,6 +9,8 @@ use crate::{faults::Fault, probes::Probe};
 
 #[derive(Clone, Debug)]
 pub struct Experiment {
+    /// A file, or `chaos attack`'s flags.
+    pub origin: Origin,
     /// The file as the user named it (for messages and reports).
     pub file: String,
     pub name: String,
@@ -24,6 +26,32 @@ pub struct Experiment {
     /// The whole run, from the first probe to the verdict, is cut off here.
     pub max_duration: Duration,
 }
+
+/// Where an experiment comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// An experiment file: a hypothesis, a method, abort conditions.
+    File,
+    /// `chaos attack`: one attack, no hypothesis (see
+    /// [`Experiment::one_attack`]).
+    Attack,
+}
+
+impl Origin {
+    /// As reports name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::File => "experiment",
+            Self::Attack => "attack",
+        }
+    }
+}
+
+/// How long past its method a `chaos attack` may run before the runner's
+/// max-duration cuts it off: room for loading the programs on a slow
+/// machine (seconds under TCG). The fault itself ends at its kernel-side
+/// deadline whatever the runner does.
+const ATTACK_SLACK: Duration = Duration::from_secs(60);
 
 /// A named target, as the file gives it.
 #[derive(Clone, Debug)]
@@ -91,6 +119,33 @@ pub struct AttackSpec {
 }
 
 impl Experiment {
+    /// `chaos attack`: a one-step experiment on the same runner (events,
+    /// reports, metrics, the live view), with one attack on one target and
+    /// no hypothesis: nothing is checked before or after, and the verdict
+    /// is `completed` or `aborted`.
+    pub fn one_attack(fault: Fault, selector: Selector, allow_host: bool, duration: Duration) -> Self {
+        let id = format!("{}-1", fault.kind());
+        let target = "target".to_owned();
+        Self {
+            origin: Origin::Attack,
+            file: "(command line)".into(),
+            name: id.clone(),
+            description: None,
+            tags: Vec::new(),
+            variables: Vars::default(),
+            targets: vec![TargetSpec { name: target.clone(), selector, allow_host, span: Span::default() }],
+            hypothesis: Hypothesis { probes: Vec::new(), recover_within: Duration::ZERO },
+            method: vec![Step {
+                name: id.clone(),
+                delay: Duration::ZERO,
+                attacks: vec![AttackSpec { id, fault, target, duration, span: Span::default() }],
+                span: Span::default(),
+            }],
+            abort: Vec::new(),
+            max_duration: duration + ATTACK_SLACK,
+        }
+    }
+
     /// How long the method takes when nothing goes wrong.
     pub fn method_length(&self) -> Duration {
         self.method.iter().map(Step::length).sum()

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::{
     describe::{dur, fault_parameters, plan_text, step_line},
-    model::{Experiment, Selector},
+    model::{Experiment, Origin, Selector},
     view::{LiveView, Screen},
 };
 use crate::{
@@ -36,7 +36,7 @@ use crate::{
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
     events::{AttackProgress, Events, Phase, ProbeProgress, Progress, RunEvent},
-    injector::{Injector, Running},
+    injector::{self, Injector, Running},
     metrics::{self, Metrics},
     plan::Demand,
     probes::{self, Monitor, Probe, Role, Sample},
@@ -85,12 +85,14 @@ pub enum Verdict {
     NotStarted,
     /// `--dry-run`: planned, not injected.
     DryRun,
+    /// No hypothesis to check (`chaos attack`): every attack ran to its end.
+    Completed,
 }
 
 impl Verdict {
     pub fn exit_code(self) -> ExitCode {
         match self {
-            Self::Held | Self::DryRun => ExitCode::Ok,
+            Self::Held | Self::DryRun | Self::Completed => ExitCode::Ok,
             Self::Violated => ExitCode::HypothesisViolated,
             Self::Aborted | Self::NotStarted => ExitCode::Aborted,
         }
@@ -103,6 +105,7 @@ impl Verdict {
             Self::Aborted => "aborted",
             Self::NotStarted => "not-started",
             Self::DryRun => "dry-run",
+            Self::Completed => "completed",
         }
     }
 }
@@ -122,7 +125,7 @@ pub fn run(exp: &Experiment, opts: &Options, events: &Events, signals: &SignalWa
         Err(e) => ("error", e.exit_code(), e.to_string()),
     };
     runner.finish(verdict, code, reason);
-    if !opts.dry_run {
+    if runner.started {
         runner.bus.emit(RunEvent::Phase { phase: Phase::Done });
         runner.bus.emit(RunEvent::Verdict {
             experiment: exp.name.clone(),
@@ -206,6 +209,9 @@ struct Runner<'a> {
     screen: Screen,
     /// "step 2/3" and the like, for the live view.
     phase: String,
+    /// `experiment-start` was emitted: the run's events end with a verdict.
+    /// A run refused before it (bad input, an unknown target) emits none.
+    started: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -254,6 +260,7 @@ impl<'a> Runner<'a> {
         let report = Report {
             chaos_version: env!("CARGO_PKG_VERSION").into(),
             experiment: ExperimentInfo {
+                kind: exp.origin.label().into(),
                 name: exp.name.clone(),
                 description: exp.description.clone(),
                 tags: exp.tags.clone(),
@@ -292,6 +299,7 @@ impl<'a> Runner<'a> {
             metrics,
             screen,
             phase: "planning".into(),
+            started: false,
         }
     }
 
@@ -303,6 +311,16 @@ impl<'a> Runner<'a> {
         }
         let targets = self.resolve_targets()?;
         let plan = self.plan(&targets)?;
+        if !self.opts.dry_run {
+            // Refused now rather than after the steady state: a state
+            // directory chaos cannot trust, a device that is not there.
+            crate::state::checked_state_dir()?;
+            // Needs root (it enters the target's network namespace).
+            for ((a, planned), spec) in plan.iter().flatten().zip(self.exp.attacks()) {
+                injector::preflight(a, planned)
+                    .map_err(|e| self.at(spec.span, &format!("attack `{}`", a.id), e))?;
+            }
+        }
         let probes = self.probes();
         for (p, _) in &probes {
             p.check_environment().map_err(Error::environment)?;
@@ -323,6 +341,7 @@ impl<'a> Runner<'a> {
             }
             None => None,
         };
+        self.started = true;
         self.bus.emit(RunEvent::ExperimentStart {
             experiment: self.exp.name.clone(),
             file: self.exp.file.clone(),
@@ -333,52 +352,59 @@ impl<'a> Runner<'a> {
         });
 
         // 2. The steady state, before anything is injected.
-        self.bus.emit(RunEvent::Phase { phase: Phase::SteadyState });
-        self.phase = "steady state".into();
-        self.screen.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
-        let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
-        let samples = match self.steady_state(&refs) {
-            Ok(samples) => samples,
-            Err(sig) => {
+        // With no probe (`chaos attack`) there is nothing to check.
+        if !probes.is_empty() {
+            self.bus.emit(RunEvent::Phase { phase: Phase::SteadyState });
+            self.phase = "steady state".into();
+            self.screen.say(&format!(
+                "`{}`: checking the steady state ({} probes)",
+                self.exp.name,
+                probes.len()
+            ));
+            let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
+            let samples = match self.steady_state(&refs) {
+                Ok(samples) => samples,
+                Err(sig) => {
+                    return Ok((
+                        Verdict::Aborted,
+                        format!("{} received before injecting; nothing was injected", signals::name(sig)),
+                    ));
+                }
+            };
+            let checks: Vec<ProbeCheck> = probes
+                .iter()
+                .zip(&samples)
+                .map(|((p, role), s)| ProbeCheck {
+                    name: p.name.clone(),
+                    role: role.label().into(),
+                    ok: s.ok,
+                    latency_ms: s.latency.as_secs_f64() * 1000.0,
+                    detail: s.detail.clone(),
+                })
+                .collect();
+            let held = checks.iter().all(|c| c.ok);
+            self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
+            self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
+            if let Some(sig) = self.signals.pending() {
                 return Ok((
                     Verdict::Aborted,
                     format!("{} received before injecting; nothing was injected", signals::name(sig)),
                 ));
             }
-        };
-        let checks: Vec<ProbeCheck> = probes
-            .iter()
-            .zip(&samples)
-            .map(|((p, role), s)| ProbeCheck {
-                name: p.name.clone(),
-                role: role.label().into(),
-                ok: s.ok,
-                latency_ms: s.latency.as_secs_f64() * 1000.0,
-                detail: s.detail.clone(),
-            })
-            .collect();
-        let held = checks.iter().all(|c| c.ok);
-        self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
-        self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
-        if let Some(sig) = self.signals.pending() {
-            return Ok((
-                Verdict::Aborted,
-                format!("{} received before injecting; nothing was injected", signals::name(sig)),
-            ));
+            if !held {
+                let failed: Vec<String> =
+                    checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+                self.screen.say("the steady state does not hold: refusing to inject");
+                return Ok((
+                    Verdict::NotStarted,
+                    format!(
+                        "the steady state did not hold before injecting, so nothing was injected ({})",
+                        failed.join("; ")
+                    ),
+                ));
+            }
+            self.screen.say("steady state holds");
         }
-        if !held {
-            let failed: Vec<String> =
-                checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-            self.screen.say("the steady state does not hold: refusing to inject");
-            return Ok((
-                Verdict::NotStarted,
-                format!(
-                    "the steady state did not hold before injecting, so nothing was injected ({})",
-                    failed.join("; ")
-                ),
-            ));
-        }
-        self.screen.say("steady state holds");
 
         // 3. Claim every attack of the run, then 4. the method.
         let attacks: Vec<Attack> = plan.iter().flatten().map(|(a, _)| a.clone()).collect();
@@ -406,6 +432,12 @@ impl<'a> Runner<'a> {
                 "; every fault was rolled back"
             };
             return Ok((verdict, format!("{}{tail}", d.cause.describe(self.exp.max_duration))));
+        }
+
+        if self.exp.hypothesis.probes.is_empty() {
+            monitor.stop();
+            self.finish_probes(&monitor, None, None);
+            return Ok((Verdict::Completed, "every attack ran to its end; no hypothesis was checked".into()));
         }
 
         // 5. Recovery.
@@ -459,6 +491,11 @@ impl<'a> Runner<'a> {
     /// Prefix an error with the file position it comes from, keeping its
     /// kind (and so its exit code).
     fn at(&self, span: super::diag::Span, what: &str, e: Error) -> Error {
+        if self.exp.origin == Origin::Attack {
+            // The flags are the attack's whole context: its own messages
+            // name them.
+            return e;
+        }
         let msg = format!("{}:{}:{}: {what}: {e}", self.exp.file, span.start.line, span.start.col);
         match e.exit_code() {
             ExitCode::Invalid if matches!(e, Error::Environment(_)) => Error::environment(msg),
@@ -600,12 +637,16 @@ impl<'a> Runner<'a> {
                     return Ok(Some(d));
                 }
             }
-            self.screen.say(&format!("step {}/{steps} `{}`: {}", i + 1, step.name, step_line(&group)));
+            let step_of = match self.exp.origin {
+                Origin::File => format!("step {}/{steps} ", i + 1),
+                Origin::Attack => String::new(),
+            };
+            self.screen.say(&format!("{step_of}`{}`: {}", step.name, step_line(&group)));
             self.report.steps[i].status = "running".into();
             let mut decision: Option<Decision> = None;
             let (bus, signals) = (self.bus.clone(), self.signals);
             // The live view shows starts and stops; log lines would garble it.
-            let options = GroupOptions { status_line: false, quiet: self.opts.live };
+            let options = GroupOptions { quiet: self.opts.live };
             let result = controller::run_group(injector, group, &bus, signals, options, |inj, running| {
                 self.note_started(i, running);
                 self.tick(monitor, Some((inj, running)));

@@ -738,3 +738,28 @@ fn a_lone_carriage_return_ends_a_line_in_diagnostics() {
     let quoted = ["name: x", "targets: [", "bad: {"][line - 1];
     assert!(shown.contains(&format!("{line} | {quoted}")), "{shown}");
 }
+
+/// `chaos attack` as an experiment: one step, one attack on one target, no
+/// probe, and a max-duration that leaves the kernel deadline to end it.
+#[test]
+fn one_attack_is_a_one_step_experiment_without_hypothesis() {
+    use std::str::FromStr;
+
+    use crate::units::Percent;
+    let fault = Fault::NetLoss(NetLoss {
+        percent: Percent::from_str("5").unwrap(),
+        filter: Default::default(),
+        interfaces: Vec::new(),
+    });
+    let d = Duration::from_secs(30);
+    let e = super::Experiment::one_attack(fault, Selector::Pid(42), false, d);
+    assert_eq!(e.origin, super::model::Origin::Attack);
+    assert_eq!(e.name, "net-loss-1");
+    assert!(e.hypothesis.probes.is_empty() && e.abort.is_empty());
+    let attacks: Vec<_> = e.attacks().collect();
+    assert_eq!(attacks.len(), 1);
+    assert_eq!((attacks[0].id.as_str(), attacks[0].duration), ("net-loss-1", d));
+    assert_eq!(e.target(&attacks[0].target).map(|t| &t.selector), Some(&Selector::Pid(42)));
+    assert_eq!(e.method_length(), d);
+    assert!(e.max_duration > d, "the runner must not cut the attack short");
+}

@@ -106,6 +106,11 @@ struct Resolved {
     shown: String,
 }
 
+/// Look the paths up, changing nothing: see [`super::preflight`].
+pub(super) fn preflight(attack: &Attack, fault: &IoError) -> Result<()> {
+    lookup_all(fault, &roots(attack, fault.paths_in)?).map(drop)
+}
+
 impl FamilyInjector for Io {
     type Fault = IoError;
     type Mechanism = IoMechanism;

@@ -88,6 +88,20 @@ pub struct Injector {
     slots: [bool; MAX_SLOTS as usize],
 }
 
+/// Check what `attack` needs of the machine beyond what planning read
+/// (the devices a network fault acts on, the paths of an I/O fault), without
+/// loading or changing anything. The runner calls it for every attack
+/// before the steady state, so that bad input is refused before the run
+/// begins, not after other attacks were injected. The start checks again:
+/// the target may have moved meanwhile.
+pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
+    match planned {
+        Planned::Net(m, f) => net::preflight(attack, m, f),
+        Planned::Io(_, f) => io::preflight(attack, f),
+        Planned::Clock(..) => Ok(()),
+    }
+}
+
 impl Injector {
     /// Load the fault object (maps created, programs not yet loaded).
     pub fn new(state: StateFile) -> Result<Self> {

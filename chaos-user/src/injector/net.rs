@@ -111,6 +111,15 @@ impl Default for Net {
     }
 }
 
+/// Resolve the devices an egress attack would act on, changing nothing:
+/// see [`super::preflight`].
+pub(super) fn preflight(attack: &Attack, mechanism: &NetMechanism, fault: &NetAny) -> Result<()> {
+    if mechanism.egress.is_some() {
+        devices(attack, fault.effects(), fault.interfaces())?;
+    }
+    Ok(())
+}
+
 impl FamilyInjector for Net {
     type Fault = NetAny;
     type Mechanism = NetMechanism;

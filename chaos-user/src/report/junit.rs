@@ -32,7 +32,10 @@ enum Outcome {
 fn cases(r: &Report) -> Vec<Case> {
     let mut cases = Vec::new();
     let case = |name: String, outcome: Outcome| Case { name, time: 0.0, outcome, out: String::new() };
+    // `chaos attack` has no hypothesis: no steady state, no recovery.
+    let hypothesis = r.experiment.kind != "attack";
     match &r.steady_state {
+        _ if !hypothesis => {}
         Some(ss) => {
             let failed: Vec<String> =
                 ss.probes.iter().filter(|p| !p.ok).map(|p| format!("{}: {}", p.name, p.detail)).collect();
@@ -120,7 +123,7 @@ fn cases(r: &Report) -> Vec<Case> {
             c.time = rec.after_ms.unwrap_or(0) as f64 / 1000.0;
             cases.push(c);
         }
-        None if r.verdict != "error" => cases.push(case(
+        None if hypothesis && r.verdict != "error" => cases.push(case(
             "recovery".into(),
             Outcome::Skipped { message: "not checked: the method did not complete".into() },
         )),
@@ -316,6 +319,23 @@ mod tests {
             .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("reason"))
             .unwrap();
         assert_eq!(reason.attribute("value"), Some("because <reasons> & \"quotes\""));
+    }
+
+    #[test]
+    fn an_attack_is_its_attack_case_alone() {
+        let mut r = report("completed");
+        r.experiment.kind = "attack".into();
+        r.steady_state = None;
+        r.probes.clear();
+        r.recovery = None;
+        let xml = render(&r);
+        let doc = parse(&xml);
+        let names: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .filter_map(|n| n.attribute("name"))
+            .collect();
+        assert_eq!(names, vec!["attack net-loss-1: net-loss on /sys/fs/cgroup/x"], "{xml}");
     }
 
     #[test]

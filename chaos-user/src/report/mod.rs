@@ -19,7 +19,8 @@ use crate::{counters::Counters, probes::Stats};
 pub struct Report {
     pub chaos_version: String,
     pub experiment: ExperimentInfo,
-    /// `held`, `violated`, `aborted`, `not-started`, `dry-run` or `error`.
+    /// `held`, `violated`, `aborted`, `not-started`, `dry-run`, `completed`
+    /// (an attack without a hypothesis ran to its end) or `error`.
     pub verdict: String,
     pub exit_code: u8,
     /// One sentence: why this verdict.
@@ -41,6 +42,9 @@ pub struct Report {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ExperimentInfo {
+    /// `experiment` (a file) or `attack` (`chaos attack`: one attack, no
+    /// hypothesis).
+    pub kind: String,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -181,7 +185,8 @@ pub fn describe_value(v: &Value) -> String {
 /// A few lines for a terminal: the verdict, what ran, what the probes saw.
 pub fn summary(r: &Report) -> String {
     let mut out = format!(
-        "experiment `{}`: {} (exit {}) — {}\n",
+        "{} `{}`: {} (exit {}) — {}\n",
+        r.experiment.kind,
         r.experiment.name,
         r.verdict.to_uppercase(),
         r.exit_code,

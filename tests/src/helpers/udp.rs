@@ -326,39 +326,21 @@ pub struct StreamResult {
 }
 
 impl TimedStream {
+    /// `count` datagrams, `interval_us` apart; with `None`, a stream that
+    /// runs until [`TimedStream::stop`]: started before what it measures,
+    /// it spans it however slowly a loaded machine gets there.
     pub fn start(
         from: Place<'_>,
         to_place: Place<'_>,
         to: SocketAddr,
         tag: u32,
-        count: u64,
+        count: Option<u64>,
         interval_us: u64,
     ) -> anyhow::Result<Self> {
-        Self::start_with(from, to_place, to, tag, count, interval_us, &["--times"])
-    }
-
-    /// A stream that runs until [`TimedStream::stop`]: started before
-    /// what it measures, it spans it however slowly a loaded machine gets
-    /// there.
-    pub fn start_open(
-        from: Place<'_>,
-        to_place: Place<'_>,
-        to: SocketAddr,
-        tag: u32,
-        interval_us: u64,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(from, to_place, to, tag, OPEN_MAX, interval_us, &["--times", "--until-stdin-closes"])
-    }
-
-    fn start_with(
-        from: Place<'_>,
-        to_place: Place<'_>,
-        to: SocketAddr,
-        tag: u32,
-        count: u64,
-        interval_us: u64,
-        extra: &[&str],
-    ) -> anyhow::Result<Self> {
+        let (count, extra): (u64, &[&str]) = match count {
+            Some(n) => (n, &["--times"]),
+            None => (OPEN_MAX, &["--times", "--until-stdin-closes"]),
+        };
         let sink = Sink::start(to_place, to)?;
         let mut cmd = source_command_with(to, tag, count, interval_us, extra);
         cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());

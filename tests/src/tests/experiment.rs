@@ -132,8 +132,9 @@ fn stream<T>(
     during: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<(Stream, T)> {
     let addr = SocketAddr::from((lab.peer_ip, port));
-    let timed =
-        |lab: &Lab| udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, count, STREAM_INTERVAL_US);
+    let timed = |lab: &Lab| {
+        udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, Some(count), STREAM_INTERVAL_US)
+    };
     measure(lab, timed, during)
 }
 
@@ -147,7 +148,7 @@ fn stream_until<T>(
 ) -> anyhow::Result<(Stream, T)> {
     let addr = SocketAddr::from((lab.peer_ip, port));
     let timed =
-        |lab: &Lab| udp::TimedStream::start_open(lab.target(), lab.peer(), addr, 9, STREAM_INTERVAL_US);
+        |lab: &Lab| udp::TimedStream::start(lab.target(), lab.peer(), addr, 9, None, STREAM_INTERVAL_US);
     measure(lab, timed, during)
 }
 
@@ -264,7 +265,9 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
         &lab,
         "held",
         "      interval: 200ms\n      timeout: 2s\n      failures: 3",
-        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 3s\n",
+        // 8 s: the metrics are scraped after the traffic, while it runs,
+        // however slowly a loaded VM gets there.
+        "method:\n  - name: udp-loss\n    fault: net-loss\n    percent: 100\n    direction: egress\n    protocol: udp\n    duration: 8s\n",
     );
     let file = files.write("held.yaml", &yaml)?;
     let port = free_port()?;
@@ -380,6 +383,113 @@ pub fn hypothesis_holds_exit_0_with_junit(ctx: &mut Ctx) -> anyhow::Result<()> {
         "verdict",
     ];
     anyhow::ensure!(run_events == want, "events {run_events:?}, want {want:?}");
+    Ok(())
+}
+
+/// `chaos attack` is a one-step experiment on the same runner: the events
+/// (in the published schema), the JSON report, JUnit and the metrics of
+/// `chaos run`, with no hypothesis — verdict `completed`, exit 0; and a
+/// signal mid-attack is `aborted`, exit 2.
+pub fn attack_is_a_one_step_experiment(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let lab = Lab::new()?;
+    let files = Files::new("attack")?;
+    let metrics_addr = format!("127.0.0.1:{}", free_port()?);
+    let events_file = files.path("events.jsonl");
+    let args: Vec<String> = [
+        "attack",
+        "net-loss",
+        "--cgroup",
+        &lab.target.rel,
+        "--percent",
+        "100",
+        "--direction",
+        "egress",
+        "--protocol",
+        "udp",
+        "--duration",
+        "8s",
+        "--report",
+        &files.path("report.json"),
+        "--junit",
+        &files.path("junit.xml"),
+        "--metrics-addr",
+        &metrics_addr,
+        "--events",
+        &events_file,
+        "--output",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut run = start(&args, &[])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    let sink_addr = SocketAddr::from((lab.peer_ip, 9304));
+    let sink = udp::Sink::start(lab.peer(), sink_addr)?;
+    let sent = udp::send(lab.target(), sink_addr, 4, 300, 1000)?;
+    let received = sink.finish()?.iter().filter(|p| p.tag == 4).count();
+    let metrics = scrape(&metrics_addr, None)?;
+    let ended = run.wait(Duration::from_secs(30))?;
+    ensure_code(&ended, 0, "an attack that ran to its end")?;
+    anyhow::ensure!(received == 0, "{received} of {} datagrams got through 100% loss", sent.sent);
+
+    let report = files.json("report.json")?;
+    anyhow::ensure!(
+        report["verdict"] == "completed" && report["experiment"]["kind"] == "attack",
+        "report: verdict {}, experiment {}",
+        report["verdict"],
+        report["experiment"]
+    );
+    anyhow::ensure!(report.get("steady_state").is_none(), "a steady state for an attack: {report}");
+    let attack = &report["steps"][0]["attacks"][0];
+    let injected = attack["counters"]["injected"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        attack["status"] == "completed" && injected == sent.sent,
+        "attack {attack}; {} datagrams sent",
+        sent.sent
+    );
+    let xml = junit(&files)?;
+    anyhow::ensure!(
+        junit_counts(&xml)? == ("0".into(), "0".into()),
+        "failures in a completed attack:\n{xml}"
+    );
+    anyhow::ensure!(
+        xml.contains("name=\"attack net-loss-1")
+            && !xml.contains("steady state")
+            && !xml.contains("recovery"),
+        "an attack's cases are its attack alone:\n{xml}"
+    );
+    anyhow::ensure!(
+        metrics.lines().any(|l| l.starts_with("chaos_attack_injected_total{attack=\"net-loss-1\"} ")),
+        "no injected counter in the metrics:\n{metrics}"
+    );
+    promtool_check_metrics(&metrics)?;
+    let lines = events_match_schema(&std::fs::read_to_string(&events_file)?)?;
+    let names: Vec<String> = lines
+        .iter()
+        .map(|e| match e["event"].as_str() {
+            Some("phase") => format!("phase {}", e["phase"].as_str().unwrap_or("?")),
+            n => n.unwrap_or("?").to_owned(),
+        })
+        .collect();
+    let want = ["experiment-start", "phase method", "start", "stop", "phase done", "verdict"];
+    anyhow::ensure!(names == want, "events {names:?}, want {want:?}");
+    anyhow::ensure!(ended.events.len() == lines.len(), "stdout and --events differ: {:?}", ended.events);
+
+    // SIGTERM mid-attack: aborted, exit 2, in the report too.
+    let mut run = start(&args, &[])?;
+    run.wait_event("start", Duration::from_secs(20))?;
+    run.signal(libc::SIGTERM);
+    let ended = run.wait(Duration::from_secs(20))?;
+    ended.aborted_by("SIGTERM")?;
+    let report = files.json("report.json")?;
+    anyhow::ensure!(
+        report["verdict"] == "aborted" && report["abort"]["cause"] == "signal",
+        "after SIGTERM: verdict {}, abort {}",
+        report["verdict"],
+        report["abort"]
+    );
     Ok(())
 }
 

@@ -55,6 +55,7 @@ crate::harness::register! {
     experiment::validate_reports_positions,
     experiment::dry_run_plans_and_injects_nothing,
     experiment::hypothesis_holds_exit_0_with_junit,
+    experiment::attack_is_a_one_step_experiment,
     experiment::violated_hypothesis_aborts_within_50ms,
     experiment::failed_steady_state_injects_nothing,
     experiment::abort_condition_and_signal_exit_2,

@@ -259,7 +259,7 @@ fn start_egress_loss(lab: &Lab, duration: &str, env: &[(&str, &str)]) -> anyhow:
 fn timed_stream(lab: &Lab, seconds: f64) -> anyhow::Result<udp::TimedStream> {
     let addr = SocketAddr::from((lab.peer_ip, 9100));
     let count = (seconds * 1e6) as u64 / STREAM_INTERVAL_US;
-    udp::TimedStream::start(lab.target(), lab.peer(), addr, 7, count, STREAM_INTERVAL_US)
+    udp::TimedStream::start(lab.target(), lab.peer(), addr, 7, Some(count), STREAM_INTERVAL_US)
 }
 
 /// The fault was in force until `from_ns` (nothing sent before it got

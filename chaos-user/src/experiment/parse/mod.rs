@@ -13,7 +13,7 @@ use regex::Regex;
 
 use super::{
     diag::{Diagnostic, Diagnostics, Pos, Span, did_you_mean},
-    model::{Experiment, Selector, Step, TargetSpec},
+    model::{Experiment, Origin, Selector, Step, TargetSpec},
     vars,
     yaml::{self, Node},
 };
@@ -331,6 +331,7 @@ impl Conv {
             }
         };
         Some(Experiment {
+            origin: Origin::File,
             file: file.to_owned(),
             name,
             description,
