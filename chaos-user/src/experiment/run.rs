@@ -255,6 +255,58 @@ impl<'a> Runner<'a> {
         Ok(samples)
     }
 
+    /// Step 2, the steady state before anything is injected: `Some`
+    /// verdict when the run must stop here (a probe never passed, a signal).
+    fn before_injecting(&mut self, probes: &[(Probe, Role)]) -> Option<(Verdict, String)> {
+        self.bus.emit(RunEvent::Phase { phase: Phase::SteadyState });
+        self.phase = "steady state".into();
+        self.screen.say(&format!("`{}`: checking the steady state ({} probes)", self.exp.name, probes.len()));
+        let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
+        let samples = match self.steady_state(&refs) {
+            Ok(samples) => samples,
+            Err(sig) => {
+                return Some((
+                    Verdict::Aborted,
+                    format!("{} received before injecting; nothing was injected", signals::name(sig)),
+                ));
+            }
+        };
+        let checks: Vec<ProbeCheck> = probes
+            .iter()
+            .zip(&samples)
+            .map(|((p, role), s)| ProbeCheck {
+                name: p.name.clone(),
+                role: role.label().into(),
+                ok: s.ok,
+                latency_ms: s.latency.as_secs_f64() * 1000.0,
+                detail: s.detail.clone(),
+            })
+            .collect();
+        let held = checks.iter().all(|c| c.ok);
+        self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
+        self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
+        if let Some(sig) = self.signals.pending() {
+            return Some((
+                Verdict::Aborted,
+                format!("{} received before injecting; nothing was injected", signals::name(sig)),
+            ));
+        }
+        if !held {
+            let failed: Vec<String> =
+                checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+            self.screen.say("the steady state does not hold: refusing to inject");
+            return Some((
+                Verdict::NotStarted,
+                format!(
+                    "the steady state did not hold before injecting, so nothing was injected ({})",
+                    failed.join("; ")
+                ),
+            ));
+        }
+        self.screen.say("steady state holds");
+        None
+    }
+
     fn new(exp: &'a Experiment, opts: &'a Options, events: &'a Events, signals: &'a SignalWatch) -> Self {
         let t0 = Instant::now();
         let report = Report {
@@ -351,59 +403,12 @@ impl<'a> Runner<'a> {
             method_length: dur(self.exp.method_length()),
         });
 
-        // 2. The steady state, before anything is injected.
-        // With no probe (`chaos attack`) there is nothing to check.
-        if !probes.is_empty() {
-            self.bus.emit(RunEvent::Phase { phase: Phase::SteadyState });
-            self.phase = "steady state".into();
-            self.screen.say(&format!(
-                "`{}`: checking the steady state ({} probes)",
-                self.exp.name,
-                probes.len()
-            ));
-            let refs: Vec<&Probe> = probes.iter().map(|(p, _)| p).collect();
-            let samples = match self.steady_state(&refs) {
-                Ok(samples) => samples,
-                Err(sig) => {
-                    return Ok((
-                        Verdict::Aborted,
-                        format!("{} received before injecting; nothing was injected", signals::name(sig)),
-                    ));
-                }
-            };
-            let checks: Vec<ProbeCheck> = probes
-                .iter()
-                .zip(&samples)
-                .map(|((p, role), s)| ProbeCheck {
-                    name: p.name.clone(),
-                    role: role.label().into(),
-                    ok: s.ok,
-                    latency_ms: s.latency.as_secs_f64() * 1000.0,
-                    detail: s.detail.clone(),
-                })
-                .collect();
-            let held = checks.iter().all(|c| c.ok);
-            self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
-            self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
-            if let Some(sig) = self.signals.pending() {
-                return Ok((
-                    Verdict::Aborted,
-                    format!("{} received before injecting; nothing was injected", signals::name(sig)),
-                ));
-            }
-            if !held {
-                let failed: Vec<String> =
-                    checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
-                self.screen.say("the steady state does not hold: refusing to inject");
-                return Ok((
-                    Verdict::NotStarted,
-                    format!(
-                        "the steady state did not hold before injecting, so nothing was injected ({})",
-                        failed.join("; ")
-                    ),
-                ));
-            }
-            self.screen.say("steady state holds");
+        // 2. The steady state, before anything is injected. With no probe
+        // (`chaos attack`) there is nothing to check.
+        if !probes.is_empty()
+            && let Some(stop) = self.before_injecting(&probes)
+        {
+            return Ok(stop);
         }
 
         // 3. Claim every attack of the run, then 4. the method.
