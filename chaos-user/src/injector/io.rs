@@ -58,9 +58,6 @@ const RW_PROGRAM: &str = "io_rw";
 /// What a running I/O attack holds.
 #[derive(Debug, Default)]
 pub struct Handle {
-    /// This attack wrote its rule (a failed start may not have: then the
-    /// rule of that cgroup, if any, belongs to another attack).
-    rule: bool,
     open: bool,
     rw: bool,
     /// The prefixes, open: an open file pins its dentry and inode, so the
@@ -136,7 +133,6 @@ impl FamilyInjector for Io {
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         reset_calls(&mut shared.ebpf, slot)?;
         self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
-        handle.rule = true;
         if mechanism.file_permission {
             self.acquire(&mut shared.ebpf, RW_PROGRAM)?;
             handle.rw = true;
@@ -147,11 +143,8 @@ impl FamilyInjector for Io {
     /// Delete the rule (the fault is inert from the returned instant on),
     /// then release the links.
     fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
-        let inert = if handle.rule {
-            self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now())
-        } else {
-            Ok(Instant::now())
-        };
+        // Only the rule this attack wrote (see RuleTable::remove).
+        let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         let mut released = Ok(());
         if handle.rw {
             released = released.and(self.release(RW_PROGRAM));

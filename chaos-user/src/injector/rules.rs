@@ -65,6 +65,10 @@ pub(super) struct RuleTable<R, C> {
     level_users: [usize; MAX_LEVEL as usize + 1],
     /// The cgroup ids with a rule, oldest first.
     targets: Vec<u64>,
+    /// The attack that wrote each of them (by id, in `targets`' order):
+    /// only its owner removes a rule, so that rolling back a start that
+    /// was refused never deletes the rule of the attack it collided with.
+    owners: Vec<String>,
     _types: PhantomData<(R, C)>,
 }
 
@@ -76,6 +80,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
             taken,
             level_users: [0; MAX_LEVEL as usize + 1],
             targets: Vec::new(),
+            owners: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -105,23 +110,28 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
         }
         self.level_users[attack.target.level as usize] += 1;
         self.targets.push(id);
+        self.owners.push(attack.id.clone());
         Ok(())
     }
 
-    /// Delete the rule of the attack's target (the fault is inert from the
-    /// moment it is gone); whether there was one. When there was, the
+    /// Delete the rule this attack wrote for its target (the fault is
+    /// inert from the moment it is gone); whether there was one. A rule of
+    /// another attack on the same target stays. When there was one, the
     /// caller publishes [`Self::levels`].
     pub fn remove(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<bool> {
         let id = attack.target.id;
+        let Some(at) = self.targets.iter().zip(&self.owners).position(|(t, o)| *t == id && *o == attack.id)
+        else {
+            return Ok(false);
+        };
         let mut map: HashMap<&mut MapData, u64, R> = map_mut(ebpf, self.rules)?;
         if map.remove(&id).is_err() {
             return Ok(false);
         }
         let users = &mut self.level_users[attack.target.level as usize];
         *users = users.saturating_sub(1);
-        if let Some(at) = self.targets.iter().position(|t| *t == id) {
-            self.targets.remove(at);
-        }
+        self.targets.remove(at);
+        self.owners.remove(at);
         Ok(true)
     }
 
@@ -164,6 +174,45 @@ mod tests {
         let named = named(&c, names);
         assert_eq!(named.get(field), Some(&7), "{field} in {names}");
         assert_eq!(named.values().sum::<u64>(), 7, "only {field} is set");
+    }
+
+    /// A start refused because its target already has a rule (another
+    /// attack's) rolls back without deleting that rule; its owner's stop
+    /// does delete it. Real maps: the fault object's, loaded into the
+    /// kernel (no program is attached).
+    #[test]
+    #[ignore = "needs root (creates BPF maps); ./x test runs it"]
+    fn only_the_owner_removes_a_rule() {
+        use std::time::Duration;
+
+        use chaos_abi::net::NetRule;
+
+        use crate::{
+            faults::{Fault, NetLoss},
+            targets::Target,
+        };
+        let mut ebpf = crate::ebpf::load_faults().expect("loading the fault object (as root)");
+        let mut table: RuleTable<NetRule, NetCounters> =
+            RuleTable::new(chaos_abi::net::RULES, chaos_abi::net::COUNTERS, "a network fault");
+        let attack = |id: &str| Attack {
+            id: id.into(),
+            fault: Fault::NetLoss(NetLoss {
+                percent: "5".parse().unwrap(),
+                filter: Default::default(),
+                interfaces: Vec::new(),
+            }),
+            target: Target { path: "/sys/fs/cgroup/x".into(), id: u64::MAX - 7, level: 1 },
+            duration: Duration::from_secs(1),
+        };
+        let (first, second) = (attack("net-loss-1"), attack("net-loss-2"));
+        table.insert(&mut ebpf, &first, &NetRule::default()).unwrap();
+        let refused = table.insert(&mut ebpf, &second, &NetRule::default()).unwrap_err();
+        assert!(refused.to_string().contains("already has a network fault"), "{refused}");
+        assert!(!table.remove(&mut ebpf, &second).unwrap(), "the refused start removed the rule");
+        assert_eq!(table.targets(), &[u64::MAX - 7]);
+        assert!(table.remove(&mut ebpf, &first).unwrap(), "the owner could not remove its rule");
+        assert!(table.targets().is_empty());
+        assert_eq!(table.levels(), Levels::default());
     }
 
     #[test]
