@@ -279,8 +279,6 @@ impl AttackCommand {
         let (target, run) = self.common();
         if !run.dry_run {
             session::require_root("chaos attack")?;
-        }
-        if !run.dry_run {
             return run_one(&self, fault, run);
         }
         let target = target.resolve()?;
