@@ -1,8 +1,8 @@
 //! `--output`, `--events`, the reports and the metrics: where a run's
-//! events go, shared by `chaos run` and `chaos attack`. As kubectl
-//! and docker do it. A person at a terminal reads the live view and the
-//! summary (stderr); a program reading stdout gets JSON lines. The two never
-//! share a terminal, where they would garble each other.
+//! events and records go, for `chaos run` and `chaos attack` alike. The
+//! events follow kubectl and docker: a person at a terminal reads the live
+//! view and the summary (stderr); a program reading stdout gets JSON lines.
+//! The two never share a terminal, where they would garble each other.
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf};
 
