@@ -264,7 +264,7 @@ impl Clock {
             };
             match attach_libc(ebpf, pid, &lib.path, offset) {
                 Ok((enter, ret)) => probed.push((pid, enter, ret)),
-                Err(e) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+                Err(e) if alive(pid) => {
                     // The links of the processes already probed drop with
                     // `probed` (aya detaches on drop).
                     return Err(Error::kernel(
@@ -272,6 +272,9 @@ impl Clock {
                         anyhow::anyhow!(e),
                     ));
                 }
+                // perf_event_open fails with ESRCH for a process that has
+                // exited but is not reaped yet: its /proc entry is still
+                // there, so `alive` reads its state.
                 Err(_) => tracing::debug!(pid, "exited before its C library could be probed"),
             }
         }
@@ -424,4 +427,15 @@ where
 
 fn load_error(name: &str, e: &aya::programs::ProgramError) -> Error {
     Error::kernel(format!("loading program {name}"), anyhow::anyhow!(describe(e)))
+}
+
+/// Whether `pid` still runs: its /proc entry exists and it is neither a
+/// zombie nor dead (`state` in proc_pid_stat(5)), which an exited process
+/// not yet reaped by its parent is.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
+        .flatten()
+        .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
 }
