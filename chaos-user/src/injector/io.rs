@@ -186,7 +186,7 @@ impl Io {
         if targets.len() > MAX_LISTED_TARGETS {
             value.n_targets = TARGETS_UNLISTED;
         } else {
-            value.targets[..targets.len()].copy_from_slice(targets);
+            value.targets[..targets.len()].copy_from_slice(&targets);
             value.n_targets = targets.len() as u32;
         }
         let mut config: Array<&mut MapData, IoConfig> = map_mut(ebpf, io::CONFIG)?;

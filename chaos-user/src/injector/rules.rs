@@ -63,12 +63,10 @@ pub(super) struct RuleTable<R, C> {
     /// "already has <taken>".
     taken: &'static str,
     level_users: [usize; MAX_LEVEL as usize + 1],
-    /// The cgroup ids with a rule, oldest first.
-    targets: Vec<u64>,
-    /// The attack that wrote each of them (by id, in `targets`' order):
-    /// only its owner removes a rule, so that rolling back a start that
-    /// was refused never deletes the rule of the attack it collided with.
-    owners: Vec<String>,
+    /// The cgroup ids with a rule, oldest first, each with the attack that
+    /// wrote it: only its owner removes a rule, so that rolling back a
+    /// start that was refused never deletes the rule it collided with.
+    written: Vec<(u64, String)>,
     _types: PhantomData<(R, C)>,
 }
 
@@ -79,8 +77,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
             counters,
             taken,
             level_users: [0; MAX_LEVEL as usize + 1],
-            targets: Vec::new(),
-            owners: Vec::new(),
+            written: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -91,8 +88,8 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
     }
 
     /// The cgroup ids with a rule.
-    pub fn targets(&self) -> &[u64] {
-        &self.targets
+    pub fn targets(&self) -> Vec<u64> {
+        self.written.iter().map(|(id, _)| *id).collect()
     }
 
     /// Write `rule` for the attack's target. One rule per target and
@@ -109,8 +106,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
             Err(e) => return Err(Error::kernel(format!("writing the rule for {}", attack.target), e)),
         }
         self.level_users[attack.target.level as usize] += 1;
-        self.targets.push(id);
-        self.owners.push(attack.id.clone());
+        self.written.push((id, attack.id.clone()));
         Ok(())
     }
 
@@ -120,8 +116,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
     /// caller publishes [`Self::levels`].
     pub fn remove(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<bool> {
         let id = attack.target.id;
-        let Some(at) = self.targets.iter().zip(&self.owners).position(|(t, o)| *t == id && *o == attack.id)
-        else {
+        let Some(at) = self.written.iter().position(|(t, owner)| *t == id && *owner == attack.id) else {
             return Ok(false);
         };
         let mut map: HashMap<&mut MapData, u64, R> = map_mut(ebpf, self.rules)?;
@@ -130,8 +125,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
         }
         let users = &mut self.level_users[attack.target.level as usize];
         *users = users.saturating_sub(1);
-        self.targets.remove(at);
-        self.owners.remove(at);
+        self.written.remove(at);
         Ok(true)
     }
 
@@ -209,7 +203,7 @@ mod tests {
         let refused = table.insert(&mut ebpf, &second, &NetRule::default()).unwrap_err();
         assert!(refused.to_string().contains("already has a network fault"), "{refused}");
         assert!(!table.remove(&mut ebpf, &second).unwrap(), "the refused start removed the rule");
-        assert_eq!(table.targets(), &[u64::MAX - 7]);
+        assert_eq!(table.targets(), [u64::MAX - 7]);
         assert!(table.remove(&mut ebpf, &first).unwrap(), "the owner could not remove its rule");
         assert!(table.targets().is_empty());
         assert_eq!(table.levels(), Levels::default());

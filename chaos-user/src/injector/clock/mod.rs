@@ -435,7 +435,26 @@ fn load_error(name: &str, e: &aya::programs::ProgramError) -> Error {
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
-        .flatten()
+        .and_then(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next())
         .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A child that exited but is not reaped yet has a /proc entry and
+    /// cannot be probed (perf_event_open: ESRCH): it is not alive.
+    #[test]
+    fn an_unreaped_child_is_not_alive() {
+        assert!(super::alive(std::process::id() as i32));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let t = std::time::Instant::now();
+        while super::alive(pid) && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "reaped too early");
+        assert!(!super::alive(pid), "a zombie counted as alive");
+        child.wait().unwrap();
+        assert!(!super::alive(pid));
+    }
 }
