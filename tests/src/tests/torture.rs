@@ -28,9 +28,12 @@ use crate::{
     helpers::{io as io_helper, udp},
 };
 
-/// 30 per family: drawn from windows (see [`window`]), they hit the attack
-/// itself as often as 50 uniform points did, which in a TCG VM landed
-/// mostly on the program loads (a point there costs the whole start).
+/// 30 per family, drawn from windows (see [`window`]): in a TCG VM a point
+/// costs a whole start (seconds), so 50 uniform points took 4–6 minutes per
+/// family and landed mostly on the program loads. Measured (2026-12-01,
+/// fresh clone): 1–5 of 30 points still find the attack running in a VM,
+/// where 50 uniform ones found 5–23: each run's start varies more than the
+/// window around the calibrated one. `./x test --soak` covers the rest.
 pub const DEFAULT_POINTS: usize = 30;
 /// Each attack's duration: short, so that a point costs little more than
 /// the process's start.
