@@ -461,8 +461,9 @@ pub fn attack_is_a_one_step_experiment(ctx: &mut Ctx) -> anyhow::Result<()> {
         "an attack's cases are its attack alone:\n{xml}"
     );
     anyhow::ensure!(
-        metrics.lines().any(|l| l.starts_with("chaos_attack_injected_total{attack=\"net-loss-1\"} ")),
-        "no injected counter in the metrics:\n{metrics}"
+        metrics.lines().any(|l| l.starts_with("chaos_attack_injected_total{attack=\"net-loss-1\"} ")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| v > 0)),
+        "no injected count in the metrics:\n{metrics}"
     );
     promtool_check_metrics(&metrics)?;
     let lines = events_match_schema(&std::fs::read_to_string(&events_file)?)?;
