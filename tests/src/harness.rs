@@ -173,6 +173,7 @@ pub fn main(args: &[String], tests: &'static [Test]) -> ExitCode {
         }
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         eprintln!("integration tests on kernel {}", kernel.trim());
+        crate::fixtures::leaks::settle_before_suite();
     }
     let ctx = Arc::new(Mutex::new(Ctx { caps: Capabilities::new() }));
     // libtest-mimic prints "test NAME ... " before a test and its outcome

@@ -717,8 +717,6 @@ impl Family for ClockSkew {
     /// less.
     const DEADLINE: &'static str = "12s";
     const DEADLINE_MEASURE_S: f64 = 14.0;
-    /// The kernel closes the links as the process dies.
-    const KILL_GRACE_NS: u64 = 1_000_000_000;
     const EXIT_WITHIN: Duration = Duration::from_secs(60);
     type Prepared = Stream;
     type Measuring = Vec<Stream>;

@@ -568,12 +568,6 @@ pub struct IoError {
     w: World,
 }
 
-/// How late the fault may end after `kill -9` of the loader: the links
-/// close with the process; the kernel then unlinks the programs from the
-/// LSM trampolines (bpf_trampoline_unlink_prog, which waits for RCU-tasks
-/// readers): ~200 ms under QEMU's emulation.
-const KILL_GRACE_NS: u64 = 1_000_000_000;
-
 fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
     let failed = c.failures.len();
     anyhow::ensure!(
@@ -595,7 +589,6 @@ fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> any
 impl Family for IoError {
     const DEADLINE: &'static str = "10s";
     const DEADLINE_MEASURE_S: f64 = 12.0;
-    const KILL_GRACE_NS: u64 = KILL_GRACE_NS;
     const EXIT_WITHIN: Duration = Duration::from_secs(30);
     type Prepared = Waiting;
     type Measuring = std::thread::JoinHandle<anyhow::Result<Calls>>;

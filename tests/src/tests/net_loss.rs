@@ -300,8 +300,6 @@ fn ensure_ended_between(s: &StreamResult, w: Window, what: &str) -> anyhow::Resu
 impl Family for NetLoss {
     const DEADLINE: &'static str = "6s";
     const DEADLINE_MEASURE_S: f64 = 7.5;
-    /// With TCX, closing the link fds detaches the programs at once.
-    const KILL_GRACE_NS: u64 = GRACE_NS;
     const EXIT_WITHIN: Duration = Duration::from_secs(20);
     type Prepared = ();
     type Measuring = udp::TimedStream;

@@ -29,7 +29,9 @@ use crate::{
 /// How late the fault may end after its deadline or stop request: the
 /// controller's reaction (a signal thread, a channel, one map delete) on a
 /// guest whose CPUs are emulated and shared with the measuring programs.
-/// The kernel-side deadline needs no reaction at all.
+/// The kernel-side deadline needs no reaction at all, and after `kill -9`
+/// nothing reacts: the links are released as the process exits (see
+/// [`kill9_links_vanish_with_the_loader`]).
 pub const GRACE_NS: u64 = 100_000_000;
 
 /// How long the signal and kill tests measure, and when they act: the
@@ -73,8 +75,6 @@ pub trait Family: Sized {
     const DEADLINE: &'static str;
     /// How long the deadline tests measure: past the deadline.
     const DEADLINE_MEASURE_S: f64;
-    /// How late the fault may end after `kill -9` of the loader.
-    const KILL_GRACE_NS: u64;
     /// How long chaos may take to exit once the fault should be over.
     const EXIT_WITHIN: Duration;
     /// What runs before the attack (so that it is there from the fault's
@@ -258,16 +258,29 @@ fn kill9_links_vanish_with_the_loader<F: Family>(ctx: &mut Ctx) -> anyhow::Resul
     let f = F::new()?;
     let st = start(&f, LONG, STOP_MEASURE_S)?;
     std::thread::sleep(ACT_AFTER);
+    let exit = st.run.watch_exit(Duration::from_secs(10))?;
     let killed = monotonic_ns();
     st.run.signal(libc::SIGKILL);
     let m = f.finish(st.measuring)?;
+    let exited = exit.join().ok().flatten();
     let ended = st.run.wait(Duration::from_secs(10))?;
     // Nothing survives but the dead process's state file: remove it first,
     // whatever the assertions say.
     let recovered = runner::recover()?;
     anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
-    let window = Window { from_ns: killed, to_ns: killed, grace_ns: F::KILL_GRACE_NS };
-    f.ensure_ended(&m, window, "kill -9 (fd-owned links)")?;
+    let exited = exited.ok_or_else(|| anyhow::anyhow!("chaos had not exited 10 s after kill -9"))?;
+    // The links are released as the process exits, not when the signal is
+    // sent: closing the last fd of a link detaches it synchronously (TCX
+    // and cgroup links: bpf_link_release -> bpf_link_put_direct; LSM and
+    // tracing links wait for the trampoline's RCU-tasks readers there),
+    // and `exit_files` runs before the exit is visible. Under emulation the
+    // exit itself takes 100-850 ms (measured: net-loss 113 ms, io-error
+    // 260 ms, clock-skew 630-840 ms in the 6.1/6.12 VMs). So the window
+    // runs from the signal to the observed exit, and the grace is only the
+    // measuring program's own lateness, as for a stop request.
+    eprint!("[exited {:.1} ms after kill -9] ", (exited.saturating_sub(killed)) as f64 / 1e6);
+    let window = Window { from_ns: killed, to_ns: exited, grace_ns: GRACE_NS };
+    f.ensure_ended(&m, window, "the killed loader's exit (fd-owned links)")?;
     ensure_unloaded::<F>(Ending::Kill9)?;
     anyhow::ensure!(recovered.code() == Some(0), "chaos recover failed: {}", recovered.stderr);
     Ok(())
