@@ -55,7 +55,7 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     bpf-linker --version "$BPF_LINKER_VERSION" --no-default-features --features "llvm-${LLVM_MAJOR}"
 fi
 
-# --- Kernel matrix: virtme-ng and Debian's 6.1 / 6.12 kernels ---------------
+# --- Kernel matrix: virtme-ng and Debian's 5.10 / 6.1 / 6.12 / 7.2 kernels ---
 # Layout shared with xtask/src/kernels.rs:
 #   $VM_CACHE/virtme-ng/bin/vng                       virtme-ng, in its own venv
 #   $VM_CACHE/kernels/<label>/boot/vmlinuz-<release>  a Debian linux-image .deb,
@@ -67,8 +67,12 @@ fi
 # virtme-ng mounts an empty tmpfs there in the guest, which would hide them.
 VM_CACHE="${CHAOS_VM_CACHE:-/var/lib/chaos-dev}"
 VIRTME_NG_VERSION=1.42
-# label and kernel series: the newest linux-image-<series>.* in apt's lists.
-VM_KERNELS=("debian-6.1 6.1" "debian-6.12 6.12")
+# label, kernel series, and where the package comes from: `host` (this
+# machine's apt sources) or a Debian suite, read through a private apt
+# configuration (see private_apt) so that the host's sources stay as they are.
+# The package is the newest linux-image-<series>.* in those lists.
+VM_KERNELS=("debian-5.10 5.10 bullseye" "debian-6.1 6.1 host" "debian-6.12 6.12 host" "debian-7.2 7.2 sid")
+DEBIAN_MIRROR=http://deb.debian.org/debian
 
 have_virtme_ng() {
   compgen -G "$VM_CACHE/virtme-ng/lib/python3*/site-packages/virtme_ng-$VIRTME_NG_VERSION.dist-info" >/dev/null
@@ -83,23 +87,67 @@ vm_missing() {
   return 1
 }
 
-# The newest flavour-less amd64 image of a series: linux-image-6.1.0-56-amd64,
-# linux-image-6.12.117+deb12-amd64 (not -rt-, -cloud-, -dbg, -unsigned).
-kernel_package() {
-  local re="^linux-image-${1//./\\.}\.[0-9][^ -]*(-[0-9]+)?-amd64\$"
-  apt-cache search --names-only "^linux-image-${1//./\\.}\." | awk '{print $1}' | { grep -E "$re" || true; } \
-    | sort -V | tail -n 1
+# apt options that read one Debian suite from lists of its own under the
+# cache, instead of the host's sources, lists and package cache. Nothing of
+# the host's apt state is read or written through them.
+private_apt() {
+  local dir="$VM_CACHE/apt/$1"
+  mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial"
+  # Debian's archive keyring signs every suite (bullseye's and sid's Release).
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $DEBIAN_MIRROR $1 main" \
+    >"$dir/sources.list"
+  APT_OPTS=(-o "Dir::Etc::sourcelist=$dir/sources.list" -o "Dir::Etc::sourceparts=-"
+    -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache=$dir/cache" -o "Acquire::Languages=none")
 }
 
-download() { (cd "$2" && rm -f ./*.deb && apt-get download -q "$1" >download.log 2>&1); }
+# The newest flavour-less amd64 image of a series: linux-image-6.1.0-56-amd64,
+# linux-image-6.12.117+deb12-amd64 (not -rt-, -cloud-, -dbg, -unsigned).
+# Uses APT_OPTS (empty: the host's apt configuration).
+kernel_package() {
+  local re="^linux-image-${1//./\\.}\.[0-9][^ -]*(-[0-9]+)?-amd64\$"
+  apt-cache "${APT_OPTS[@]}" search --names-only "^linux-image-${1//./\\.}\." 2>/dev/null | awk '{print $1}' \
+    | { grep -E "$re" || true; } | sort -V | tail -n 1
+}
+
+# Download an image package into $2, with the parts it depends on: since
+# 6.17 or so Debian's linux-image-<abi> is an empty package that depends on
+# linux-binary-<abi> (the vmlinuz), linux-modules-<abi> and linux-base-<abi>
+# (System.map, config, modules.builtin). Older images hold everything.
+download() {
+  (
+    cd "$2" && rm -f ./*.deb && apt-get "${APT_OPTS[@]}" download -q "$1" >download.log 2>&1 || exit 1
+    parts=$(dpkg-deb -f "$1"_*.deb Depends | tr ',|' '\n\n' | awk -v abi="-${1#linux-image-}" \
+      '$1 ~ /^linux-[a-z]+-/ && substr($1, length($1) - length(abi) + 1) == abi { print $1 }')
+    [[ -z $parts ]] || apt-get "${APT_OPTS[@]}" download -q $parts >>download.log 2>&1
+  )
+}
+
+# Newer packages (sid's 7.x) ship /usr/lib/modules/<release>/{vmlinuz,config,
+# System.map} and nothing in /boot; move them to the layout of the older ones,
+# which xtask/src/kernels.rs and virtme-ng expect.
+usr_layout() {
+  local root=$1 dir release f
+  compgen -G "$root/boot/vmlinuz-*" >/dev/null && return 0
+  for dir in "$root"/usr/lib/modules/*; do
+    [[ -f $dir/vmlinuz ]] || continue
+    release=${dir##*/}
+    mkdir -p "$root/boot" "$root/lib/modules"
+    for f in vmlinuz config System.map; do
+      [[ ! -e $dir/$f ]] || mv "$dir/$f" "$root/boot/$f-$release"
+    done
+    mv "$dir" "$root/lib/modules/$release"
+  done
+}
 
 fetch_kernel() {
-  local label=$1 series=$2 dest="$VM_CACHE/kernels/$1" pkg tmp release
+  local label=$1 series=$2 suite=$3 dest="$VM_CACHE/kernels/$1" pkg tmp release
+  APT_OPTS=()
+  [[ $suite == host ]] || private_apt "$suite"
   tmp=$(mktemp -d "$VM_CACHE/kernels/.fetch-XXXXXX")
   pkg=$(kernel_package "$series")
   # Stale or missing apt lists: refresh once and look again.
   if [[ -z $pkg ]] || ! download "$pkg" "$tmp"; then
-    apt-get update -qq || true
+    apt-get "${APT_OPTS[@]}" update -qq || true
     pkg=$(kernel_package "$series")
     if [[ -z $pkg ]] || ! download "$pkg" "$tmp"; then
       cat "$tmp/download.log" >&2 2>/dev/null || true
@@ -111,7 +159,10 @@ fetch_kernel() {
   log "extracting $pkg for the $label VM"
   # Extract beside the destination and rename at the end, so that an
   # interrupted setup leaves nothing that looks installed.
-  if dpkg-deb -x "$tmp"/*.deb "$tmp/root" \
+  local deb ok=true
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tmp/root" || ok=false; done
+  $ok && usr_layout "$tmp/root" || ok=false
+  if $ok \
     && release=$(basename "$(compgen -G "$tmp/root/boot/vmlinuz-*")") \
     && release=${release#vmlinuz-} \
     && depmod -b "$tmp/root" "$release" \

@@ -21,25 +21,38 @@ use anyhow::{Context, bail};
 pub enum Kernel {
     /// The kernel this machine runs.
     Host,
+    /// Debian 11's 5.10 kernel (bullseye), in a VM: the oldest in the
+    /// matrix (no TCX, no bpf_loop).
+    #[value(name = "debian-5.10")]
+    Debian5_10,
     /// Debian 12's 6.1 kernel, in a VM: no TCX (netlink tc only).
     #[value(name = "debian-6.1")]
     Debian6_1,
     /// Debian's 6.12 kernel, in a VM.
     #[value(name = "debian-6.12")]
     Debian6_12,
+    /// Debian unstable's 7.2 kernel (sid), in a VM: the newest.
+    #[value(name = "debian-7.2")]
+    Debian7_2,
 }
 
 impl Kernel {
-    /// The whole matrix, in the order `./x test` runs it.
-    pub const ALL: [Kernel; 3] = [Kernel::Host, Kernel::Debian6_1, Kernel::Debian6_12];
+    /// The whole matrix, in the order `./x test` runs it. The VMs start in
+    /// this order, `--vm-jobs` at a time: the two whole suites (6.1, 6.12)
+    /// first, the reduced tiers (see matrix::Tier) after, so that on two
+    /// cores each short tier follows a long suite instead of preceding it.
+    pub const ALL: [Kernel; 5] =
+        [Kernel::Host, Kernel::Debian6_1, Kernel::Debian6_12, Kernel::Debian5_10, Kernel::Debian7_2];
 
     /// The label results are reported under, and that `CHAOS_KERNEL` carries
     /// (tests/src/tests/doctor.rs keys its expectations by it).
     pub fn label(self) -> String {
         match self {
             Kernel::Host => host_label(),
+            Kernel::Debian5_10 => "debian-5.10".into(),
             Kernel::Debian6_1 => "debian-6.1".into(),
             Kernel::Debian6_12 => "debian-6.12".into(),
+            Kernel::Debian7_2 => "debian-7.2".into(),
         }
     }
 }
@@ -128,6 +141,8 @@ mod tests {
     fn labels_match_the_doctor_expectations() {
         assert_eq!(Kernel::Debian6_1.label(), "debian-6.1");
         assert_eq!(Kernel::Debian6_12.label(), "debian-6.12");
+        assert_eq!(Kernel::Debian5_10.label(), "debian-5.10");
+        assert_eq!(Kernel::Debian7_2.label(), "debian-7.2");
         assert!(Kernel::Host.label().starts_with("host-"));
     }
 }

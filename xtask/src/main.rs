@@ -28,7 +28,8 @@ enum Task {
     /// verdict; the sandbox is removed afterwards.
     Demo(demo::Args),
     /// The whole test suite: lints, unit tests, and the integration tests
-    /// on this kernel and in VMs on Debian's 6.1 and 6.12 kernels; ends with
+    /// on this kernel and in VMs on Debian's 5.10, 6.1, 6.12 and 7.2 kernels
+    /// (a reduced tier on 5.10 and 7.2: see matrix::REDUCED); ends with
     /// a table (a row per kernel) and `N passed, N failed, N skipped`.
     Test(test::Args),
     /// Boot a VM on one of Debian's kernels and run a command in it (by

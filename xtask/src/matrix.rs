@@ -20,6 +20,77 @@ use crate::{
     vm::{self, Exit},
 };
 
+/// Which integration tests a kernel runs when `./x test` is given no
+/// filter. CI time decides: the whole suite takes 25 to 30 minutes per VM
+/// on a slow 2-core machine, and two whole suites side by side already take
+/// most of CI's budget.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tier {
+    /// Every test: 6.1 (the oldest kernel with everything chaos uses, no
+    /// TCX) and 6.12 (TCX), and this machine's kernel.
+    Whole,
+    /// `REDUCED`: what tells whether each mechanism loads and works on the
+    /// kernel, and every way an attack ends.
+    Reduced,
+}
+
+/// The reduced tier, as name filters (a test runs if its name contains one;
+/// see tests/src/harness.rs): the doctor suite (every capability probed
+/// matches what the kernel is expected to have), at least one end-to-end
+/// test per fault family and mechanism, and the safety suite (deadline,
+/// SIGINT, SIGTERM, kill -9, hung loader; for every family). Left out: the
+/// kill-point torture (about 7 minutes per kernel), input validation and
+/// the experiment runner (kernel-independent: the whole-suite kernels cover
+/// them), and the finer statistics of each family.
+pub const REDUCED: &[&str] = &[
+    "doctor::",
+    "safety::",
+    // net-loss: tc egress (TCX where present, else netlink), cgroup_skb
+    // ingress, and the netlink filter's own ending (kill -9, then recover).
+    "net_loss::egress_rates_are_exact_and_silent",
+    "net_loss::ingress_rates_are_exact",
+    "net_loss::netlink_kill9_deadline_then_recover",
+    // The families that pace packets through fq (departure times), and the
+    // fq qdisc's installation and removal on every ending.
+    "net_delay::delay_and_jitter_hold_their_distribution",
+    "net_delay::reorder_rate_is_exact",
+    "net_rate::throughput_matches_at_10_and_100_mbit",
+    "net_qdisc::restored_on_every_ending",
+    "net_duplicate::duplicate_rate_is_exact",
+    "net_corrupt::corrupt_rate_is_exact_and_receivers_drop_them",
+    // io-error through BPF LSM, or its refusal where no mechanism loads.
+    "io_error::sqlite_reports_the_injected_error",
+    "io_error::unavailable_says_why",
+    // clock-skew: fexit with the vDSO detached at exec, the tracepoint
+    // fallback, uprobes in running processes, or the refusal.
+    "clock_skew::tools_in_the_target_read_the_offset",
+    "clock_skew::tracepoint_fallback_reads_the_offset",
+    "clock_skew::running_processes_read_the_offset_through_libc",
+    "clock_skew::unavailable_says_why",
+];
+
+impl Kernel {
+    /// The tests this kernel runs by default. 5.10 and 7.2 are the ends of
+    /// the range users run: what differs there is whether each mechanism
+    /// loads, which the reduced tier shows.
+    pub fn tier(self) -> Tier {
+        match self {
+            Kernel::Host | Kernel::Debian6_1 | Kernel::Debian6_12 => Tier::Whole,
+            Kernel::Debian5_10 | Kernel::Debian7_2 => Tier::Reduced,
+        }
+    }
+}
+
+/// The runner's name filters on `kernel`: the user's, if any (an explicit
+/// choice runs on every kernel asked for, whatever its tier), else the
+/// kernel's tier.
+fn filters_for(kernel: Kernel, user: &[String]) -> Vec<String> {
+    match (user.is_empty(), kernel.tier()) {
+        (false, _) | (true, Tier::Whole) => user.to_vec(),
+        (true, Tier::Reduced) => REDUCED.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
 /// Run the integration tests on `kernels`: this machine's kernel first (on
 /// its own: those tests check machine-wide state), then the VMs, `jobs` at
 /// a time. Each VM runs its two vCPUs on one host thread (see vm::run), so
@@ -188,7 +259,7 @@ fn host(summary: &mut Summary, bins: &Binaries, filters: &[String]) -> anyhow::R
     let t = Instant::now();
     let mut child = Command::new(&bins.integration)
         .args(RUNNER_ARGS)
-        .args(filters)
+        .args(filters_for(Kernel::Host, filters))
         .env("CHAOS_BIN", &bins.chaos)
         .env("CHAOS_KERNEL", &label)
         .stdout(Stdio::piped())
@@ -234,7 +305,7 @@ fn in_vm(
     let t = Instant::now();
     let mut argv = vec![bins.integration.display().to_string()];
     argv.extend(RUNNER_ARGS.map(String::from));
-    argv.extend(filters.iter().cloned());
+    argv.extend(filters_for(kernel, filters));
     let script = vm::guest_script(&vm::guest_env(&bins.chaos, kernel), &argv);
     let mut tally = Tally::default();
     let run = vm::run(kernel, &script, |line| output.print(&tally.line(line)), opts);
@@ -274,7 +345,8 @@ fn in_vm(
         summary.fail(&label, "VM", reason);
     }
     let boot = out.boot_seconds.map(|b| format!(", boot {b:.0} s")).unwrap_or_default();
-    summary.note(&label, &format!("kernel {}, VM{boot}", out.release));
+    let tier = if filters.is_empty() && kernel.tier() == Tier::Reduced { ", reduced tier" } else { "" };
+    summary.note(&label, &format!("kernel {}, VM{boot}{tier}", out.release));
     tally.record(summary, &label, t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -282,6 +354,35 @@ fn in_vm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reduced_tier_names_registered_tests() {
+        // Each filter selects a registered test (a renamed test must not
+        // silently drop out of the tier).
+        let registry = include_str!("../../tests/src/tests/mod.rs");
+        let names: Vec<&str> = registry
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| l.contains("::") && !l.contains(' ') && !l.starts_with("//"))
+            .collect();
+        for f in REDUCED {
+            assert!(names.iter().any(|n| n.contains(f)), "{f} selects no test in tests/src/tests/mod.rs");
+        }
+        // The whole doctor and safety suites (every ending of every family),
+        // and less than the whole suite.
+        assert!(REDUCED.contains(&"doctor::") && REDUCED.contains(&"safety::"));
+        let selected = names.iter().filter(|n| REDUCED.iter().any(|f| n.contains(f))).count();
+        assert!(selected < names.len(), "{selected} of {}", names.len());
+    }
+
+    #[test]
+    fn user_filters_override_the_tier() {
+        let user = vec!["net_loss".to_owned()];
+        assert_eq!(filters_for(Kernel::Debian5_10, &user), user);
+        assert_eq!(filters_for(Kernel::Debian7_2, &[]).len(), REDUCED.len());
+        assert!(filters_for(Kernel::Debian6_1, &[]).is_empty());
+        assert!(filters_for(Kernel::Host, &[]).is_empty());
+    }
 
     #[test]
     fn tallies_results_and_the_closing_line() {

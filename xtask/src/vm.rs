@@ -59,6 +59,11 @@ pub struct Args {
     /// lines of it, when the VM hangs or the kernel panics).
     #[arg(long)]
     console: bool,
+    /// One more kernel command-line parameter (repeatable), e.g.
+    /// `--append lsm=lockdown,capability,yama,apparmor,tomoyo,bpf` to see
+    /// what a kernel does with the BPF LSM switched on.
+    #[arg(long, value_name = "PARAM")]
+    append: Vec<String>,
     /// The command to run as root in the VM, from the repository root, with
     /// target/release first on PATH and CHAOS_BIN and CHAOS_KERNEL set.
     #[arg(last = true, default_values_t = ["chaos".to_owned(), "doctor".to_owned()])]
@@ -68,7 +73,7 @@ pub struct Args {
 impl Args {
     /// A run of `command` on `kernel` (for other tasks, e.g. benchmarks).
     pub fn new(kernel: Kernel, timeout: u64, command: Vec<String>) -> Self {
-        Self { kernel, timeout, console: false, command }
+        Self { kernel, timeout, console: false, append: Vec::new(), command }
     }
 }
 
@@ -87,6 +92,7 @@ pub fn run_task(args: Args) -> anyhow::Result<bool> {
         timeout: Duration::from_secs(args.timeout),
         idle_timeout: None,
         echo_console: args.console,
+        append: args.append,
     };
     let out = run(args.kernel, &guest_script(&env, &args.command), |line| println!("{line}"), &opts)?;
     eprintln!("== {} ({}): {} after {:.1}s", args.kernel.label(), out.release, out.exit, out.seconds);
@@ -105,6 +111,8 @@ pub struct Options {
     /// console does not count: a hung kernel may go on printing).
     pub idle_timeout: Option<Duration>,
     pub echo_console: bool,
+    /// More kernel command-line parameters.
+    pub append: Vec<String>,
 }
 
 /// How the VM ended.
@@ -247,6 +255,7 @@ pub fn run(
         // the kernel it is reliable is true here and skips the watchdog
         // (`tsc=reliable`, Documentation/admin-guide/kernel-parameters.txt).
         .args(["--append", "tsc=reliable"])
+        .args(opts.append.iter().flat_map(|a| ["--append", a.as_str()]))
         // One host thread runs both vCPUs in turn. With a thread per vCPU
         // (MTTCG) the 6.12 guest panicked in four of six runs with `Oops:
         // int3` (three at `__schedule+0x407`, one at `sched_clock_cpu+0x9`),
