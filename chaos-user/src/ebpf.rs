@@ -40,7 +40,11 @@ pub fn describe(err: &ProgramError) -> String {
                 .map(str::trim)
                 .find(|l| {
                     !l.is_empty()
-                        && !["processed", "verification time", "stack depth"].iter().any(|p| l.starts_with(p))
+                        // The verifier's statistics (5.x: `processed N insns`;
+                        // 7.x: `insns processed N`), not a reason.
+                        && !["processed", "insns processed", "verification time", "stack depth"]
+                            .iter()
+                            .any(|p| l.starts_with(p))
                 })
                 .unwrap_or("");
             if last.is_empty() {

@@ -150,7 +150,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         capability: Capability::BpfLsm,
         name: "BPF LSM",
         used_for: "io-error (lsm/file_open, lsm/file_permission)",
-        needs: "Linux 5.7, CONFIG_BPF_LSM, `bpf` in the active LSM list, trampolines",
+        needs: "Linux 5.7, CONFIG_BPF_LSM, `bpf` in the active LSM list, trampolines; bpf_loop (Linux 5.17) for io-error's path walk",
     },
     Requirement {
         capability: Capability::ProbeWriteUser,

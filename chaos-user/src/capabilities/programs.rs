@@ -262,7 +262,19 @@ pub fn lsm() -> Outcome {
     let btf = kernel_btf()?;
     let mut ebpf = object()?;
     let prog: &mut Lsm = program(&mut ebpf, "probe_lsm")?;
-    prog.load("file_open", btf).map_err(|e| describe(&e))?;
+    // The probe calls bpf_loop as io-error's programs do (see its source):
+    // without it (before 5.17) they fail to load, whatever the LSM can do.
+    // 5.13 to 5.16 say `unknown func bpf_loop`; older verifiers do not know
+    // the callback's reference (BPF_PSEUDO_FUNC, 5.13) and count one
+    // subprogram less than BTF describes (measured on Debian 11's 5.10
+    // booted with lsm=...,bpf: "number of funcs in func_info doesn't match
+    // number of subprogs"; kernel/bpf/verifier.c, check_btf_func).
+    prog.load("file_open", btf).map_err(|e| match describe(&e) {
+        d if d.contains("bpf_loop") || d.contains("func_info") => {
+            format!("{d} (io-error's path walk needs bpf_loop and its callback, Linux 5.17)")
+        }
+        d => d,
+    })?;
     prog.attach().map_err(|e| describe(&e))?;
     Ok(format!("attached to file_open (active LSMs: {})", active.unwrap_or_else(|| "unknown".into())))
 }

@@ -10,6 +10,16 @@ use crate::capabilities::{Finding, REQUIREMENTS};
 const HOST_6_18: &str = include_str!("../../tests/capabilities/host-6.18.json");
 const DEBIAN_6_1: &str = include_str!("../../tests/capabilities/debian-6.1.json");
 const DEBIAN_6_12: &str = include_str!("../../tests/capabilities/debian-6.12.json");
+const DEBIAN_5_10: &str = include_str!("../../tests/capabilities/debian-5.10.json");
+const DEBIAN_7_2: &str = include_str!("../../tests/capabilities/debian-7.2.json");
+/// Every recorded set, by kernel.
+const RECORDED: [(&str, &str); 5] = [
+    ("host-6.18", HOST_6_18),
+    ("debian-5.10", DEBIAN_5_10),
+    ("debian-6.1", DEBIAN_6_1),
+    ("debian-6.12", DEBIAN_6_12),
+    ("debian-7.2", DEBIAN_7_2),
+];
 
 fn set(json: &str) -> CapabilitySet {
     CapabilitySet::from_json(json).expect("a recorded capability set")
@@ -49,7 +59,7 @@ use SafetyLayer::*;
 
 #[test]
 fn every_fixture_answers_every_capability() {
-    for (name, json) in [("host-6.18", HOST_6_18), ("debian-6.1", DEBIAN_6_1), ("debian-6.12", DEBIAN_6_12)] {
+    for (name, json) in RECORDED {
         let caps = set(json);
         assert!(caps.unknown().is_empty(), "{name}: unknown {:?}", caps.unknown());
         assert_eq!(caps.capabilities.len(), REQUIREMENTS.len(), "{name}");
@@ -159,6 +169,44 @@ fn debian_6_12_tcx_fq_lsm_and_fexit() {
     }
 }
 
+/// Debian 11 as installed: no TCX, and the BPF LSM built but not active,
+/// so io-error is refused naming both of its mechanisms.
+#[test]
+fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
+    let caps = set(DEBIAN_5_10);
+    let netlink = Some(EgressMode::Netlink);
+    assert_eq!(ok(&caps, "net-loss"), net(netlink, true, false));
+    for kind in ["net-delay", "net-rate", "net-reorder"] {
+        assert_eq!(ok(&caps, kind), net(netlink, false, true), "{kind}");
+    }
+    assert_eq!(ok(&caps, "net-corrupt"), net(netlink, false, false));
+    let e = refused(&caps, "io-error", &Preferences::default());
+    assert!(
+        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: ")
+            && e.contains("`bpf` is not an active LSM")
+            && e.contains("kprobe + bpf_override_return: "),
+        "{e}"
+    );
+    if cfg!(target_arch = "x86_64") {
+        assert!(matches!(
+            ok(&caps, "clock-skew"),
+            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Fexit, libc_uprobes: true, .. })
+        ));
+    }
+}
+
+/// sid's 7.2 has what 6.12 has: the same plans.
+#[test]
+fn debian_7_2_plans_as_6_12() {
+    let (new, old) = (set(DEBIAN_7_2), set(DEBIAN_6_12));
+    for (kind, _) in KINDS {
+        if *kind == "clock-skew" && !cfg!(target_arch = "x86_64") {
+            continue;
+        }
+        assert_eq!(ok(&new, kind), ok(&old, kind), "{kind}");
+    }
+}
+
 /// Unprivileged, only the privileges and cgroup v2 are probed: nothing
 /// that needs another capability is planned, and each refusal names
 /// --capabilities.
@@ -210,7 +258,7 @@ fn unknown_capabilities_are_never_taken_for_present() {
 /// refused with the reason.
 #[test]
 fn doctor_json_round_trips() {
-    for json in [HOST_6_18, DEBIAN_6_1, DEBIAN_6_12] {
+    for (_, json) in RECORDED {
         let caps = set(json);
         let again = serde_json::to_string(&caps).unwrap();
         assert_eq!(CapabilitySet::from_json(&again).unwrap(), caps);

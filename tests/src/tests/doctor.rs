@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// Expected availability per kernel (../shared/ENVIRONMENT.md). Selected by
-/// `CHAOS_KERNEL` (`host-6.18`, `debian-6.1`, `debian-6.12`), which `./x
+/// `CHAOS_KERNEL` (`host-6.18`, `debian-5.10`, `debian-6.1`, `debian-6.12`, `debian-7.2`), which `./x
 /// test` sets for the host and for each VM.
 fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
     let (yes, no): (&[&str], &[&str]) = match kernel {
@@ -59,7 +59,29 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
             ],
             &["tc (TCX link)", "kprobe override", "fmod_ret"],
         ),
-        "debian-6.12" => (
+        // Debian 11: the BPF LSM is built in but not in the default `lsm=`
+        // list (CONFIG_LSM), and there is no bpf_loop either (5.17).
+        "debian-5.10" => (
+            &[
+                "privileges",
+                "cgroup v2",
+                "bpffs",
+                "tc (netlink filter)",
+                "cgroup_skb",
+                "cgroup_sock_addr",
+                "tracepoint",
+                "raw_tracepoint",
+                "tp_btf",
+                "uprobe",
+                "kprobe",
+                "fentry",
+                "bpf_probe_write_user",
+                "fq qdisc",
+                "netem qdisc",
+            ],
+            &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM"],
+        ),
+        "debian-6.12" | "debian-7.2" => (
             &[
                 "privileges",
                 "cgroup v2",
@@ -138,6 +160,8 @@ fn recorded(kernel: &str) -> Option<&'static str> {
         "host-6.18" => include_str!("../../../chaos-user/tests/capabilities/host-6.18.json"),
         "debian-6.1" => include_str!("../../../chaos-user/tests/capabilities/debian-6.1.json"),
         "debian-6.12" => include_str!("../../../chaos-user/tests/capabilities/debian-6.12.json"),
+        "debian-5.10" => include_str!("../../../chaos-user/tests/capabilities/debian-5.10.json"),
+        "debian-7.2" => include_str!("../../../chaos-user/tests/capabilities/debian-7.2.json"),
         _ => return None,
     })
 }
