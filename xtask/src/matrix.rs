@@ -42,31 +42,37 @@ pub enum Tier {
 /// kill-point torture (about 7 minutes per kernel), input validation and
 /// the experiment runner (kernel-independent: the whole-suite kernels cover
 /// them), and the finer statistics of each family.
+///
+/// Short on purpose: virtme-ng passes the guest's script, filters included,
+/// base64-encoded on the kernel command line, which holds 2048 bytes
+/// (COMMAND_LINE_SIZE, arch/x86/include/uapi/asm/setup.h). With the tests'
+/// full names it did not fit: 7.2 stopped at boot in `__fortify_panic`
+/// (start_kernel copying the command line) and 5.10 ran nothing.
 pub const REDUCED: &[&str] = &[
     "doctor::",
     "safety::",
     // net-loss: tc egress (TCX where present, else netlink), cgroup_skb
     // ingress, and the netlink filter's own ending (kill -9, then recover).
-    "net_loss::egress_rates_are_exact_and_silent",
-    "net_loss::ingress_rates_are_exact",
-    "net_loss::netlink_kill9_deadline_then_recover",
+    "egress_rates",
+    "ingress_rates",
+    "netlink_kill9",
     // The families that pace packets through fq (departure times), and the
     // fq qdisc's installation and removal on every ending.
-    "net_delay::delay_and_jitter_hold_their_distribution",
-    "net_delay::reorder_rate_is_exact",
-    "net_rate::throughput_matches_at_10_and_100_mbit",
-    "net_qdisc::restored_on_every_ending",
-    "net_duplicate::duplicate_rate_is_exact",
-    "net_corrupt::corrupt_rate_is_exact_and_receivers_drop_them",
-    // io-error through BPF LSM, or its refusal where no mechanism loads.
-    "io_error::sqlite_reports_the_injected_error",
-    "io_error::unavailable_says_why",
+    "delay_and_jitter",
+    "reorder_rate",
+    "throughput_matches",
+    "restored_on_every",
+    "duplicate_rate",
+    "corrupt_rate",
+    // io-error through BPF LSM; io-error's and clock-skew's refusals where
+    // no mechanism loads.
+    "sqlite_reports",
+    "unavailable_says",
     // clock-skew: fexit with the vDSO detached at exec, the tracepoint
-    // fallback, uprobes in running processes, or the refusal.
-    "clock_skew::tools_in_the_target_read_the_offset",
-    "clock_skew::tracepoint_fallback_reads_the_offset",
-    "clock_skew::running_processes_read_the_offset_through_libc",
-    "clock_skew::unavailable_says_why",
+    // fallback, uprobes in running processes.
+    "tools_in_the_target",
+    "tracepoint_fallback",
+    "running_processes_read",
 ];
 
 impl Kernel {
@@ -368,6 +374,9 @@ mod tests {
         for f in REDUCED {
             assert!(names.iter().any(|n| n.contains(f)), "{f} selects no test in tests/src/tests/mod.rs");
         }
+        // The filters' share of the kernel command line (see REDUCED).
+        let length: usize = REDUCED.iter().map(|f| f.len() + 1).sum();
+        assert!(length <= 300, "the reduced tier's filters take {length} bytes");
         // The whole doctor and safety suites (every ending of every family),
         // and less than the whole suite.
         assert!(REDUCED.contains(&"doctor::") && REDUCED.contains(&"safety::"));

@@ -8,13 +8,32 @@ use crate::{
     harness::{Ctx, Skip},
 };
 
+/// What every Debian kernel of the matrix (5.10 to 7.2) has.
+const DEBIAN: &[&str] = &[
+    "privileges",
+    "cgroup v2",
+    "bpffs",
+    "tc (netlink filter)",
+    "cgroup_skb",
+    "cgroup_sock_addr",
+    "tracepoint",
+    "raw_tracepoint",
+    "tp_btf",
+    "uprobe",
+    "kprobe",
+    "fentry",
+    "bpf_probe_write_user",
+    "fq qdisc",
+    "netem qdisc",
+];
+
 /// Expected availability per kernel (../shared/ENVIRONMENT.md). Selected by
 /// `CHAOS_KERNEL` (`host-6.18`, `debian-5.10`, `debian-6.1`, `debian-6.12`, `debian-7.2`), which `./x
 /// test` sets for the host and for each VM.
 fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
-    let (yes, no): (&[&str], &[&str]) = match kernel {
+    let (yes, no): (Vec<&str>, &[&str]) = match kernel {
         "host-6.18" => (
-            &[
+            vec![
                 "privileges",
                 "cgroup v2",
                 "bpffs",
@@ -38,71 +57,13 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "netem qdisc",
             ],
         ),
-        "debian-6.1" => (
-            &[
-                "privileges",
-                "cgroup v2",
-                "bpffs",
-                "tc (netlink filter)",
-                "cgroup_skb",
-                "cgroup_sock_addr",
-                "tracepoint",
-                "raw_tracepoint",
-                "tp_btf",
-                "uprobe",
-                "kprobe",
-                "fentry",
-                "BPF LSM",
-                "bpf_probe_write_user",
-                "fq qdisc",
-                "netem qdisc",
-            ],
-            &["tc (TCX link)", "kprobe override", "fmod_ret"],
-        ),
         // Debian 11: the BPF LSM is built in but not in the default `lsm=`
-        // list (CONFIG_LSM), and there is no bpf_loop either (5.17).
-        "debian-5.10" => (
-            &[
-                "privileges",
-                "cgroup v2",
-                "bpffs",
-                "tc (netlink filter)",
-                "cgroup_skb",
-                "cgroup_sock_addr",
-                "tracepoint",
-                "raw_tracepoint",
-                "tp_btf",
-                "uprobe",
-                "kprobe",
-                "fentry",
-                "bpf_probe_write_user",
-                "fq qdisc",
-                "netem qdisc",
-            ],
-            &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM"],
-        ),
-        "debian-6.12" | "debian-7.2" => (
-            &[
-                "privileges",
-                "cgroup v2",
-                "bpffs",
-                "tc (TCX link)",
-                "tc (netlink filter)",
-                "cgroup_skb",
-                "cgroup_sock_addr",
-                "tracepoint",
-                "raw_tracepoint",
-                "tp_btf",
-                "uprobe",
-                "kprobe",
-                "fentry",
-                "BPF LSM",
-                "bpf_probe_write_user",
-                "fq qdisc",
-                "netem qdisc",
-            ],
-            &["kprobe override", "fmod_ret"],
-        ),
+        // list (CONFIG_LSM); no TCX (6.6).
+        "debian-5.10" => (DEBIAN.to_vec(), &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM"]),
+        "debian-6.1" => ([DEBIAN, &["BPF LSM"]].concat(), &["tc (TCX link)", "kprobe override", "fmod_ret"]),
+        "debian-6.12" | "debian-7.2" => {
+            ([DEBIAN, &["BPF LSM", "tc (TCX link)"]].concat(), &["kprobe override", "fmod_ret"])
+        }
         _ => return None,
     };
     Some(yes.iter().map(|n| (*n, true)).chain(no.iter().map(|n| (*n, false))).collect())
