@@ -39,6 +39,7 @@ pub enum Capability {
     FmodRet,
     BpfLsm,
     ProbeWriteUser,
+    CgroupAncestor,
     FqQdisc,
     NetemQdisc,
 }
@@ -157,6 +158,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "bpf_probe_write_user",
         used_for: "clock-skew (every mechanism: it writes the shifted time into the target's memory)",
         needs: "no kernel lockdown (Secure Boot hosts run lockdown=integrity)",
+    },
+    Requirement {
+        capability: Capability::CgroupAncestor,
+        name: "ancestor cgroup (tracing)",
+        used_for: "clock-skew (every mechanism: it matches the target cgroup and its descendants)",
+        needs: "Linux 5.14: bpf_get_current_ancestor_cgroup_id in tracing programs",
     },
     Requirement {
         capability: Capability::FqQdisc,
@@ -391,6 +398,7 @@ fn run(capability: Capability) -> Result<String, String> {
         FmodRet => Err("not probed: aya cannot load fmod_ret programs, so chaos does not use them".into()),
         BpfLsm => programs::lsm(),
         ProbeWriteUser => programs::probe_write_user(),
+        CgroupAncestor => programs::cgroup_ancestor(),
         FqQdisc => qdisc::detect("fq"),
         NetemQdisc => qdisc::detect("netem"),
     }

@@ -279,6 +279,15 @@ pub fn lsm() -> Outcome {
     Ok(format!("attached to file_open (active LSMs: {})", active.unwrap_or_else(|| "unknown".into())))
 }
 
+/// Loaded only: whether the verifier lets tracing programs call
+/// bpf_get_current_ancestor_cgroup_id (see the probe's source).
+pub fn cgroup_ancestor() -> Outcome {
+    let mut ebpf = object()?;
+    let prog: &mut RawTracePoint = program(&mut ebpf, "probe_cgroup_ancestor")?;
+    prog.load().map_err(|e| describe(&e))?;
+    Ok("the verifier accepts bpf_get_current_ancestor_cgroup_id in tracing programs".into())
+}
+
 pub fn probe_write_user() -> Outcome {
     let mut ebpf = object()?;
     let prog: &mut RawTracePoint = program(&mut ebpf, "probe_write_user")?;

@@ -95,6 +95,19 @@ pub fn plan(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<
     if !caps.has(Capability::ProbeWriteUser) {
         return Err(no_write_user(subject, caps.detail(Capability::ProbeWriteUser)));
     }
+    // Every clock program matches the target by its ancestor at the
+    // target's level (chaos-ebpf/src/clock): without the helper, only a
+    // process in the target cgroup itself, not in its descendants (a pod's
+    // containers), could be matched. No fallback: a partial match would
+    // shift some of the target's processes and not others.
+    if !caps.has(Capability::CgroupAncestor) {
+        return Err(unavailable(
+            subject,
+            "matching the target cgroup's descendants",
+            &[Capability::CgroupAncestor],
+            caps,
+        ));
+    }
     let syscalls = syscall_hook(subject, caps, prefs)?;
     if !caps.has(Capability::RawTracepoint) {
         return Err(unavailable(
@@ -192,6 +205,12 @@ pub fn doctor_summary(caps: &CapabilitySet) -> Vec<String> {
         } else {
             format!("clock-skew: UNAVAILABLE: bpf_probe_write_user is refused ({detail})")
         });
+    } else if !caps.has(Capability::CgroupAncestor) {
+        lines.push(format!(
+            "clock-skew: UNAVAILABLE: tracing programs cannot call bpf_get_current_ancestor_cgroup_id here \
+             (Linux 5.14), which clock-skew needs to match the target cgroup's descendants ({})",
+            caps.detail(Capability::CgroupAncestor)
+        ));
     } else {
         let syscalls = if caps.has(Capability::Fentry) {
             Some("fexit on the clock system calls")

@@ -66,7 +66,7 @@ impl Demand {
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
             Self::Io { .. } => &[BpfLsm, KprobeOverride],
-            Self::Clock => &[ProbeWriteUser, Fentry, Tracepoint, RawTracepoint, Uprobe],
+            Self::Clock => &[ProbeWriteUser, CgroupAncestor, Fentry, Tracepoint, RawTracepoint, Uprobe],
         }
     }
 }

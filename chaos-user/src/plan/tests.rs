@@ -170,7 +170,9 @@ fn debian_6_12_tcx_fq_lsm_and_fexit() {
 }
 
 /// Debian 11 as installed: no TCX, and the BPF LSM built but not active,
-/// so io-error is refused naming both of its mechanisms.
+/// so io-error is refused naming both of its mechanisms; tracing programs
+/// cannot call bpf_get_current_ancestor_cgroup_id, so clock-skew is refused
+/// naming it (its programs fail to load without it).
 #[test]
 fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
     let caps = set(DEBIAN_5_10);
@@ -188,10 +190,14 @@ fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
         "{e}"
     );
     if cfg!(target_arch = "x86_64") {
-        assert!(matches!(
-            ok(&caps, "clock-skew"),
-            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Fexit, libc_uprobes: true, .. })
-        ));
+        let e = refused(&caps, "clock-skew", &Preferences::default());
+        assert!(
+            e.starts_with(
+                "clock-skew is unavailable on this kernel (matching the target cgroup's descendants): \
+                 ancestor cgroup (tracing): "
+            ) && e.contains("unknown func bpf_get_current_ancestor_cgroup_id"),
+            "{e}"
+        );
     }
 }
 
@@ -278,4 +284,113 @@ fn doctor_json_round_trips() {
     let twice = r#"{"capabilities": [{"capability": "tcx", "available": true, "detail": ""},
                                       {"capability": "tcx", "available": false, "detail": ""}]}"#;
     assert!(CapabilitySet::from_json(twice).unwrap_err().contains("twice"));
+}
+
+/// The README's fault × kernel table, generated from the recorded sets
+/// (each `chaos doctor --json` on that kernel; the integration test
+/// `doctor::matches_expected_capabilities` fails when one is stale), never
+/// written by hand. `CHAOS_BLESS=1 cargo test -p chaos-user
+/// readme_fault_kernel_table` rewrites it.
+#[test]
+fn readme_fault_kernel_table_is_generated() {
+    const BEGIN: &str = "<!-- fault × kernel: generated from chaos-user/tests/capabilities/*.json by \
+                         chaos-user/src/plan/tests.rs (CHAOS_BLESS=1 cargo test -p chaos-user \
+                         readme_fault_kernel_table) -->\n";
+    const END: &str = "<!-- end of the generated table -->";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
+        panic!("README.md has no generated fault × kernel table (markers {BEGIN:?} … {END:?})")
+    };
+    let generated = fault_kernel_table();
+    let committed = &readme[b + BEGIN.len()..e];
+    if std::env::var_os("CHAOS_BLESS").is_some() {
+        let text = format!("{}{BEGIN}{generated}{}", &readme[..b], &readme[e..]);
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    assert_eq!(
+        committed, generated,
+        "README.md's fault × kernel table is not what the recorded capability sets plan: regenerate it \
+         with `CHAOS_BLESS=1 cargo test -p chaos-user readme_fault_kernel_table`"
+    );
+}
+
+/// One row per fault kind, one column per kernel (oldest first, this
+/// machine's last): the mechanism planned there, or the capabilities any
+/// one of which would make the planner take it.
+fn fault_kernel_table() -> String {
+    let kernels: Vec<(&str, CapabilitySet)> =
+        ["debian-5.10", "debian-6.1", "debian-6.12", "debian-7.2", "host-6.18"]
+            .into_iter()
+            .map(|k| (k, set(RECORDED.iter().find(|(n, _)| *n == k).expect("recorded").1)))
+            .collect();
+    let mut out = String::from("| fault |");
+    for (name, _) in &kernels {
+        out.push_str(&match name.strip_prefix("debian-") {
+            Some(version) => format!(" Debian {version} |"),
+            None => format!(" {} (this project's host: lockdown) |", name.trim_start_matches("host-")),
+        });
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(kernels.len()));
+    out.push('\n');
+    for (kind, _) in KINDS {
+        out.push_str(&format!("| {kind} |"));
+        for (_, caps) in &kernels {
+            out.push_str(&format!(" {} |", cell(caps, kind)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn cell(caps: &CapabilitySet, kind: &str) -> String {
+    let prefs = Preferences::default();
+    match planned(caps, kind, &prefs) {
+        Ok(Mechanism::Net(n)) => {
+            let mut parts = vec![match n.egress {
+                Some(EgressMode::Tcx) => "TCX",
+                Some(EgressMode::Netlink) => "netlink tc",
+                None => "",
+            }];
+            if n.ingress_cgroup_skb {
+                parts.push("cgroup_skb");
+            }
+            if n.fq {
+                parts.push("fq");
+            }
+            parts.retain(|p| !p.is_empty());
+            parts.join(" + ")
+        }
+        Ok(Mechanism::Io(_)) => "BPF LSM".into(),
+        Ok(Mechanism::Clock(c)) => {
+            let syscalls = match c.syscalls {
+                SyscallHook::Fexit => "fexit",
+                SyscallHook::Tracepoint => "tracepoints",
+            };
+            if c.libc_uprobes { format!("{syscalls} + uprobes") } else { syscalls.into() }
+        }
+        Err(_) => {
+            // The capabilities this kernel lacks, each of which alone would
+            // let the planner take the fault (io-error's kprobe override
+            // would not: that mechanism is not implemented).
+            let would: Vec<String> = demand(kind)
+                .consults()
+                .iter()
+                .filter(|c| !caps.has(**c))
+                .filter(|c| {
+                    let mut with = caps.clone();
+                    with.capabilities
+                        .iter_mut()
+                        .filter(|f| f.capability == **c)
+                        .for_each(|f| f.available = true);
+                    planned(&with, kind, &prefs).is_ok()
+                })
+                .map(|c| c.to_string())
+                .collect();
+            assert!(!would.is_empty(), "{kind} on {}: refused, and no one capability would do", caps.kernel);
+            format!("refused: no {}", would.join(" or "))
+        }
+    }
 }

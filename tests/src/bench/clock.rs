@@ -46,13 +46,17 @@ const COLUMNS: [(&str, &str); 5] = [
 
 pub fn run() -> anyhow::Result<()> {
     let mut caps = chaos::capabilities::Capabilities::new();
-    let write = caps.detect(chaos::capabilities::Capability::ProbeWriteUser).clone();
-    anyhow::ensure!(
-        write.available,
-        "clock-skew cannot run on this kernel ({}); run the benchmark in a VM: \
-         sudo ./x bench clock (it boots Debian 6.12)",
-        write.detail
-    );
+    for needed in
+        [chaos::capabilities::Capability::ProbeWriteUser, chaos::capabilities::Capability::CgroupAncestor]
+    {
+        let found = caps.detect(needed).clone();
+        anyhow::ensure!(
+            found.available,
+            "clock-skew cannot run on this kernel ({needed}: {}); run the benchmark in a VM: \
+             sudo ./x bench clock (it boots Debian 6.12)",
+            found.detail
+        );
+    }
     let fexit = caps.has(chaos::capabilities::Capability::Fentry);
     let w = World::new()?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

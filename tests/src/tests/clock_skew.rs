@@ -385,6 +385,13 @@ fn clocksource() -> String {
         .to_owned()
 }
 
+/// Skip unless clock-skew can run here: both capabilities its plan needs
+/// (chaos-user/src/plan/clock.rs), with the probes' reasons.
+pub fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(Capability::ProbeWriteUser)?;
+    ctx.require(Capability::CgroupAncestor)
+}
+
 /// `date +%s`, Python's `time.time()` and a C program calling
 /// `clock_gettime(CLOCK_REALTIME)` through glibc, each started in the
 /// target after the attack began, report the configured offset (within 1 s
@@ -392,7 +399,7 @@ fn clocksource() -> String {
 /// cgroup, the true time. For +90s and -2h; CLOCK_TAI only with `--clocks
 /// realtime,tai`.
 pub fn tools_in_the_target_read_the_offset(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     let w = World::new()?;
     eprint!("[clocksource {}] ", clocksource());
     let mut problems = Vec::new();
@@ -449,7 +456,7 @@ pub fn tools_in_the_target_read_the_offset(ctx: &mut Ctx) -> anyhow::Result<()> 
 /// CHAOS_CLOCK_SYSCALLS=tracepoint: the same readings in the target and the
 /// sibling as with fexit.
 pub fn tracepoint_fallback_reads_the_offset(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     ctx.require(Capability::Tracepoint)?;
     let w = World::new()?;
     let off = offset_ns("+90s");
@@ -520,7 +527,7 @@ impl Drop for Served {
 /// shell started before the attack runs `date` after it began: the new
 /// program reads the offset. After the attack, everything is true again.
 pub fn running_processes_read_the_offset_through_libc(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     ctx.require(Capability::Uprobe)?;
     let w = World::new()?;
     let mut running = Served::start(w.target(), w.probe(&["serve"]))?;
@@ -599,7 +606,7 @@ fn verify(place: Place<'_>, cert: &str) -> anyhow::Result<(bool, String)> {
 /// shifted: documented, and checked here so that the documentation stays
 /// true.)
 pub fn openssl_verify_expires_only_in_the_target(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     let w = World::new()?;
     let cert = certificate(&w)?;
     let (ok, out) = verify(w.target(), &cert)?;
@@ -706,7 +713,7 @@ pub struct ClockSkew {
 }
 
 fn require_streams(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     ctx.require(Capability::Uprobe)
 }
 
@@ -830,17 +837,23 @@ pub fn bad_input_is_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Where the verifier refuses bpf_probe_write_user (kernel lockdown, as on
-/// this project's hosts), the attack is refused, saying so plainly, and
-/// `chaos doctor` says the same.
+/// this project's hosts), or tracing programs cannot call
+/// bpf_get_current_ancestor_cgroup_id (before 5.14: Debian 11), the attack
+/// is refused, saying so plainly, and `chaos doctor` says the same.
 pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
     // The probe's own words: "kernel lockdown=integrity forbids it (...)".
     let detail = match ctx.require(Capability::ProbeWriteUser) {
-        Ok(()) => {
-            return Err(Skip(
-                "bpf_probe_write_user works here: clock-skew is available, nothing to refuse".into(),
-            )
-            .into());
-        }
+        Ok(()) => match ctx.require(Capability::CgroupAncestor) {
+            Ok(()) => {
+                return Err(Skip(
+                    "bpf_probe_write_user and the ancestor cgroup helper work here: clock-skew is available, \
+                     nothing to refuse"
+                        .into(),
+                )
+                .into());
+            }
+            Err(_) => return no_ancestor_says_why(),
+        },
         Err(e) => e.to_string(),
     };
     let target = Cgroup::new("clock-unavailable")?;
@@ -874,6 +887,26 @@ pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The refusal where tracing programs cannot call
+/// bpf_get_current_ancestor_cgroup_id.
+fn no_ancestor_says_why() -> anyhow::Result<()> {
+    let target = Cgroup::new("clock-unavailable")?;
+    let args = ["attack", "clock-skew", "--cgroup", &target.rel, "--offset", "+90s", "--duration", "10s"];
+    let out = runner::run(&args)?;
+    anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
+    let says =
+        "unavailable on this kernel (matching the target cgroup's descendants): ancestor cgroup (tracing)";
+    anyhow::ensure!(out.stderr.contains(says), "the message does not say {says:?}: {}", out.stderr);
+    anyhow::ensure!(out.event("start").is_none(), "a start event");
+    anyhow::ensure!(clock_programs_loaded().is_empty(), "a program was loaded");
+    let doctor = runner::run(&["doctor", "--json"])?;
+    let summary = doctor.events.first().map(|r| r["clock_skew"][0].to_string()).unwrap_or_default();
+    let doctor_says = "UNAVAILABLE: tracing programs cannot call bpf_get_current_ancestor_cgroup_id";
+    anyhow::ensure!(summary.contains(doctor_says), "chaos doctor says {summary}, not {doctor_says:?}");
+    eprint!("[{}] ", out.stderr.trim().chars().take(160).collect::<String>());
+    Ok(())
+}
+
 /// Usable from experiment files: a `clock-skew` step, and a hypothesis
 /// checked inside the target (a command probe whose shell moves itself into
 /// the target cgroup — writing 0 to cgroup.procs — and execs `openssl
@@ -881,7 +914,7 @@ pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// under +2d (chaos aborts and rolls back: exit 1), and the certificate
 /// verifies in the target again afterwards.
 pub fn experiment_step_skews_the_target(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    require(ctx)?;
     let w = World::new()?;
     let cert = certificate(&w)?;
     let procs = w.target.procs_file().display().to_string();

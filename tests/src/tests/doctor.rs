@@ -45,6 +45,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "raw_tracepoint",
                 "tp_btf",
                 "uprobe",
+                "ancestor cgroup (tracing)",
             ],
             &[
                 "kprobe",
@@ -58,12 +59,20 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
             ],
         ),
         // Debian 11: the BPF LSM is built in but not in the default `lsm=`
-        // list (CONFIG_LSM); no TCX (6.6).
-        "debian-5.10" => (DEBIAN.to_vec(), &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM"]),
-        "debian-6.1" => ([DEBIAN, &["BPF LSM"]].concat(), &["tc (TCX link)", "kprobe override", "fmod_ret"]),
-        "debian-6.12" | "debian-7.2" => {
-            ([DEBIAN, &["BPF LSM", "tc (TCX link)"]].concat(), &["kprobe override", "fmod_ret"])
-        }
+        // list (CONFIG_LSM); no TCX (6.6); tracing programs may not call
+        // bpf_get_current_ancestor_cgroup_id (5.14).
+        "debian-5.10" => (
+            DEBIAN.to_vec(),
+            &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM", "ancestor cgroup (tracing)"],
+        ),
+        "debian-6.1" => (
+            [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)"]].concat(),
+            &["tc (TCX link)", "kprobe override", "fmod_ret"],
+        ),
+        "debian-6.12" | "debian-7.2" => (
+            [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)"]].concat(),
+            &["kprobe override", "fmod_ret"],
+        ),
         _ => return None,
     };
     Some(yes.iter().map(|n| (*n, true)).chain(no.iter().map(|n| (*n, false))).collect())

@@ -278,7 +278,7 @@ pub fn kill_points_io_error(ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// clock-skew: the target's processes read the time an hour ahead.
 pub fn kill_points_clock_skew(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::ProbeWriteUser)?;
+    super::clock_skew::require(ctx)?;
     let target = Cgroup::new("torture-clock")?;
     let place = crate::fixtures::process::Place { netns: None, cgroup: Some(&target) };
     let inert = || -> anyhow::Result<()> {

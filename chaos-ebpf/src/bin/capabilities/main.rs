@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup_ancestor;
 mod cgroup_skb;
 mod fentry;
 mod kprobe;
