@@ -249,7 +249,24 @@ impl<'a> Runner<'a> {
             if s.ok && !f.is_empty() {
                 s.detail = format!("{} (after {} failed: {})", s.detail, f.len(), f.join("; "));
             } else if !s.ok && f.len() > 1 {
-                s.detail = format!("{} ({} checks in a row failed)", s.detail, f.len());
+                // The earlier failures, when they differ from the last: a
+                // timeout followed by a bad exit code are two stories.
+                let mut earlier: Vec<&str> = Vec::new();
+                for d in &f[..f.len() - 1] {
+                    if *d != s.detail && !earlier.contains(&d.as_str()) {
+                        earlier.push(d);
+                    }
+                }
+                s.detail = if earlier.is_empty() {
+                    format!("{} ({} checks in a row failed)", s.detail, f.len())
+                } else {
+                    format!(
+                        "{} ({} checks in a row failed; before: {})",
+                        s.detail,
+                        f.len(),
+                        earlier.join("; ")
+                    )
+                };
             }
         }
         Ok(samples)
