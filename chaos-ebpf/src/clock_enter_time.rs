@@ -2,8 +2,10 @@
 //! `syscalls/sys_enter_time` tracepoint). Only what the call stores through
 //! `tloc` can be shifted: its return value is a register, which no
 //! tracepoint program can change (that needs bpf_override_return, i.e.
-//! CONFIG_BPF_KPROBE_OVERRIDE, which Debian's kernels lack). glibc's
-//! `time()` is this system call in a process without vDSO.
+//! CONFIG_BPF_KPROBE_OVERRIDE, which Debian's kernels lack, or an fmod_ret
+//! program on the system call, which `chaos doctor` finds on Debian's 7.2
+//! only and aya cannot load). glibc's `time()` is this system call in a
+//! process without vDSO.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use chaos_abi::clock::KIND_TIME;

@@ -251,6 +251,15 @@ impl Btf {
         std::str::from_utf8(&rest[..end]).unwrap_or("")
     }
 
+    /// The id of the function `name` (a FUNC record: what a tracing
+    /// program's `attach_btf_id` names). A linear scan: used once per probe.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && t.name_off != 0 && self.string(t.name_off) == name)
+            .map(|id| id as u32)
+    }
+
     /// Follow typedefs and qualifiers to the id of the type they name.
     fn resolve(&self, mut id: u32) -> Option<u32> {
         for _ in 0..32 {

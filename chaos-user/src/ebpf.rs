@@ -33,25 +33,7 @@ pub fn load_capabilities() -> Result<Ebpf> {
 pub fn describe(err: &ProgramError) -> String {
     match err {
         ProgramError::LoadError { io_error, verifier_log } => {
-            let log = verifier_log.to_string();
-            let last = log
-                .lines()
-                .rev()
-                .map(str::trim)
-                .find(|l| {
-                    !l.is_empty()
-                        // The verifier's statistics (5.x: `processed N insns`;
-                        // 7.x: `insns processed N`), not a reason.
-                        && !["processed", "insns processed", "verification time", "stack depth"]
-                            .iter()
-                            .any(|p| l.starts_with(p))
-                })
-                .unwrap_or("");
-            if last.is_empty() {
-                format!("BPF_PROG_LOAD failed: {io_error}")
-            } else {
-                format!("BPF_PROG_LOAD failed: {io_error}; verifier: {last}")
-            }
+            load_failure(io_error, &verifier_log.to_string())
         }
         other => {
             let mut s = other.to_string();
@@ -62,5 +44,28 @@ pub fn describe(err: &ProgramError) -> String {
             }
             s
         }
+    }
+}
+
+/// A failed BPF_PROG_LOAD: the errno, and the verifier's last line that is
+/// a reason (not its statistics).
+pub fn load_failure(io_error: &std::io::Error, log: &str) -> String {
+    let last = log
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                // The verifier's statistics (5.x: `processed N insns`;
+                // 7.x: `insns processed N`), not a reason.
+                && !["processed", "insns processed", "verification time", "stack depth"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+        })
+        .unwrap_or("");
+    if last.is_empty() {
+        format!("BPF_PROG_LOAD failed: {io_error}")
+    } else {
+        format!("BPF_PROG_LOAD failed: {io_error}; verifier: {last}")
     }
 }

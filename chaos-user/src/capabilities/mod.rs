@@ -9,6 +9,7 @@
 //! sysctls. `chaos doctor` prints the same probes the attack planner uses.
 
 pub(crate) mod environment;
+mod fmod_ret;
 pub(crate) mod programs;
 mod qdisc;
 
@@ -144,8 +145,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::FmodRet,
         name: "fmod_ret",
-        used_for: "not used: aya cannot load fmod_ret programs",
-        needs: "Linux 5.7, BPF trampolines",
+        used_for: "not used yet: io-error without BPF LSM (security_file_open), time(2) for clock-skew (system calls)",
+        needs: "Linux 5.7, BPF trampolines; system calls also CONFIG_FUNCTION_ERROR_INJECTION",
     },
     Requirement {
         capability: Capability::BpfLsm,
@@ -395,7 +396,7 @@ fn run(capability: Capability) -> Result<String, String> {
         Kprobe => programs::kprobe(),
         KprobeOverride => programs::kprobe_override(),
         Fentry => programs::fentry(),
-        FmodRet => Err("not probed: aya cannot load fmod_ret programs, so chaos does not use them".into()),
+        FmodRet => fmod_ret::probe(),
         BpfLsm => programs::lsm(),
         ProbeWriteUser => programs::probe_write_user(),
         CgroupAncestor => programs::cgroup_ancestor(),

@@ -68,7 +68,8 @@ Not shifted:
   - time()'s return value where time() is a system call (glibc's time(NULL)
     in a process started during the attack; `openssl x509 -checkend` reads
     the time so): no tracepoint program can change a system call's return
-    value (that needs bpf_override_return, CONFIG_BPF_KPROBE_OVERRIDE);
+    value (an fmod_ret program on the system call could where the kernel
+    allows it, as Debian's 7.2 does: not implemented yet);
   - in processes already running at the start: glibc's time() and
     gettimeofday() (glibc resolves them straight to the vDSO), statically
     linked programs and Go programs (they call the vDSO themselves), and

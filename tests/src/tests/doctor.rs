@@ -22,6 +22,7 @@ const DEBIAN: &[&str] = &[
     "uprobe",
     "kprobe",
     "fentry",
+    "fmod_ret",
     "bpf_probe_write_user",
     "fq qdisc",
     "netem qdisc",
@@ -52,17 +53,16 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
         // Debian 11: the BPF LSM is built in but not in the default `lsm=`
         // list (CONFIG_LSM); no TCX (6.6); tracing programs may not call
         // bpf_get_current_ancestor_cgroup_id (5.14).
-        "debian-5.10" => (
-            DEBIAN.to_vec(),
-            &["tc (TCX link)", "kprobe override", "fmod_ret", "BPF LSM", "ancestor cgroup (tracing)"],
-        ),
+        "debian-5.10" => {
+            (DEBIAN.to_vec(), &["tc (TCX link)", "kprobe override", "BPF LSM", "ancestor cgroup (tracing)"])
+        }
         "debian-6.1" => (
             [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)"]].concat(),
-            &["tc (TCX link)", "kprobe override", "fmod_ret"],
+            &["tc (TCX link)", "kprobe override"],
         ),
         "debian-6.12" | "debian-7.2" => (
             [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)"]].concat(),
-            &["kprobe override", "fmod_ret"],
+            &["kprobe override"],
         ),
         _ => return None,
     };
