@@ -246,28 +246,7 @@ impl<'a> Runner<'a> {
             }
         }
         for (s, f) in samples.iter_mut().zip(&failed) {
-            if s.ok && !f.is_empty() {
-                s.detail = format!("{} (after {} failed: {})", s.detail, f.len(), f.join("; "));
-            } else if !s.ok && f.len() > 1 {
-                // The earlier failures, when they differ from the last: a
-                // timeout followed by a bad exit code are two stories.
-                let mut earlier: Vec<&str> = Vec::new();
-                for d in &f[..f.len() - 1] {
-                    if *d != s.detail && !earlier.contains(&d.as_str()) {
-                        earlier.push(d);
-                    }
-                }
-                s.detail = if earlier.is_empty() {
-                    format!("{} ({} checks in a row failed)", s.detail, f.len())
-                } else {
-                    format!(
-                        "{} ({} checks in a row failed; before: {})",
-                        s.detail,
-                        f.len(),
-                        earlier.join("; ")
-                    )
-                };
-            }
+            s.detail = steady_detail(&s.detail, s.ok, f);
         }
         Ok(samples)
     }
@@ -945,6 +924,31 @@ fn failing(s: &probes::Stats, failures: u32) -> String {
     }
 }
 
+/// A probe's steady-state detail: its last check's, and what the checks
+/// before it saw (`failed`: the failures in a row, the last one included
+/// when the probe never passed).
+fn steady_detail(last: &str, ok: bool, failed: &[String]) -> String {
+    if ok && !failed.is_empty() {
+        return format!("{last} (after {} failed: {})", failed.len(), failed.join("; "));
+    }
+    if ok || failed.len() < 2 {
+        return last.to_owned();
+    }
+    // The earlier failures, when they differ from the last: a timeout
+    // followed by a bad exit code are two stories.
+    let mut earlier: Vec<&str> = Vec::new();
+    for d in &failed[..failed.len() - 1] {
+        if d != last && !earlier.contains(&d.as_str()) {
+            earlier.push(d);
+        }
+    }
+    if earlier.is_empty() {
+        format!("{last} ({} checks in a row failed)", failed.len())
+    } else {
+        format!("{last} ({} checks in a row failed; before: {})", failed.len(), earlier.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,5 +960,25 @@ mod tests {
         assert_eq!(Verdict::Aborted.exit_code() as u8, 2);
         assert_eq!(Verdict::NotStarted.exit_code() as u8, 2);
         assert_eq!(Verdict::DryRun.exit_code() as u8, 0);
+    }
+
+    #[test]
+    fn steady_detail_says_what_earlier_checks_saw() {
+        let timeout = "`x` timed out after 1000ms".to_owned();
+        let exit1 = "`x` exited with 1 (expected 0)".to_owned();
+        assert_eq!(
+            steady_detail(&exit1, false, &[timeout.clone(), exit1.clone()]),
+            "`x` exited with 1 (expected 0) (2 checks in a row failed; before: `x` timed out after 1000ms)"
+        );
+        assert_eq!(
+            steady_detail(&exit1, false, &[exit1.clone(), exit1.clone(), exit1.clone()]),
+            "`x` exited with 1 (expected 0) (3 checks in a row failed)"
+        );
+        assert_eq!(steady_detail(&exit1, false, std::slice::from_ref(&exit1)), exit1);
+        assert_eq!(
+            steady_detail("200 in 12ms", true, std::slice::from_ref(&timeout)),
+            "200 in 12ms (after 1 failed: `x` timed out after 1000ms)"
+        );
+        assert_eq!(steady_detail("200 in 12ms", true, &[]), "200 in 12ms");
     }
 }
