@@ -64,6 +64,13 @@ pub struct Ctx {
     caps: Capabilities,
 }
 
+/// Whether the tests run on the host rather than in a VM (`./x test` sets
+/// `CHAOS_KERNEL` to `host-<release>` there): tests whose cost is a start
+/// under emulation repeat less in a VM.
+pub fn on_host() -> bool {
+    std::env::var("CHAOS_KERNEL").is_ok_and(|k| k.starts_with("host-"))
+}
+
 /// Returned (through `?`) by a test that cannot run here.
 #[derive(Debug)]
 pub struct Skip(pub String);

@@ -146,7 +146,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         capability: Capability::FmodRet,
         name: "fmod_ret",
         used_for: "not used yet: io-error without BPF LSM (security_file_open), time(2) for clock-skew (system calls)",
-        needs: "Linux 5.7, BPF trampolines; system calls also CONFIG_FUNCTION_ERROR_INJECTION",
+        needs: "Linux 5.7, BPF trampolines; system calls only where the kernel lets them be modified (CONFIG_FUNCTION_ERROR_INJECTION, or 7.x)",
     },
     Requirement {
         capability: Capability::BpfLsm,

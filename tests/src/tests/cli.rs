@@ -363,7 +363,7 @@ enum Raced {
 /// there check that the same holds on that kernel (20 took over 3 minutes
 /// of CI's budget per kernel, 8 over 2 minutes).
 pub fn simultaneous_attacks_on_one_target_have_one_winner(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let on_host = std::env::var("CHAOS_KERNEL").is_ok_and(|k| k.starts_with("host-"));
+    let on_host = crate::harness::on_host();
     let rounds: usize = if on_host { 200 } else { 3 };
     const ATTACKERS: usize = 8;
     ctx.require_any(EGRESS)?;

@@ -48,8 +48,7 @@ const DURATION: Duration = Duration::from_millis(400);
 const GRACE: Duration = Duration::from_millis(50);
 
 fn points() -> usize {
-    let on_host = std::env::var("CHAOS_KERNEL").is_ok_and(|k| k.starts_with("host-"));
-    let default = if on_host { DEFAULT_POINTS } else { VM_POINTS };
+    let default = if crate::harness::on_host() { DEFAULT_POINTS } else { VM_POINTS };
     std::env::var("CHAOS_TORTURE_POINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
