@@ -25,10 +25,12 @@ use crate::{
 };
 
 const ROUNDS: usize = 5;
+/// Rounds of the untargeted-throughput comparison (each 3 setups).
+const UNTARGETED_ROUNDS: usize = 7;
 
 pub fn run() -> anyhow::Result<()> {
     let lab = Lab::new()?;
-    println!("net-loss benchmarks, {ROUNDS} alternating rounds each, medians\n");
+    println!("net-loss benchmarks, alternating rounds, medians\n");
     untargeted(&lab)?;
     latency(&lab)?;
     Ok(())
@@ -87,6 +89,14 @@ fn noop_hook(lab: &Lab) -> anyhow::Result<aya::Ebpf> {
     Ok(ebpf)
 }
 
+/// What is on the device during one measurement.
+#[derive(Clone, Copy)]
+enum Setup {
+    NoHook,
+    EmptyTcx,
+    Chaos,
+}
+
 fn untargeted(lab: &Lab) -> anyhow::Result<()> {
     let flood_to = SocketAddr::from((lab.peer_ip, 9200));
     let have_iperf = Command::new("iperf3").arg("--version").output().is_ok();
@@ -98,53 +108,75 @@ fn untargeted(lab: &Lab) -> anyhow::Result<()> {
         None
     };
     std::thread::sleep(Duration::from_millis(300));
-    let (mut pps_base, mut pps_with, mut gbps_base, mut gbps_with) = (vec![], vec![], vec![], vec![]);
-    let mut pps_noop = vec![];
-    for _ in 0..ROUNDS {
-        pps_base.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
-        if have_iperf {
-            gbps_base.push(iperf_gbps(lab, 3)?);
+    // [setup][round]
+    let mut pps = [vec![], vec![], vec![]];
+    let mut gbps = [vec![], vec![], vec![]];
+    for round in 0..UNTARGETED_ROUNDS {
+        // The order flips every round (A B C, C B A, ...), so that a drift
+        // of the machine's speed during a round favours no column.
+        let mut order = [Setup::NoHook, Setup::EmptyTcx, Setup::Chaos];
+        if round % 2 == 1 {
+            order.reverse();
         }
-        let hook = noop_hook(lab)?;
-        pps_noop.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
-        drop(hook);
-        let run = attack(lab)?;
-        pps_with.push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
-        if have_iperf {
-            gbps_with.push(iperf_gbps(lab, 3)?);
+        for setup in order {
+            let (hook, run) = match setup {
+                Setup::NoHook => (None, None),
+                Setup::EmptyTcx => (Some(noop_hook(lab)?), None),
+                Setup::Chaos => (None, Some(attack(lab)?)),
+            };
+            pps[setup as usize].push(udp::flood_rate(lab.sibling(), flood_to, 2.0)?);
+            if have_iperf {
+                gbps[setup as usize].push(iperf_gbps(lab, 3)?);
+            }
+            drop(hook);
+            if let Some(run) = run {
+                stop(run)?;
+            }
         }
-        stop(run)?;
     }
     if let Some(s) = server.as_mut() {
         let _ = s.kill();
         let _ = s.wait();
     }
-    let (b, n, w) = (median(pps_base), median(pps_noop), median(pps_with));
+    // Ratios are taken within each round, then the median of the rounds:
+    // the rounds' absolute speeds differ by more than the effect.
+    let ratio = |xs: &[Vec<f64>; 3], a: Setup, b: Setup| {
+        median(xs[a as usize].iter().zip(&xs[b as usize]).map(|(x, y)| x / y).collect())
+    };
+    let med = |xs: &[Vec<f64>; 3], s: Setup| median(xs[s as usize].clone());
     println!("untargeted traffic (sibling cgroup, same device) with the target under attack");
-    println!("{:<38} {:>12} {:>12} {:>12} {:>8}", "metric", "no hook", "empty TCX", "chaos", "ratio");
     println!(
-        "{:<38} {:>12.0} {:>12.0} {:>12.0} {:>8.3}",
-        "UDP 64-byte frames/s (one sender)",
-        b,
-        n,
-        w,
-        w / b
+        "{:<34} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11}",
+        "metric (medians)", "no hook", "empty TCX", "chaos", "empty/none", "chaos/none", "chaos/empty"
     );
+    let row = |name: &str, xs: &[Vec<f64>; 3], precision: usize| {
+        println!(
+            "{:<34} {:>10.p$} {:>10.p$} {:>10.p$} {:>11.3} {:>11.3} {:>11.3}",
+            name,
+            med(xs, Setup::NoHook),
+            med(xs, Setup::EmptyTcx),
+            med(xs, Setup::Chaos),
+            ratio(xs, Setup::EmptyTcx, Setup::NoHook),
+            ratio(xs, Setup::Chaos, Setup::NoHook),
+            ratio(xs, Setup::Chaos, Setup::EmptyTcx),
+            p = precision
+        )
+    };
+    row("UDP 64-byte frames/s (one sender)", &pps, 0);
+    let (b, n, w) = (med(&pps, Setup::NoHook), med(&pps, Setup::EmptyTcx), med(&pps, Setup::Chaos));
     println!(
-        "{:<38} {:>12} {:>12.1} {:>12.1} {:>8}",
+        "{:<34} {:>10} {:>10.1} {:>10.1}",
         "ns added per packet vs no hook",
         "",
         (1.0 / n - 1.0 / b) * 1e9,
         (1.0 / w - 1.0 / b) * 1e9,
-        ""
     );
     if have_iperf {
-        let (gb, gw) = (median(gbps_base), median(gbps_with));
-        println!("{:<38} {:>12.2} {:>12} {:>12.2} {:>8.3}", "TCP Gbit/s (iperf3, 3 s)", gb, "", gw, gw / gb);
+        row("TCP Gbit/s (iperf3, 3 s)", &gbps, 2);
     } else {
         println!("(iperf3 not installed: TCP throughput skipped)");
     }
-    println!("ratio = chaos / no hook; goal >= 0.98\n");
+    println!("ratios: per round, median of {UNTARGETED_ROUNDS}; goal chaos/empty >= 0.99\n");
 
     // The programs' own time per packet (kernel.bpf_stats_enabled), free
     // of the throughput noise, which on this shared machine is as large as
