@@ -11,6 +11,40 @@ pub const LEVELS: &str = "NET_LEVELS";
 /// `PerCpuArray<NetCounters>`, indexed by [`NetRule::slot`].
 pub const COUNTERS: &str = "NET_COUNTERS";
 
+/// `HashMap<u64, u8>` keyed by [`tag_device_key`]: for each attack (by its
+/// counter slot), the devices that carry chaos's egress classifier, where
+/// the tag program may set [`TAG_MARK`] on its target's packets (the
+/// classifier clears it there; nothing would on another device). Per
+/// attack, not per ifindex alone: ifindexes are per network namespace, and
+/// another target's packets may leave by a device of the same ifindex in a
+/// namespace chaos does not act on.
+pub const TAG_DEVICES: &str = "NET_TAG_DEVICES";
+/// Maximum number of devices in [`TAG_DEVICES`].
+pub const MAX_TAG_DEVICES: u32 = 1024;
+
+/// The key of [`TAG_DEVICES`]: an attack's counter slot and a device's
+/// ifindex.
+#[inline(always)]
+pub const fn tag_device_key(slot: u32, ifindex: u32) -> u64 {
+    ((slot as u64) << 32) | ifindex as u64
+}
+
+/// The `skb->mark` bit by which the target's packets reach the egress
+/// classifier tagged, so that it can pass every other packet after one load
+/// and one test, as cheaply as an empty program.
+///
+/// The tag program (`net_tag`, cgroup_skb egress on the target cgroup) sets
+/// it; the classifier clears it on every packet whose rule it finds. It
+/// lives only between the cgroup egress hook (`ip_finish_output`, after
+/// routing and netfilter's POSTROUTING) and the device's tc egress hook
+/// (`__dev_queue_xmit`), where chaos's program is first in the TCX chain.
+/// 0x2000 is used by none of the marks of kube-proxy (0x4000, 0x8000),
+/// Cilium (0x0f00 and the upper 16 bits), Calico (upper 16 bits), Istio
+/// (0x539), Tailscale (0xff0000), AWS VPC CNI (0x80) or wg-quick (0xca6c).
+/// A target packet that carries this bit from its own fwmark leaves the
+/// classifier without it.
+pub const TAG_MARK: u32 = 0x2000;
+
 /// Maximum number of target cgroups with a network rule at once.
 pub const MAX_RULES: u32 = 1024;
 /// Number of counter slots (one per attack in a run).

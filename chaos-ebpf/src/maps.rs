@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use chaos_abi::{
     cgroup::Levels,
-    net::{JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, NetCounters, NetRule},
+    net::{JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters, NetRule},
 };
 
 /// `chaos_abi::net::RULES`: network rules keyed by target cgroup id.
@@ -16,6 +16,11 @@ pub static NET_RULES: HashMap<u64, NetRule> = HashMap::with_max_entries(MAX_RULE
 /// `chaos_abi::net::LEVELS`: which cgroup levels carry a network rule.
 #[map]
 pub static NET_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::net::TAG_DEVICES`: per attack, the devices with the egress
+/// classifier.
+#[map]
+pub static NET_TAG_DEVICES: HashMap<u64, u8> = HashMap::with_max_entries(MAX_TAG_DEVICES, 0);
 
 /// `chaos_abi::net::COUNTERS`: per-CPU counters, one slot per attack.
 #[map]

@@ -26,7 +26,8 @@
 //! passed undelayed instead (fail open, counted in `egress_copy_failed`).
 //!
 //! The copy goes through this device's egress again (and this program
-//! again): it carries [`COPY_MARK`] in `cb[0..2]` and its departure time in
+//! again, tagged as the original was: see [`super::untag`]): it carries
+//! [`COPY_MARK`] in `cb[0..2]` and its departure time in
 //! `cb[2..4]`, set on the original just before the clone
 //! (`__copy_skb_header` copies `cb`) and restored on it right after, so
 //! the program recognises the copy, writes its departure time into
@@ -277,8 +278,9 @@ fn send_copy(skb: *mut __sk_buff, departure: u64) -> i64 {
     }
 }
 
-/// A packet that found no rule: if it is a copy this program sent, give it
-/// its departure time and clear the mark (the caller passes it either way).
+/// A tagged packet that found no rule: if it is a copy this program sent,
+/// give it its departure time and clear the marks (the caller passes it
+/// either way).
 #[inline(always)]
 pub fn release_copy(skb: *mut __sk_buff) {
     // SAFETY: ctx field accesses at their own width.
@@ -298,6 +300,9 @@ pub fn release_copy(skb: *mut __sk_buff) {
             write_volatile(addr_of_mut!((*cb)[i]), 0);
         }
     }
+    // The copy inherited the original's tag (`__copy_skb_header` copies
+    // `mark`): it is ours, so clear it as on the original.
+    super::untag(skb);
 }
 
 /// A flipped bit, to undo on the original after its copy left.

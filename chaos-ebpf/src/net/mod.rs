@@ -6,12 +6,14 @@
 pub mod effects;
 mod packet;
 
+use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
+
 use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, generated::bpf_skb_ancestor_cgroup_id},
 };
-use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule};
+use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule, TAG_MARK};
 
 use crate::{
     cgroup::find_rule,
@@ -30,23 +32,27 @@ pub enum Lookup {
     Hit(NetRule, *mut NetCounters),
 }
 
+/// The rule of the packet's socket's cgroup, if one is targeted (a copy of
+/// the rule: see [`find_rule`]).
+#[inline(always)]
+pub fn rule_of(skb: *mut __sk_buff) -> Option<NetRule> {
+    let levels = NET_LEVELS.get(0)?;
+    if levels.mask == 0 {
+        return None;
+    }
+    // SAFETY: the helper only reads the skb the kernel handed us.
+    let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) };
+    find_rule(&NET_RULES, levels, ancestor).copied()
+}
+
 /// Find the rule of one packet of the socket's cgroup in direction `dir`
 /// (`DIR_EGRESS` or `DIR_INGRESS`). Fails open.
 #[inline(always)]
 pub fn lookup(ctx: &impl EbpfContext, dir: u8) -> Lookup {
     let skb = ctx.as_ptr().cast::<__sk_buff>();
-    let Some(levels) = NET_LEVELS.get(0) else {
+    let Some(rule) = rule_of(skb) else {
         return Lookup::Miss;
     };
-    if levels.mask == 0 {
-        return Lookup::Miss;
-    }
-    // SAFETY: the helper only reads the skb the kernel handed us.
-    let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) };
-    let Some(rule) = find_rule(&NET_RULES, levels, ancestor) else {
-        return Lookup::Miss;
-    };
-    let rule: NetRule = *rule;
     let Some(counters) = NET_COUNTERS.get_ptr_mut(rule.slot) else {
         return Lookup::Inert;
     };
@@ -70,6 +76,31 @@ pub fn lookup(ctx: &impl EbpfContext, dir: u8) -> Lookup {
         c.ingress_matched += 1;
     }
     Lookup::Hit(rule, counters)
+}
+
+/// Whether the tag program marked this packet as one of a targeted cgroup's
+/// (see [`chaos_abi::net::TAG_MARK`]).
+#[inline(always)]
+pub fn tagged(skb: *mut __sk_buff) -> bool {
+    // SAFETY: a ctx field read at its own width.
+    unsafe { read_volatile(addr_of!((*skb).mark)) & TAG_MARK != 0 }
+}
+
+/// Clear the tag once the classifier has found the packet's rule: it has
+/// served, and nothing after the hook should see it (the mark is as the
+/// stack left it, unless the target's own mark had this bit: see
+/// [`chaos_abi::net::TAG_MARK`]). The
+/// duplicates and delayed copies are sent before this (they inherit the
+/// tag, which brings them back through the classifier's lookup, where
+/// `release_copy` clears it on them).
+#[inline(always)]
+pub fn untag(skb: *mut __sk_buff) {
+    // SAFETY: ctx field accesses at their own width; tc programs may write
+    // `mark` (net/core/filter.c, tc_cls_act_is_valid_access).
+    unsafe {
+        let mark = read_volatile(addr_of!((*skb).mark));
+        write_volatile(addr_of_mut!((*skb).mark), mark & !TAG_MARK);
+    }
 }
 
 /// A uniform roll against a threshold on the [`chaos_abi::net::LOSS_ALWAYS`]

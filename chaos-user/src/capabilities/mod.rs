@@ -85,13 +85,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::TcNetlink,
         name: "tc (netlink filter)",
-        used_for: "net-* egress without TCX; outlives the process (state file + kernel deadline)",
+        used_for: "net-* egress without TCX; outlives the process (state file; inert without the tag link)",
         needs: "Linux 4.5, CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS",
     },
     Requirement {
         capability: Capability::CgroupSkb,
         name: "cgroup_skb",
-        used_for: "net-* ingress",
+        used_for: "net-* ingress; egress: tagging the target's packets for the classifier",
         needs: "Linux 5.7 (cgroup links), CONFIG_CGROUP_BPF",
     },
     Requirement {

@@ -2,13 +2,16 @@
 //! level mask, and what runs the programs — one egress classifier per
 //! device (shared by every target in that namespace), one fq per device
 //! for attacks that schedule departure times, one cgroup_skb ingress
-//! program per target cgroup. All are reference-counted.
+//! program per target cgroup, and for egress one cgroup_skb tag program
+//! per target cgroup (it marks the target's packets so that the classifier
+//! passes everyone else's after one test: see chaos-ebpf/src/net_egress.rs)
+//! with the attack's devices in the tag set. All are reference-counted.
 
 use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData},
+    maps::{Array, HashMap, MapData},
     programs::{
         CgroupSkb, CgroupSkbAttachType, Program, ProgramError, SchedClassifier, cgroup_skb::CgroupSkbLink,
         links::Link as _,
@@ -44,6 +47,7 @@ use crate::{
 
 const EGRESS_PROGRAM: &str = "net_egress";
 const INGRESS_PROGRAM: &str = "net_ingress";
+const TAG_PROGRAM: &str = "net_tag";
 
 /// A device of a target's network namespace.
 struct Device {
@@ -66,6 +70,10 @@ pub struct Handle {
     egress_keys: Vec<(u64, u32)>,
     fq_keys: Vec<(u64, u32)>,
     ingress: bool,
+    /// This attack's keys in `NET_TAG_DEVICES` (see `chaos_abi::net`).
+    tag_keys: Vec<u64>,
+    /// Whether the target's tag program is ours to release.
+    tag: bool,
     /// How long after the rule goes its last scheduled packet may leave
     /// (the attack's own horizon, below `MAX_DEPARTURE_AHEAD`).
     drain: Duration,
@@ -92,6 +100,8 @@ pub struct Net {
     egress: LinkSet<(u64, u32), EgressLink>,
     fq: LinkSet<(u64, u32), FqUse>,
     ingress: LinkSet<u64, CgroupSkbLink>,
+    /// Tag programs, by target cgroup id.
+    tag: LinkSet<u64, CgroupSkbLink>,
     jitter_table_written: bool,
 }
 
@@ -106,6 +116,7 @@ impl Default for Net {
             egress: LinkSet::default(),
             fq: LinkSet::default(),
             ingress: LinkSet::default(),
+            tag: LinkSet::default(),
             jitter_table_written: false,
         }
     }
@@ -146,8 +157,15 @@ impl FamilyInjector for Net {
                     self.acquire_fq(shared, &device, handle)?;
                 }
                 self.acquire_egress(shared, &device, mode, handle)?;
+                // The device joins the attack's tag set once its
+                // classifier is there.
+                add_tag_device(&mut shared.ebpf, slot, device.ifindex, handle)?;
                 handle.interfaces.push(device.ifname);
             }
+            // Last: nothing is tagged before the classifiers that clear the
+            // tag are in place.
+            self.attach_tag(&mut shared.ebpf, attack)?;
+            handle.tag = true;
         }
         if mechanism.ingress_cgroup_skb {
             self.attach_ingress(&mut shared.ebpf, attack)?;
@@ -156,12 +174,27 @@ impl FamilyInjector for Net {
         Ok(())
     }
 
-    /// Delete the rule (returns when it was gone: the fault is inert from
-    /// then on), then release the attachments, and last the fq qdiscs once
-    /// the packets already scheduled have left.
+    /// Detach the tag program and delete the rule (returns when it was
+    /// gone: the fault is inert from then on), then release the
+    /// attachments, and last the fq qdiscs once the packets already
+    /// scheduled have left.
     fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
-        let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         let mut released = Ok(());
+        // The tag program first: a packet tagged after the rule is gone
+        // would find no rule, and the classifier leaves the tag of a packet
+        // without a rule (it may be another chaos process's to clear).
+        if handle.tag
+            && let Err(e) = self.release_tag(attack.target.id)
+        {
+            released = released.and(Err(e));
+        }
+        let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        // Devices leave the tag set before their classifiers go.
+        for key in &handle.tag_keys {
+            if let Err(e) = remove_tag_device(&mut shared.ebpf, *key) {
+                released = released.and(Err(e));
+            }
+        }
         for key in &handle.egress_keys {
             if let Err(e) = self.release_egress(shared, *key) {
                 released = released.and(Err(e));
@@ -287,11 +320,43 @@ impl Net {
         })
     }
 
+    fn attach_tag(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+        self.tag.acquire(attack.target.id, || {
+            let prog: &mut CgroupSkb = loaded(ebpf, TAG_PROGRAM)?;
+            attach_skb(prog, &attack.target, CgroupSkbAttachType::Egress)
+        })
+    }
+
+    fn release_tag(&mut self, id: u64) -> Result<()> {
+        let Some(link) = self.tag.release(&id) else { return Ok(()) };
+        link.detach()
+            .map_err(|e| Error::kernel("detaching the egress tag program", anyhow::anyhow!(describe(&e))))
+    }
+
     fn release_ingress(&mut self, id: u64) -> Result<()> {
         let Some(link) = self.ingress.release(&id) else { return Ok(()) };
         link.detach()
             .map_err(|e| Error::kernel("detaching the ingress program", anyhow::anyhow!(describe(&e))))
     }
+}
+
+/// Let the tag program tag the attack's packets that leave by `ifindex`
+/// (see `chaos_abi::net::TAG_DEVICES`). Two namespaces of the target may
+/// each have a device of that ifindex: one key serves both.
+fn add_tag_device(ebpf: &mut Ebpf, slot: u32, ifindex: u32, handle: &mut Handle) -> Result<()> {
+    let key = net::tag_device_key(slot, ifindex);
+    if handle.tag_keys.contains(&key) {
+        return Ok(());
+    }
+    let mut map: HashMap<&mut MapData, u64, u8> = map_mut(ebpf, net::TAG_DEVICES)?;
+    map.insert(&key, &1, 0).map_err(|e| Error::kernel("adding a device to the tag set", e))?;
+    handle.tag_keys.push(key);
+    Ok(())
+}
+
+fn remove_tag_device(ebpf: &mut Ebpf, key: u64) -> Result<()> {
+    let mut map: HashMap<&mut MapData, u64, u8> = map_mut(ebpf, net::TAG_DEVICES)?;
+    map.remove(&key).map_err(|e| Error::kernel("removing a device from the tag set", e))
 }
 
 fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Network faults: a tc egress classifier (TCX where the kernel has it, a
-//! netlink filter otherwise) for what the target sends, a cgroup_skb ingress
+//! netlink filter otherwise) for what the target sends, with a cgroup_skb
+//! egress program on the target that tags its packets, a cgroup_skb ingress
 //! program for what it receives, and an fq qdisc on the egress devices when
 //! packets get departure times (delay, jitter, rate, reorder).
 
@@ -40,6 +41,11 @@ pub fn plan(
     if ingress && !caps.has(Capability::CgroupSkb) {
         return Err(unavailable(subject, "ingress", &[Capability::CgroupSkb], caps));
     }
+    // Egress too: a cgroup_skb program on the target tags its packets for
+    // the classifier (chaos-ebpf/src/net_egress.rs).
+    if egress.is_some() && !caps.has(Capability::CgroupSkb) {
+        return Err(unavailable(subject, "egress", &[Capability::CgroupSkb], caps));
+    }
     if schedules && !caps.has(Capability::FqQdisc) {
         return Err(unavailable(subject, "departure times need the fq qdisc", &[Capability::FqQdisc], caps));
     }
@@ -57,8 +63,8 @@ impl FamilyMechanism for NetMechanism {
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         match self.egress {
-            Some(EgressMode::Tcx) => parts.push("tc egress (TCX link)"),
-            Some(EgressMode::Netlink) => parts.push("tc egress (netlink filter)"),
+            Some(EgressMode::Tcx) => parts.push("tc egress (TCX link) + cgroup_skb egress tag"),
+            Some(EgressMode::Netlink) => parts.push("tc egress (netlink filter) + cgroup_skb egress tag"),
             None => {}
         }
         if self.ingress_cgroup_skb {
@@ -73,9 +79,11 @@ impl FamilyMechanism for NetMechanism {
     fn held(&self) -> Held {
         let mut held = Held::default();
         match self.egress {
-            Some(EgressMode::Tcx) => held.links.push("TCX egress link"),
+            Some(EgressMode::Tcx) => held.links.extend(["TCX egress link", "cgroup_skb egress tag link"]),
             Some(EgressMode::Netlink) => {
-                held.recorded.push("the netlink tc egress filter (inert after its deadline)")
+                held.links.push("cgroup_skb egress tag link");
+                held.recorded
+                    .push("the netlink tc egress filter (inert without the tag link, and after its deadline)")
             }
             None => {}
         }

@@ -39,7 +39,7 @@ crate::harness::register! {
     net_loss::cidr_and_port_filters,
     net_loss::ping_reports_the_loss,
     net_loss::tcp_recovers_by_retransmission,
-    net_loss::netlink_kill9_deadline_then_recover,
+    net_loss::netlink_kill9_fault_ends_then_recover,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_delay::delay_combines_with_loss,
