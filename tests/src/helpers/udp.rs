@@ -172,15 +172,19 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// `udp-flood --to ADDR:PORT --seconds S`: send small datagrams as fast as
-/// one core can for S seconds; print `{"sent": N, "seconds": S}`. The
-/// sender's rate is bounded by the per-packet cost of the whole transmit
-/// path, tc hooks included, so it measures what a hook adds per packet.
+/// one core can for S seconds; print `{"sent": N, "seconds": S,
+/// "cpu_seconds": C}`. The sender's rate is bounded by the per-packet cost
+/// of the whole transmit path, tc hooks included, so it measures what a
+/// hook adds per packet; `cpu_seconds` is the sending thread's own CPU time
+/// (the transmit path runs in it), which time spent descheduled on a busy
+/// machine does not inflate as it does the wall-clock rate.
 pub fn flood(args: &[String]) -> anyhow::Result<()> {
     let to: SocketAddr = arg(args, "--to")?;
     let seconds: f64 = arg(args, "--seconds")?;
     let sock = UdpSocket::bind("0.0.0.0:0")?;
     sock.connect(to)?;
     let buf = [0u8; 18]; // 64-byte frames: 14 + 20 + 8 + 18 + 4 (FCS)
+    let cpu_start = thread_cpu_seconds()?;
     let start = Instant::now();
     let limit = Duration::from_secs_f64(seconds);
     let mut sent = 0u64;
@@ -191,16 +195,48 @@ pub fn flood(args: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    println!("{}", json!({ "sent": sent, "seconds": start.elapsed().as_secs_f64() }));
+    let cpu_seconds = thread_cpu_seconds()? - cpu_start;
+    println!(
+        "{}",
+        json!({ "sent": sent, "seconds": start.elapsed().as_secs_f64(), "cpu_seconds": cpu_seconds })
+    );
     Ok(())
+}
+
+/// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID), in seconds.
+fn thread_cpu_seconds() -> anyhow::Result<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    anyhow::ensure!(rc == 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID): {}", std::io::Error::last_os_error());
+    Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
 }
 
 /// Run a `udp-flood` and return packets per second.
 pub fn flood_rate(place: Place<'_>, to: SocketAddr, seconds: f64) -> anyhow::Result<f64> {
+    flood_rates(place, to, seconds).map(|r| r.per_second)
+}
+
+/// What a `udp-flood` sent, per second of wall-clock time and per second of
+/// its own CPU time.
+pub struct FloodRates {
+    pub per_second: f64,
+    pub per_cpu_second: f64,
+}
+
+/// Run a `udp-flood` and return both of its rates.
+pub fn flood_rates(place: Place<'_>, to: SocketAddr, seconds: f64) -> anyhow::Result<FloodRates> {
     let mut cmd =
         command("udp-flood", &["--to".into(), to.to_string(), "--seconds".into(), seconds.to_string()]);
     let v: serde_json::Value = serde_json::from_str(place.output(&mut cmd)?.trim())?;
-    Ok(v["sent"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0))
+    let field = |name: &str| {
+        v[name]
+            .as_f64()
+            .filter(|x| *x > 0.0)
+            .ok_or_else(|| anyhow::anyhow!("udp-flood printed no {name}: {v}"))
+    };
+    let sent = v["sent"].as_f64().unwrap_or(0.0);
+    Ok(FloodRates { per_second: sent / field("seconds")?, per_cpu_second: sent / field("cpu_seconds")? })
 }
 
 /// One received datagram.
