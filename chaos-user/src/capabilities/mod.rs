@@ -127,7 +127,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::Kprobe,
         name: "kprobe",
-        used_for: "planned: io-error",
+        used_for: "not used: the kprobe override needs it (see kprobe override)",
         needs: "CONFIG_KPROBES, CONFIG_KPROBE_EVENTS",
     },
     Requirement {

@@ -696,8 +696,10 @@ fn tc_filters(lab: &Lab) -> anyhow::Result<String> {
     lab.ctr.exec(&["tc", "filter", "show", "dev", &lab.ctr_dev, "egress"])
 }
 
-/// `kill -9` of `chaos run` mid-attack: no fault outlives its deadline (or,
-/// with TCX links, the process), and `chaos recover` leaves nothing.
+/// `kill -9` of `chaos run` mid-attack: no fault outlives the process (its
+/// fd-owned links: TCX, and in both modes the cgroup program that tags the
+/// target's packets for the classifier), and `chaos recover` leaves
+/// nothing.
 fn kill9(mode: &str) -> anyhow::Result<()> {
     let lab = Lab::new()?;
     let files = Files::new(&format!("kill9-{mode}"))?;
@@ -711,49 +713,45 @@ fn kill9(mode: &str) -> anyhow::Result<()> {
     let file = files.write("kill9.yaml", &yaml)?;
     let args = run_args(&files, &file, &[]);
     // The stream runs from before the launch to a second past the deadline.
-    let (s, (run, launched, seen, deadline, dead)) = stream_until(&lab, 9303, || {
-        let launched = monotonic_ns();
+    let (s, (run, killed, seen, deadline, dead)) = stream_until(&lab, 9303, || {
         let mut run = start(&args, &[("CHAOS_EGRESS_MODE", mode)])?;
         run.wait_event("start", Duration::from_secs(60))?;
-        // The attack's deadline is computed after the launch and before
-        // the start event: no later than now + its 8 s, measured here. (8 s:
+        // The attack's deadline is computed before the start event: no
+        // later than now + its 8 s, measured here. (8 s:
         // chaos computes it before loading its programs, which took 2.7 s
         // in a VM beside another; the kill must come well before it.)
         let seen = monotonic_ns();
         let deadline = seen + 8_000_000_000;
         std::thread::sleep(Duration::from_millis(500));
+        let killed = monotonic_ns();
         run.signal(libc::SIGKILL);
         let dead = died_at(run.pid);
         let past = Duration::from_nanos((deadline + 1_000_000_000).saturating_sub(monotonic_ns()));
         std::thread::sleep(past);
-        Ok((run, launched, seen, deadline, dead))
+        Ok((run, killed, seen, deadline, dead))
     })?;
     let ended = run.wait(Duration::from_secs(10))?;
     // Check, then recover whatever the outcome: a failed check must not
     // leave the dead run's state behind for the next test.
     let checked = (|| {
         anyhow::ensure!(ended.status.code().is_none(), "chaos was not killed");
-        // TCX links go with the process's file descriptors; a netlink
-        // filter stays, inert after the rule's kernel-side deadline.
-        let (end, what) =
-            if mode == "tcx" { (dead, "the process's death") } else { (deadline, "the deadline") };
-        let late_ms = ended_by(&s, end, 100_000_000, what)?;
+        // The links go with the process's file descriptors, the tag link
+        // among them, well before the deadline: a netlink filter stays,
+        // but finds no tagged packet.
+        anyhow::ensure!(dead < deadline, "chaos died after its attack's deadline");
+        let what = "the process's death";
+        let late_ms = ended_by(&s, dead, 100_000_000, what)?;
         eprint!("[{mode}: last loss {late_ms:+.1} ms from {what}] ");
         if mode == "netlink" {
             anyhow::ensure!(
                 tc_filters(&lab)?.contains("net_egress"),
                 "the netlink filter should outlive kill -9"
             );
-            // ... and the fault with it, from the start (seen) until its
-            // deadline: no earlier than the launch + 8 s.
-            let early: Vec<_> = s
-                .result
-                .arrived_before(launched + 8_000_000_000)
-                .into_iter()
-                .filter(|[before, _]| *before > seen)
-                .collect();
-            anyhow::ensure!(early.is_empty(), "{} datagrams got through before the deadline", early.len());
         }
+        // In force from the start event until the kill.
+        let early: Vec<_> =
+            s.result.arrived_before(killed).into_iter().filter(|[before, _]| *before > seen).collect();
+        anyhow::ensure!(early.is_empty(), "{} datagrams got through before the kill", early.len());
         Ok(())
     })();
     let out = runner::recover()?;
