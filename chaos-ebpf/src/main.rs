@@ -21,6 +21,8 @@ mod clock_libc_enter_multi;
 mod clock_libc_return;
 mod clock_libc_return_multi;
 mod io;
+mod io_fmod_open;
+mod io_fmod_rw;
 mod io_open;
 mod io_rw;
 mod maps;

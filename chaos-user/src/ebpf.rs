@@ -24,6 +24,17 @@ pub fn load_faults() -> Result<Ebpf> {
     load("fault", FAULTS)
 }
 
+/// The fault object's bytes, for loaders other than aya's
+/// (crate::attach::fmod_ret).
+pub fn faults_object() -> &'static [u8] {
+    FAULTS
+}
+
+/// The capability-probe object's bytes.
+pub fn capabilities_object() -> &'static [u8] {
+    CAPABILITIES
+}
+
 /// Parse the capability-probe object.
 pub fn load_capabilities() -> Result<Ebpf> {
     load("capability-probe", CAPABILITIES)

@@ -2,6 +2,7 @@
 //! outlive the process recorded in the state file first.
 
 pub mod cgroup;
+pub mod fmod_ret;
 pub mod netns;
 pub mod qdisc;
 mod rtnl;

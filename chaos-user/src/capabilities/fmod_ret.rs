@@ -3,7 +3,7 @@
 //!
 //! `BPF_MODIFY_RETURN` programs attach to two kinds of functions
 //! (kernel/bpf/verifier.c, `check_attach_modify_return`): every `security_*`
-//! function, whatever LSMs are active — so io-error could fail `open(2)` and
+//! function, whatever LSMs are active — so io-error fails `open(2)` and
 //! `read(2)` through `security_file_open` and `security_file_permission`
 //! where `bpf` is not in the `lsm=` list (Ubuntu's default, this CI host) —
 //! and the functions on the error-injection list, system calls among them
@@ -11,23 +11,18 @@
 //! `time(2)`'s return value). Debian's 7.2 accepts a system call without
 //! that option, its 5.10 to 6.12 do not: measured, not assumed.
 //!
-//! aya 0.16 cannot load such a program (aya/src/programs/mod.rs:
-//! "BPF_MODIFY_RETURN (not supported yet in Aya)"), and its loader keeps
-//! the attributes private, so the probe issues the two bpf(2) commands
-//! itself with aya-obj's generated `bpf_attr`: a program of two
-//! instructions (`r0 = 0; exit`: run the function as usual) loaded for
-//! the function, then attached and detached at once. Nothing in chaos
-//! injects through fmod_ret yet; `chaos doctor` says where it would work.
+//! aya 0.16 cannot load such a program; chaos's own loader
+//! (crate::attach::fmod_ret) does. The probe attaches, and detaches at
+//! once: for the security hook, a program that calls `bpf_loop` as
+//! io-error's do (the capability is io-error's mechanism, so a kernel
+//! without `bpf_loop` lacks it); for the system call, two instructions
+//! (`r0 = 0; exit`: run the function as usual).
 
-use std::{
-    ffi::CString,
-    mem,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-};
+use std::mem;
 
-use aya_obj::generated::{
-    bpf_attach_type::BPF_MODIFY_RETURN, bpf_attr, bpf_cmd, bpf_prog_type::BPF_PROG_TYPE_TRACING,
-};
+use aya_obj::generated::bpf_insn;
+
+use crate::attach::fmod_ret;
 
 /// The function io-error would replace.
 const SECURITY_HOOK: &str = "security_file_open";
@@ -43,62 +38,36 @@ const SYSCALL: &str = "__arm64_sys_time";
 const RETURN_ZERO: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
 
 pub fn probe() -> Result<String, String> {
+    // io-error's use: a program like its own (bpf_loop included), by the
+    // loader it uses.
+    let ebpf = crate::ebpf::load_capabilities().map_err(|e| e.to_string())?;
+    fmod_ret::attach(&ebpf, crate::ebpf::capabilities_object(), "probe_fmod_ret", SECURITY_HOOK).map_err(
+        |e| {
+            if e.contains("bpf_loop") || e.contains("func_info") || e.contains("unknown opcode") {
+                format!(
+                    "{SECURITY_HOOK}: {e} (io-error's path walk needs bpf_loop and its callback, Linux 5.17)"
+                )
+            } else {
+                format!("{SECURITY_HOOK}: {e}")
+            }
+        },
+    )?;
     let btf = crate::btf::kernel().map_err(|e| format!("no usable kernel BTF: {e}"))?;
-    let id =
-        btf.func_id(SECURITY_HOOK).ok_or_else(|| format!("{SECURITY_HOOK} is not in the kernel's BTF"))?;
-    attach(id).map_err(|e| format!("{SECURITY_HOOK}: {e}"))?;
     let syscalls = match btf.func_id(SYSCALL).map(attach) {
         Some(Ok(())) => format!("and the system calls ({SYSCALL})"),
         Some(Err(e)) => format!("not the system calls ({SYSCALL}: {e})"),
         None => format!("not the system calls ({SYSCALL} is not in the kernel's BTF)"),
     };
-    Ok(format!("attached to {SECURITY_HOOK}; {syscalls}"))
+    Ok(format!("attached to {SECURITY_HOOK} (with bpf_loop); {syscalls}"))
 }
 
 /// Load [`RETURN_ZERO`] as fmod_ret for the function of BTF id `btf_id`,
 /// attach it, and let both fds close.
 fn attach(btf_id: u32) -> Result<(), String> {
-    let license = CString::new("GPL").expect("no NUL");
-    let mut log = vec![0u8; 4096];
-    // SAFETY: bpf_attr is a plain C union of integers; all zeroes is the
-    // kernel's "unset" for every field it does not use (it checks that
-    // the bytes past those it knows are zero).
-    let mut attr: bpf_attr = unsafe { mem::zeroed() };
-    // SAFETY: writing the BPF_PROG_LOAD member of the union.
-    let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = BPF_MODIFY_RETURN as u32;
-    load.attach_btf_id = btf_id;
-    load.insns = RETURN_ZERO.as_ptr() as u64;
-    load.insn_cnt = RETURN_ZERO.len() as u32;
-    load.license = license.as_ptr() as u64;
-    load.log_level = 1;
-    load.log_buf = log.as_mut_ptr() as u64;
-    load.log_size = log.len() as u32;
-    let prog = bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|e| {
-        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-        crate::ebpf::load_failure(&e, &String::from_utf8_lossy(&log[..end]))
-    })?;
-    // SAFETY: as above, for BPF_RAW_TRACEPOINT_OPEN: with no name, it
-    // attaches a tracing program where it was loaded for, and returns a
-    // link fd (kernel/bpf/syscall.c, bpf_raw_tp_link_attach).
-    let mut attr: bpf_attr = unsafe { mem::zeroed() };
-    attr.raw_tracepoint.prog_fd = prog.as_raw_fd() as u32;
-    let _link = bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &mut attr)
-        .map_err(|e| format!("loaded, but attaching failed: {e}"))?;
+    // SAFETY: bpf_insn is a repr(C) struct of 8 bytes (code, registers,
+    // offset, immediate), the encoding of each u64 above.
+    let insns: [bpf_insn; 2] = unsafe { mem::transmute(RETURN_ZERO) };
+    let prog = fmod_ret::load(&insns, btf_id, "chaos_probe", None)?;
+    let _link = fmod_ret::link(&prog)?;
     Ok(())
-}
-
-/// bpf(2) for a command that returns a new fd.
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid bpf_attr of the size passed; the pointers
-    // in it (instructions, license, log) outlive the call.
-    let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd as libc::c_int, attr as *mut bpf_attr, mem::size_of::<bpf_attr>())
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }

@@ -145,8 +145,8 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::FmodRet,
         name: "fmod_ret",
-        used_for: "not used yet: io-error without BPF LSM (security_file_open), time(2) for clock-skew (system calls)",
-        needs: "Linux 5.7, BPF trampolines; system calls only where the kernel lets them be modified (CONFIG_FUNCTION_ERROR_INJECTION, or 7.x)",
+        used_for: "io-error where the BPF LSM is not active (security_file_open, security_file_permission); not used yet: time(2) for clock-skew (system calls)",
+        needs: "Linux 5.7, BPF trampolines, bpf_loop (Linux 5.17) for io-error's path walk; system calls only where the kernel lets them be modified (CONFIG_FUNCTION_ERROR_INJECTION, or 7.x)",
     },
     Requirement {
         capability: Capability::BpfLsm,

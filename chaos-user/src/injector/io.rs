@@ -1,10 +1,12 @@
 //! The I/O part of the injector: rules keyed by target cgroup, the level
 //! mask, the field offsets of this kernel, the calibration of each path
-//! prefix to the inode the kernel resolves it to, and the two BPF LSM links
-//! (`file_open`, `file_permission`). LSM programs are global (they run for
-//! every task; the cgroup filter is in the program), so each is attached
-//! once, reference-counted over the attacks that use it, and its link is an
-//! fd: it vanishes with this process.
+//! prefix to the inode the kernel resolves it to, and the two links: BPF
+//! LSM programs on `file_open` and `file_permission`, or fmod_ret programs
+//! on `security_file_open` and `security_file_permission` (see
+//! crate::plan::io). Either kind is global (it runs for every task; the
+//! cgroup filter is in the program), so each is attached once,
+//! reference-counted over the attacks that use it, and its link is an fd:
+//! it vanishes with this process.
 //!
 //! Not implemented: the kprobe + `bpf_override_return` mechanism for
 //! kernels without the `bpf` LSM. It would attach to error-injectable
@@ -42,24 +44,64 @@ use super::{
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
+    attach::fmod_ret::{self, FmodRetLink},
     attack::Attack,
     btf::Btf,
     counters::Counters,
     ebpf::describe,
     error::{Error, Result},
     faults::{IoError, PathsIn},
-    plan::IoMechanism,
+    plan::{IoMechanism, IoVia},
     targets::pids_in_subtree,
 };
 
-const OPEN_PROGRAM: &str = "io_open";
-const RW_PROGRAM: &str = "io_rw";
+/// The two places a mechanism runs the decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    /// Opens; also answers the calibration opens.
+    Open,
+    /// Reads, writes, directory reads.
+    Rw,
+}
+
+/// The program of `via` at `hook`, and what it attaches to: an LSM hook,
+/// or a kernel function.
+fn program(via: IoVia, hook: Hook) -> (&'static str, &'static str) {
+    match (via, hook) {
+        (IoVia::BpfLsm, Hook::Open) => ("io_open", "file_open"),
+        (IoVia::BpfLsm, Hook::Rw) => ("io_rw", "file_permission"),
+        (IoVia::FmodRet, Hook::Open) => ("io_fmod_open", "security_file_open"),
+        (IoVia::FmodRet, Hook::Rw) => ("io_fmod_rw", "security_file_permission"),
+    }
+}
+
+/// An attached program of either kind.
+enum IoLink {
+    Lsm(LsmLink),
+    FmodRet(FmodRetLink),
+}
+
+impl IoLink {
+    fn detach(self, name: &str) -> Result<()> {
+        match self {
+            Self::Lsm(link) => link
+                .detach()
+                .map_err(|e| Error::kernel(format!("detaching {name}"), anyhow::anyhow!(describe(&e)))),
+            // Closing the link's fd detaches it.
+            Self::FmodRet(link) => {
+                drop(link);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// What a running I/O attack holds.
 #[derive(Debug, Default)]
 pub struct Handle {
-    open: bool,
-    rw: bool,
+    /// The programs it attached (counted in the link set), by name.
+    open: Option<&'static str>,
+    rw: Option<&'static str>,
     /// The prefixes, open: an open file pins its dentry and inode, so the
     /// inode addresses in the rule stay valid and unique while it exists.
     _pins: Vec<OwnedFd>,
@@ -69,8 +111,8 @@ pub struct Handle {
 pub struct Io {
     /// The rules; IoConfig lists their targets.
     rules: RuleTable<IoRule, IoCounters>,
-    /// The LSM links, by program name.
-    links: LinkSet<&'static str, LsmLink>,
+    /// The links, by program name.
+    links: LinkSet<&'static str, IoLink>,
     offsets: Option<IoOffsets>,
 }
 
@@ -120,10 +162,9 @@ impl FamilyInjector for Io {
         let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;
         self.offsets()?;
         self.write_config(&mut shared.ebpf, 0)?;
-        // The file_open program both injects and answers calibrations:
-        // it must run before the paths can be resolved to inodes.
-        self.acquire(&mut shared.ebpf, OPEN_PROGRAM)?;
-        handle.open = true;
+        // The open program both injects and answers calibrations: it must
+        // run before the paths can be resolved to inodes.
+        handle.open = Some(self.acquire(&mut shared.ebpf, mechanism.via, Hook::Open)?);
         let resolved = self.calibrate(&mut shared.ebpf, found)?;
         for r in &resolved {
             tracing::debug!(attack = %attack.id, "{} is kernel inode {:#x}", r.shown, r.inode);
@@ -134,8 +175,7 @@ impl FamilyInjector for Io {
         reset_calls(&mut shared.ebpf, slot)?;
         self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
         if mechanism.file_permission {
-            self.acquire(&mut shared.ebpf, RW_PROGRAM)?;
-            handle.rw = true;
+            handle.rw = Some(self.acquire(&mut shared.ebpf, mechanism.via, Hook::Rw)?);
         }
         Ok(())
     }
@@ -146,11 +186,8 @@ impl FamilyInjector for Io {
         // Only the rule this attack wrote (see RuleTable::remove).
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         let mut released = Ok(());
-        if handle.rw {
-            released = released.and(self.release(RW_PROGRAM));
-        }
-        if handle.open {
-            released = released.and(self.release(OPEN_PROGRAM));
+        for name in [handle.rw, handle.open].into_iter().flatten() {
+            released = released.and(self.release(name));
         }
         // The pins close with the handle, after the rule that names their
         // inodes is gone.
@@ -263,20 +300,31 @@ impl Io {
         Ok(())
     }
 
-    /// Attach `name` (loading it first if needed), or count one more user.
-    fn acquire(&mut self, ebpf: &mut Ebpf, name: &'static str) -> Result<()> {
-        self.links.acquire(name, || attach_lsm(ebpf, name))
+    /// Attach the program of `via` at `hook` (loading it first if
+    /// needed), or count one more user; its name.
+    fn acquire(&mut self, ebpf: &mut Ebpf, via: IoVia, hook: Hook) -> Result<&'static str> {
+        let (name, target) = program(via, hook);
+        self.links.acquire(name, || match via {
+            IoVia::BpfLsm => attach_lsm(ebpf, name, target).map(IoLink::Lsm),
+            IoVia::FmodRet => fmod_ret::attach(ebpf, crate::ebpf::faults_object(), name, target)
+                .map(IoLink::FmodRet)
+                .map_err(|e| {
+                    Error::kernel(format!("loading program {name} (fmod_ret/{target})"), anyhow::anyhow!(e))
+                }),
+        })?;
+        Ok(name)
     }
 
     fn release(&mut self, name: &'static str) -> Result<()> {
-        let Some(link) = self.links.release(&name) else { return Ok(()) };
-        link.detach().map_err(|e| Error::kernel(format!("detaching {name}"), anyhow::anyhow!(describe(&e))))
+        match self.links.release(&name) {
+            Some(link) => link.detach(name),
+            None => Ok(()),
+        }
     }
 }
 
-/// Load (if needed) and attach the LSM program `name`.
-fn attach_lsm(ebpf: &mut Ebpf, name: &str) -> Result<LsmLink> {
-    let hook = if name == OPEN_PROGRAM { "file_open" } else { "file_permission" };
+/// Load (if needed) and attach the LSM program `name` to `hook`.
+fn attach_lsm(ebpf: &mut Ebpf, name: &str, hook: &str) -> Result<LsmLink> {
     let btf = crate::btf::kernel_aya()
         .map_err(|e| Error::environment(format!("io-error needs the kernel's BTF: {e}")))?;
     let prog: &mut Lsm = ebpf

@@ -46,8 +46,6 @@ use crate::{
 };
 
 const EGRESS_PROGRAM: &str = "net_egress";
-const INGRESS_PROGRAM: &str = "net_ingress";
-const TAG_PROGRAM: &str = "net_tag";
 
 /// A device of a target's network namespace.
 struct Device {
@@ -99,9 +97,8 @@ pub struct Net {
     rules: RuleTable<NetRule, NetCounters>,
     egress: LinkSet<(u64, u32), EgressLink>,
     fq: LinkSet<(u64, u32), FqUse>,
-    ingress: LinkSet<u64, CgroupSkbLink>,
-    /// Tag programs, by target cgroup id.
-    tag: LinkSet<u64, CgroupSkbLink>,
+    ingress: CgroupHook,
+    tag: CgroupHook,
     jitter_table_written: bool,
 }
 
@@ -115,8 +112,8 @@ impl Default for Net {
             ),
             egress: LinkSet::default(),
             fq: LinkSet::default(),
-            ingress: LinkSet::default(),
-            tag: LinkSet::default(),
+            ingress: CgroupHook::new("net_ingress", CgroupSkbAttachType::Ingress, "the ingress program"),
+            tag: CgroupHook::new("net_tag", CgroupSkbAttachType::Egress, "the egress tag program"),
             jitter_table_written: false,
         }
     }
@@ -164,11 +161,11 @@ impl FamilyInjector for Net {
             }
             // Last: nothing is tagged before the classifiers that clear the
             // tag are in place.
-            self.attach_tag(&mut shared.ebpf, attack)?;
+            self.tag.attach(&mut shared.ebpf, attack)?;
             handle.tag = true;
         }
         if mechanism.ingress_cgroup_skb {
-            self.attach_ingress(&mut shared.ebpf, attack)?;
+            self.ingress.attach(&mut shared.ebpf, attack)?;
             handle.ingress = true;
         }
         Ok(())
@@ -184,7 +181,7 @@ impl FamilyInjector for Net {
         // would find no rule, and the classifier leaves the tag of a packet
         // without a rule (it may be another chaos process's to clear).
         if handle.tag
-            && let Err(e) = self.release_tag(attack.target.id)
+            && let Err(e) = self.tag.release(attack.target.id)
         {
             released = released.and(Err(e));
         }
@@ -201,7 +198,7 @@ impl FamilyInjector for Net {
             }
         }
         if handle.ingress
-            && let Err(e) = self.release_ingress(attack.target.id)
+            && let Err(e) = self.ingress.release(attack.target.id)
         {
             released = released.and(Err(e));
         }
@@ -312,31 +309,36 @@ impl Net {
             None => Ok(()),
         }
     }
+}
 
-    fn attach_ingress(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        self.ingress.acquire(attack.target.id, || {
-            let prog: &mut CgroupSkb = loaded(ebpf, INGRESS_PROGRAM)?;
-            attach_skb(prog, &attack.target, CgroupSkbAttachType::Ingress)
+/// One cgroup_skb program, attached to each target cgroup by its first
+/// attack and detached by its last (fd-owned links: they also end with the
+/// process).
+struct CgroupHook {
+    program: &'static str,
+    attach_type: CgroupSkbAttachType,
+    /// What the program is, for errors.
+    what: &'static str,
+    links: LinkSet<u64, CgroupSkbLink>,
+}
+
+impl CgroupHook {
+    fn new(program: &'static str, attach_type: CgroupSkbAttachType, what: &'static str) -> Self {
+        Self { program, attach_type, what, links: LinkSet::default() }
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+        let Self { program, attach_type, .. } = *self;
+        self.links.acquire(attack.target.id, || {
+            let prog: &mut CgroupSkb = loaded(ebpf, program)?;
+            attach_skb(prog, &attack.target, attach_type)
         })
     }
 
-    fn attach_tag(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
-        self.tag.acquire(attack.target.id, || {
-            let prog: &mut CgroupSkb = loaded(ebpf, TAG_PROGRAM)?;
-            attach_skb(prog, &attack.target, CgroupSkbAttachType::Egress)
-        })
-    }
-
-    fn release_tag(&mut self, id: u64) -> Result<()> {
-        let Some(link) = self.tag.release(&id) else { return Ok(()) };
+    fn release(&mut self, cgroup_id: u64) -> Result<()> {
+        let Some(link) = self.links.release(&cgroup_id) else { return Ok(()) };
         link.detach()
-            .map_err(|e| Error::kernel("detaching the egress tag program", anyhow::anyhow!(describe(&e))))
-    }
-
-    fn release_ingress(&mut self, id: u64) -> Result<()> {
-        let Some(link) = self.ingress.release(&id) else { return Ok(()) };
-        link.detach()
-            .map_err(|e| Error::kernel("detaching the ingress program", anyhow::anyhow!(describe(&e))))
+            .map_err(|e| Error::kernel(format!("detaching {}", self.what), anyhow::anyhow!(describe(&e))))
     }
 }
 

@@ -1,8 +1,13 @@
-//! I/O faults: BPF LSM programs on `file_open` and `file_permission`, where
-//! the kernel runs the `bpf` LSM. Nothing else realizes them today; the
-//! error says what each candidate lacks on this kernel.
+//! I/O faults: BPF LSM programs on `file_open` and `file_permission` where
+//! the kernel runs the `bpf` LSM; else fmod_ret programs on
+//! `security_file_open` and `security_file_permission`, the functions that
+//! call every LSM's hooks (BPF trampolines suffice: no `lsm=` change, so
+//! Ubuntu's default kernels serve). Both run the same decision
+//! (chaos-ebpf/src/io/mod.rs). The LSM comes first: it runs in the LSM
+//! order beside the others, where fmod_ret skips the function, and so
+//! every LSM, when it fails a call (harmless: the call fails either way).
 //!
-//! The other candidate the issue names, a kprobe calling
+//! Another candidate, a kprobe calling
 //! `bpf_override_return` on error-injectable functions (kernels with
 //! CONFIG_BPF_KPROBE_OVERRIDE: Ubuntu, Amazon Linux), is probed (`chaos
 //! doctor` shows it) but not implemented: no kernel we can test on has it
@@ -12,7 +17,7 @@
 
 use serde::Serialize;
 
-use super::{FamilyMechanism, Held, unavailable};
+use super::{FamilyMechanism, Held, first_available};
 use crate::{
     capabilities::{Capability, CapabilitySet},
     error::{Error, Result},
@@ -23,6 +28,7 @@ use crate::{
 #[serde(rename_all = "kebab-case")]
 pub enum IoVia {
     BpfLsm,
+    FmodRet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,15 +41,31 @@ pub struct IoMechanism {
 }
 
 /// `read_write`: the fault fails reads, writes or directory reads, not
-/// only opens.
-pub fn plan(subject: &str, read_write: bool, caps: &CapabilitySet) -> Result<IoMechanism> {
-    if caps.has(Capability::BpfLsm) {
-        return Ok(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: read_write });
-    }
-    if caps.is_unknown(Capability::BpfLsm) {
-        return Err(unavailable(subject, "BPF LSM", &[Capability::BpfLsm], caps));
-    }
+/// only opens. `forced`: `CHAOS_IO_VIA`, still only where `caps` allows.
+pub fn plan(
+    subject: &str,
+    read_write: bool,
+    caps: &CapabilitySet,
+    forced: Option<IoVia>,
+) -> Result<IoMechanism> {
+    let via = first_available(
+        subject,
+        "io-error",
+        &[(IoVia::BpfLsm, Capability::BpfLsm), (IoVia::FmodRet, Capability::FmodRet)],
+        forced,
+        caps,
+    )
+    .map_err(|e| {
+        let unknown = [Capability::BpfLsm, Capability::FmodRet].iter().any(|c| caps.is_unknown(*c));
+        if forced.is_some() || unknown { e } else { refused(subject, caps) }
+    })?;
+    Ok(IoMechanism { via, file_open: true, file_permission: read_write })
+}
+
+/// Why no mechanism serves: each candidate's own reason.
+fn refused(subject: &str, caps: &CapabilitySet) -> Error {
     let lsm = caps.detail(Capability::BpfLsm);
+    let fmod_ret = caps.detail(Capability::FmodRet);
     let kprobe = if caps.has(Capability::KprobeOverride) {
         "kprobe + bpf_override_return works on this kernel, but chaos does not implement io-error with it \
          yet (it was never tested: no kernel chaos is tested on has CONFIG_BPF_KPROBE_OVERRIDE)"
@@ -51,23 +73,32 @@ pub fn plan(subject: &str, read_write: bool, caps: &CapabilitySet) -> Result<IoM
     } else {
         format!("kprobe + bpf_override_return: {}", caps.detail(Capability::KprobeOverride))
     };
-    Err(Error::environment(format!(
-        "{subject} is unavailable because no mechanism works on this kernel: BPF LSM: {lsm}; {kprobe}. \
-         io-error needs the `bpf` LSM active (CONFIG_BPF_LSM, boot with lsm=...,bpf) and BPF trampolines; \
-         `chaos doctor` shows every mechanism",
-    )))
+    Error::environment(format!(
+        "{subject} is unavailable because no mechanism works on this kernel: BPF LSM: {lsm}; fmod_ret: \
+         {fmod_ret}; {kprobe}. io-error needs BPF trampolines and bpf_loop (Linux 5.17), with the `bpf` LSM \
+         active (CONFIG_BPF_LSM, boot with lsm=...,bpf) or fmod_ret programs allowed; `chaos doctor` shows \
+         every mechanism",
+    ))
 }
 
 impl FamilyMechanism for IoMechanism {
     fn describe(&self) -> String {
-        let mut parts = vec!["BPF LSM: lsm/file_open"];
+        let (via, open, rw) = match self.via {
+            IoVia::BpfLsm => ("BPF LSM", "lsm/file_open", "lsm/file_permission"),
+            IoVia::FmodRet => ("fmod_ret", "security_file_open", "security_file_permission"),
+        };
+        let mut parts = vec![open];
         if self.file_permission {
-            parts.push("lsm/file_permission");
+            parts.push(rw);
         }
-        parts.join(", ")
+        format!("{via}: {}", parts.join(", "))
     }
 
     fn held(&self) -> Held {
-        Held { links: vec!["BPF LSM links"], recorded: Vec::new() }
+        let links = match self.via {
+            IoVia::BpfLsm => "BPF LSM links",
+            IoVia::FmodRet => "fmod_ret links",
+        };
+        Held { links: vec![links], recorded: Vec::new() }
     }
 }

@@ -65,7 +65,7 @@ impl Demand {
         use Capability::*;
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
-            Self::Io { .. } => &[BpfLsm, KprobeOverride],
+            Self::Io { .. } => &[BpfLsm, FmodRet, KprobeOverride],
             Self::Clock => &[ProbeWriteUser, CgroupAncestor, Fentry, Tracepoint, RawTracepoint, Uprobe],
         }
     }
@@ -86,12 +86,14 @@ pub const KINDS: &[(&str, Demand)] = &[
 ];
 
 /// Choices an operator (or a test) forces through the environment:
-/// `CHAOS_EGRESS_MODE=tcx|netlink`, `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint`
-/// — still only where the capability set allows them.
+/// `CHAOS_EGRESS_MODE=tcx|netlink`, `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint`,
+/// `CHAOS_IO_VIA=bpf-lsm|fmod-ret` — still only where the capability set
+/// allows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Preferences {
     pub egress: Option<EgressMode>,
     pub clock_syscalls: Option<SyscallHook>,
+    pub io_via: Option<IoVia>,
 }
 
 impl Preferences {
@@ -114,7 +116,15 @@ impl Preferences {
                 )));
             }
         };
-        Ok(Self { egress, clock_syscalls })
+        let io_via = match std::env::var("CHAOS_IO_VIA").ok().as_deref() {
+            None | Some("") => None,
+            Some("bpf-lsm") => Some(IoVia::BpfLsm),
+            Some("fmod-ret") => Some(IoVia::FmodRet),
+            Some(other) => {
+                return Err(Error::invalid(format!("CHAOS_IO_VIA={other}: expected bpf-lsm or fmod-ret")));
+            }
+        };
+        Ok(Self { egress, clock_syscalls, io_via })
     }
 }
 
@@ -155,7 +165,7 @@ pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Planned> {
         FamilyFault::Net(f) => {
             Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
         }
-        FamilyFault::Io(f) => Planned::Io(io::plan(&subject, f.beyond_open(), caps)?, f),
+        FamilyFault::Io(f) => Planned::Io(io::plan(&subject, f.beyond_open(), caps, prefs.io_via)?, f),
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
     };
     if let Planned::Clock(m, _) = &planned
@@ -183,7 +193,7 @@ pub fn plan_demand(
         Demand::Net { direction, schedules } => {
             net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
         }
-        Demand::Io { read_write } => io::plan(subject, read_write, caps).map(Mechanism::Io),
+        Demand::Io { read_write } => io::plan(subject, read_write, caps, prefs.io_via).map(Mechanism::Io),
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
     }
 }

@@ -191,10 +191,9 @@ fn debian_6_12_tcx_fq_lsm_and_fexit() {
 }
 
 /// The distributions' kernels, from their published configs: Ubuntu
-/// builds the BPF LSM but leaves it out of its LSM list, so io-error is
-/// refused there naming both mechanisms (its kprobe override is not
-/// implemented; fmod_ret, which 22.04 and 24.04 have, would serve it: see
-/// README "Kernels without the bpf LSM"); the others list `bpf`.
+/// builds the BPF LSM but leaves it out of its LSM list, so io-error goes
+/// through fmod_ret on 24.04 and is refused on 22.04 (5.15: no bpf_loop
+/// for either mechanism), naming each; the others list `bpf`.
 /// Bottlerocket's default lockdown forbids bpf_probe_write_user, which
 /// clock-skew needs.
 #[test]
@@ -204,14 +203,23 @@ fn distributions_plan_as_their_configs_allow() {
         let caps = distro(name);
         assert_eq!(ok(&caps, "net-loss"), net(egress, true, false), "{name}");
         assert_eq!(ok(&caps, "net-delay"), net(egress, false, true), "{name}");
-        let e = refused(&caps, "io-error", &Preferences::default());
-        assert!(
-            e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: ")
-                && e.contains("lacks bpf"),
-            "{name}: {e}"
-        );
-        assert!(caps.has(Capability::FmodRet) && caps.has(Capability::KprobeOverride), "{name}");
+        assert!(caps.has(Capability::KprobeOverride), "{name}");
     }
+    let e = refused(&distro("Ubuntu 22.04"), "io-error", &Preferences::default());
+    assert!(
+        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: ")
+            && e.contains("lacks bpf")
+            && e.contains("fmod_ret: ")
+            && e.contains("no bpf_loop"),
+        "{e}"
+    );
+    assert!(
+        matches!(
+            ok(&distro("Ubuntu 24.04"), "io-error"),
+            Mechanism::Io(IoMechanism { via: IoVia::FmodRet, .. })
+        ),
+        "Ubuntu 24.04"
+    );
     for name in ["RHEL 9", "Amazon Linux 2023", "Bottlerocket", "COS"] {
         let caps = distro(name);
         assert_eq!(ok(&caps, "net-loss"), net(netlink, true, false), "{name}");
@@ -472,7 +480,10 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             parts.retain(|p| !p.is_empty());
             parts.join(" + ")
         }
-        Ok(Mechanism::Io(_)) => "BPF LSM".into(),
+        Ok(Mechanism::Io(m)) => match m.via {
+            IoVia::BpfLsm => "BPF LSM".into(),
+            IoVia::FmodRet => "fmod_ret".into(),
+        },
         Ok(Mechanism::Clock(c)) => {
             let syscalls = match c.syscalls {
                 SyscallHook::Fexit => "fexit",

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use serde_json::json;
 
 use super::{Background, arg, command, monotonic_ns, ready, stdin_closed};
@@ -115,7 +116,8 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Opt
 }
 
 /// `udp-source --to ADDR:PORT --tag T --count N --interval-us I [--times]
-/// [--until-stdin-closes]`: send and print `{"sent": N, "errors": E,
+/// [--until-stdin-closes] [--mark M]`: send (with `--mark`, from a socket
+/// whose SO_MARK is M) and print `{"sent": N, "errors": E,
 /// "errnos": {errno: count}}` (with `--until-stdin-closes`, N is at most
 /// the count: sending stops when stdin closes);
 /// with `--times`, also `"times": [[before, after], ...]`, per sequence
@@ -133,6 +135,20 @@ pub fn source(args: &[String]) -> anyhow::Result<()> {
     let closed = args.iter().any(|a| a == "--until-stdin-closes").then(stdin_closed);
     let mut times: Vec<[u64; 2]> = Vec::with_capacity(if want_times { count as usize } else { 0 });
     let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+    if let Some(i) = args.iter().position(|a| a == "--mark") {
+        let mark: u32 = args.get(i + 1).and_then(|m| m.parse().ok()).context("--mark needs a number")?;
+        // SAFETY: setsockopt reads a u32 from a pointer that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(rc == 0, "SO_MARK {mark:#x}: {}", std::io::Error::last_os_error());
+    }
     let mut errnos: BTreeMap<i32, u64> = BTreeMap::new();
     let start = Instant::now();
     let mut buf = [0u8; LEN];
@@ -306,7 +322,19 @@ pub fn send(
     count: u64,
     interval_us: u64,
 ) -> anyhow::Result<Sent> {
-    let out = place.output(&mut source_command(to, tag, count, interval_us))?;
+    send_with(place, to, tag, count, interval_us, &[])
+}
+
+/// [`send`] with more `udp-source` flags (e.g. `--mark`).
+pub fn send_with(
+    place: Place<'_>,
+    to: SocketAddr,
+    tag: u32,
+    count: u64,
+    interval_us: u64,
+    extra: &[&str],
+) -> anyhow::Result<Sent> {
+    let out = place.output(&mut source_command_with(to, tag, count, interval_us, extra))?;
     let v: serde_json::Value = serde_json::from_str(out.trim())?;
     Ok(Sent {
         sent: v["sent"].as_u64().unwrap_or(0),

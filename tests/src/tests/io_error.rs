@@ -10,6 +10,7 @@ use std::{
     os::unix::fs::symlink,
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::{Mutex, PoisonError},
     time::Duration,
 };
 
@@ -107,16 +108,87 @@ impl Drop for World {
     }
 }
 
+/// The mechanism the running test forces (`CHAOS_IO_VIA`), if any: set by
+/// [`forcing`] for the one test it runs (the harness runs tests one at a
+/// time).
+static FORCED: Mutex<Option<&'static str>> = Mutex::new(None);
+
+fn forced() -> Option<&'static str> {
+    *FORCED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// chaos's environment for the mechanism under test.
+fn via_env(via: Option<&'static str>) -> Vec<(&'static str, &'static str)> {
+    via.map(|v| vec![("CHAOS_IO_VIA", v)]).unwrap_or_default()
+}
+
+/// The capability of the mechanism under test: the BPF LSM (chosen first
+/// where it works), or fmod_ret when forced.
+fn capability(via: Option<&str>) -> Capability {
+    if via == Some("fmod-ret") { Capability::FmodRet } else { Capability::BpfLsm }
+}
+
+/// Skip unless the mechanism under test works here.
+fn require_io(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require(capability(forced()))
+}
+
+/// Run `test` with chaos forced to the mechanism `via`, and undo that even
+/// if it panics.
+fn forcing(via: &'static str, ctx: &mut Ctx, test: fn(&mut Ctx) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            *FORCED.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+    *FORCED.lock().unwrap_or_else(PoisonError::into_inner) = Some(via);
+    let _reset = Reset;
+    test(ctx)
+}
+
+/// The tests that say what programs see, again through fmod_ret programs
+/// on `security_file_open`/`security_file_permission`
+/// (`CHAOS_IO_VIA=fmod-ret`): the mechanism of kernels whose `lsm=` list
+/// lacks `bpf` (Ubuntu's default), tested here on every kernel that allows
+/// it, the BPF LSM's kernels included.
+pub mod fmod_ret {
+    use super::{Ctx, forcing};
+
+    macro_rules! through_fmod_ret {
+        ($($test:ident),* $(,)?) => {$(
+            pub fn $test(ctx: &mut Ctx) -> anyhow::Result<()> {
+                forcing("fmod-ret", ctx, super::$test)
+            }
+        )*};
+    }
+
+    // Rates and call windows are decided by the code both mechanisms share
+    // (chaos-ebpf/src/io/mod.rs), tested through the LSM.
+    through_fmod_ret!(
+        sqlite_reports_the_injected_error,
+        every_errno_reaches_the_caller,
+        paths_match_what_the_kernel_resolves,
+        operations_are_filtered,
+    );
+}
+
 /// Start an io-error attack on the world's target (`--path` data unless
 /// `extra` names paths) and wait until it is in force.
 pub fn attack(world: &World, extra: &[&str]) -> anyhow::Result<ChaosRun> {
+    attack_via(world, extra, forced())
+}
+
+/// [`attack`] through the mechanism `via` (`CHAOS_IO_VIA`; None: chaos's
+/// choice).
+fn attack_via(world: &World, extra: &[&str], via: Option<&'static str>) -> anyhow::Result<ChaosRun> {
     let data = world.data.display().to_string();
     let mut args = vec!["attack", "io-error", "--cgroup", &world.target.rel];
     if !extra.contains(&"--path") {
         args.extend(["--path", &data]);
     }
     args.extend_from_slice(extra);
-    let mut run = ChaosRun::start(&args)?;
+    let mut run = ChaosRun::start_with_env(&args, &via_env(via))?;
     run.wait_event("start", Duration::from_secs(60))?;
     Ok(run)
 }
@@ -172,7 +244,7 @@ fn require_sqlite() -> anyhow::Result<()> {
 /// it reports the injected error in its own words; outside the prefix, and
 /// from a sibling cgroup, the same command succeeds.
 pub fn sqlite_reports_the_injected_error(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     require_sqlite()?;
     let w = World::new()?;
     let sql = "create table t(x); insert into t values (42); select x from t;";
@@ -252,7 +324,7 @@ fn rates_once<'a>(w: &World, percent: f64, ops: &[&'a str]) -> anyhow::Result<Ve
 /// the 99.9% binomial interval of the configured probability, and equals
 /// chaos's own count.
 pub fn error_rates_match_the_probability(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let w = World::new()?;
     for percent in [0.0, 1.0, 10.0, 50.0, 100.0] {
         let mut shown = Vec::new();
@@ -278,7 +350,7 @@ pub fn error_rates_match_the_probability(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// Every configured errno is the one the calling program sees, for each
 /// operation.
 pub fn every_errno_reaches_the_caller(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let w = World::new()?;
     let (f, sub) = (w.path("data/f"), w.path("data/sub"));
     for (name, number) in [
@@ -319,7 +391,7 @@ fn reads(place: Place<'_>, path: &str, extra: &[&str]) -> anyhow::Result<Calls> 
 /// filesystem (in the VMs an overlayfs, which opens a second, real file
 /// below each file) and on a tmpfs.
 pub fn paths_match_what_the_kernel_resolves(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let mut bases = vec![std::env::temp_dir()];
     let shm = PathBuf::from("/dev/shm");
     if shm.is_dir() && fs_type(&shm) != fs_type(&bases[0]) {
@@ -436,7 +508,7 @@ fn paths_on(base: &std::path::Path) -> anyhow::Result<()> {
 /// directory (here a chroot, as a container's), absolute symlinks inside it
 /// resolved inside it.
 pub fn paths_are_looked_up_in_the_target_root(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let busybox = PathBuf::from("/bin/busybox");
     if !busybox.is_file() {
         return Err(Skip(
@@ -469,8 +541,9 @@ pub fn paths_are_looked_up_in_the_target_root(ctx: &mut Ctx) -> anyhow::Result<(
         }
         anyhow::ensure!(rooted, "the chrooted process did not start");
         let args = ["attack", "io-error", "--cgroup", &cg.rel, "--path", "/data", "--errno", "EIO"];
-        let mut run = ChaosRun::start(
+        let mut run = ChaosRun::start_with_env(
             &[&args[..], &["--percent", "100", "--operations", "read", "--duration", "120s"]].concat(),
+            &via_env(forced()),
         )?;
         run.wait_event("start", Duration::from_secs(60))?;
         let inside = reads(place, &jail.join("srv/data/f").display().to_string(), &[])?;
@@ -496,7 +569,7 @@ pub fn paths_are_looked_up_in_the_target_root(ctx: &mut Ctx) -> anyhow::Result<(
 
 /// Only the configured operations fail.
 pub fn operations_are_filtered(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let w = World::new()?;
     let (f, sub) = (w.path("data/f"), w.path("data/sub"));
     for ops in ["write", "open", "read", "readdir", "open,readdir"] {
@@ -538,7 +611,7 @@ fn windowed_reads(w: &World, count: u64, percent: &str, window: &[&str]) -> anyh
 
 /// `--after 5 --first 10 --percent 100`: exactly calls 5 to 14 fail.
 pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let w = World::new()?;
     let (failed, counted) = windowed_reads(&w, 40, "100", &["--after", "5", "--first", "10"])?;
     anyhow::ensure!(failed == (5..15).collect::<Vec<_>>(), "calls that failed: {failed:?}, expected 5..15");
@@ -563,9 +636,20 @@ pub fn first_and_after_windows(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// The safety suite's io-error: every read under `data` fails with EIO, in
 /// the target only; a program in the target, prepared before the attack,
 /// reads one file once per millisecond and records when each failed read
-/// returned (CLOCK_MONOTONIC).
-pub struct IoError {
+/// returned (CLOCK_MONOTONIC). Through the BPF LSM (`FMOD_RET` false), or
+/// forced through fmod_ret programs.
+pub struct Io<const FMOD_RET: bool> {
     w: World,
+}
+
+pub type IoError = Io<false>;
+pub type IoErrorFmodRet = Io<true>;
+
+impl<const FMOD_RET: bool> Io<FMOD_RET> {
+    const VIA: Option<&'static str> = if FMOD_RET { Some("fmod-ret") } else { None };
+    /// The programs of the mechanism.
+    const PROGRAMS: [&'static str; 2] =
+        if FMOD_RET { ["io_fmod_open", "io_fmod_rw"] } else { ["io_open", "io_rw"] };
 }
 
 fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
@@ -586,7 +670,7 @@ fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> any
     Ok(())
 }
 
-impl Family for IoError {
+impl<const FMOD_RET: bool> Family for Io<FMOD_RET> {
     const DEADLINE: &'static str = "10s";
     const DEADLINE_MEASURE_S: f64 = 12.0;
     const EXIT_WITHIN: Duration = Duration::from_secs(30);
@@ -595,7 +679,7 @@ impl Family for IoError {
     type Measured = Calls;
 
     fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
-        ctx.require(Capability::BpfLsm)
+        ctx.require(capability(Self::VIA))
     }
 
     fn new() -> anyhow::Result<Self> {
@@ -623,9 +707,10 @@ impl Family for IoError {
     }
 
     fn attack(&self, duration: &str) -> anyhow::Result<ChaosRun> {
-        attack(
+        attack_via(
             &self.w,
             &["--errno", "EIO", "--percent", "100", "--operations", "read", "--duration", duration],
+            Self::VIA,
         )
     }
 
@@ -642,7 +727,7 @@ impl Family for IoError {
     }
 
     fn loaded() -> Vec<String> {
-        ["io_open", "io_rw"].into_iter().filter(|p| program_loaded(p)).map(str::to_owned).collect()
+        Self::PROGRAMS.into_iter().filter(|p| program_loaded(p)).map(str::to_owned).collect()
     }
 
     /// After a controller's stop, at once; after `kill -9`, the kernel frees
@@ -687,7 +772,7 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
         let mut args = vec!["attack", "io-error", "--cgroup", &target.rel, "--duration", "10s"];
         args.extend_from_slice(flags);
         runner::run(&args)?.refused(&format!("{flags:?}"), says)?;
-        let loaded = IoError::loaded();
+        let loaded = [IoError::loaded(), IoErrorFmodRet::loaded()].concat();
         anyhow::ensure!(loaded.is_empty(), "{flags:?}: loaded {loaded:?}");
     }
     Ok(())
@@ -695,7 +780,7 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
 
 /// Paths that cannot be resolved: exit 3, nothing attached.
 pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
-    ctx.require(Capability::BpfLsm)?;
+    require_io(ctx)?;
     let w = World::new()?;
     let missing = w.path("nope");
     let cases: &[(&str, &str)] =
@@ -703,7 +788,7 @@ pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
     for (path, says) in cases {
         let args = eio_for_10s(&w.target.rel, path);
         runner::run(&args)?.refused(&format!("--path {path}"), says)?;
-        let loaded = IoError::loaded();
+        let loaded = [IoError::loaded(), IoErrorFmodRet::loaded()].concat();
         anyhow::ensure!(loaded.is_empty(), "--path {path}: loaded {loaded:?}");
     }
     Ok(())
@@ -712,15 +797,17 @@ pub fn bad_paths_are_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// Where no mechanism works (the host: no BPF LSM, no kprobe override), the
 /// attack is refused with each mechanism's reason, and nothing happens.
 pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
-    if ctx.require(Capability::BpfLsm).is_ok() {
-        return Err(Skip("BPF LSM works here: io-error is available, nothing to refuse".into()).into());
+    for (cap, name) in [(Capability::BpfLsm, "BPF LSM"), (Capability::FmodRet, "fmod_ret")] {
+        if ctx.require(cap).is_ok() {
+            return Err(Skip(format!("{name} works here: io-error is available, nothing to refuse")).into());
+        }
     }
     let w = World::new()?;
     let data = w.data.display().to_string();
     let args = eio_for_10s(&w.target.rel, &data);
     let out = runner::run(&args)?;
     anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
-    for says in ["unavailable because", "BPF LSM:", "kprobe + bpf_override_return"] {
+    for says in ["unavailable because", "BPF LSM:", "fmod_ret:", "kprobe + bpf_override_return"] {
         anyhow::ensure!(out.stderr.contains(says), "the message does not say {says:?}: {}", out.stderr);
     }
     anyhow::ensure!(out.event("start").is_none(), "a start event");

@@ -18,6 +18,7 @@ mod net_duplicate;
 mod net_loss;
 mod net_qdisc;
 mod net_rate;
+mod net_tag;
 mod probes;
 mod safety;
 mod torture;
@@ -47,6 +48,7 @@ crate::harness::register! {
     net_rate::throughput_matches_at_10_and_100_mbit,
     net_duplicate::duplicate_rate_is_exact,
     net_corrupt::corrupt_rate_is_exact_and_receivers_drop_them,
+    net_tag::mark_never_leaves_the_classifier,
     net_qdisc::restored_on_every_ending,
     net_qdisc::foreign_qdiscs_are_refused_or_reused,
     net_qdisc::bystander_loses_nothing_when_an_attack_ends,
@@ -71,6 +73,10 @@ crate::harness::register! {
     io_error::paths_are_looked_up_in_the_target_root,
     io_error::operations_are_filtered,
     io_error::first_and_after_windows,
+    io_error::fmod_ret::sqlite_reports_the_injected_error,
+    io_error::fmod_ret::every_errno_reaches_the_caller,
+    io_error::fmod_ret::paths_match_what_the_kernel_resolves,
+    io_error::fmod_ret::operations_are_filtered,
     clock_skew::unavailable_says_why,
     clock_skew::bad_input_is_refused,
     clock_skew::tools_in_the_target_read_the_offset,
@@ -80,18 +86,23 @@ crate::harness::register! {
     clock_skew::experiment_step_skews_the_target,
     safety::ends_at_deadline::net_loss,
     safety::ends_at_deadline::io_error,
+    safety::ends_at_deadline::io_error_fmod_ret,
     safety::ends_at_deadline::clock_skew,
     safety::ends_on_sigint::net_loss,
     safety::ends_on_sigint::io_error,
+    safety::ends_on_sigint::io_error_fmod_ret,
     safety::ends_on_sigint::clock_skew,
     safety::ends_on_sigterm::net_loss,
     safety::ends_on_sigterm::io_error,
+    safety::ends_on_sigterm::io_error_fmod_ret,
     safety::ends_on_sigterm::clock_skew,
     safety::kill9_links_vanish_with_the_loader::net_loss,
     safety::kill9_links_vanish_with_the_loader::io_error,
+    safety::kill9_links_vanish_with_the_loader::io_error_fmod_ret,
     safety::kill9_links_vanish_with_the_loader::clock_skew,
     safety::hung_loader_kernel_deadline_ends_fault::net_loss,
     safety::hung_loader_kernel_deadline_ends_fault::io_error,
+    safety::hung_loader_kernel_deadline_ends_fault::io_error_fmod_ret,
     safety::hung_loader_kernel_deadline_ends_fault::clock_skew,
     probes::https_with_a_private_ca,
     probes::unanswered_dns_fails_within_the_timeout,

@@ -20,7 +20,11 @@ use std::time::Duration;
 use chaos::timebase::monotonic_ns;
 use serde_json::Value;
 
-use super::{clock_skew::ClockSkew, io_error::IoError, net_loss::NetLoss};
+use super::{
+    clock_skew::ClockSkew,
+    io_error::{IoError, IoErrorFmodRet},
+    net_loss::NetLoss,
+};
 use crate::{
     fixtures::runner::{self, ChaosRun},
     harness::Ctx,
@@ -127,6 +131,10 @@ macro_rules! for_every_family {
 
             pub fn io_error(ctx: &mut Ctx) -> anyhow::Result<()> {
                 super::$test::<IoError>(ctx)
+            }
+
+            pub fn io_error_fmod_ret(ctx: &mut Ctx) -> anyhow::Result<()> {
+                super::$test::<IoErrorFmodRet>(ctx)
             }
 
             pub fn clock_skew(ctx: &mut Ctx) -> anyhow::Result<()> {

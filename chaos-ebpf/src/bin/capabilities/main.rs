@@ -8,6 +8,7 @@
 mod cgroup_ancestor;
 mod cgroup_skb;
 mod fentry;
+mod fmod_ret;
 mod kprobe;
 mod kprobe_override;
 mod lsm;
