@@ -98,33 +98,32 @@ pub struct Preferences {
 
 impl Preferences {
     pub fn from_env() -> Result<Self> {
-        let egress = match std::env::var("CHAOS_EGRESS_MODE").ok().as_deref() {
-            None | Some("") => None,
-            Some("tcx") => Some(EgressMode::Tcx),
-            Some("netlink") => Some(EgressMode::Netlink),
-            Some(other) => {
-                return Err(Error::invalid(format!("CHAOS_EGRESS_MODE={other}: expected tcx or netlink")));
-            }
-        };
-        let clock_syscalls = match std::env::var("CHAOS_CLOCK_SYSCALLS").ok().as_deref() {
-            None | Some("") => None,
-            Some("fexit") => Some(SyscallHook::Fexit),
-            Some("tracepoint") => Some(SyscallHook::Tracepoint),
-            Some(other) => {
-                return Err(Error::invalid(format!(
-                    "CHAOS_CLOCK_SYSCALLS={other}: expected fexit or tracepoint"
-                )));
-            }
-        };
-        let io_via = match std::env::var("CHAOS_IO_VIA").ok().as_deref() {
-            None | Some("") => None,
-            Some("bpf-lsm") => Some(IoVia::BpfLsm),
-            Some("fmod-ret") => Some(IoVia::FmodRet),
-            Some(other) => {
-                return Err(Error::invalid(format!("CHAOS_IO_VIA={other}: expected bpf-lsm or fmod-ret")));
-            }
-        };
-        Ok(Self { egress, clock_syscalls, io_via })
+        Ok(Self {
+            egress: forced(
+                "CHAOS_EGRESS_MODE",
+                &[("tcx", EgressMode::Tcx), ("netlink", EgressMode::Netlink)],
+            )?,
+            clock_syscalls: forced(
+                "CHAOS_CLOCK_SYSCALLS",
+                &[("fexit", SyscallHook::Fexit), ("tracepoint", SyscallHook::Tracepoint)],
+            )?,
+            io_via: forced("CHAOS_IO_VIA", &[("bpf-lsm", IoVia::BpfLsm), ("fmod-ret", IoVia::FmodRet)])?,
+        })
+    }
+}
+
+/// The choice named by the environment variable `var`, if it is set.
+fn forced<T: Copy>(var: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
+    let value = std::env::var(var).unwrap_or_default();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, choice)) => Ok(Some(*choice)),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+            Err(Error::invalid(format!("{var}={value}: expected {}", names.join(" or "))))
+        }
     }
 }
 
