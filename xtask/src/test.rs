@@ -107,7 +107,12 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
         summary,
         "lint",
         "cargo clippy (host)",
-        Command::new("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+        // Without the eBPF objects (empty ones, see chaos-user/build.rs):
+        // lints do not need them, and building them for this profile took
+        // a minute; the eBPF crate gets its own lint below.
+        Command::new("cargo")
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"])
+            .env("AYA_BUILD_SKIP", "1"),
     )?;
     check(
         summary,
@@ -143,8 +148,12 @@ fn unit(summary: &mut Summary) -> anyhow::Result<()> {
     // (CI is), they run here.
     // SAFETY: geteuid has no preconditions.
     let root_args: &[&str] = if unsafe { libc::geteuid() } == 0 { &["--", "--include-ignored"] } else { &[] };
+    // In the release profile, like the binaries built next: they then share
+    // every dependency and the eBPF objects (built once per profile by
+    // chaos-user/build.rs), which saved about three minutes of the suite
+    // (2026-12-02, fresh clone: 5m56 s + 1m18 s against 3m26 s + 6m28 s).
     let out = Command::new("cargo")
-        .arg("test")
+        .args(["test", "--release"])
         .args(root_args)
         .current_dir(root())
         .stderr(Stdio::inherit())
