@@ -15,7 +15,7 @@ use super::{
 
 use crate::{
     attack::{Attack, plan},
-    capabilities::{Capability, CapabilitySet},
+    capabilities::{Capabilities, Capability, CapabilitySet, Findings},
     cli::TargetArgs,
     error::{Error, ExitCode, Result},
     experiment::{Experiment, Selector},
@@ -284,11 +284,16 @@ impl AttackCommand {
         let target = target.resolve()?;
         let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
         let consults = Demand::of(&attack.fault).consults();
-        let caps = match &run.capabilities {
-            Some(file) => CapabilitySet::load(file)?,
-            None => CapabilitySet::detect(consults),
+        let recorded = run.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
+        let probing;
+        let caps: &dyn Findings = match &recorded {
+            Some(set) => set,
+            None => {
+                probing = Capabilities::new();
+                &probing
+            }
         };
-        dry_run(&attack, &caps, run.capabilities.as_deref(), consults)
+        dry_run(&attack, caps, run.capabilities.as_deref(), consults)
     }
 }
 
@@ -312,13 +317,13 @@ fn run_one(attack: &AttackCommand, fault: Fault, run: &AttackOptions) -> Result<
 /// could be planned (3, with the reason, when not).
 fn dry_run(
     attack: &Attack,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
     file: Option<&Path>,
     consults: &[Capability],
 ) -> Result<ExitCode> {
     let source = match file {
-        Some(f) => format!("recorded in {} (kernel {})", f.display(), caps.kernel),
-        None => format!("probed here (kernel {})", caps.kernel),
+        Some(f) => format!("recorded in {} (kernel {})", f.display(), caps.kernel()),
+        None => format!("probed here (kernel {})", caps.kernel()),
     };
     let unknown: Vec<String> =
         consults.iter().filter(|c| caps.is_unknown(**c)).map(ToString::to_string).collect();

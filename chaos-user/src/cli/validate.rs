@@ -6,7 +6,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::{
-    capabilities::CapabilitySet,
+    capabilities::{Capabilities, CapabilitySet, Findings},
     error::{ExitCode, Result},
     experiment::{self, Experiment, vars::parse_set},
     plan::{self, Demand, Preferences},
@@ -53,11 +53,13 @@ pub struct ValidateArgs {
 
 impl ValidateArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let planning = match (self.plan, &self.capabilities) {
-            (false, _) => None,
-            (true, Some(file)) => Some((CapabilitySet::load(file)?, Preferences::from_env()?)),
-            (true, None) => None,
+        let recorded = match (self.plan, &self.capabilities) {
+            (true, Some(file)) => Some(CapabilitySet::load(file)?),
+            _ => None,
         };
+        let prefs = if self.plan { Some(Preferences::from_env()?) } else { None };
+        // Probes as the planner asks, once for every file.
+        let probing = Capabilities::new();
         let mut invalid = 0;
         for path in &self.files {
             let name = path.display().to_string();
@@ -78,20 +80,12 @@ impl ValidateArgs {
             };
             match experiment::parse(&name, &text, &self.set) {
                 Ok(exp) => {
-                    if self.plan {
-                        let (caps, prefs) = match &planning {
-                            Some(p) => p.clone(),
-                            None => {
-                                let mut consults: Vec<_> = exp
-                                    .attacks()
-                                    .flat_map(|a| Demand::of(&a.fault).consults().iter().copied())
-                                    .collect();
-                                consults.sort();
-                                consults.dedup();
-                                (CapabilitySet::detect(&consults), Preferences::from_env()?)
-                            }
+                    if let Some(prefs) = &prefs {
+                        let caps: &dyn Findings = match &recorded {
+                            Some(set) => set,
+                            None => &probing,
                         };
-                        if !print_plan(&name, &exp, &caps, &prefs, self.capabilities.as_deref(), self.json) {
+                        if !print_plan(&name, &exp, caps, prefs, self.capabilities.as_deref(), self.json) {
                             invalid += 1;
                         }
                     }
@@ -141,7 +135,7 @@ impl ValidateArgs {
 fn print_plan(
     name: &str,
     exp: &Experiment,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
     prefs: &Preferences,
     file: Option<&Path>,
     json: bool,
@@ -149,8 +143,8 @@ fn print_plan(
     let mut ok = true;
     if !json {
         match file {
-            Some(f) => println!("{name}: plan from {} (kernel {}):", f.display(), caps.kernel),
-            None => println!("{name}: plan from the capabilities probed here (kernel {}):", caps.kernel),
+            Some(f) => println!("{name}: plan from {} (kernel {}):", f.display(), caps.kernel()),
+            None => println!("{name}: plan from the capabilities probed here (kernel {}):", caps.kernel()),
         }
         let unknown: Vec<String> = exp
             .attacks()

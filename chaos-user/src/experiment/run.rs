@@ -32,13 +32,12 @@ use super::{
 };
 use crate::{
     attack::{Attack, Planned, plan},
-    capabilities::CapabilitySet,
+    capabilities::{Capabilities, CapabilitySet, Findings},
     controller::{self, EndReason, Ended, GroupOptions},
     error::{Error, ExitCode, Result},
     events::{AttackProgress, Events, Phase, ProbeProgress, Progress, RunEvent},
     injector::{self, Injector, Running},
     metrics::{self, Metrics},
-    plan::Demand,
     probes::{self, Monitor, Probe, Role, Sample},
     report::{
         self, AbortRecord, AttackRecord, ExperimentInfo, ProbeCheck, ProbeRecord, RecoveryRecord, Report,
@@ -506,18 +505,11 @@ impl<'a> Runner<'a> {
     }
 
     fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Planned)>>> {
-        let caps = match &self.opts.capabilities {
-            Some(set) => set.clone(),
-            None => {
-                let mut consults: Vec<_> = self
-                    .exp
-                    .attacks()
-                    .flat_map(|a| Demand::of(&a.fault).consults().iter().copied())
-                    .collect();
-                consults.sort();
-                consults.dedup();
-                CapabilitySet::detect(&consults)
-            }
+        // Probed as the planner asks: only what the plans read.
+        let probing = Capabilities::new();
+        let caps: &dyn Findings = match &self.opts.capabilities {
+            Some(set) => set,
+            None => &probing,
         };
         let mut out = Vec::new();
         for step in &self.exp.method {
@@ -546,7 +538,7 @@ impl<'a> Runner<'a> {
                     ));
                 }
                 let mechanism =
-                    plan(&attack, &caps).map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
+                    plan(&attack, caps).map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
                 group.push((attack, mechanism));
             }
             out.push(group);

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::{FamilyMechanism, Held, Preferences, first_available, unavailable};
 use crate::{
-    capabilities::{Capability, CapabilitySet},
+    capabilities::{Capability, Findings},
     error::{Error, Result},
 };
 
@@ -84,7 +84,7 @@ Processes started during the attack keep reading clocks through system
 calls (true time once it ends) until they exit; see bench/README.md for
 what a read costs.";
 
-pub fn plan(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<ClockMechanism> {
+pub fn plan(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<ClockMechanism> {
     if !cfg!(target_arch = "x86_64") {
         // The programs read x86-64's struct pt_regs and hook __x64_sys_*,
         // and the exec hook knows the x86-64 initial stack.
@@ -126,7 +126,7 @@ pub fn plan(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<
 
 /// fexit where BPF trampolines work (the fentry probe), tracepoints
 /// otherwise, unless the preferences force one.
-fn syscall_hook(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<SyscallHook> {
+fn syscall_hook(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<SyscallHook> {
     let candidates =
         [(SyscallHook::Fexit, Capability::Fentry), (SyscallHook::Tracepoint, Capability::Tracepoint)];
     first_available(subject, "the clock system calls", &candidates, prefs.clock_syscalls, caps)
@@ -192,7 +192,7 @@ fn no_write_user(subject: &str, detail: &str) -> Error {
 
 /// Lines for `chaos doctor`: whether clock-skew works here, by which hooks,
 /// and what it reaches.
-pub fn doctor_summary(caps: &CapabilitySet) -> Vec<String> {
+pub fn doctor_summary(caps: &dyn Findings) -> Vec<String> {
     let mut lines = Vec::new();
     let detail = caps.detail(Capability::ProbeWriteUser);
     if caps.is_unknown(Capability::ProbeWriteUser) {

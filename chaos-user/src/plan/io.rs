@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::{FamilyMechanism, Held, first_available};
 use crate::{
-    capabilities::{Capability, CapabilitySet},
+    capabilities::{Capability, Findings},
     error::{Error, Result},
 };
 
@@ -45,7 +45,7 @@ pub struct IoMechanism {
 pub fn plan(
     subject: &str,
     read_write: bool,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
     forced: Option<IoVia>,
 ) -> Result<IoMechanism> {
     let via = first_available(
@@ -63,7 +63,7 @@ pub fn plan(
 }
 
 /// Why no mechanism serves: each candidate's own reason.
-fn refused(subject: &str, caps: &CapabilitySet) -> Error {
+fn refused(subject: &str, caps: &dyn Findings) -> Error {
     let lsm = caps.detail(Capability::BpfLsm);
     let fmod_ret = caps.detail(Capability::FmodRet);
     let kprobe = if caps.has(Capability::KprobeOverride) {

@@ -1,8 +1,10 @@
 //! Planning: which mechanism realizes each fault on a kernel, decided from
-//! a [`CapabilitySet`] alone — the set `chaos doctor` probes and prints,
-//! probed here or recorded elsewhere (`--capabilities FILE`) — never from
-//! version numbers or configs. Planning probes nothing and changes
-//! nothing: the same set gives the same plan, unprivileged, anywhere.
+//! capability findings alone ([`Findings`]) — the probes `chaos doctor`
+//! runs and prints, run here as the planner asks for them or recorded
+//! elsewhere (`--capabilities FILE`) — never from version numbers or
+//! configs. The planner itself changes nothing: the same findings give the
+//! same plan, unprivileged, anywhere; it asks for the capabilities of its
+//! first choice first, and for a fallback's only when that one is missing.
 
 pub mod clock;
 mod io;
@@ -20,7 +22,7 @@ pub use self::{
 use crate::{
     attach::tc::EgressMode,
     attack::Attack,
-    capabilities::{Capability, CapabilitySet},
+    capabilities::{Capability, Findings},
     error::{Error, Result},
     faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny},
 };
@@ -59,8 +61,9 @@ impl Demand {
         }
     }
 
-    /// The capabilities the planner may consult for this demand: what an
-    /// attack probes before planning.
+    /// The capabilities the planner may read for this demand (it reads a
+    /// fallback's only when the first choice is missing): what a dry run
+    /// lists when they are unknown.
     pub fn consults(self) -> &'static [Capability] {
         use Capability::*;
         match self {
@@ -157,7 +160,7 @@ impl Serialize for Planned {
 /// Choose the mechanism for `attack` from `caps` (and the preferences of
 /// the environment), and warn of what the plan leaves out. Errors say what
 /// is missing and why.
-pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Planned> {
+pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
     let subject = format!("{} on {}", attack.fault.kind(), attack.target);
     let prefs = Preferences::from_env()?;
     let planned = match attack.fault.by_family() {
@@ -185,7 +188,7 @@ pub fn plan(attack: &Attack, caps: &CapabilitySet) -> Result<Planned> {
 pub fn plan_demand(
     subject: &str,
     demand: Demand,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
     prefs: &Preferences,
 ) -> Result<Mechanism> {
     match demand {
@@ -206,7 +209,7 @@ fn first_available<T: Copy + PartialEq>(
     part: &str,
     candidates: &[(T, Capability)],
     forced: Option<T>,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
 ) -> Result<T> {
     let candidates: Vec<(T, Capability)> =
         candidates.iter().copied().filter(|(m, _)| forced.is_none_or(|f| f == *m)).collect();
@@ -226,7 +229,7 @@ fn first_available<T: Copy + PartialEq>(
 /// capability tried is unknown (chaos probed without root), the error
 /// says so and names `--capabilities`: an unknown capability is never
 /// taken for a present one.
-fn unavailable(subject: &str, part: &str, tried: &[Capability], caps: &CapabilitySet) -> Error {
+fn unavailable(subject: &str, part: &str, tried: &[Capability], caps: &dyn Findings) -> Error {
     let reasons: Vec<String> =
         tried
             .iter()

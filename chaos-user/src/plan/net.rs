@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{FamilyMechanism, Held, Preferences, first_available, unavailable};
 use crate::{
     attach::tc::EgressMode,
-    capabilities::{Capability, CapabilitySet},
+    capabilities::{Capability, Findings},
     error::Result,
     faults::Direction,
 };
@@ -33,7 +33,7 @@ pub fn plan(
     subject: &str,
     direction: Direction,
     schedules: bool,
-    caps: &CapabilitySet,
+    caps: &dyn Findings,
     prefs: &Preferences,
 ) -> Result<NetMechanism> {
     let egress = if direction.egress() { Some(egress_mode(subject, caps, prefs)?) } else { None };
@@ -54,7 +54,7 @@ pub fn plan(
 
 /// TCX when available (fd-owned: ends with the process), netlink
 /// otherwise, unless the preferences force one.
-fn egress_mode(subject: &str, caps: &CapabilitySet, prefs: &Preferences) -> Result<EgressMode> {
+fn egress_mode(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<EgressMode> {
     let candidates = [(EgressMode::Tcx, Capability::Tcx), (EgressMode::Netlink, Capability::TcNetlink)];
     first_available(subject, "egress", &candidates, prefs.egress, caps)
 }

@@ -5,7 +5,7 @@
 //! refused with which message.
 
 use super::*;
-use crate::capabilities::{Finding, REQUIREMENTS};
+use crate::capabilities::{CapabilitySet, Finding, Findings, REQUIREMENTS};
 
 const HOST_6_18: &str = include_str!("../../tests/capabilities/host-6.18.json");
 const DEBIAN_6_1: &str = include_str!("../../tests/capabilities/debian-6.1.json");
@@ -513,4 +513,48 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             format!("refused: no {}", would.join(" or "))
         }
     }
+}
+
+/// Findings that record what the planner asked for.
+struct Asked<'a> {
+    set: &'a CapabilitySet,
+    asked: std::cell::RefCell<Vec<Capability>>,
+}
+
+impl Findings for Asked<'_> {
+    fn get(&self, capability: Capability) -> Option<&Finding> {
+        self.asked.borrow_mut().push(capability);
+        self.set.get(capability)
+    }
+
+    fn kernel(&self) -> &str {
+        self.set.kernel()
+    }
+}
+
+/// An attack probes what its planner reads (`Capabilities`), so the
+/// planner reads a fallback's capability only when the first choice is
+/// missing: io-error where the BPF LSM works never loads the fmod_ret probe
+/// (a second or more of verifier time under emulation), net-loss with TCX
+/// never the netlink one, clock-skew with fexit never the tracepoint one.
+#[test]
+fn fallbacks_are_read_only_when_the_first_choice_is_missing() {
+    let first = set(DEBIAN_6_12);
+    let cases = [
+        ("io-error", Capability::FmodRet),
+        ("io-error", Capability::KprobeOverride),
+        ("net-loss", Capability::TcNetlink),
+        ("clock-skew", Capability::Tracepoint),
+    ];
+    for (kind, fallback) in cases {
+        let asked = Asked { set: &first, asked: Default::default() };
+        plan_demand(kind, demand(kind), &asked, &Preferences::default()).expect("planned on 6.12");
+        assert!(!asked.asked.borrow().contains(&fallback), "{kind} read {fallback} on 6.12");
+    }
+    // Where the first choice is missing, the fallback is read (and taken).
+    let ubuntu = distro("Ubuntu 24.04");
+    let asked = Asked { set: &ubuntu, asked: Default::default() };
+    let m = plan_demand("io-error", demand("io-error"), &asked, &Preferences::default()).expect("planned");
+    assert!(matches!(m, Mechanism::Io(IoMechanism { via: IoVia::FmodRet, .. })), "{m:?}");
+    assert!(asked.asked.borrow().contains(&Capability::FmodRet));
 }

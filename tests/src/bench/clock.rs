@@ -45,7 +45,7 @@ const COLUMNS: [(&str, &str); 5] = [
 ];
 
 pub fn run() -> anyhow::Result<()> {
-    let mut caps = chaos::capabilities::Capabilities::new();
+    let caps = chaos::capabilities::Capabilities::new();
     for needed in
         [chaos::capabilities::Capability::ProbeWriteUser, chaos::capabilities::Capability::CgroupAncestor]
     {

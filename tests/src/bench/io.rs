@@ -26,7 +26,7 @@ const ROUNDS: usize = 7;
 const SECONDS: &str = "2";
 
 pub fn run() -> anyhow::Result<()> {
-    let mut caps = chaos::capabilities::Capabilities::new();
+    let caps = chaos::capabilities::Capabilities::new();
     let lsm = caps.detect(chaos::capabilities::Capability::BpfLsm);
     anyhow::ensure!(
         lsm.available,
