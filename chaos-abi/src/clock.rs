@@ -111,6 +111,11 @@ pub struct ClockConfig {
     /// The cgroup levels of [`RULES`]' keys; `mask == 0`: no rule at all.
     pub levels: Levels,
     pub binprm: BinprmOffsets,
+    /// CLOCK_TAI minus CLOCK_REALTIME when the loader started, in ns (whole
+    /// seconds; 0 where no one set the kernel's TAI offset): the fmod_ret
+    /// program on `time(2)` reads the wall clock as `bpf_ktime_get_tai_ns()`
+    /// minus this, since no helper reads CLOCK_REALTIME.
+    pub tai_offset_ns: u64,
 }
 
 /// A call between its entry and its exit hook.
@@ -134,9 +139,10 @@ pub struct ClockCounters {
     pub syscall_matched: u64,
     /// ... whose result was shifted.
     pub syscall_shifted: u64,
-    /// `time(2)` system calls of the target: their return value is the
-    /// kernel's, unshifted (a tracepoint cannot change it); only what they
-    /// store through their pointer argument is shifted.
+    /// `time(2)` system calls of the target whose return value is the
+    /// kernel's, unshifted (fexit and tracepoints cannot change it; only
+    /// what they store through their pointer argument is shifted). 0 where
+    /// the fmod_ret program answers `time(2)` itself.
     pub time_return_unshifted: u64,
     /// C library `clock_gettime` calls on a shifted clock (uprobes).
     pub libc_matched: u64,
@@ -159,7 +165,7 @@ pub struct ClockCounters {
 const _: () = assert!(core::mem::size_of::<ClockRule>() == 40);
 const _: () = assert!(core::mem::align_of::<ClockRule>() == 8);
 const _: () = assert!(core::mem::size_of::<BinprmOffsets>() == 16);
-const _: () = assert!(core::mem::size_of::<ClockConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<ClockConfig>() == 32);
 const _: () = assert!(core::mem::size_of::<ClockPending>() == 16);
 const _: () = assert!(core::mem::size_of::<ClockCounters>() == 80);
 

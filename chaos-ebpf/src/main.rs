@@ -16,6 +16,7 @@ mod clock_exit;
 mod clock_fexit_gettime;
 mod clock_fexit_gettimeofday;
 mod clock_fexit_time;
+mod clock_fmod_time;
 mod clock_libc_enter;
 mod clock_libc_enter_multi;
 mod clock_libc_return;

@@ -8,12 +8,15 @@
 //! program can change what a clock read returns. Kernel lockdown (integrity
 //! or confidentiality) makes the verifier refuse that helper
 //! (security_locked_down(LOCKDOWN_BPF_WRITE_USER) in
-//! bpf_tracing_func_proto, kernel/trace/bpf_trace.c), and a return value in
-//! a register cannot be changed at all: `time(2)`'s is left alone.
+//! bpf_tracing_func_proto, kernel/trace/bpf_trace.c). A return value in a
+//! register cannot be changed that way: `time(2)`'s is answered by an
+//! fmod_ret program where the kernel allows one on system calls
+//! ([`time_answer`]), and is left alone elsewhere.
 
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-    bpf_probe_write_user, generated::bpf_get_current_ancestor_cgroup_id,
+    bpf_probe_write_user,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_tai_ns},
 };
 use chaos_abi::clock::{
     AT_IGNORE, AT_NULL, AT_SYSINFO_EHDR, BinprmOffsets, ClockConfig, ClockCounters, ClockPending, ClockRule,
@@ -155,6 +158,48 @@ pub fn syscall_return(kind: u32, regs: u64, ret: i64) {
     if claim(&mut hit, bpf_get_current_pid_tgid(), kind, ptr) {
         shift_counted(&mut hit, kind, ptr);
     }
+}
+
+/// `EFAULT` (include/uapi/asm-generic/errno-base.h): what `time(2)` returns
+/// when it cannot store through `tloc` (kernel/time/time.c).
+const EFAULT: i64 = 14;
+
+/// `time(2)` for a targeted caller, answered here (the fmod_ret program):
+/// the shifted seconds, also stored through `tloc` when it is not NULL; 0
+/// to let the system call run (not targeted, past the deadline, the wall
+/// clock not shifted, or a read failed).
+///
+/// The wall clock is read as CLOCK_TAI minus the TAI offset the loader
+/// measured (no helper reads CLOCK_REALTIME; ktime_get_clocktai is
+/// ktime_get_real plus tk->tai_offset, kernel/time/timekeeping.c): exact
+/// unless the offset changes during the attack (a leap second). The kernel
+/// answers with the seconds of its last tick (ktime_get_real_seconds), so
+/// the answer may run ahead of an unshifted one by a tick.
+#[inline(always)]
+pub fn time_answer(regs: u64) -> i64 {
+    let Some(config) = config() else { return 0 };
+    let Some(mut hit) = lookup(&config) else { return 0 };
+    if !hit.shifts(WALL_CALLS) {
+        return 0;
+    }
+    let Some(tloc) = read_kernel::<u64>(regs + PT_REGS_DI) else { return 0 };
+    hit.counters().syscall_matched += 1;
+    // SAFETY: helper without arguments.
+    let real = unsafe { bpf_ktime_get_tai_ns() }.wrapping_sub(config.tai_offset_ns);
+    // Unsigned division: signed division needs BPF cpu v4 (Linux 6.6).
+    let (sec, _) = add(
+        (real / NSEC_PER_SEC) as i64,
+        (real % NSEC_PER_SEC) as i64,
+        hit.rule.offset_sec,
+        hit.rule.offset_nsec as i64,
+        NSEC_PER_SEC as i64,
+    );
+    if tloc != 0 && !write(tloc, &sec) {
+        hit.counters().write_failed += 1;
+        return -EFAULT;
+    }
+    hit.counters().syscall_shifted += 1;
+    sec
 }
 
 /// Claim a targeted clock system call for the system call hooks, and

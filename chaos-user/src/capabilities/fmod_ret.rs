@@ -12,11 +12,12 @@
 //! that option, its 5.10 to 6.12 do not: measured, not assumed.
 //!
 //! aya 0.16 cannot load such a program; chaos's own loader
-//! (crate::attach::fmod_ret) does. The probe attaches, and detaches at
-//! once: for the security hook, a program that calls `bpf_loop` as
-//! io-error's do (the capability is io-error's mechanism, so a kernel
-//! without `bpf_loop` lacks it); for the system call, two instructions
-//! (`r0 = 0; exit`: run the function as usual).
+//! (crate::attach::fmod_ret) does. Two capabilities, each probed by
+//! attaching and detaching at once: `fmod_ret`, a program on the security
+//! hook that calls `bpf_loop` as io-error's do (the capability is
+//! io-error's mechanism, so a kernel without `bpf_loop` lacks it); and
+//! `fmod_ret on system calls`, a program on `time(2)` that reads CLOCK_TAI
+//! as clock-skew's does, then returns 0 (the function runs as usual).
 
 use std::mem;
 
@@ -26,16 +27,18 @@ use crate::attach::fmod_ret;
 
 /// The function io-error would replace.
 const SECURITY_HOOK: &str = "security_file_open";
-/// A system call (x86-64's wrapper name), on the error-injection list when
-/// the kernel has one.
+/// The system call clock-skew answers (x86-64's wrapper name), on the
+/// error-injection list when the kernel has one.
 #[cfg(target_arch = "x86_64")]
 const SYSCALL: &str = "__x64_sys_time";
 #[cfg(target_arch = "aarch64")]
 const SYSCALL: &str = "__arm64_sys_time";
 
-/// `r0 = 0; exit`, encoded (include/uapi/linux/bpf.h: BPF_ALU64 | BPF_MOV |
-/// BPF_K = 0xb7, BPF_JMP | BPF_EXIT = 0x95).
-const RETURN_ZERO: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+/// `call bpf_ktime_get_tai_ns; r0 = 0; exit`, encoded (include/uapi/linux/
+/// bpf.h: BPF_JMP | BPF_CALL = 0x85 with the helper's number, 208, as the
+/// immediate; BPF_ALU64 | BPF_MOV | BPF_K = 0xb7; BPF_JMP | BPF_EXIT =
+/// 0x95). A kernel before 6.1 refuses the helper ("unknown func").
+const READ_TAI_RETURN_ZERO: [u64; 3] = [0x0000_00d0_0000_0085, 0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
 
 pub fn probe() -> Result<String, String> {
     // io-error's use: a program like its own (bpf_loop included), by the
@@ -52,22 +55,26 @@ pub fn probe() -> Result<String, String> {
             }
         },
     )?;
-    let btf = crate::btf::kernel().map_err(|e| format!("no usable kernel BTF: {e}"))?;
-    let syscalls = match btf.func_id(SYSCALL).map(attach) {
-        Some(Ok(())) => format!("and the system calls ({SYSCALL})"),
-        Some(Err(e)) => format!("not the system calls ({SYSCALL}: {e})"),
-        None => format!("not the system calls ({SYSCALL} is not in the kernel's BTF)"),
-    };
-    Ok(format!("attached to {SECURITY_HOOK} (with bpf_loop); {syscalls}"))
+    Ok(format!("attached to {SECURITY_HOOK} (with bpf_loop)"))
 }
 
-/// Load [`RETURN_ZERO`] as fmod_ret for the function of BTF id `btf_id`,
-/// attach it, and let both fds close.
-fn attach(btf_id: u32) -> Result<(), String> {
+/// Can clock-skew answer `time(2)`: an fmod_ret program on the system call
+/// that reads CLOCK_TAI.
+pub fn probe_syscall() -> Result<String, String> {
+    let btf = crate::btf::kernel().map_err(|e| format!("no usable kernel BTF: {e}"))?;
+    let id = btf.func_id(SYSCALL).ok_or_else(|| format!("{SYSCALL} is not in the kernel's BTF"))?;
     // SAFETY: bpf_insn is a repr(C) struct of 8 bytes (code, registers,
     // offset, immediate), the encoding of each u64 above.
-    let insns: [bpf_insn; 2] = unsafe { mem::transmute(RETURN_ZERO) };
-    let prog = fmod_ret::load(&insns, btf_id, "chaos_probe", None)?;
+    let insns: [bpf_insn; 3] = unsafe { mem::transmute(READ_TAI_RETURN_ZERO) };
+    let prog = fmod_ret::load(&insns, id, "chaos_probe", None).map_err(|e| {
+        if e.contains("not modifiable") {
+            format!("{SYSCALL}: {e} (system calls are modifiable with CONFIG_FUNCTION_ERROR_INJECTION)")
+        } else if e.contains("unknown func") {
+            format!("{SYSCALL}: {e} (bpf_ktime_get_tai_ns: Linux 6.1)")
+        } else {
+            format!("{SYSCALL}: {e}")
+        }
+    })?;
     let _link = fmod_ret::link(&prog)?;
-    Ok(())
+    Ok(format!("attached to {SYSCALL}, reading CLOCK_TAI"))
 }

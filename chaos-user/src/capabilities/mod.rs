@@ -38,6 +38,7 @@ pub enum Capability {
     KprobeOverride,
     Fentry,
     FmodRet,
+    SyscallFmodRet,
     BpfLsm,
     ProbeWriteUser,
     CgroupAncestor,
@@ -145,8 +146,14 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::FmodRet,
         name: "fmod_ret",
-        used_for: "io-error where the BPF LSM is not active (security_file_open, security_file_permission); not used yet: time(2) for clock-skew (system calls)",
-        needs: "Linux 5.7, BPF trampolines, bpf_loop (Linux 5.17) for io-error's path walk; system calls only where the kernel lets them be modified (CONFIG_FUNCTION_ERROR_INJECTION, or 7.x)",
+        used_for: "io-error where the BPF LSM is not active (security_file_open, security_file_permission)",
+        needs: "Linux 5.7, BPF trampolines, bpf_loop (Linux 5.17) for io-error's path walk",
+    },
+    Requirement {
+        capability: Capability::SyscallFmodRet,
+        name: "fmod_ret on system calls",
+        used_for: "clock-skew: time(2)'s return value (time(NULL)) in processes started during the attack",
+        needs: "BPF trampolines, system calls on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION: Debian 7.2 yes, 5.10 to 6.12 no), bpf_ktime_get_tai_ns (Linux 6.1)",
     },
     Requirement {
         capability: Capability::BpfLsm,
@@ -439,6 +446,7 @@ fn run(capability: Capability) -> Result<String, String> {
         KprobeOverride => programs::kprobe_override(),
         Fentry => programs::fentry(),
         FmodRet => fmod_ret::probe(),
+        SyscallFmodRet => fmod_ret::probe_syscall(),
         BpfLsm => programs::lsm(),
         ProbeWriteUser => programs::probe_write_user(),
         CgroupAncestor => programs::cgroup_ancestor(),

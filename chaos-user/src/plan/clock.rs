@@ -47,6 +47,10 @@ pub struct ClockMechanism {
     /// uprobe + uretprobe on the C library's clock_gettime, per process,
     /// for the target's processes already running at the start.
     pub libc_uprobes: bool,
+    /// fmod_ret on `time(2)`, in place of its fexit program: the call is
+    /// answered with the shifted time, return value included (with fexit
+    /// only: the tracepoint path would shift what it stores twice).
+    pub time_fmod_ret: bool,
 }
 
 /// What clock-skew reaches and what it does not: `--help`, `chaos doctor`
@@ -64,12 +68,16 @@ clock_gettime through the C library (Python's time.time(), date, Java, Node
 and most programs read the time this way), by a uprobe on that function in
 each of those processes, and any clock system call they make.
 
+time()'s return value (glibc's time(NULL) in a process started during the
+attack; `openssl x509 -checkend` reads the time so) is shifted where the
+kernel lets an fmod_ret program answer the system call (`fmod_ret on system
+calls` in `chaos doctor`: Debian's 7.2; CONFIG_FUNCTION_ERROR_INJECTION and
+Linux 6.1).
+
 Not shifted:
-  - time()'s return value where time() is a system call (glibc's time(NULL)
-    in a process started during the attack; `openssl x509 -checkend` reads
-    the time so): no tracepoint program can change a system call's return
-    value (an fmod_ret program on the system call could where the kernel
-    allows it, as Debian's 7.2 does: not implemented yet);
+  - time()'s return value where time() is a system call and the kernel does
+    not let a program answer it (Debian's 5.10 to 6.12): fexit and
+    tracepoint programs cannot change a system call's return value;
   - in processes already running at the start: glibc's time() and
     gettimeofday() (glibc resolves them straight to the vDSO), statically
     linked programs and Go programs (they call the vDSO themselves), and
@@ -121,7 +129,8 @@ pub fn plan(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<C
     // Unknown uprobes plan as missing: the plan then promises less than
     // the machine may do, never more.
     let libc_uprobes = caps.has(Capability::Uprobe);
-    Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes })
+    let time_fmod_ret = syscalls == SyscallHook::Fexit && caps.has(Capability::SyscallFmodRet);
+    Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes, time_fmod_ret })
 }
 
 /// fexit where BPF trampolines work (the fentry probe), tracepoints
@@ -134,9 +143,10 @@ fn syscall_hook(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Resu
 
 impl FamilyMechanism for ClockMechanism {
     fn describe(&self) -> String {
-        let mut parts = vec![match self.syscalls {
-            SyscallHook::Fexit => "fexit on the clock system calls",
-            SyscallHook::Tracepoint => "system call tracepoints",
+        let mut parts = vec![match (self.syscalls, self.time_fmod_ret) {
+            (SyscallHook::Fexit, false) => "fexit on the clock system calls",
+            (SyscallHook::Fexit, true) => "fexit on the clock system calls, fmod_ret on time(2)",
+            (SyscallHook::Tracepoint, _) => "system call tracepoints",
         }];
         if self.exec_detach_vdso {
             parts.push("raw tracepoint on exec (vDSO detached)");
@@ -154,6 +164,9 @@ impl FamilyMechanism for ClockMechanism {
             SyscallHook::Fexit => "fexit links",
             SyscallHook::Tracepoint => "tracepoint perf links",
         }];
+        if self.time_fmod_ret {
+            links.push("the fmod_ret link");
+        }
         if self.exec_detach_vdso {
             links.push("the raw tracepoint link");
         }
@@ -214,7 +227,11 @@ pub fn doctor_summary(caps: &dyn Findings) -> Vec<String> {
         ));
     } else {
         let syscalls = if caps.has(Capability::Fentry) {
-            Some("fexit on the clock system calls")
+            Some(if caps.has(Capability::SyscallFmodRet) {
+                "fexit on the clock system calls, fmod_ret on time(2) (its return value shifted too)"
+            } else {
+                "fexit on the clock system calls"
+            })
         } else if caps.has(Capability::Tracepoint) {
             Some(
                 "system call tracepoints (no BPF trampolines: every system call pays a little while it runs)",

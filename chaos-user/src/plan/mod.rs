@@ -69,7 +69,9 @@ impl Demand {
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
             Self::Io { .. } => &[BpfLsm, FmodRet, KprobeOverride],
-            Self::Clock => &[ProbeWriteUser, CgroupAncestor, Fentry, Tracepoint, RawTracepoint, Uprobe],
+            Self::Clock => {
+                &[ProbeWriteUser, CgroupAncestor, Fentry, Tracepoint, RawTracepoint, Uprobe, SyscallFmodRet]
+            }
         }
     }
 }

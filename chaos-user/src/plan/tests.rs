@@ -150,7 +150,8 @@ fn debian_6_1_netlink_fq_lsm_and_fexit() {
             Mechanism::Clock(ClockMechanism {
                 syscalls: SyscallHook::Fexit,
                 exec_detach_vdso: true,
-                libc_uprobes: true
+                libc_uprobes: true,
+                time_fmod_ret: false
             })
         );
         assert_eq!(layers(&clock), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
@@ -276,15 +277,31 @@ fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
     }
 }
 
-/// sid's 7.2 has what 6.12 has: the same plans.
+/// sid's 7.2 has what 6.12 has, and lets a program answer a system call:
+/// the same plans, but clock-skew answers time(2) by fmod_ret there.
 #[test]
-fn debian_7_2_plans_as_6_12() {
+fn debian_7_2_plans_as_6_12_with_time_answered() {
     let (new, old) = (set(DEBIAN_7_2), set(DEBIAN_6_12));
     for (kind, _) in KINDS {
-        if *kind == "clock-skew" && !cfg!(target_arch = "x86_64") {
+        if *kind == "clock-skew" {
             continue;
         }
         assert_eq!(ok(&new, kind), ok(&old, kind), "{kind}");
+    }
+    if cfg!(target_arch = "x86_64") {
+        let Mechanism::Clock(on_6_12) = ok(&old, "clock-skew") else { panic!("not clock") };
+        assert!(!on_6_12.time_fmod_ret);
+        assert_eq!(
+            ok(&new, "clock-skew"),
+            Mechanism::Clock(ClockMechanism { time_fmod_ret: true, ..on_6_12 })
+        );
+        // Never with the tracepoints: their exit would shift what the
+        // answer stored a second time.
+        let tp = Preferences { clock_syscalls: Some(SyscallHook::Tracepoint), ..Default::default() };
+        assert!(matches!(
+            planned(&new, "clock-skew", &tp).unwrap(),
+            Mechanism::Clock(ClockMechanism { syscalls: SyscallHook::Tracepoint, time_fmod_ret: false, .. })
+        ));
     }
 }
 
@@ -485,11 +502,17 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             IoVia::FmodRet => "fmod_ret".into(),
         },
         Ok(Mechanism::Clock(c)) => {
-            let syscalls = match c.syscalls {
+            let mut parts = vec![match c.syscalls {
                 SyscallHook::Fexit => "fexit",
                 SyscallHook::Tracepoint => "tracepoints",
-            };
-            if c.libc_uprobes { format!("{syscalls} + uprobes") } else { syscalls.into() }
+            }];
+            if c.time_fmod_ret {
+                parts.push("fmod_ret time(2)");
+            }
+            if c.libc_uprobes {
+                parts.push("uprobes");
+            }
+            parts.join(" + ")
         }
         Err(_) => {
             // The capabilities this kernel lacks, each of which alone would

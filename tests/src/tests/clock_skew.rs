@@ -294,7 +294,7 @@ fn within(what: &str, got: i64, before: i64, after: i64, offset: i64, tolerance:
 
 /// `date +%s`, Python's `time.time()` and the C probe, in `place`, each
 /// bracketed by the true time: the problems found.
-fn check_tools(w: &World, place: Place<'_>, offset: i64, new_process: bool) -> anyhow::Result<Vec<String>> {
+fn check_tools(w: &World, place: Place<'_>, offset: i64, new: Process) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let before = true_ns();
     let (ok, out) = run_in(place, Command::new("date").arg("+%s"))?;
@@ -321,7 +321,7 @@ fn check_tools(w: &World, place: Place<'_>, offset: i64, new_process: bool) -> a
     let after = true_ns();
     anyhow::ensure!(ok, "the C probe failed: {out}");
     let v: Value = serde_json::from_str(&out)?;
-    problems.extend(c_readings(&v, before, after, offset, new_process));
+    problems.extend(c_readings(&v, before, after, offset, new));
     eprint!(
         "[{}: date {date_seen:+.1}s, python {:+.3}s, C {:+.3}s] ",
         if offset == 0 { "untouched" } else { "target" },
@@ -331,15 +331,32 @@ fn check_tools(w: &World, place: Place<'_>, offset: i64, new_process: bool) -> a
     Ok(problems)
 }
 
+/// Which process read the clocks: one started during the attack (its
+/// clock reads are system calls), with time(2) answered by fmod_ret or not,
+/// or one already running (its vDSO serves time() and gettimeofday()).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Process {
+    New { time_answered: bool },
+    Running,
+}
+
+/// Whether clock-skew answers time(2) here (fmod_ret on the system call,
+/// with the fexit path it is planned with).
+fn time_answered(ctx: &mut Ctx) -> bool {
+    ctx.require(Capability::Fentry).is_ok() && ctx.require(Capability::SyscallFmodRet).is_ok()
+}
+
 /// What the C probe read. `offset` applies to clock_gettime (libc, 10 ms),
 /// the raw system call, REALTIME_COARSE (a tick coarser), and, in a new
 /// process, gettimeofday and the value time() stores through its pointer.
-/// time()'s return value is always the true time (documented: a register
-/// no tracepoint can change, or the vDSO). In a process already running,
-/// glibc's gettimeofday() is the vDSO's: true time, unless the clocksource
-/// cannot serve the vDSO (hpet, acpi_pm: the vDSO then makes the system
-/// call, which is shifted) — either is accepted there, nothing else.
-fn c_readings(v: &Value, before: i64, after: i64, offset: i64, new_process: bool) -> Vec<String> {
+/// time()'s return value is the true time (documented: a register that no
+/// fexit or tracepoint program can change, or the vDSO), except in a new
+/// process where an fmod_ret program answers time(2). In a process already
+/// running, glibc's gettimeofday() is the vDSO's: true time, unless the
+/// clocksource cannot serve the vDSO (hpet, acpi_pm: the vDSO then makes
+/// the system call, which is shifted) — either is accepted there, nothing
+/// else.
+fn c_readings(v: &Value, before: i64, after: i64, offset: i64, process: Process) -> Vec<String> {
     let get = |k: &str| v[k].as_i64().unwrap_or(i64::MIN);
     let mut p = Vec::new();
     let ms = NS / 1000;
@@ -347,7 +364,7 @@ fn c_readings(v: &Value, before: i64, after: i64, offset: i64, new_process: bool
     p.extend(within("C syscall(SYS_clock_gettime)", get("sys_realtime_ns"), before, after, offset, 10 * ms));
     p.extend(within("C CLOCK_REALTIME_COARSE", get("coarse_ns"), before, after, offset, 20 * ms));
     let tv = get("gettimeofday_us") * 1000;
-    if new_process {
+    if let Process::New { .. } = process {
         p.extend(within("C gettimeofday", tv, before, after, offset, 10 * ms));
         p.extend(within("C time(&t): t", get("time_ptr") * NS, before, after, offset, NS));
     } else {
@@ -358,8 +375,9 @@ fn c_readings(v: &Value, before: i64, after: i64, offset: i64, new_process: bool
         }
         p.extend(within("C time(&t): t", get("time_ptr") * NS, before, after, 0, NS));
     }
-    p.extend(within("C time(&t): return value", get("time_ret") * NS, before, after, 0, NS));
-    p.extend(within("C time(NULL)", get("time_null") * NS, before, after, 0, NS));
+    let returned = if process == (Process::New { time_answered: true }) { offset } else { 0 };
+    p.extend(within("C time(&t): return value", get("time_ret") * NS, before, after, returned, NS));
+    p.extend(within("C time(NULL)", get("time_null") * NS, before, after, returned, NS));
     p
 }
 
@@ -404,16 +422,20 @@ pub fn tools_in_the_target_read_the_offset(ctx: &mut Ctx) -> anyhow::Result<()> 
     eprint!("[clocksource {}] ", clocksource());
     let mut problems = Vec::new();
     let hook = if ctx.require(Capability::Fentry).is_ok() { "fexit" } else { "tracepoint" };
+    let answered = time_answered(ctx);
+    eprint!("[time(2) {}] ", if answered { "answered by fmod_ret" } else { "return value unshifted" });
     for (offset, extra) in [("+90s", &[][..]), ("-2h", &["--clocks", "realtime,tai"][..])] {
         let off = offset_ns(offset);
         let (run, start) = attack(&w, offset, extra)?;
         anyhow::ensure!(
-            start["mechanism"]["syscalls"] == hook,
-            "system calls hooked by {}, expected {hook} (BPF trampolines decide)",
-            start["mechanism"]["syscalls"]
+            start["mechanism"]["syscalls"] == hook && start["mechanism"]["time_fmod_ret"] == answered,
+            "mechanism {}, expected system calls hooked by {hook} (BPF trampolines decide) and time_fmod_ret \
+             {answered} (the `fmod_ret on system calls` probe decides)",
+            start["mechanism"]
         );
-        let target = check_tools(&w, w.target(), off, true);
-        let sibling = check_tools(&w, w.sibling(), 0, true);
+        let new = Process::New { time_answered: answered };
+        let target = check_tools(&w, w.target(), off, new);
+        let sibling = check_tools(&w, w.sibling(), 0, new);
         // CLOCK_TAI: shifted only when asked.
         let before = true_ns();
         let tai = run_in(w.target(), &mut w.probe(&["now"]));
@@ -447,6 +469,15 @@ pub fn tools_in_the_target_read_the_offset(ctx: &mut Ctx) -> anyhow::Result<()> 
             ended["counters"]
         );
         anyhow::ensure!(counter(&ended, "write_failed") == 0, "{offset}: counters {}", ended["counters"]);
+        // The C probe calls time(2) twice in the target: its return value
+        // unshifted exactly when nothing answers it.
+        let unshifted = counter(&ended, "time_return_unshifted");
+        anyhow::ensure!(
+            if answered { unshifted == 0 } else { unshifted >= 2 },
+            "{offset}: time_return_unshifted {unshifted} with time(2) {}answered; counters {}",
+            if answered { "" } else { "not " },
+            ended["counters"]
+        );
     }
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
@@ -461,10 +492,15 @@ pub fn tracepoint_fallback_reads_the_offset(ctx: &mut Ctx) -> anyhow::Result<()>
     let w = World::new()?;
     let off = offset_ns("+90s");
     let (run, start) = attack_with_env(&w, "+90s", &[], &[("CHAOS_CLOCK_SYSCALLS", "tracepoint")])?;
-    let target = check_tools(&w, w.target(), off, true);
-    let sibling = check_tools(&w, w.sibling(), 0, true);
+    let new = Process::New { time_answered: false };
+    let target = check_tools(&w, w.target(), off, new);
+    let sibling = check_tools(&w, w.sibling(), 0, new);
     let ended = end(run)?;
-    anyhow::ensure!(start["mechanism"]["syscalls"] == "tracepoint", "mechanism {}", start["mechanism"]);
+    anyhow::ensure!(
+        start["mechanism"]["syscalls"] == "tracepoint" && start["mechanism"]["time_fmod_ret"] == false,
+        "mechanism {}",
+        start["mechanism"]
+    );
     let mut problems: Vec<String> = target?.into_iter().map(|p| format!("in the target: {p}")).collect();
     problems.extend(sibling?.into_iter().map(|p| format!("in the sibling: {p}")));
     anyhow::ensure!(problems.is_empty(), "{}", problems.join("\n"));
@@ -551,7 +587,7 @@ pub fn running_processes_read_the_offset_through_libc(ctx: &mut Ctx) -> anyhow::
     if v["vdso"] != Value::Bool(true) {
         problems.push("the running process lost its vDSO".into());
     }
-    problems.extend(c_readings(&v, b, a, offset, false));
+    problems.extend(c_readings(&v, b, a, offset, Process::Running));
     let (v, b, a) = outside?;
     problems.extend(c_untouched(&v, b, a).into_iter().map(|p| format!("sibling: {p}")));
     let date: i64 = date?.parse()?;
@@ -602,11 +638,13 @@ fn verify(place: Place<'_>, cert: &str) -> anyhow::Result<(bool, String)> {
 /// A real TLS check: `openssl verify` of a certificate valid for one day
 /// passes, fails with "certificate has expired" in the target under a +2d
 /// skew while it still passes in the sibling, and passes again after.
-/// (`openssl x509 -checkend` reads time(NULL)'s return value, which is not
-/// shifted: documented, and checked here so that the documentation stays
-/// true.)
+/// `openssl x509 -checkend` reads time(NULL)'s return value: it sees the
+/// skew where clock-skew answers time(2) (fmod_ret on the system call), and
+/// the true time elsewhere (documented, and checked here so that the
+/// documentation stays true).
 pub fn openssl_verify_expires_only_in_the_target(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
+    let answered = time_answered(ctx);
     let w = World::new()?;
     let cert = certificate(&w)?;
     let (ok, out) = verify(w.target(), &cert)?;
@@ -622,14 +660,26 @@ pub fn openssl_verify_expires_only_in_the_target(ctx: &mut Ctx) -> anyhow::Resul
     let (ok, out) = sibling?;
     anyhow::ensure!(ok, "in the sibling, openssl verify failed: {out}");
     let (_, out) = checkend?;
-    anyhow::ensure!(
-        out.contains("will not expire"),
-        "openssl x509 -checkend in the target: {out:?} (time(NULL)'s return value is documented as not shifted)"
-    );
+    if answered {
+        anyhow::ensure!(
+            out.contains("will expire") && !out.contains("will not"),
+            "openssl x509 -checkend in the target: {out:?}, expected the certificate to have expired (time(2) \
+             is answered by fmod_ret here)"
+        );
+    } else {
+        anyhow::ensure!(
+            out.contains("will not expire"),
+            "openssl x509 -checkend in the target: {out:?} (time(NULL)'s return value is documented as not \
+             shifted where nothing answers time(2))"
+        );
+    }
     let (ok, out) = verify(w.target(), &cert)?;
     anyhow::ensure!(ok, "after the attack, openssl verify failed in the target: {out}");
     anyhow::ensure!(counter(&ended, "syscall_shifted") > 0, "counters {}", ended["counters"]);
-    eprint!("[target: certificate has expired; sibling: OK] ");
+    eprint!(
+        "[target: certificate has expired; sibling: OK; checkend in the target: {}] ",
+        if answered { "expired" } else { "not expired (true time)" }
+    );
     Ok(())
 }
 

@@ -40,6 +40,7 @@ use super::{
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
+    attach::fmod_ret::{self, FmodRetLink},
     attack::Attack,
     capabilities::environment,
     counters::Counters,
@@ -56,6 +57,9 @@ const FEXITS: [(&str, &str); 3] = [
     ("clock_fexit_gettimeofday", "__x64_sys_gettimeofday"),
     ("clock_fexit_time", "__x64_sys_time"),
 ];
+/// The fmod_ret program that answers `time(2)`, in place of the last of
+/// [`FEXITS`] (both would shift what it stores).
+const TIME_FMOD_RET: (&str, &str) = ("clock_fmod_time", "__x64_sys_time");
 /// Tracepoint fallback: entry programs and the syscall tracepoint each
 /// attaches to.
 const ENTRIES: [(&str, &str); 3] = [
@@ -88,10 +92,12 @@ pub struct Handle {
     libc: Vec<(i32, UProbeLink, UProbeLink)>,
 }
 
-/// The global links: 3 fexit programs (or 3 entry and 3 exit
-/// tracepoints), and the exec hook.
+/// The global links: 3 fexit programs (or 2 and the fmod_ret program on
+/// `time(2)`; or 3 entry and 3 exit tracepoints), and the exec hook.
 struct Links {
     fexits: Vec<FExitLink>,
+    /// Detached when dropped (its fds close).
+    time_fmod_ret: Option<FmodRetLink>,
     tracepoints: Vec<TracePointLink>,
     exec: RawTracePointLink,
 }
@@ -102,6 +108,9 @@ pub struct Clock {
     /// The global links, one set shared by every clock attack.
     links: LinkSet<(), Links>,
     binprm: Option<BinprmOffsets>,
+    /// CLOCK_TAI minus CLOCK_REALTIME, measured when the first attack
+    /// starts (see [`ClockConfig::tai_offset_ns`]).
+    tai_offset_ns: Option<u64>,
     /// Processes with C library probes, by counter slot (for counters).
     probed: BTreeMap<u32, usize>,
     /// `clock_gettime`'s file offset in each C library seen, by identity.
@@ -126,6 +135,7 @@ impl Default for Clock {
             ),
             links: LinkSet::default(),
             binprm: None,
+            tai_offset_ns: None,
             probed: BTreeMap::new(),
             offsets: StdHashMap::new(),
         }
@@ -140,10 +150,13 @@ impl FamilyInjector for Clock {
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
         self.binprm_offsets()?;
+        if mechanism.time_fmod_ret && self.tai_offset_ns.is_none() {
+            self.tai_offset_ns = Some(tai_offset_ns()?);
+        }
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
         self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, flags))?;
-        self.acquire(&mut shared.ebpf, mechanism.syscalls)?;
+        self.acquire(&mut shared.ebpf, mechanism)?;
         handle.global = true;
         if mechanism.libc_uprobes {
             handle.libc = self.uprobe_running(&mut shared.ebpf, attack)?;
@@ -193,7 +206,11 @@ impl Clock {
     }
 
     fn write_config(&self, ebpf: &mut Ebpf) -> Result<()> {
-        let value = ClockConfig { levels: self.rules.levels(), binprm: self.binprm.unwrap_or_default() };
+        let value = ClockConfig {
+            levels: self.rules.levels(),
+            binprm: self.binprm.unwrap_or_default(),
+            tai_offset_ns: self.tai_offset_ns.unwrap_or_default(),
+        };
         let mut config: Array<&mut MapData, ClockConfig> = map_mut(ebpf, clock::CONFIG)?;
         config.set(0, &value, 0).map_err(|e| Error::kernel("writing the clock configuration", e))
     }
@@ -210,10 +227,11 @@ impl Clock {
         Ok(())
     }
 
-    /// Attach the tracepoints and the exec hook (loading them first if
-    /// needed), or count one more user.
-    fn acquire(&mut self, ebpf: &mut Ebpf, hook: SyscallHook) -> Result<()> {
-        self.links.acquire((), || attach_all(ebpf, hook))
+    /// Attach the system call hooks and the exec hook (loading them first
+    /// if needed), or count one more user. Every clock attack of a run has
+    /// the same plan, so the first one's mechanism is everyone's.
+    fn acquire(&mut self, ebpf: &mut Ebpf, mechanism: &ClockMechanism) -> Result<()> {
+        self.links.acquire((), || attach_all(ebpf, mechanism.syscalls, mechanism.time_fmod_ret))
     }
 
     fn release(&mut self) -> Result<()> {
@@ -229,6 +247,7 @@ impl Clock {
                 result = Err(Error::kernel("detaching a clock tracepoint", anyhow::anyhow!(describe(&e))));
             }
         }
+        drop(links.time_fmod_ret);
         if let Err(e) = links.exec.detach() {
             result = Err(Error::kernel("detaching the exec hook", anyhow::anyhow!(describe(&e))));
         }
@@ -299,8 +318,36 @@ impl Clock {
     }
 }
 
+/// CLOCK_TAI minus CLOCK_REALTIME, in whole seconds (the kernel's TAI
+/// offset, tk->tai_offset: 0 unless NTP or an operator set it), as ns.
+fn tai_offset_ns() -> Result<u64> {
+    let read = |clock| {
+        let mut ts = ::libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: one valid timespec to write.
+        if unsafe { ::libc::clock_gettime(clock, &mut ts) } != 0 {
+            return Err(Error::environment(format!(
+                "clock-skew: reading clock {clock}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec))
+    };
+    let real = read(::libc::CLOCK_REALTIME)?;
+    let tai = read(::libc::CLOCK_TAI)?;
+    // The two reads are nanoseconds apart; the offset itself is whole
+    // seconds (ADJ_TAI takes seconds), and never negative (kernel/time/
+    // ntp.c, process_adjtimex_modes).
+    let seconds = ((tai - real) as f64 / 1e9).round();
+    if !(0.0..=1e6).contains(&seconds) {
+        return Err(Error::environment(format!(
+            "clock-skew: CLOCK_TAI is {seconds} s from CLOCK_REALTIME, not a TAI offset the kernel allows"
+        )));
+    }
+    Ok(seconds as u64 * 1_000_000_000)
+}
+
 /// The global links for `hook`.
-fn attach_all(ebpf: &mut Ebpf, hook: SyscallHook) -> Result<Links> {
+fn attach_all(ebpf: &mut Ebpf, hook: SyscallHook, time_fmod_ret: bool) -> Result<Links> {
     let btf = match hook {
         SyscallHook::Fexit => Some(crate::btf::kernel_aya().map_err(|e| {
             Error::environment(format!("clock-skew's fexit programs need the kernel's BTF: {e}"))
@@ -313,20 +360,38 @@ fn attach_all(ebpf: &mut Ebpf, hook: SyscallHook) -> Result<Links> {
     // sees (the perf events keep what they need).
     match hook {
         SyscallHook::Tracepoint => {
-            environment::with_tracefs(|| attach_global(ebpf, hook, btf)).map_err(Error::environment)?
+            environment::with_tracefs(|| attach_global(ebpf, hook, false, btf)).map_err(Error::environment)?
         }
-        SyscallHook::Fexit => attach_global(ebpf, hook, btf),
+        SyscallHook::Fexit => attach_global(ebpf, hook, time_fmod_ret, btf),
     }
 }
 
 /// Load (if needed) and attach the system call and exec programs. On
 /// failure, what was attached is detached as the links drop.
-fn attach_global(ebpf: &mut Ebpf, hook: SyscallHook, btf: Option<&aya::Btf>) -> Result<Links> {
-    let (mut fexits, mut tracepoints) = (Vec::new(), Vec::new());
+fn attach_global(
+    ebpf: &mut Ebpf,
+    hook: SyscallHook,
+    time_fmod_ret: bool,
+    btf: Option<&aya::Btf>,
+) -> Result<Links> {
+    let (mut fexits, mut tracepoints, mut time) = (Vec::new(), Vec::new(), None);
     match (hook, btf) {
         (SyscallHook::Fexit, Some(btf)) => {
             for (name, function) in FEXITS {
-                fexits.push(attach_fexit(ebpf, btf, name, function)?);
+                if time_fmod_ret && function == TIME_FMOD_RET.1 {
+                    let (name, function) = TIME_FMOD_RET;
+                    time =
+                        Some(fmod_ret::attach(ebpf, crate::ebpf::faults_object(), name, function).map_err(
+                            |e| {
+                                Error::kernel(
+                                    format!("loading program {name} (fmod_ret/{function})"),
+                                    anyhow::anyhow!(e),
+                                )
+                            },
+                        )?);
+                } else {
+                    fexits.push(attach_fexit(ebpf, btf, name, function)?);
+                }
             }
         }
         (SyscallHook::Fexit, None) => {
@@ -352,7 +417,7 @@ fn attach_global(ebpf: &mut Ebpf, hook: SyscallHook, btf: Option<&aya::Btf>) -> 
         )
     })?;
     let exec = prog.take_link(id).map_err(|e| Error::kernel("taking the exec hook's link", e))?;
-    Ok(Links { fexits, tracepoints, exec })
+    Ok(Links { fexits, time_fmod_ret: time, tracepoints, exec })
 }
 
 fn attach_fexit(ebpf: &mut Ebpf, btf: &aya::Btf, name: &str, function: &str) -> Result<FExitLink> {
