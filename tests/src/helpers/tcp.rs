@@ -73,12 +73,16 @@ fn read_to_eof(conn: &mut TcpStream, mut each: impl FnMut(u64)) -> std::io::Resu
 }
 
 fn tcp_info(conn: &TcpStream) -> std::io::Result<libc::tcp_info> {
+    tcp_info_of(conn.as_raw_fd())
+}
+
+fn tcp_info_of(fd: std::os::fd::RawFd) -> std::io::Result<libc::tcp_info> {
     // SAFETY: getsockopt fills at most `len` bytes of the zeroed struct.
     unsafe {
         let mut info: libc::tcp_info = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
         if libc::getsockopt(
-            conn.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&mut info as *mut libc::tcp_info).cast(),
@@ -143,23 +147,55 @@ pub fn stream_source(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The least-squares slope of `(x, y)` points (at least two distinct x).
+fn slope(points: &[&(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0 / n, y + p.1 / n));
+    let (sxy, sxx) = points
+        .iter()
+        .fold((0.0, 0.0), |(sxy, sxx), p| (sxy + (p.0 - mx) * (p.1 - my), sxx + (p.0 - mx).powi(2)));
+    sxy / sxx
+}
+
 /// `tcp-rate-sink --bind ADDR:PORT`: accept one connection, read to EOF,
-/// print `{"samples": [[monotonic_ns, bytes so far], ...]}` every 50 ms.
+/// print `{"samples": [[monotonic_ns, bytes received], ...]}` every 50 ms.
+/// The count is the kernel's (`tcpi_bytes_received`: in-order payload as it
+/// arrives, tcp_rcv_nxt_update in net/ipv4/tcp_input.c), not what this
+/// process has read so far, which lags by whatever the socket holds when
+/// the machine is slow to run the reader.
 pub fn rate_sink(args: &[String]) -> anyhow::Result<()> {
     let bind: SocketAddr = arg(args, "--bind")?;
     let listener = TcpListener::bind(bind)?;
     ready()?;
     let (mut conn, _) = listener.accept()?;
-    let mut samples = vec![[monotonic_ns(), 0]];
-    let bytes = read_to_eof(&mut conn, |bytes| {
+    let fd = conn.as_raw_fd();
+    let received = || tcp_info_of(fd).map_or(0, |i| i.tcpi_bytes_received);
+    let mut samples = vec![[monotonic_ns(), received()]];
+    read_to_eof(&mut conn, |_| {
         let now = monotonic_ns();
         if now - samples.last().expect("non-empty")[0] >= 50_000_000 {
-            samples.push([now, bytes]);
+            samples.push([now, received()]);
         }
     })?;
-    samples.push([monotonic_ns(), bytes]);
+    samples.push([monotonic_ns(), received()]);
     println!("{}", json!({ "samples": samples }));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slope_of_a_line_with_a_late_sample() {
+        let line: Vec<(f64, f64)> =
+            (0..100).map(|i| (f64::from(i) * 0.05, 1e6 * f64::from(i) * 0.05)).collect();
+        assert!((super::slope(&line.iter().collect::<Vec<_>>()) - 1e6).abs() < 1e-6);
+        // A last sample read 65 ms late (its bytes those of its due time):
+        // the end points alone would be 1.3% low; the fit is within 0.1%.
+        let mut late = line.clone();
+        late.last_mut().expect("points").0 += 0.065;
+        let fit = super::slope(&late.iter().collect::<Vec<_>>());
+        assert!((fit / 1e6 - 1.0).abs() < 0.001, "{fit}");
+    }
 }
 
 /// A running `tcp-rate-sink`.
@@ -171,7 +207,10 @@ impl RateSink {
     }
 
     /// Goodput in bit/s over the samples between `skip` seconds after the
-    /// first byte and `tail` seconds before the last.
+    /// first byte and `tail` seconds before the last: the least-squares
+    /// slope of the bytes received against time, so that a sample the
+    /// busy machine took late weighs little (two end points alone moved
+    /// the figure by 1% under emulation: 65 ms of a 6.5 s window).
     pub fn finish(self, skip: f64, tail: f64) -> anyhow::Result<f64> {
         let v = self.0.finish()?;
         let samples: Vec<(f64, f64)> = v["samples"]
@@ -185,8 +224,7 @@ impl RateSink {
         let window: Vec<&(f64, f64)> =
             samples.iter().filter(|s| s.0 >= first + skip && s.0 <= last - tail).collect();
         anyhow::ensure!(window.len() >= 2, "too few samples in the steady window: {samples:?}");
-        let (a, b) = (window[0], window[window.len() - 1]);
-        Ok(8.0 * (b.1 - a.1) / (b.0 - a.0))
+        Ok(8.0 * slope(&window))
     }
 }
 
