@@ -182,22 +182,6 @@ pub fn rate_sink(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn slope_of_a_line_with_a_late_sample() {
-        let line: Vec<(f64, f64)> =
-            (0..100).map(|i| (f64::from(i) * 0.05, 1e6 * f64::from(i) * 0.05)).collect();
-        assert!((super::slope(&line.iter().collect::<Vec<_>>()) - 1e6).abs() < 1e-6);
-        // A last sample read 65 ms late (its bytes those of its due time):
-        // the end points alone would be 1.3% low; the fit is within 0.1%.
-        let mut late = line.clone();
-        late.last_mut().expect("points").0 += 0.065;
-        let fit = super::slope(&late.iter().collect::<Vec<_>>());
-        assert!((fit / 1e6 - 1.0).abs() < 0.001, "{fit}");
-    }
-}
-
 /// A running `tcp-rate-sink`.
 pub struct RateSink(Background);
 
@@ -234,4 +218,20 @@ pub fn stream(place: Place<'_>, to: SocketAddr, seconds: f64) -> anyhow::Result<
         command("tcp-stream", &["--to".into(), to.to_string(), "--seconds".into(), seconds.to_string()]);
     let v: serde_json::Value = serde_json::from_str(place.output(&mut cmd)?.trim())?;
     Ok(v["mss"].as_u64().unwrap_or(0) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slope_of_a_line_with_a_late_sample() {
+        let line: Vec<(f64, f64)> =
+            (0..100).map(|i| (f64::from(i) * 0.05, 1e6 * f64::from(i) * 0.05)).collect();
+        assert!((super::slope(&line.iter().collect::<Vec<_>>()) - 1e6).abs() < 1e-6);
+        // A last sample read 65 ms late (its bytes those of its due time):
+        // the end points alone would be 1.3% low; the fit is within 0.1%.
+        let mut late = line.clone();
+        late.last_mut().expect("points").0 += 0.065;
+        let fit = super::slope(&late.iter().collect::<Vec<_>>());
+        assert!((fit / 1e6 - 1.0).abs() < 0.001, "{fit}");
+    }
 }
