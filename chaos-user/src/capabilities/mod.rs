@@ -260,21 +260,11 @@ const UNKNOWN_UNPRIVILEGED: &str = "unknown: probing it needs root; give the cap
 
 impl CapabilitySet {
     /// Detect every capability of the table, in order (`chaos doctor`).
+    /// Without root only the privileges and cgroup v2 are probed; the rest
+    /// are unknown, said so.
     pub fn detect_all() -> Self {
-        let all: Vec<Capability> = REQUIREMENTS.iter().map(|r| r.capability).collect();
-        Self::detect(&all)
-    }
-
-    /// Detect `wanted` (and whether chaos has root, which every other probe
-    /// needs). Without root the others are unknown, said so, not probed.
-    pub fn detect(wanted: &[Capability]) -> Self {
         let root = environment::root().is_ok();
-        let capabilities = REQUIREMENTS
-            .iter()
-            .map(|r| r.capability)
-            .filter(|c| *c == Capability::Root || wanted.contains(c))
-            .map(|c| detect_one(c, root))
-            .collect();
+        let capabilities = REQUIREMENTS.iter().map(|r| detect_one(r.capability, root)).collect();
         Self { kernel: kernel_release(), capabilities }
     }
 
@@ -397,18 +387,6 @@ impl Capabilities {
         let at =
             REQUIREMENTS.iter().position(|r| r.capability == capability).expect("every capability has a row");
         self.found[at].get_or_init(|| detect_one(capability, self.root))
-    }
-
-    pub fn has(&self, capability: Capability) -> bool {
-        self.detect(capability).available
-    }
-
-    /// What was probed so far, in table order.
-    pub fn probed(&self) -> CapabilitySet {
-        CapabilitySet {
-            kernel: self.kernel.clone(),
-            capabilities: self.found.iter().filter_map(|f| f.get().cloned()).collect(),
-        }
     }
 }
 

@@ -285,13 +285,11 @@ impl AttackCommand {
         let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
         let consults = Demand::of(&attack.fault).consults();
         let recorded = run.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
-        let probing;
+        // Probed as the planner asks (nothing until then).
+        let probing = Capabilities::new();
         let caps: &dyn Findings = match &recorded {
             Some(set) => set,
-            None => {
-                probing = Capabilities::new();
-                &probing
-            }
+            None => &probing,
         };
         dry_run(&attack, caps, run.capabilities.as_deref(), consults)
     }

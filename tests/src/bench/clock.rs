@@ -57,7 +57,7 @@ pub fn run() -> anyhow::Result<()> {
             found.detail
         );
     }
-    let fexit = caps.has(chaos::capabilities::Capability::Fentry);
+    let fexit = caps.detect(chaos::capabilities::Capability::Fentry).available;
     let w = World::new()?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let clocksource =

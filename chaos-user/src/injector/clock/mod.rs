@@ -52,14 +52,16 @@ use crate::{
 };
 
 /// fexit programs and the system call entry function each attaches to.
-const FEXITS: [(&str, &str); 3] = [
+const FEXITS: [(&str, &str); 2] = [
     ("clock_fexit_gettime", "__x64_sys_clock_gettime"),
     ("clock_fexit_gettimeofday", "__x64_sys_gettimeofday"),
-    ("clock_fexit_time", "__x64_sys_time"),
 ];
-/// The fmod_ret program that answers `time(2)`, in place of the last of
-/// [`FEXITS`] (both would shift what it stores).
-const TIME_FMOD_RET: (&str, &str) = ("clock_fmod_time", "__x64_sys_time");
+/// `time(2)`'s entry function, and its program: the fexit program, or the
+/// fmod_ret program that answers the call (never both: each would shift
+/// what it stores).
+const TIME_FUNCTION: &str = "__x64_sys_time";
+const TIME_FEXIT: &str = "clock_fexit_time";
+const TIME_FMOD_RET: &str = "clock_fmod_time";
 /// Tracepoint fallback: entry programs and the syscall tracepoint each
 /// attaches to.
 const ENTRIES: [(&str, &str); 3] = [
@@ -378,20 +380,17 @@ fn attach_global(
     match (hook, btf) {
         (SyscallHook::Fexit, Some(btf)) => {
             for (name, function) in FEXITS {
-                if time_fmod_ret && function == TIME_FMOD_RET.1 {
-                    let (name, function) = TIME_FMOD_RET;
-                    time =
-                        Some(fmod_ret::attach(ebpf, crate::ebpf::faults_object(), name, function).map_err(
-                            |e| {
-                                Error::kernel(
-                                    format!("loading program {name} (fmod_ret/{function})"),
-                                    anyhow::anyhow!(e),
-                                )
-                            },
-                        )?);
-                } else {
-                    fexits.push(attach_fexit(ebpf, btf, name, function)?);
-                }
+                fexits.push(attach_fexit(ebpf, btf, name, function)?);
+            }
+            if time_fmod_ret {
+                let link = fmod_ret::attach(ebpf, crate::ebpf::faults_object(), TIME_FMOD_RET, TIME_FUNCTION)
+                    .map_err(|e| {
+                        let what = format!("loading program {TIME_FMOD_RET} (fmod_ret/{TIME_FUNCTION})");
+                        Error::kernel(what, anyhow::anyhow!(e))
+                    })?;
+                time = Some(link);
+            } else {
+                fexits.push(attach_fexit(ebpf, btf, TIME_FEXIT, TIME_FUNCTION)?);
             }
         }
         (SyscallHook::Fexit, None) => {
