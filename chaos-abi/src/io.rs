@@ -34,6 +34,9 @@ pub const MAX_INODES: usize = 8;
 /// A file deeper than this below its mount-tree root is passed untouched
 /// and counted in [`IoCounters::unresolved`].
 pub const MAX_DEPTH: u32 = 48;
+/// The same, on kernels without `bpf_loop` (before Linux 5.17), where the
+/// walk is a bounded loop the verifier follows step by step.
+pub const MAX_DEPTH_BOUNDED: u32 = 16;
 
 /// Operation bits of [`IoRule::ops`], and indexes of [`IoRule::errno`].
 pub const OP_OPEN: u32 = 1 << 0;
@@ -155,7 +158,7 @@ pub struct IoCounters {
     pub failed: [u64; N_OPS],
     /// Calls that found the rule past its deadline and were passed.
     pub expired: u64,
-    /// Calls passed because the ancestor walk reached [`MAX_DEPTH`] or a
+    /// Calls passed because the ancestor walk reached [`MAX_DEPTH`] (or [`MAX_DEPTH_BOUNDED`]) or a
     /// kernel read failed (fail open).
     pub unresolved: u64,
 }

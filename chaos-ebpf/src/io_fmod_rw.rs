@@ -10,7 +10,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::programs::FExitContext;
 
-use crate::io::{Call, decide, refusal};
+use crate::io::{CURRENT, Call, decide, refusal};
 
 // Not aya's `#[fexit]`: its entry point returns 0 whatever the program
 // returns (an fexit program must), and the value is the point here.
@@ -27,5 +27,5 @@ fn try_io_fmod_rw(ctx: FExitContext) -> i32 {
     if previous != 0 {
         return refusal(previous);
     }
-    decide(ctx.arg::<u64>(0), Call::Permission(ctx.arg::<i32>(1)))
+    decide(ctx.arg::<u64>(0), Call::Permission(ctx.arg::<i32>(1)), CURRENT)
 }

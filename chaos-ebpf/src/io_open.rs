@@ -9,7 +9,7 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 
-use crate::io::{Call, decide, refusal};
+use crate::io::{CURRENT, Call, decide, refusal};
 
 #[lsm(hook = "file_open")]
 pub fn io_open(ctx: LsmContext) -> i32 {
@@ -20,5 +20,5 @@ pub fn io_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return refusal(previous);
     }
-    decide(ctx.arg::<u64>(0), Call::Open)
+    decide(ctx.arg::<u64>(0), Call::Open, CURRENT)
 }

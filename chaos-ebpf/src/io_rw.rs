@@ -9,7 +9,7 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 
-use crate::io::{Call, decide, refusal};
+use crate::io::{CURRENT, Call, decide, refusal};
 
 #[lsm(hook = "file_permission")]
 pub fn io_rw(ctx: LsmContext) -> i32 {
@@ -19,5 +19,5 @@ pub fn io_rw(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return refusal(previous);
     }
-    decide(ctx.arg::<u64>(0), Call::Permission(ctx.arg::<i32>(1)))
+    decide(ctx.arg::<u64>(0), Call::Permission(ctx.arg::<i32>(1)), CURRENT)
 }

@@ -5,6 +5,8 @@
 #![no_main]
 // io::fetch_add: one instruction of BPF inline assembly.
 #![feature(asm_experimental_arch)]
+// io::decide: an inlined closure (see there).
+#![feature(stmt_expr_attributes)]
 
 mod cgroup;
 mod clock;
@@ -22,6 +24,8 @@ mod clock_libc_enter_multi;
 mod clock_libc_return;
 mod clock_libc_return_multi;
 mod io;
+mod io_bounded_open;
+mod io_bounded_rw;
 mod io_fmod_open;
 mod io_fmod_rw;
 mod io_open;

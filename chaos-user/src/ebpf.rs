@@ -1,6 +1,7 @@
 //! The embedded eBPF objects, and loading them.
 
 use aya::{Ebpf, EbpfLoader, programs::ProgramError};
+use chaos_abi::cgroup::Ancestry;
 
 use crate::error::{Error, Result};
 
@@ -9,19 +10,20 @@ static FAULTS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ch
 /// The capability probes (`chaos-ebpf/src/bin/capabilities`).
 static CAPABILITIES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capabilities"));
 
-fn load(name: &str, bytes: &[u8]) -> Result<Ebpf> {
+fn load(name: &str, bytes: &[u8], loader: &mut EbpfLoader<'_>) -> Result<Ebpf> {
     if bytes.is_empty() {
         return Err(Error::environment(format!(
             "this chaos binary was built with AYA_BUILD_SKIP=1 and has no {name} eBPF object; rebuild it with ./x build"
         )));
     }
-    EbpfLoader::new().load(bytes).map_err(|e| Error::kernel(format!("loading the {name} eBPF object"), e))
+    loader.load(bytes).map_err(|e| Error::kernel(format!("loading the {name} eBPF object"), e))
 }
 
-/// Parse the fault object and create its maps. Programs are loaded into the
-/// kernel one by one, when an attack needs them.
-pub fn load_faults() -> Result<Ebpf> {
-    load("fault", FAULTS)
+/// Parse the fault object and create its maps, with `ancestry` in its
+/// read-only data (crate::ancestry). Programs are loaded into the kernel
+/// one by one, when an attack needs them.
+pub fn load_faults(ancestry: &Ancestry) -> Result<Ebpf> {
+    load("fault", FAULTS, EbpfLoader::new().override_global(crate::ancestry::GLOBAL, ancestry, true))
 }
 
 /// The fault object's bytes, for loaders other than aya's
@@ -37,7 +39,7 @@ pub fn capabilities_object() -> &'static [u8] {
 
 /// Parse the capability-probe object.
 pub fn load_capabilities() -> Result<Ebpf> {
-    load("capability-probe", CAPABILITIES)
+    load("capability-probe", CAPABILITIES, &mut EbpfLoader::new())
 }
 
 /// Summarize an aya error: the errno, and the verifier's last words.

@@ -8,6 +8,7 @@
 //! what happened reported ([`events`]). What could outlive the process is
 //! recorded first ([`state`]) and removed by [`recover`].
 
+pub mod ancestry;
 pub mod attach;
 pub mod attack;
 pub mod btf;

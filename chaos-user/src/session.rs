@@ -7,6 +7,7 @@ use crate::{
     attack::Attack,
     error::{Error, Result},
     injector::Injector,
+    plan::Ancestry,
     recover,
     state::{self, DirLock, Record, StateFile},
 };
@@ -23,11 +24,12 @@ pub fn require_root(what: &str) -> Result<()> {
 }
 
 /// Claim `attacks` (refusing a target already under attack of the same
-/// family by a live chaos process), then load the injector.
-pub fn open(attacks: &[Attack]) -> Result<Injector> {
+/// family by a live chaos process), then load the injector, its programs
+/// matching cgroups by `ancestry` (the plans').
+pub fn open(attacks: &[Attack], ancestry: Ancestry) -> Result<Injector> {
     let dir = state::checked_state_dir()?;
     let state = claim(&dir, attacks)?;
-    Injector::new(state)
+    Injector::new(state, ancestry)
 }
 
 fn claim(dir: &Path, attacks: &[Attack]) -> Result<StateFile> {

@@ -66,9 +66,11 @@ pub const REDUCED: &[&str] = &[
     "restored_on_every",
     "duplicate_rate",
     "corrupt_rate",
-    // io-error through BPF LSM; io-error's and clock-skew's refusals where
-    // no mechanism loads.
+    // io-error through the BPF LSM and through fmod_ret (on 5.10, with the
+    // bounded path walk, whose bound walk_depth checks); io-error's and
+    // clock-skew's refusals where no mechanism loads.
     "sqlite_reports",
+    "walk_depth",
     "unavailable_says",
     // clock-skew: fexit with the vDSO detached at exec, the tracepoint
     // fallback, uprobes in running processes.

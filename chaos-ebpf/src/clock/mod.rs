@@ -15,8 +15,7 @@
 
 use aya_ebpf::helpers::{
     bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-    bpf_probe_write_user,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_ktime_get_tai_ns},
+    bpf_probe_write_user, generated::bpf_ktime_get_tai_ns,
 };
 use chaos_abi::clock::{
     AT_IGNORE, AT_NULL, AT_SYSINFO_EHDR, BinprmOffsets, ClockConfig, ClockCounters, ClockPending, ClockRule,
@@ -24,7 +23,7 @@ use chaos_abi::clock::{
 };
 
 use crate::{
-    cgroup::find_rule,
+    cgroup::{current_ancestor, find_rule},
     maps::{CLOCK_CONFIG, CLOCK_COUNTERS, CLOCK_PENDING_LIBC, CLOCK_PENDING_SYSCALL, CLOCK_RULES},
 };
 
@@ -74,9 +73,7 @@ pub fn config() -> Option<ClockConfig> {
 /// in force (past its deadline the event is counted and passed).
 #[inline(always)]
 pub fn lookup(config: &ClockConfig) -> Option<Hit> {
-    // SAFETY: helper without pointer arguments.
-    let ancestor = |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-    let rule: ClockRule = *find_rule(&CLOCK_RULES, &config.levels, ancestor)?;
+    let rule: ClockRule = *find_rule(&CLOCK_RULES, &config.levels, current_ancestor)?;
     let counters = CLOCK_COUNTERS.get_ptr_mut(rule.slot)?;
     let mut hit = Hit { rule, counters };
     // The kernel-side deadline: from here on the rule is inert, whatever

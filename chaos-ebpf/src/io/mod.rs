@@ -4,18 +4,15 @@
 
 pub mod path;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-    generated::bpf_get_current_ancestor_cgroup_id,
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns};
 use chaos_abi::io::{
     IDX_OPEN, IDX_READ, IDX_READDIR, IDX_WRITE, IoCalibration, IoCounters, IoOffsets, IoRule,
     MAX_LISTED_TARGETS, N_OPS, OP_OPEN, OP_READ, OP_READDIR, OP_WRITE, TARGETS_UNLISTED,
 };
 
-use self::path::{Walk, read_u16, read_u64, walk};
+use self::path::{Walk, read_u16, read_u64};
 use crate::{
-    cgroup::find_rule,
+    cgroup::{current_ancestor, find_rule},
     maps::{IO_CALIBRATION, IO_CALLS, IO_CONFIG, IO_COUNTERS, IO_RULES},
 };
 
@@ -39,10 +36,28 @@ pub enum Call {
     Permission(i32),
 }
 
+/// How a program walks a path: [`path::walk`] or [`path::walk_bounded`].
+pub type Walker = fn(u64, u64, &IoOffsets, &IoRule) -> Walk;
+
+/// What the kernel a program is built for offers.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub walk: Walker,
+    /// Atomic fetch-and-add (Linux 5.12), which call windows (`--after`,
+    /// `--first`) count with. Without it the planner refuses windows, and
+    /// a rule with one is passed (never reached: fail open).
+    pub atomic_fetch: bool,
+}
+
+/// bpf_loop (5.17), and with it atomic fetch (5.12).
+pub const CURRENT: Kernel = Kernel { walk: path::walk, atomic_fetch: true };
+/// Before bpf_loop: a kernel of 5.10 may lack both.
+pub const BEFORE_BPF_LOOP: Kernel = Kernel { walk: path::walk_bounded, atomic_fetch: false };
+
 /// Decide for one call on `file` (a `struct file *`): 0 to let it through,
 /// `-errno` to fail it.
 #[inline(always)]
-pub fn decide(file: u64, call: Call) -> i32 {
+pub fn decide(file: u64, call: Call, kernel: Kernel) -> i32 {
     let Some(config) = IO_CONFIG.get(0) else { return 0 };
     let calibrating = config.calibrate_pid_tgid;
     if calibrating != 0 && matches!(call, Call::Open) && bpf_get_current_pid_tgid() == calibrating {
@@ -57,9 +72,12 @@ pub fn decide(file: u64, call: Call) -> i32 {
     // another cgroup costs one helper call and a few compares per targeted
     // level.
     let listed = config.n_targets != TARGETS_UNLISTED;
-    let ancestor = |level| {
-        // SAFETY: helper without pointer arguments.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+    // Inlined into find_rule's loop: 5.10's verifier, finding the same
+    // subprogram state twice in one path (the loop's level counter is not
+    // precise), would call the loop infinite.
+    let ancestor = #[inline(always)]
+    |level| {
+        let id = current_ancestor(level);
         if !listed || is_listed(&config.targets, id) { id } else { 0 }
     };
     let Some(rule) = find_rule(&IO_RULES, &config.levels, ancestor) else { return 0 };
@@ -110,7 +128,7 @@ pub fn decide(file: u64, call: Call) -> i32 {
     if rule.ops & bit == 0 {
         return 0;
     }
-    match walk(dentry, vfsmnt, &off, &rule) {
+    match (kernel.walk)(dentry, vfsmnt, &off, &rule) {
         Walk::Match => {}
         Walk::NoMatch => return 0,
         Walk::Unresolved => {
@@ -123,7 +141,10 @@ pub fn decide(file: u64, call: Call) -> i32 {
     }
     counters.matched[idx] += 1;
 
-    if (rule.window_start != 0 || rule.window_end != u64::MAX) && !in_window(&rule) {
+    // A constant once inlined: without atomic fetch the instruction is
+    // never emitted (5.10's verifier refuses it wherever it is).
+    let windowed = rule.window_start != 0 || rule.window_end != u64::MAX;
+    if windowed && (!kernel.atomic_fetch || !in_window(&rule)) {
         return 0;
     }
     // SAFETY: helper without arguments.

@@ -12,15 +12,18 @@
 //! kernel's BTF ([`IoOffsets`]). A failed read ends the walk: the call is
 //! passed (fail open).
 //!
-//! The walk runs under `bpf_loop` (Linux 5.17): the verifier checks one
-//! step instead of every unrolled path through up to [`MAX_DEPTH`] steps,
-//! each of which may go up a directory or across a mount (written as a
-//! plain loop, that exceeds its one-million-instruction budget).
+//! The walk runs under `bpf_loop` (Linux 5.17) where the kernel has it
+//! ([`walk`]): the verifier checks one step instead of every path through
+//! up to [`MAX_DEPTH`] steps, each of which may go up a directory or
+//! across a mount (written as a plain loop of that many steps, that
+//! exceeds its one-million-instruction budget). Before 5.17, [`walk_bounded`]
+//! is the same step in a bounded loop (Linux 5.3) of [`MAX_DEPTH_BOUNDED`]
+//! steps, which the verifier follows to the end.
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_loop};
-use chaos_abi::io::{IoOffsets, IoRule, MAX_DEPTH, MAX_INODES};
+use chaos_abi::io::{IoOffsets, IoRule, MAX_DEPTH, MAX_DEPTH_BOUNDED, MAX_INODES};
 
 /// The answer of a walk.
 pub enum Walk {
@@ -67,39 +70,74 @@ struct State {
 }
 
 /// Walk from `dentry` (on the mount whose `struct vfsmount` is at `vfsmnt`)
-/// up to the root of the mount tree.
+/// up to the root of the mount tree, under `bpf_loop`.
 #[inline(always)]
 pub fn walk(dentry: u64, vfsmnt: u64, off: &IoOffsets, rule: &IoRule) -> Walk {
-    let mut state = State {
-        dentry,
-        // struct mount embeds the struct vfsmount a path points to
-        // (fs/mount.h, real_mount()).
-        mount: vfsmnt.wrapping_sub(u64::from(off.mount_mnt)),
-        inodes: [0; MAX_INODES],
-        dentry_inode: u64::from(off.dentry_inode),
-        dentry_parent: u64::from(off.dentry_parent),
-        mount_parent: u64::from(off.mount_parent),
-        mount_mountpoint: u64::from(off.mount_mountpoint),
-        result: RUNNING,
-    };
-    let mut i = 0;
-    while i < MAX_INODES {
-        if (i as u32) < rule.n_inodes {
-            state.inodes[i] = rule.inodes[i];
-        }
-        i += 1;
-    }
+    let mut state = State::new(dentry, vfsmnt, off, rule);
     // SAFETY: `step` has the callback signature bpf_loop expects and only
     // touches the State it is given, which outlives the call.
     let done = unsafe { bpf_loop(MAX_DEPTH, step as *mut c_void, (&mut state as *mut State).cast(), 0) };
     if done < 0 {
         return Walk::Unresolved;
     }
-    match state.result {
-        MATCH => Walk::Match,
-        NO_MATCH => Walk::NoMatch,
-        // UNRESOLVED, or RUNNING after MAX_DEPTH steps.
-        _ => Walk::Unresolved,
+    state.answer()
+}
+
+/// The same walk without `bpf_loop`, for kernels before 5.17: at most
+/// [`MAX_DEPTH_BOUNDED`] steps, written out one after the other. Not a
+/// loop: 5.10's verifier marks a loop counter precise only where a helper
+/// needs it (kernel/bpf/verifier.c, mark_chain_precision), so it finds
+/// two iterations of this walk equal and refuses the program ("infinite
+/// loop detected").
+#[inline(always)]
+pub fn walk_bounded(dentry: u64, vfsmnt: u64, off: &IoOffsets, rule: &IoRule) -> Walk {
+    let mut state = State::new(dentry, vfsmnt, off, rule);
+    macro_rules! steps {
+        ($($n:literal)*) => {$(
+            let _: u32 = $n;
+            if advance(&mut state) != 0 {
+                return state.answer();
+            }
+        )*};
+    }
+    steps!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    const _: () = assert!(MAX_DEPTH_BOUNDED == 16, "one step per level above");
+    state.answer()
+}
+
+impl State {
+    #[inline(always)]
+    fn new(dentry: u64, vfsmnt: u64, off: &IoOffsets, rule: &IoRule) -> Self {
+        let mut state = State {
+            dentry,
+            // struct mount embeds the struct vfsmount a path points to
+            // (fs/mount.h, real_mount()).
+            mount: vfsmnt.wrapping_sub(u64::from(off.mount_mnt)),
+            inodes: [0; MAX_INODES],
+            dentry_inode: u64::from(off.dentry_inode),
+            dentry_parent: u64::from(off.dentry_parent),
+            mount_parent: u64::from(off.mount_parent),
+            mount_mountpoint: u64::from(off.mount_mountpoint),
+            result: RUNNING,
+        };
+        let mut i = 0;
+        while i < MAX_INODES {
+            if (i as u32) < rule.n_inodes {
+                state.inodes[i] = rule.inodes[i];
+            }
+            i += 1;
+        }
+        state
+    }
+
+    #[inline(always)]
+    fn answer(&self) -> Walk {
+        match self.result {
+            MATCH => Walk::Match,
+            NO_MATCH => Walk::NoMatch,
+            // UNRESOLVED, or RUNNING after the last step.
+            _ => Walk::Unresolved,
+        }
     }
 }
 
@@ -109,11 +147,16 @@ fn read(base: u64, offset: u64) -> Option<u64> {
     unsafe { bpf_probe_read_kernel((base.wrapping_add(offset)) as *const u64) }.ok()
 }
 
-/// One step: 0 to go on, 1 to stop (bpf_loop's callback contract).
+/// bpf_loop's callback: one step.
 #[inline(never)]
 extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop hands back the pointer `walk` gave it.
-    let s = unsafe { &mut *ctx.cast::<State>() };
+    advance(unsafe { &mut *ctx.cast::<State>() })
+}
+
+/// One step: 0 to go on, 1 to stop (bpf_loop's callback contract).
+#[inline(always)]
+fn advance(s: &mut State) -> i64 {
     let Some(inode) = read(s.dentry, s.dentry_inode) else { return stop(s, UNRESOLVED) };
     if inode != 0 {
         let mut i = 0;

@@ -80,13 +80,14 @@ struct Code {
 /// loads, against the maps of `ebpf`.
 fn relocated(ebpf: &Ebpf, object: &[u8], program: &str) -> Result<Code, String> {
     let mut obj = Object::parse(object).map_err(|e| format!("parsing the fault object: {e}"))?;
-    // Every BTF kind the object may use is known to the kernels these
-    // programs load on (they need bpf_loop, Linux 5.17), but for ENUM64
-    // and signed enums (Linux 6.0).
-    let enum64 =
-        aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 0, 0));
+    // The BTF kinds this kernel does not know (FLOAT 5.13, DECL_TAG 5.16,
+    // TYPE_TAG 5.17, ENUM64 6.0...) are rewritten into ones it does, as
+    // aya does for the programs it loads: each kind probed by loading a
+    // tiny BTF blob, once per kind.
     let btf = match obj
-        .fixup_and_sanitize_btf(|| Some(move |f| f != BtfFeature::Enum64 || enum64))
+        .fixup_and_sanitize_btf(|| {
+            Some(|f: BtfFeature| aya::sys::is_btf_feature_supported(f).unwrap_or(false))
+        })
         .map_err(|e| format!("preparing the object's BTF: {e}"))?
     {
         Some(btf) => Some(load_btf(&btf.to_bytes())?),

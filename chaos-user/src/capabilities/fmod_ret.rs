@@ -14,8 +14,8 @@
 //! aya 0.16 cannot load such a program; chaos's own loader
 //! (crate::attach::fmod_ret) does. Two capabilities, each probed by
 //! attaching and detaching at once: `fmod_ret`, a program on the security
-//! hook that calls `bpf_loop` as io-error's do (the capability is
-//! io-error's mechanism, so a kernel without `bpf_loop` lacks it); and
+//! hook (whether io-error's path walk may use `bpf_loop` is the `bpf_loop`
+//! capability's question); and
 //! `fmod_ret on system calls`, a program on `time(2)` that reads CLOCK_TAI
 //! as clock-skew's does, then returns 0 (the function runs as usual).
 
@@ -41,21 +41,11 @@ const SYSCALL: &str = "__arm64_sys_time";
 const READ_TAI_RETURN_ZERO: [u64; 3] = [0x0000_00d0_0000_0085, 0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
 
 pub fn probe() -> Result<String, String> {
-    // io-error's use: a program like its own (bpf_loop included), by the
-    // loader it uses.
+    // io-error's use: a program on the hook, by the loader it uses.
     let ebpf = crate::ebpf::load_capabilities().map_err(|e| e.to_string())?;
-    fmod_ret::attach(&ebpf, crate::ebpf::capabilities_object(), "probe_fmod_ret", SECURITY_HOOK).map_err(
-        |e| {
-            if e.contains("bpf_loop") || e.contains("func_info") || e.contains("unknown opcode") {
-                format!(
-                    "{SECURITY_HOOK}: {e} (io-error's path walk needs bpf_loop and its callback, Linux 5.17)"
-                )
-            } else {
-                format!("{SECURITY_HOOK}: {e}")
-            }
-        },
-    )?;
-    Ok(format!("attached to {SECURITY_HOOK} (with bpf_loop)"))
+    fmod_ret::attach(&ebpf, crate::ebpf::capabilities_object(), "probe_fmod_ret", SECURITY_HOOK)
+        .map_err(|e| format!("{SECURITY_HOOK}: {e}"))?;
+    Ok(format!("attached to {SECURITY_HOOK}"))
 }
 
 /// Can clock-skew answer `time(2)`: an fmod_ret program on the system call

@@ -40,8 +40,10 @@ pub enum Capability {
     FmodRet,
     SyscallFmodRet,
     BpfLsm,
+    BpfLoop,
     ProbeWriteUser,
     CgroupAncestor,
+    CgroupAncestorRead,
     FqQdisc,
     NetemQdisc,
 }
@@ -147,7 +149,7 @@ pub const REQUIREMENTS: &[Requirement] = &[
         capability: Capability::FmodRet,
         name: "fmod_ret",
         used_for: "io-error where the BPF LSM is not active (security_file_open, security_file_permission)",
-        needs: "Linux 5.7, BPF trampolines, bpf_loop (Linux 5.17) for io-error's path walk",
+        needs: "Linux 5.7, BPF trampolines",
     },
     Requirement {
         capability: Capability::SyscallFmodRet,
@@ -159,7 +161,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
         capability: Capability::BpfLsm,
         name: "BPF LSM",
         used_for: "io-error (lsm/file_open, lsm/file_permission)",
-        needs: "Linux 5.7, CONFIG_BPF_LSM, `bpf` in the active LSM list, trampolines; bpf_loop (Linux 5.17) for io-error's path walk",
+        needs: "Linux 5.7, CONFIG_BPF_LSM, `bpf` in the active LSM list, trampolines; bpf_loop (Linux 5.17) for io-error's path walk (without it: fmod_ret)",
+    },
+    Requirement {
+        capability: Capability::BpfLoop,
+        name: "bpf_loop",
+        used_for: "io-error: the path walk, up to 48 levels (without it: a bounded loop of 16)",
+        needs: "Linux 5.17",
     },
     Requirement {
         capability: Capability::ProbeWriteUser,
@@ -170,8 +178,14 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::CgroupAncestor,
         name: "ancestor cgroup (tracing)",
-        used_for: "clock-skew (every mechanism: it matches the target cgroup and its descendants)",
+        used_for: "clock-skew, io-error: matching the target cgroup and its descendants (else: task read)",
         needs: "Linux 5.14: bpf_get_current_ancestor_cgroup_id in tracing programs",
+    },
+    Requirement {
+        capability: Capability::CgroupAncestorRead,
+        name: "ancestor cgroup (task read)",
+        used_for: "clock-skew, io-error where tracing programs lack the ancestor helper: the ids read from the task's cgroup",
+        needs: "Linux 5.5 (bpf_probe_read_kernel), BTF with cgroup.ancestor_ids (before Linux 6.0, which has the helper)",
     },
     Requirement {
         capability: Capability::FqQdisc,
@@ -426,8 +440,10 @@ fn run(capability: Capability) -> Result<String, String> {
         FmodRet => fmod_ret::probe(),
         SyscallFmodRet => fmod_ret::probe_syscall(),
         BpfLsm => programs::lsm(),
+        BpfLoop => programs::bpf_loop(),
         ProbeWriteUser => programs::probe_write_user(),
         CgroupAncestor => programs::cgroup_ancestor(),
+        CgroupAncestorRead => programs::cgroup_read(),
         FqQdisc => qdisc::detect("fq"),
         NetemQdisc => qdisc::detect("netem"),
     }

@@ -288,6 +288,37 @@ pub fn cgroup_ancestor() -> Outcome {
     Ok("the verifier accepts bpf_get_current_ancestor_cgroup_id in tracing programs".into())
 }
 
+pub fn cgroup_read() -> Outcome {
+    let btf = crate::btf::kernel().map_err(|e| format!("no usable kernel BTF: {e}"))?;
+    let a = crate::ancestry::offsets(btf).map_err(|e| {
+        // Linux 6.0 replaced the ids with pointers (`ancestors[]`); every
+        // such kernel has the helper (5.14), so no reads are needed there.
+        format!("{e} (Linux 6.0 replaced cgroup.ancestor_ids; from 5.14 on the ancestor helper serves)")
+    })?;
+    let mut ebpf = object()?;
+    let prog: &mut RawTracePoint = program(&mut ebpf, "probe_cgroup_read")?;
+    prog.load().map_err(|e| describe(&e))?;
+    Ok(format!(
+        "task_struct.cgroups +{}, css_set.dfl_cgrp +{}, cgroup.level +{}, cgroup.ancestor_ids +{} (BTF); \
+         the verifier accepts bpf_probe_read_kernel",
+        a.task_cgroups, a.css_set_dfl_cgrp, a.cgroup_level, a.cgroup_ancestor_ids
+    ))
+}
+
+pub fn bpf_loop() -> Outcome {
+    let mut ebpf = object()?;
+    let prog: &mut RawTracePoint = program(&mut ebpf, "probe_bpf_loop")?;
+    prog.load().map_err(|e| {
+        let e = describe(&e);
+        if e.contains("func_info") || e.contains("unknown func") {
+            format!("{e} (bpf_loop: Linux 5.17)")
+        } else {
+            e
+        }
+    })?;
+    Ok("the verifier accepts bpf_loop with a callback".into())
+}
+
 pub fn probe_write_user() -> Outcome {
     let mut ebpf = object()?;
     let prog: &mut RawTracePoint = program(&mut ebpf, "probe_write_user")?;

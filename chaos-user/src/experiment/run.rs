@@ -38,6 +38,7 @@ use crate::{
     events::{AttackProgress, Events, Phase, ProbeProgress, Progress, RunEvent},
     injector::{self, Injector, Running},
     metrics::{self, Metrics},
+    plan::Ancestry,
     probes::{self, Monitor, Probe, Role, Sample},
     report::{
         self, AbortRecord, AttackRecord, ExperimentInfo, ProbeCheck, ProbeRecord, RecoveryRecord, Report,
@@ -408,7 +409,8 @@ impl<'a> Runner<'a> {
 
         // 3. Claim every attack of the run, then 4. the method.
         let attacks: Vec<Attack> = plan.iter().flatten().map(|(a, _)| a.clone()).collect();
-        let mut injector = session::open(&attacks)?;
+        let ancestry = Ancestry::of(plan.iter().flatten().map(|(_, p)| p));
+        let mut injector = session::open(&attacks, ancestry)?;
         let wake = self.signals.waker();
         let mut monitor = Monitor::start(probes, self.bus.clone(), Arc::new(wake));
         self.bus.emit(RunEvent::Phase { phase: Phase::Method });

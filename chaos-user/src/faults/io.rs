@@ -294,6 +294,11 @@ impl IoError {
         self.operations.iter().any(|op| *op != IoOp::Open)
     }
 
+    /// It counts calls (`--after`, `--first`).
+    pub fn windowed(&self) -> bool {
+        self.after != 0 || self.first.is_some()
+    }
+
     /// Check and normalize what the user gave. Errors name the flag and
     /// the fix.
     pub fn new(

@@ -6,25 +6,25 @@
 //! and a handle per running attack. The injector allocates the counter slot
 //! and the deadline, and dispatches here.
 
-use std::time::Instant;
+use std::{cell::Cell, time::Instant};
 
 use super::Shared;
-use crate::{attack::Attack, counters::Counters, error::Result};
+use crate::{attack::Attack, counters::Counters, error::Result, timebase::monotonic_ns};
 
-/// Where an attack starts: the attack, its counter slot, and its deadline
-/// (CLOCK_MONOTONIC) for the rule.
+/// Where an attack starts: the attack, its counter slot, and where its
+/// deadline goes once fixed.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
     pub attack: &'a Attack,
     pub slot: u32,
-    pub deadline_ns: u64,
+    pub deadline: &'a Cell<Option<(u64, Instant)>>,
 }
 
 impl<'a> At<'a> {
     /// The start of family `F`, with the fault and mechanism the planner
     /// paired.
     pub fn with<F: FamilyInjector>(self, mechanism: &'a F::Mechanism, fault: &'a F::Fault) -> Start<'a, F> {
-        Start { attack: self.attack, fault, mechanism, slot: self.slot, deadline_ns: self.deadline_ns }
+        Start { attack: self.attack, fault, mechanism, slot: self.slot, deadline: self.deadline }
     }
 }
 
@@ -35,7 +35,22 @@ pub(super) struct Start<'a, F: FamilyInjector> {
     pub fault: &'a F::Fault,
     pub mechanism: &'a F::Mechanism,
     pub slot: u32,
-    pub deadline_ns: u64,
+    deadline: &'a Cell<Option<(u64, Instant)>>,
+}
+
+impl<F: FamilyInjector> Start<'_, F> {
+    /// The attack's deadline (CLOCK_MONOTONIC), fixed now: its duration
+    /// from the moment its rule is written. A family calls it just before
+    /// writing the rule, after what may take long (loading and verifying
+    /// programs: seconds on an emulated CPU), so that the fault acts for
+    /// its whole duration.
+    pub fn deadline_from_now(&self) -> u64 {
+        let now = Instant::now();
+        let duration = u64::try_from(self.attack.duration.as_nanos()).unwrap_or(u64::MAX);
+        let ns = monotonic_ns().saturating_add(duration);
+        self.deadline.set(Some((ns, now)));
+        ns
+    }
 }
 
 /// What stopping returns: when the rule was gone (the fault inert), and
@@ -50,9 +65,10 @@ pub(super) trait FamilyInjector: Sized {
     /// What a running attack holds; its default holds nothing.
     type Handle: Default;
 
-    /// Write the rule (with its kernel-side deadline) and attach what is
-    /// not attached yet, recording in `handle` what was taken as it goes:
-    /// on an error, [`Self::stop`] releases exactly that.
+    /// Write the rule (with its kernel-side deadline, from
+    /// [`Start::deadline_from_now`]) and attach what is not attached yet,
+    /// recording in `handle` what was taken as it goes: on an error,
+    /// [`Self::stop`] releases exactly that.
     fn begin(
         &mut self,
         shared: &mut Shared,

@@ -51,7 +51,7 @@ use crate::{
     ebpf::describe,
     error::{Error, Result},
     faults::{IoError, PathsIn},
-    plan::{IoMechanism, IoVia},
+    plan::{IoMechanism, IoVia, IoWalk},
     targets::pids_in_subtree,
 };
 
@@ -64,14 +64,16 @@ enum Hook {
     Rw,
 }
 
-/// The program of `via` at `hook`, and what it attaches to: an LSM hook,
+/// The program of `m` at `hook`, and what it attaches to: an LSM hook,
 /// or a kernel function.
-fn program(via: IoVia, hook: Hook) -> (&'static str, &'static str) {
-    match (via, hook) {
-        (IoVia::BpfLsm, Hook::Open) => ("io_open", "file_open"),
-        (IoVia::BpfLsm, Hook::Rw) => ("io_rw", "file_permission"),
-        (IoVia::FmodRet, Hook::Open) => ("io_fmod_open", "security_file_open"),
-        (IoVia::FmodRet, Hook::Rw) => ("io_fmod_rw", "security_file_permission"),
+fn program(m: &IoMechanism, hook: Hook) -> (&'static str, &'static str) {
+    match (m.via, m.walk, hook) {
+        (IoVia::BpfLsm, _, Hook::Open) => ("io_open", "file_open"),
+        (IoVia::BpfLsm, _, Hook::Rw) => ("io_rw", "file_permission"),
+        (IoVia::FmodRet, IoWalk::BpfLoop, Hook::Open) => ("io_fmod_open", "security_file_open"),
+        (IoVia::FmodRet, IoWalk::BpfLoop, Hook::Rw) => ("io_fmod_rw", "security_file_permission"),
+        (IoVia::FmodRet, IoWalk::Bounded, Hook::Open) => ("io_bounded_open", "security_file_open"),
+        (IoVia::FmodRet, IoWalk::Bounded, Hook::Rw) => ("io_bounded_rw", "security_file_permission"),
     }
 }
 
@@ -156,7 +158,7 @@ impl FamilyInjector for Io {
     type Handle = Handle;
 
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
-        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        let Start { attack, fault, mechanism, slot, .. } = *start;
         // Look the paths up first: what can be wrong with the user's
         // input is found before anything is attached.
         let found = lookup_all(fault, &roots(attack, fault.paths_in)?)?;
@@ -164,19 +166,21 @@ impl FamilyInjector for Io {
         self.write_config(&mut shared.ebpf, 0)?;
         // The open program both injects and answers calibrations: it must
         // run before the paths can be resolved to inodes.
-        handle.open = Some(self.acquire(&mut shared.ebpf, mechanism.via, Hook::Open)?);
+        handle.open = Some(self.acquire(&mut shared.ebpf, mechanism, Hook::Open)?);
         let resolved = self.calibrate(&mut shared.ebpf, found)?;
         for r in &resolved {
             tracing::debug!(attack = %attack.id, "{} is kernel inode {:#x}", r.shown, r.inode);
         }
         let inodes: Vec<u64> = resolved.iter().map(|r| r.inode).collect();
         handle._pins = resolved.into_iter().map(|r| r.pin).collect();
+        // Before the rule: loading it may take seconds (the verifier, on
+        // an emulated CPU), and it does nothing until the rule exists.
+        if mechanism.file_permission {
+            handle.rw = Some(self.acquire(&mut shared.ebpf, mechanism, Hook::Rw)?);
+        }
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         reset_calls(&mut shared.ebpf, slot)?;
-        self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, &inodes))?;
-        if mechanism.file_permission {
-            handle.rw = Some(self.acquire(&mut shared.ebpf, mechanism.via, Hook::Rw)?);
-        }
+        self.insert_rule(&mut shared.ebpf, attack, fault.rule(start.deadline_from_now(), slot, &inodes))?;
         Ok(())
     }
 
@@ -300,11 +304,11 @@ impl Io {
         Ok(())
     }
 
-    /// Attach the program of `via` at `hook` (loading it first if
+    /// Attach the program of `m` at `hook` (loading it first if
     /// needed), or count one more user; its name.
-    fn acquire(&mut self, ebpf: &mut Ebpf, via: IoVia, hook: Hook) -> Result<&'static str> {
-        let (name, target) = program(via, hook);
-        self.links.acquire(name, || match via {
+    fn acquire(&mut self, ebpf: &mut Ebpf, m: &IoMechanism, hook: Hook) -> Result<&'static str> {
+        let (name, target) = program(m, hook);
+        self.links.acquire(name, || match m.via {
             IoVia::BpfLsm => attach_lsm(ebpf, name, target).map(IoLink::Lsm),
             IoVia::FmodRet => fmod_ret::attach(ebpf, crate::ebpf::faults_object(), name, target)
                 .map(IoLink::FmodRet)

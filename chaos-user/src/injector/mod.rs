@@ -28,7 +28,7 @@ use crate::{
     counters::Counters,
     ebpf,
     error::{Error, Result},
-    plan::{Mechanism, Planned},
+    plan::{Ancestry, Mechanism, Planned},
     state::{Record, StateFile},
     timebase::monotonic_ns,
 };
@@ -40,6 +40,7 @@ pub struct Running {
     pub mechanism: Mechanism,
     /// CLOCK_MONOTONIC deadline written into the rule.
     pub deadline_ns: u64,
+    /// When the rule was written (the deadline is one duration later).
     pub started: Instant,
     slot: u32,
     part: Part,
@@ -103,9 +104,10 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
 }
 
 impl Injector {
-    /// Load the fault object (maps created, programs not yet loaded).
-    pub fn new(state: StateFile) -> Result<Self> {
-        let ebpf = ebpf::load_faults()?;
+    /// Load the fault object (maps created, programs not yet loaded), its
+    /// programs matching cgroups by `ancestry` (crate::ancestry).
+    pub fn new(state: StateFile, ancestry: Ancestry) -> Result<Self> {
+        let ebpf = ebpf::load_faults(&crate::ancestry::global(ancestry)?)?;
         Ok(Self {
             shared: Shared { ebpf, state },
             net: net::Net::default(),
@@ -123,10 +125,9 @@ impl Injector {
     /// remains injected or attached.
     pub fn start(&mut self, attack: Attack, planned: Planned) -> Result<Running> {
         let slot = self.take_slot()?;
-        let deadline_ns = monotonic_ns() + attack.duration.as_nanos() as u64;
-        let started = Instant::now();
         let shared = &mut self.shared;
-        let at = family::At { attack: &attack, slot, deadline_ns };
+        let deadline = std::cell::Cell::new(None);
+        let at = family::At { attack: &attack, slot, deadline: &deadline };
         let result = match &planned {
             Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
@@ -134,7 +135,15 @@ impl Injector {
         };
         let mechanism = planned.mechanism();
         match result {
-            Ok(part) => Ok(Running { attack, mechanism, deadline_ns, started, slot, part }),
+            Ok(part) => {
+                // When the rule was written: the controller's stop comes
+                // one duration later, with the kernel's deadline.
+                let (deadline_ns, started) = deadline.get().unwrap_or_else(|| {
+                    debug_assert!(false, "the family wrote no rule");
+                    (monotonic_ns(), Instant::now())
+                });
+                Ok(Running { attack, mechanism, deadline_ns, started, slot, part })
+            }
             Err(e) => {
                 self.slots[slot as usize] = false;
                 Err(e)

@@ -136,14 +136,15 @@ impl FamilyInjector for Net {
     /// Write the rule, then install fq and attach; `handle.interfaces`
     /// names the devices acted on.
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
-        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
-        let (rule, effects) = (fault.rule(deadline_ns, slot), fault.effects());
+        let Start { attack, fault, mechanism, slot, .. } = *start;
+        let effects = fault.effects();
         handle.drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         reset_rate_clock(&mut shared.ebpf, slot)?;
         if effects.is_some_and(NetFault::needs_jitter_table) {
             self.write_jitter_table(&mut shared.ebpf)?;
         }
+        let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, self.rules.levels())?;
         if let Some(mode) = mechanism.egress {

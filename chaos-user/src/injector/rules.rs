@@ -185,7 +185,8 @@ mod tests {
             faults::{Fault, NetLoss},
             targets::Target,
         };
-        let mut ebpf = crate::ebpf::load_faults().expect("loading the fault object (as root)");
+        let mut ebpf =
+            crate::ebpf::load_faults(&Default::default()).expect("loading the fault object (as root)");
         let mut table: RuleTable<NetRule, NetCounters> =
             RuleTable::new(chaos_abi::net::RULES, chaos_abi::net::COUNTERS, "a network fault");
         let attack = |id: &str| Attack {

@@ -20,7 +20,7 @@
 
 use serde::Serialize;
 
-use super::{FamilyMechanism, Held, Preferences, first_available, unavailable};
+use super::{Ancestry, FamilyMechanism, Held, Preferences, first_available, unavailable};
 use crate::{
     capabilities::{Capability, Findings},
     error::{Error, Result},
@@ -51,6 +51,7 @@ pub struct ClockMechanism {
     /// answered with the shifted time, return value included (with fexit
     /// only: the tracepoint path would shift what it stores twice).
     pub time_fmod_ret: bool,
+    pub ancestry: Ancestry,
 }
 
 /// What clock-skew reaches and what it does not: `--help`, `chaos doctor`
@@ -105,18 +106,11 @@ pub fn plan(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<C
         return Err(no_write_user(subject, caps.detail(Capability::ProbeWriteUser)));
     }
     // Every clock program matches the target by its ancestor at the
-    // target's level (chaos-ebpf/src/clock): without the helper, only a
-    // process in the target cgroup itself, not in its descendants (a pod's
-    // containers), could be matched. No fallback: a partial match would
-    // shift some of the target's processes and not others.
-    if !caps.has(Capability::CgroupAncestor) {
-        return Err(unavailable(
-            subject,
-            "matching the target cgroup's descendants",
-            &[Capability::CgroupAncestor],
-            caps,
-        ));
-    }
+    // target's level (chaos-ebpf/src/cgroup.rs): by the helper, or by
+    // reading the task's cgroup. Never by the task's own cgroup alone: that
+    // would shift the target's processes and not its descendants' (a
+    // pod's containers).
+    let ancestry = super::ancestry(subject, caps)?;
     let syscalls = syscall_hook(subject, caps, prefs)?;
     if !caps.has(Capability::RawTracepoint) {
         return Err(unavailable(
@@ -130,7 +124,7 @@ pub fn plan(subject: &str, caps: &dyn Findings, prefs: &Preferences) -> Result<C
     // the machine may do, never more.
     let libc_uprobes = caps.has(Capability::Uprobe);
     let time_fmod_ret = syscalls == SyscallHook::Fexit && caps.has(Capability::SyscallFmodRet);
-    Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes, time_fmod_ret })
+    Ok(ClockMechanism { syscalls, exec_detach_vdso: true, libc_uprobes, time_fmod_ret, ancestry })
 }
 
 /// fexit where BPF trampolines work (the fentry probe), tracepoints
@@ -156,6 +150,9 @@ impl FamilyMechanism for ClockMechanism {
         } else {
             "no uprobes (running processes keep their vDSO)"
         });
+        if self.ancestry == Ancestry::TaskRead {
+            parts.push(self.ancestry.describe());
+        }
         parts.join(", ")
     }
 
@@ -219,11 +216,13 @@ pub fn doctor_summary(caps: &dyn Findings) -> Vec<String> {
         } else {
             format!("clock-skew: UNAVAILABLE: bpf_probe_write_user is refused ({detail})")
         });
-    } else if !caps.has(Capability::CgroupAncestor) {
+    } else if !caps.has(Capability::CgroupAncestor) && !caps.has(Capability::CgroupAncestorRead) {
         lines.push(format!(
             "clock-skew: UNAVAILABLE: tracing programs cannot call bpf_get_current_ancestor_cgroup_id here \
-             (Linux 5.14), which clock-skew needs to match the target cgroup's descendants ({})",
-            caps.detail(Capability::CgroupAncestor)
+             (Linux 5.14) ({}), nor read the task's ancestor cgroups ({}); clock-skew needs one to match the \
+             target cgroup's descendants",
+            caps.detail(Capability::CgroupAncestor),
+            caps.detail(Capability::CgroupAncestorRead)
         ));
     } else {
         let syscalls = if caps.has(Capability::Fentry) {

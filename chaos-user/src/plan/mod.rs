@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use self::{
     clock::{ClockMechanism, SyscallHook},
-    io::{IoMechanism, IoVia},
+    io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
 };
 use crate::{
@@ -48,6 +48,8 @@ pub enum Demand {
     Io {
         /// Reads, writes or directory reads, not only opens.
         read_write: bool,
+        /// A call window (`--after`, `--first`): counted atomically.
+        windowed: bool,
     },
     Clock,
 }
@@ -56,7 +58,7 @@ impl Demand {
     pub fn of(fault: &Fault) -> Self {
         match fault.by_family() {
             FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
-            FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open() },
+            FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
         }
     }
@@ -68,10 +70,19 @@ impl Demand {
         use Capability::*;
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
-            Self::Io { .. } => &[BpfLsm, FmodRet, KprobeOverride],
-            Self::Clock => {
-                &[ProbeWriteUser, CgroupAncestor, Fentry, Tracepoint, RawTracepoint, Uprobe, SyscallFmodRet]
+            Self::Io { .. } => {
+                &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
             }
+            Self::Clock => &[
+                ProbeWriteUser,
+                CgroupAncestor,
+                CgroupAncestorRead,
+                Fentry,
+                Tracepoint,
+                RawTracepoint,
+                Uprobe,
+                SyscallFmodRet,
+            ],
         }
     }
 }
@@ -86,7 +97,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
-    ("io-error", Demand::Io { read_write: true }),
+    ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];
 
@@ -169,7 +180,9 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         FamilyFault::Net(f) => {
             Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
         }
-        FamilyFault::Io(f) => Planned::Io(io::plan(&subject, f.beyond_open(), caps, prefs.io_via)?, f),
+        FamilyFault::Io(f) => {
+            Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
+        }
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
     };
     if let Planned::Clock(m, _) = &planned
@@ -197,9 +210,60 @@ pub fn plan_demand(
         Demand::Net { direction, schedules } => {
             net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
         }
-        Demand::Io { read_write } => io::plan(subject, read_write, caps, prefs.io_via).map(Mechanism::Io),
+        Demand::Io { read_write, windowed } => {
+            io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)
+        }
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
     }
+}
+
+/// How the tracing and LSM programs (io-error, clock-skew) match a task
+/// against the target cgroup and its descendants (crate::ancestry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ancestry {
+    /// `bpf_get_current_ancestor_cgroup_id` (Linux 5.14).
+    #[default]
+    Helper,
+    /// The ancestor ids read from the task's cgroup (5.10 to 5.13).
+    TaskRead,
+}
+
+impl Ancestry {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Helper => "ancestor cgroup helper",
+            Self::TaskRead => "ancestor cgroup read from the task",
+        }
+    }
+
+    /// The ancestry the fault object is loaded with for `planned` (they
+    /// agree: one kernel, one capability set); the helper when no attack
+    /// needs one.
+    pub fn of<'a>(planned: impl IntoIterator<Item = &'a Planned>) -> Self {
+        planned
+            .into_iter()
+            .find_map(|p| match p {
+                Planned::Io(m, _) => Some(m.ancestry),
+                Planned::Clock(m, _) => Some(m.ancestry),
+                Planned::Net(..) => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The helper where tracing programs may call it, else task reads.
+fn ancestry(subject: &str, caps: &dyn Findings) -> Result<Ancestry> {
+    first_available(
+        subject,
+        "matching the target cgroup's descendants",
+        &[
+            (Ancestry::Helper, Capability::CgroupAncestor),
+            (Ancestry::TaskRead, Capability::CgroupAncestorRead),
+        ],
+        None,
+        caps,
+    )
 }
 
 /// The first of `candidates` (a mechanism and the capability it needs)

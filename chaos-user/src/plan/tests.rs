@@ -135,13 +135,30 @@ fn debian_6_1_netlink_fq_lsm_and_fexit() {
     }
     assert_eq!(ok(&caps, "net-duplicate"), net(netlink, false, false));
     let io = ok(&caps, "io-error");
-    assert_eq!(io, Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: true }));
+    assert_eq!(
+        io,
+        Mechanism::Io(IoMechanism {
+            via: IoVia::BpfLsm,
+            file_open: true,
+            file_permission: true,
+            walk: IoWalk::BpfLoop,
+            ancestry: Ancestry::Helper
+        })
+    );
     assert_eq!(layers(&io), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
     // Opens only: no file_permission program.
-    let opens = plan_demand("io", Demand::Io { read_write: false }, &caps, &Preferences::default()).unwrap();
+    let opens =
+        plan_demand("io", Demand::Io { read_write: false, windowed: false }, &caps, &Preferences::default())
+            .unwrap();
     assert_eq!(
         opens,
-        Mechanism::Io(IoMechanism { via: IoVia::BpfLsm, file_open: true, file_permission: false })
+        Mechanism::Io(IoMechanism {
+            via: IoVia::BpfLsm,
+            file_open: true,
+            file_permission: false,
+            walk: IoWalk::BpfLoop,
+            ancestry: Ancestry::Helper
+        })
     );
     if cfg!(target_arch = "x86_64") {
         let clock = ok(&caps, "clock-skew");
@@ -151,7 +168,8 @@ fn debian_6_1_netlink_fq_lsm_and_fexit() {
                 syscalls: SyscallHook::Fexit,
                 exec_detach_vdso: true,
                 libc_uprobes: true,
-                time_fmod_ret: false
+                time_fmod_ret: false,
+                ancestry: Ancestry::Helper
             })
         );
         assert_eq!(layers(&clock), [ControllerStop, KernelDeadline, LinksDieWithProcess]);
@@ -206,13 +224,17 @@ fn distributions_plan_as_their_configs_allow() {
         assert_eq!(ok(&caps, "net-delay"), net(egress, false, true), "{name}");
         assert!(caps.has(Capability::KprobeOverride), "{name}");
     }
-    let e = refused(&distro("Ubuntu 22.04"), "io-error", &Preferences::default());
-    assert!(
-        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: ")
-            && e.contains("lacks bpf")
-            && e.contains("fmod_ret: ")
-            && e.contains("no bpf_loop"),
-        "{e}"
+    // 5.15: no BPF LSM by default, no bpf_loop: fmod_ret with the bounded
+    // walk, the ancestor helper (5.14).
+    assert_eq!(
+        ok(&distro("Ubuntu 22.04"), "io-error"),
+        Mechanism::Io(IoMechanism {
+            via: IoVia::FmodRet,
+            file_open: true,
+            file_permission: true,
+            walk: IoWalk::Bounded,
+            ancestry: Ancestry::Helper
+        })
     );
     assert!(
         matches!(
@@ -245,12 +267,12 @@ fn distributions_plan_as_their_configs_allow() {
     }
 }
 
-/// Debian 11 as installed: no TCX, and the BPF LSM built but not active,
-/// so io-error is refused naming both of its mechanisms; tracing programs
-/// cannot call bpf_get_current_ancestor_cgroup_id, so clock-skew is refused
-/// naming it (its programs fail to load without it).
+/// Debian 11 as installed: no TCX; the BPF LSM built but not active, and no
+/// bpf_loop, so io-error goes through fmod_ret with the bounded path walk;
+/// tracing programs cannot call bpf_get_current_ancestor_cgroup_id, so
+/// io-error and clock-skew read the task's ancestor cgroups.
 #[test]
-fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
+fn debian_5_10_netlink_fq_fexit_fmod_ret_and_task_reads() {
     let caps = set(DEBIAN_5_10);
     let netlink = Some(EgressMode::Netlink);
     assert_eq!(ok(&caps, "net-loss"), net(netlink, true, false));
@@ -258,21 +280,56 @@ fn debian_5_10_netlink_fq_fexit_and_no_io_error() {
         assert_eq!(ok(&caps, kind), net(netlink, false, true), "{kind}");
     }
     assert_eq!(ok(&caps, "net-corrupt"), net(netlink, false, false));
-    let e = refused(&caps, "io-error", &Preferences::default());
-    assert!(
-        e.starts_with("io-error is unavailable because no mechanism works on this kernel: BPF LSM: ")
-            && e.contains("`bpf` is not an active LSM")
-            && e.contains("kprobe + bpf_override_return: "),
-        "{e}"
+    assert_eq!(
+        ok(&caps, "io-error"),
+        Mechanism::Io(IoMechanism {
+            via: IoVia::FmodRet,
+            file_open: true,
+            file_permission: true,
+            walk: IoWalk::Bounded,
+            ancestry: Ancestry::TaskRead
+        })
     );
+    // Call windows need atomic fetch-and-add, which the bounded programs
+    // are built without: refused, saying which flags and why.
+    let windowed = Demand::Io { read_write: true, windowed: true };
+    let e = plan_demand("io-error", windowed, &caps, &Preferences::default()).unwrap_err().to_string();
+    assert!(e.contains("--after/--first are not available on this kernel") && e.contains("bpf_loop"), "{e}");
+    // The BPF LSM cannot be forced where it is not active.
+    let lsm = Preferences { io_via: Some(IoVia::BpfLsm), ..Default::default() };
+    let e = refused(&caps, "io-error", &lsm);
+    assert!(e.contains("`bpf` is not an active LSM"), "{e}");
     if cfg!(target_arch = "x86_64") {
-        let e = refused(&caps, "clock-skew", &Preferences::default());
+        assert_eq!(
+            ok(&caps, "clock-skew"),
+            Mechanism::Clock(ClockMechanism {
+                syscalls: SyscallHook::Fexit,
+                exec_detach_vdso: true,
+                libc_uprobes: true,
+                time_fmod_ret: false,
+                ancestry: Ancestry::TaskRead
+            })
+        );
+    }
+    // Without the task reads too, nothing matches descendants: refused,
+    // naming both.
+    let mut without = caps.clone();
+    without.capabilities.iter_mut().filter(|f| f.capability == Capability::CgroupAncestorRead).for_each(
+        |f| {
+            f.available = false;
+            f.detail = "no ancestor_ids".into();
+        },
+    );
+    for kind in ["io-error", "clock-skew"] {
+        if kind == "clock-skew" && !cfg!(target_arch = "x86_64") {
+            continue;
+        }
+        let e = refused(&without, kind, &Preferences::default());
         assert!(
-            e.starts_with(
-                "clock-skew is unavailable on this kernel (matching the target cgroup's descendants): \
-                 ancestor cgroup (tracing): "
-            ) && e.contains("unknown func bpf_get_current_ancestor_cgroup_id"),
-            "{e}"
+            e.contains("(matching the target cgroup's descendants): ancestor cgroup (tracing): ")
+                && e.contains("unknown func bpf_get_current_ancestor_cgroup_id")
+                && e.contains("ancestor cgroup (task read): no ancestor_ids"),
+            "{kind}: {e}"
         );
     }
 }
@@ -497,10 +554,19 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             parts.retain(|p| !p.is_empty());
             parts.join(" + ")
         }
-        Ok(Mechanism::Io(m)) => match m.via {
-            IoVia::BpfLsm => "BPF LSM".into(),
-            IoVia::FmodRet => "fmod_ret".into(),
-        },
+        Ok(Mechanism::Io(m)) => {
+            let mut parts = vec![match (m.via, m.walk) {
+                (IoVia::BpfLsm, _) => "BPF LSM".to_owned(),
+                (IoVia::FmodRet, IoWalk::BpfLoop) => "fmod_ret".to_owned(),
+                (IoVia::FmodRet, IoWalk::Bounded) => {
+                    format!("fmod_ret (paths up to {} levels)", chaos_abi::io::MAX_DEPTH_BOUNDED)
+                }
+            }];
+            if m.ancestry == Ancestry::TaskRead {
+                parts.push("cgroup read".into());
+            }
+            parts.join(" + ")
+        }
         Ok(Mechanism::Clock(c)) => {
             let mut parts = vec![match c.syscalls {
                 SyscallHook::Fexit => "fexit",
@@ -511,6 +577,9 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             }
             if c.libc_uprobes {
                 parts.push("uprobes");
+            }
+            if c.ancestry == Ancestry::TaskRead {
+                parts.push("cgroup read");
             }
             parts.join(" + ")
         }

@@ -147,7 +147,7 @@ pub fn run() -> anyhow::Result<()> {
 /// hook at all. Detached when dropped.
 fn empty_hook() -> anyhow::Result<aya::Ebpf> {
     use aya::programs::Lsm;
-    let mut ebpf = chaos::ebpf::load_faults()?;
+    let mut ebpf = chaos::ebpf::load_faults(&Default::default())?;
     let btf = aya::Btf::from_sys_fs()?;
     let prog: &mut Lsm =
         ebpf.program_mut("io_rw").ok_or_else(|| anyhow::anyhow!("no io_rw program"))?.try_into()?;

@@ -407,7 +407,7 @@ fn clocksource() -> String {
 /// (chaos-user/src/plan/clock.rs), with the probes' reasons.
 pub fn require(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require(Capability::ProbeWriteUser)?;
-    ctx.require(Capability::CgroupAncestor)
+    ctx.require_any(&[Capability::CgroupAncestor, Capability::CgroupAncestorRead])
 }
 
 /// `date +%s`, Python's `time.time()` and a C program calling
@@ -887,17 +887,18 @@ pub fn bad_input_is_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// Where the verifier refuses bpf_probe_write_user (kernel lockdown, as on
-/// this project's hosts), or tracing programs cannot call
-/// bpf_get_current_ancestor_cgroup_id (before 5.14: Debian 11), the attack
-/// is refused, saying so plainly, and `chaos doctor` says the same.
+/// this project's hosts), or tracing programs can neither call
+/// bpf_get_current_ancestor_cgroup_id (5.14) nor read the task's ancestor
+/// cgroups (no kernel of the matrix), the attack is refused, saying so
+/// plainly, and `chaos doctor` says the same.
 pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
     // The probe's own words: "kernel lockdown=integrity forbids it (...)".
     let detail = match ctx.require(Capability::ProbeWriteUser) {
-        Ok(()) => match ctx.require(Capability::CgroupAncestor) {
+        Ok(()) => match ctx.require_any(&[Capability::CgroupAncestor, Capability::CgroupAncestorRead]) {
             Ok(()) => {
                 return Err(Skip(
-                    "bpf_probe_write_user and the ancestor cgroup helper work here: clock-skew is available, \
-                     nothing to refuse"
+                    "bpf_probe_write_user and the ancestor cgroups (helper or task read) work here: clock-skew \
+                     is available, nothing to refuse"
                         .into(),
                 )
                 .into());
@@ -937,8 +938,7 @@ pub fn unavailable_says_why(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The refusal where tracing programs cannot call
-/// bpf_get_current_ancestor_cgroup_id.
+/// The refusal where tracing programs can find no ancestor cgroup.
 fn no_ancestor_says_why() -> anyhow::Result<()> {
     let target = Cgroup::new("clock-unavailable")?;
     let args = ["attack", "clock-skew", "--cgroup", &target.rel, "--offset", "+90s", "--duration", "10s"];

@@ -47,40 +47,52 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "bpf_probe_write_user",
                 "fq qdisc",
                 "netem qdisc",
+                "ancestor cgroup (task read)",
             ];
             let common = DEBIAN.iter().copied().filter(|c| !NO.contains(c));
-            (common.chain(["tc (TCX link)", "ancestor cgroup (tracing)"]).collect(), NO)
+            (common.chain(["tc (TCX link)", "ancestor cgroup (tracing)", "bpf_loop"]).collect(), NO)
         }
         // Debian 11: the BPF LSM is built in but not in the default `lsm=`
         // list (CONFIG_LSM); no TCX (6.6); tracing programs may not call
-        // bpf_get_current_ancestor_cgroup_id (5.14); no bpf_loop (5.17),
-        // which the fmod_ret probe calls as io-error's programs do.
-        // System calls are not on the error-injection list before 7.2
-        // (Debian's configs: no CONFIG_FUNCTION_ERROR_INJECTION), so no
+        // bpf_get_current_ancestor_cgroup_id (5.14), but may read the
+        // task's cgroup (`cgroup.ancestor_ids`, before 6.0); no bpf_loop
+        // (5.17). System calls are not on the error-injection list before
+        // 7.2 (Debian's configs: no CONFIG_FUNCTION_ERROR_INJECTION), so no
         // program may answer time(2) there.
         "debian-5.10" => (
-            DEBIAN.iter().copied().filter(|c| *c != "fmod_ret").collect(),
+            [DEBIAN, &["ancestor cgroup (task read)"]].concat(),
             &[
                 "tc (TCX link)",
                 "kprobe override",
                 "BPF LSM",
+                "bpf_loop",
                 "ancestor cgroup (tracing)",
-                "fmod_ret",
                 "fmod_ret on system calls",
             ],
         ),
+        // From 6.0 on, `struct cgroup` has `ancestors[]`, not the ids the
+        // task read needs: the helper serves.
         "debian-6.1" => (
-            [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)"]].concat(),
-            &["tc (TCX link)", "kprobe override", "fmod_ret on system calls"],
+            [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)", "bpf_loop"]].concat(),
+            &["tc (TCX link)", "kprobe override", "fmod_ret on system calls", "ancestor cgroup (task read)"],
         ),
         "debian-6.12" => (
-            [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)"]].concat(),
-            &["kprobe override", "fmod_ret on system calls"],
+            [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)", "bpf_loop"]].concat(),
+            &["kprobe override", "fmod_ret on system calls", "ancestor cgroup (task read)"],
         ),
         "debian-7.2" => (
-            [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)", "fmod_ret on system calls"]]
-                .concat(),
-            &["kprobe override"],
+            [
+                DEBIAN,
+                &[
+                    "BPF LSM",
+                    "tc (TCX link)",
+                    "ancestor cgroup (tracing)",
+                    "bpf_loop",
+                    "fmod_ret on system calls",
+                ],
+            ]
+            .concat(),
+            &["kprobe override", "ancestor cgroup (task read)"],
         ),
         _ => return None,
     };

@@ -170,6 +170,7 @@ pub mod fmod_ret {
         every_errno_reaches_the_caller,
         paths_match_what_the_kernel_resolves,
         operations_are_filtered,
+        walk_depth_is_bounded,
     );
 }
 
@@ -591,6 +592,58 @@ pub fn operations_are_filtered(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The path walk's bound (chaos_abi::io): one step per path component from
+/// the file up to the `--path` it lies under, `--path` itself included:
+/// 48 steps under `bpf_loop`, 16 in the bounded walk of kernels without it
+/// (fmod_ret only). A file the last step reaches from fails; one
+/// component deeper it passes, counted `unresolved`, never failed.
+pub fn walk_depth_is_bounded(ctx: &mut Ctx) -> anyhow::Result<()> {
+    require_io(ctx)?;
+    let bounded = forced() == Some("fmod-ret") && ctx.require(Capability::BpfLoop).is_err();
+    // MAX_DEPTH_BOUNDED and MAX_DEPTH.
+    let (steps, walk) = if bounded { (16, "bounded walk") } else { (48, "bpf_loop walk") };
+    let w = World::new()?;
+    // data/d1/.../dN/f: N + 1 components below data, N + 2 steps reach it.
+    let chain = |n: usize| -> anyhow::Result<String> {
+        let mut dir = w.data.clone();
+        for i in 1..=n {
+            dir.push(format!("d{i}"));
+        }
+        fs::create_dir_all(&dir)?;
+        let f = dir.join("f");
+        fs::write(&f, "0123456789")?;
+        Ok(f.display().to_string())
+    };
+    let (within, beyond) = (chain(steps - 2)?, chain(steps - 1)?);
+    let run =
+        attack(&w, &["--errno", "EIO", "--percent", "100", "--operations", "read", "--duration", "120s"])?;
+    let near = reads(w.target(), &within, &[]);
+    let far = reads(w.target(), &beyond, &[]);
+    let ended = end(run)?;
+    let (near, far) = (near?, far?);
+    anyhow::ensure!(
+        near.failed() == near.calls && near.calls > 0,
+        "{walk}: a file {} components below --path: {} of {} reads failed, expected all",
+        steps - 1,
+        near.failed(),
+        near.calls
+    );
+    anyhow::ensure!(
+        far.failed() == 0,
+        "{walk}: a file {steps} components below --path: {} of {} reads failed, expected none",
+        far.failed(),
+        far.calls
+    );
+    let unresolved = counter(&ended, "unresolved");
+    anyhow::ensure!(
+        unresolved >= far.calls,
+        "{walk}: chaos counted {unresolved} unresolved calls, fewer than the {} reads past the bound",
+        far.calls
+    );
+    eprint!("[{walk}: {} components fail, {steps} pass ({unresolved} unresolved)] ", steps - 1);
+    Ok(())
+}
+
 /// `count` reads of `data/f`, prepared; then an EIO attack on reads with
 /// `window` (`--after`, `--first`) at `percent`. The index of each read
 /// that failed, and chaos's count of failed reads.
@@ -647,9 +700,13 @@ pub type IoErrorFmodRet = Io<true>;
 
 impl<const FMOD_RET: bool> Io<FMOD_RET> {
     const VIA: Option<&'static str> = if FMOD_RET { Some("fmod-ret") } else { None };
-    /// The programs of the mechanism.
-    const PROGRAMS: [&'static str; 2] =
-        if FMOD_RET { ["io_fmod_open", "io_fmod_rw"] } else { ["io_open", "io_rw"] };
+    /// The programs of the mechanism (fmod_ret's with the path walk under
+    /// bpf_loop, and in a bounded loop where the kernel lacks it).
+    const PROGRAMS: &'static [&'static str] = if FMOD_RET {
+        &["io_fmod_open", "io_fmod_rw", "io_bounded_open", "io_bounded_rw"]
+    } else {
+        &["io_open", "io_rw"]
+    };
 }
 
 fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
@@ -727,7 +784,7 @@ impl<const FMOD_RET: bool> Family for Io<FMOD_RET> {
     }
 
     fn loaded() -> Vec<String> {
-        Self::PROGRAMS.into_iter().filter(|p| program_loaded(p)).map(str::to_owned).collect()
+        Self::PROGRAMS.iter().filter(|p| program_loaded(p)).map(|p| (*p).to_owned()).collect()
     }
 
     /// After a controller's stop, at once; after `kill -9`, the kernel frees

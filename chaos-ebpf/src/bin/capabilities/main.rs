@@ -5,7 +5,9 @@
 #![no_std]
 #![no_main]
 
+mod bpf_loop;
 mod cgroup_ancestor;
+mod cgroup_read;
 mod cgroup_skb;
 mod fentry;
 mod fmod_ret;

@@ -150,14 +150,14 @@ impl FamilyInjector for Clock {
     type Handle = Handle;
 
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
-        let Start { attack, fault, mechanism, slot, deadline_ns } = *start;
+        let Start { attack, fault, mechanism, slot, .. } = *start;
         self.binprm_offsets()?;
         if mechanism.time_fmod_ret && self.tai_offset_ns.is_none() {
             self.tai_offset_ns = Some(tai_offset_ns()?);
         }
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         let flags = if mechanism.exec_detach_vdso { FLAG_DETACH_VDSO } else { 0 };
-        self.insert_rule(&mut shared.ebpf, attack, fault.rule(deadline_ns, slot, flags))?;
+        self.insert_rule(&mut shared.ebpf, attack, fault.rule(start.deadline_from_now(), slot, flags))?;
         self.acquire(&mut shared.ebpf, mechanism)?;
         handle.global = true;
         if mechanism.libc_uprobes {
