@@ -7,7 +7,7 @@ use aya_ebpf::{
 use chaos_abi::cgroup::{ANCESTRY_HELPER, Ancestry, Levels, MAX_LEVEL};
 
 /// How [`current_ancestor`] works on this kernel: set by the loader
-/// (`EbpfLoader::set_global`) in the object's read-only data, which it
+/// (`EbpfLoader::override_global`) in the object's read-only data, which it
 /// freezes, so the verifier reads `mode` as a constant
 /// (kernel/bpf/verifier.c, bpf_map_direct_read) and prunes the other branch
 /// unchecked: a kernel without the helper never sees the call.
