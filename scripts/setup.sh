@@ -24,6 +24,10 @@ APT_PACKAGES=(
   gcc python3 openssl libfaketime # clock-skew: tests' C probe, python, openssl verify; bench baseline
   sqlite3 strace # io-error: a real program under test; the ptrace baseline of the benchmark
   prometheus # promtool: the tests lint the metrics exposition with `promtool check metrics`
+  # containers as targets: real runtimes for the tests in the VMs (they do not
+  # run on this host; see tests/src/fixtures/containers.rs), and protoc, which
+  # the containerd client's build script needs for containerd's API
+  docker.io podman containerd runc crun containernetworking-plugins protobuf-compiler
 )
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }

@@ -36,7 +36,7 @@ mod tests {
         let attack = |step: &str| Attack {
             id: "a".into(),
             fault: fault_of_step(step).unwrap(),
-            target: Target { path: "/a".into(), id: 7, level: 1 },
+            target: Target { path: "/a".into(), id: 7, level: 1, workload: None },
             duration: Duration::from_secs(60),
         };
         let given = attack("{fault: net-loss, percent: 5, duration: 1m, interfaces: [eth0]}");

@@ -28,6 +28,7 @@ pub mod plan;
 pub mod probes;
 pub mod recover;
 pub mod report;
+pub mod runtime;
 pub mod safe_fs;
 pub mod session;
 pub mod signals;

@@ -570,7 +570,7 @@ mod tests {
         let attack = AttackFields {
             attack: "a".into(),
             fault: "net-loss".into(),
-            target: TargetFields { path: "/t".into(), id: 7, level: 1 },
+            target: TargetFields { path: "/t".into(), id: 7, level: 1, workload: None },
             duration: "2s".into(),
             interfaces: None,
             parameters: Default::default(),

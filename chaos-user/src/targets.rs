@@ -38,10 +38,17 @@ pub struct Target {
     pub id: u64,
     /// Depth below the hierarchy root (root = 0).
     pub level: u32,
+    /// What the user named, when it was not the cgroup itself: e.g.
+    /// `docker container web (3f2a1b0c9d8e)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(w) = &self.workload {
+            write!(f, "{w}, ")?;
+        }
         write!(f, "cgroup {} (id {})", self.path.display(), self.id)
     }
 }
@@ -124,7 +131,7 @@ impl CgroupFs {
                 dir.display()
             )));
         }
-        let target = Target { path: dir, id: meta.ino(), level };
+        let target = Target { path: dir, id: meta.ino(), level, workload: None };
         self.check_host(&target, allow_host)?;
         Ok(target)
     }

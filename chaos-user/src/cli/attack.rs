@@ -18,7 +18,7 @@ use crate::{
     capabilities::{Capabilities, Capability, CapabilitySet, Findings},
     cli::TargetArgs,
     error::{Error, ExitCode, Result},
-    experiment::{Experiment, Selector},
+    experiment::Experiment,
     faults::{Direction, Fault, NetFilter, NetKind, NetLoss, Protocol},
     plan::{Demand, safety_text},
     session,
@@ -277,6 +277,7 @@ impl AttackCommand {
     pub fn run(self) -> Result<ExitCode> {
         let Built { fault } = self.build().map_err(Error::invalid)?;
         let (target, run) = self.common();
+        target.check()?;
         if !run.dry_run {
             session::require_root("chaos attack")?;
             return run_one(&self, fault, run);
@@ -299,12 +300,7 @@ impl AttackCommand {
 /// events, reports, metrics and live view as `chaos run`.
 fn run_one(attack: &AttackCommand, fault: Fault, run: &AttackOptions) -> Result<ExitCode> {
     let (target, _) = attack.common();
-    let selector = match (&target.select.cgroup, target.select.pid) {
-        (Some(path), _) => Selector::Cgroup(path.clone()),
-        (None, Some(pid)) => Selector::Pid(pid),
-        (None, None) => unreachable!("clap requires one of --cgroup, --pid"),
-    };
-    let exp = Experiment::one_attack(fault, selector, target.allow_host, run.duration.0);
+    let exp = Experiment::one_attack(fault, target.selector(), target.allow_host, run.duration.0);
     let output = run.output.open()?;
     let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
     let options = run.output.run_options(&output, false, None);

@@ -85,7 +85,7 @@ impl DoctorArgs {
 
 /// Each fault kind planned from `caps`: its mechanism and the safety
 /// layers that mechanism provides, or why it cannot be planned.
-fn families(caps: &CapabilitySet, prefs: &Preferences) -> Vec<serde_json::Value> {
+pub(crate) fn families(caps: &CapabilitySet, prefs: &Preferences) -> Vec<serde_json::Value> {
     KINDS
         .iter()
         .map(|(kind, demand)| match plan::plan_demand(kind, *demand, caps, prefs) {

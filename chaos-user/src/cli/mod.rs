@@ -14,6 +14,7 @@ pub mod recover;
 pub mod run;
 pub mod schema;
 mod target;
+pub mod targets;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
@@ -56,10 +57,12 @@ pub struct Cli {
 pub enum Command {
     /// Run one attack from the command line.
     #[command(subcommand)]
-    Attack(attack::AttackCommand),
-    // Doctor, Recover, Run, Validate and Demo take their help from their
-    // argument structs' doc comments (a doc comment here would replace it).
+    Attack(Box<attack::AttackCommand>),
+    // Doctor, Targets, Recover, Run, Validate and Demo take their help from
+    // their argument structs' doc comments (a doc comment here would
+    // replace it).
     Doctor(doctor::DoctorArgs),
+    Targets(targets::TargetsArgs),
     Recover(recover::RecoverArgs),
     Run(run::RunArgs),
     Validate(validate::ValidateArgs),
@@ -74,6 +77,7 @@ impl Command {
         match self {
             Self::Attack(a) => a.run(),
             Self::Doctor(d) => d.run(),
+            Self::Targets(t) => t.run(),
             Self::Recover(r) => r.run(),
             Self::Run(r) => r.run(),
             Self::Validate(v) => v.run(),

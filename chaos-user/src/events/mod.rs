@@ -146,6 +146,10 @@ pub struct TargetFields {
     pub id: u64,
     /// Depth below the hierarchy root (root = 0).
     pub level: u32,
+    /// What the user named, when it was not the cgroup itself: e.g.
+    /// `docker container web (3f2a1b0c9d8e)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// How an attack ended.
@@ -181,6 +185,7 @@ impl AttackFields {
                 path: attack.target.path.display().to_string(),
                 id: attack.target.id,
                 level: attack.target.level,
+                workload: attack.target.workload.clone(),
             },
             duration: format_duration(attack.duration),
             interfaces,

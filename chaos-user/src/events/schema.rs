@@ -95,7 +95,7 @@ mod tests {
         Attack {
             id: a.id.clone(),
             fault: a.fault.clone(),
-            target: Target { path: "/sys/fs/cgroup/x".into(), id: 42, level: 1 },
+            target: Target { path: "/sys/fs/cgroup/x".into(), id: 42, level: 1, workload: None },
             duration: a.duration,
         }
     }

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{diag::Span, vars::Vars};
-use crate::{faults::Fault, probes::Probe};
+use crate::{faults::Fault, probes::Probe, runtime::Runtime};
 
 #[derive(Clone, Debug)]
 pub struct Experiment {
@@ -69,8 +69,9 @@ pub enum Selector {
     Cgroup(PathBuf),
     /// The cgroup a process is in.
     Pid(i32),
-    // Container ids resolve to a cgroup once container runtimes are
-    // supported: `container: <id>`.
+    /// A container by name or id, in one runtime or any (`container:`,
+    /// `runtime:`).
+    Container { name: String, runtime: Option<Runtime> },
 }
 
 impl std::fmt::Display for Selector {
@@ -78,6 +79,8 @@ impl std::fmt::Display for Selector {
         match self {
             Self::Cgroup(p) => write!(f, "cgroup {}", p.display()),
             Self::Pid(p) => write!(f, "the cgroup of pid {p}"),
+            Self::Container { name, runtime: None } => write!(f, "container {name}"),
+            Self::Container { name, runtime: Some(r) } => write!(f, "{r} container {name}"),
         }
     }
 }

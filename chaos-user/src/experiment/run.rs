@@ -478,12 +478,14 @@ impl<'a> Runner<'a> {
             let resolved = match &t.selector {
                 Selector::Cgroup(path) => fs.resolve_path(path, allow),
                 Selector::Pid(pid) => fs.resolve_pid(Path::new("/proc"), *pid, allow),
+                Selector::Container { name, runtime } => crate::runtime::target(&fs, name, *runtime, allow),
             };
             let target = resolved.map_err(|e| self.at(t.span, &format!("target `{}`", t.name), e))?;
             self.report.targets.push(TargetInfo {
                 name: t.name.clone(),
                 path: target.path.display().to_string(),
                 id: target.id,
+                workload: target.workload.clone(),
             });
             out.insert(t.name.clone(), target);
         }

@@ -8,6 +8,7 @@ use super::{diag::Diagnostics, model::Selector, parse};
 use crate::{
     faults::{Fault, NetLoss},
     probes::Check,
+    runtime::Runtime,
 };
 
 const FULL: &str = r#"
@@ -231,9 +232,19 @@ fn missing_targets_are_reported() {
         Some("add `target: a`")
     );
     let none = base.replace("method:", "targets: {a: {}}\nmethod:");
-    has(&errors(&none), "missing target: target `a` says neither `cgroup` nor `pid`", 6, 11);
-    let container = base.replace("method:", "targets: {a: {container: abc}}\nmethod:");
-    has(&errors(&container), "container ids are not supported yet", 6, 15);
+    has(&errors(&none), "missing target: target `a` says none of `cgroup`, `pid`, `container`", 6, 11);
+    let container = base.replace("method:", "targets: {a: {container: web, runtime: podman}}\nmethod:");
+    let e = ok(&container);
+    assert_eq!(
+        e.targets[0].selector,
+        Selector::Container { name: "web".into(), runtime: Some(Runtime::Podman) }
+    );
+    let any = base.replace("method:", "targets: {a: {container: web}}\nmethod:");
+    assert_eq!(ok(&any).targets[0].selector, Selector::Container { name: "web".into(), runtime: None });
+    let bad = base.replace("method:", "targets: {a: {container: web, runtime: rkt}}\nmethod:");
+    has(&errors(&bad), "`rkt` is not a container runtime chaos knows (docker, podman, containerd)", 6, 40);
+    let two = base.replace("method:", "targets: {a: {container: web, pid: 1}}\nmethod:");
+    has(&errors(&two), "gives pid and container; give exactly one", 6, 11);
 }
 
 #[test]

@@ -196,7 +196,7 @@ mod tests {
                 filter: Default::default(),
                 interfaces: Vec::new(),
             }),
-            target: Target { path: "/sys/fs/cgroup/x".into(), id: u64::MAX - 7, level: 1 },
+            target: Target { path: "/sys/fs/cgroup/x".into(), id: u64::MAX - 7, level: 1, workload: None },
             duration: Duration::from_secs(1),
         };
         let (first, second) = (attack("net-loss-1"), attack("net-loss-2"));

@@ -60,6 +60,9 @@ pub struct TargetInfo {
     pub name: String,
     pub path: String,
     pub id: u64,
+    /// The container it was named by, if it was (see the events' target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// The check before injecting.

@@ -2,7 +2,8 @@
 //!
 //! A new test is one line in `register!` below: its path. The name
 //! (`file::case`; `safety::case::family` for the safety suite that
-//! every family runs: see `safety.rs`; `io_error::fmod_ret::case` for
+//! every family runs: see `safety.rs`; `containers::case::runtime` for a
+//! case run on each container runtime; `io_error::fmod_ret::case` for
 //! io-error's tests through its second mechanism) comes from that path; the order is the run order (the
 //! doctor guard first: it checks that every capability expected on this
 //! kernel is present, so that no test is skipped for a capability that
@@ -10,6 +11,7 @@
 
 mod cli;
 pub mod clock_skew;
+mod containers;
 mod doctor;
 mod experiment;
 pub mod io_error;
@@ -87,6 +89,11 @@ crate::harness::register! {
     clock_skew::running_processes_read_the_offset_through_libc,
     clock_skew::openssl_verify_expires_only_in_the_target,
     clock_skew::experiment_step_skews_the_target,
+    containers::net_loss_by_name::podman,
+    containers::net_loss_by_name::docker,
+    containers::net_loss_by_name::containerd,
+    containers::targets_lists_what_runs_and_bad_names_are_refused,
+    containers::io_error_and_clock_skew_by_name,
     safety::ends_at_deadline::net_loss,
     safety::ends_at_deadline::io_error,
     safety::ends_at_deadline::io_error_fmod_ret,
@@ -123,9 +130,13 @@ mod registry {
         let mut seen = std::collections::BTreeSet::new();
         for t in super::ALL {
             assert!(seen.insert(t.name), "{} is registered twice", t.name);
-            // `safety::case::family` and `file::mechanism::case` (the same
-            // tests through a forced mechanism, e.g. io_error::fmod_ret).
-            let depth = if t.name.starts_with("safety::") || t.name.starts_with("io_error::fmod_ret::") {
+            // `safety::case::family`, `containers::case::runtime` and
+            // `file::mechanism::case` (the same tests through a forced
+            // mechanism, e.g. io_error::fmod_ret).
+            let depth = if ["safety::", "io_error::fmod_ret::", "containers::net_loss_by_name::"]
+                .iter()
+                .any(|p| t.name.starts_with(p))
+            {
                 2
             } else {
                 1

@@ -17,7 +17,10 @@ use super::{
     vars,
     yaml::{self, Node},
 };
-use crate::units::{AttackDuration, MAX_DURATION, format_duration, parse_duration};
+use crate::{
+    runtime::Runtime,
+    units::{AttackDuration, MAX_DURATION, format_duration, parse_duration},
+};
 
 mod fault_kinds;
 mod method;
@@ -369,7 +372,9 @@ impl Conv {
         for (k, v) in entries {
             let name = k.text().unwrap_or_default().to_owned();
             let what = format!("target `{name}`");
-            let Some(f) = self.fields(v, k.span, &what, &["cgroup", "pid", "container", "allow-host"]) else {
+            let Some(f) =
+                self.fields(v, k.span, &what, &["cgroup", "pid", "container", "runtime", "allow-host"])
+            else {
                 continue;
             };
             let given: Vec<&str> = ["cgroup", "pid", "container"].into_iter().filter(|s| f.has(s)).collect();
@@ -388,19 +393,33 @@ impl Conv {
                     .map(Selector::Pid)
                 }),
                 ["container"] => {
-                    let at = f.key_span("container").unwrap_or(k.span);
-                    self.err(
-                        at,
-                        "container ids are not supported yet".into(),
-                        Some("give the container's cgroup (`cgroup: /system.slice/docker-<id>.scope`) or `pid:` of its main process".into()),
-                    );
-                    None
+                    let runtime = match f.get("runtime") {
+                        None => Some(None),
+                        Some(n) => self
+                            .typed(n, "runtime", |t| {
+                                <Runtime as clap::ValueEnum>::from_str(t, false).map_err(|_| {
+                                    let names: Vec<&str> = Runtime::ALL.iter().map(|r| r.name()).collect();
+                                    format!(
+                                        "`{t}` is not a container runtime chaos knows ({})",
+                                        names.join(", ")
+                                    )
+                                })
+                            })
+                            .map(Some),
+                    };
+                    let name = self.required(&f, "container").and_then(|n| self.string(n, "container"));
+                    match (name, runtime) {
+                        (Some(name), Some(runtime)) => Some(Selector::Container { name, runtime }),
+                        _ => None,
+                    }
                 }
                 [] => {
                     self.err(
                         k.span,
-                        format!("missing target: {what} says neither `cgroup` nor `pid`"),
-                        Some("add `cgroup: /path/in/the/cgroup/tree` or `pid: 1234`".into()),
+                        format!("missing target: {what} says none of `cgroup`, `pid`, `container`"),
+                        Some(
+                            "add `cgroup: /path/in/the/cgroup/tree`, `pid: 1234` or `container: web`".into(),
+                        ),
                     );
                     None
                 }

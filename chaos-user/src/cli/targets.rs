@@ -1,0 +1,121 @@
+//! `chaos targets`: what can be attacked on this machine, by name.
+
+use std::{os::unix::fs::MetadataExt as _, path::Path};
+
+use clap::Args;
+use serde_json::json;
+
+use crate::{
+    capabilities::CapabilitySet,
+    error::{ExitCode, Result},
+    plan::Preferences,
+    runtime::{self, Container, Runtime},
+    targets::{AllowHost, CgroupFs, Target},
+};
+
+/// List the containers of this machine that chaos can attack by name: with
+/// their runtime, name, id, state, cgroup (path and id) and network
+/// namespace, and the fault kinds this kernel offers for them.
+///
+/// Every runtime whose socket exists is asked through its API: docker
+/// (/var/run/docker.sock), podman as root (/run/podman/podman.sock, served
+/// by `podman.socket` or `podman system service`) and containerd
+/// (/run/containerd/containerd.sock, every namespace but docker's `moby`).
+/// Runtimes that cannot be asked are listed with the reason. Attack one
+/// with `chaos attack <fault> --container NAME`.
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    /// Print JSON: `containers` (each with `cgroup` and `netns` when it
+    /// runs), `unreachable` (runtime and reason) and `faults` (the fault
+    /// kinds this kernel offers).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Ask only this runtime.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<Runtime>,
+}
+
+impl TargetsArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        let fs = CgroupFs::discover()?;
+        let (containers, unreachable) = runtime::list(self.runtime);
+        let rows: Vec<(Container, Option<Target>, Option<u64>)> = containers
+            .into_iter()
+            .map(|c| {
+                // Resolved as an attack would, host check included: a
+                // container in a cgroup that stands for the host shows no
+                // cgroup here, as `attack` would refuse it.
+                let cgroup =
+                    c.pid.and_then(|pid| fs.resolve_pid(Path::new("/proc"), pid, AllowHost(true)).ok());
+                let netns = c
+                    .pid
+                    .and_then(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino()));
+                (c, cgroup, netns)
+            })
+            .collect();
+        let caps = CapabilitySet::detect_all();
+        let faults: Vec<String> = super::doctor::families(&caps, &Preferences::from_env()?)
+            .into_iter()
+            .filter(|f| f["available"].as_bool() == Some(true))
+            .filter_map(|f| f["fault"].as_str().map(str::to_owned))
+            .collect();
+        if self.json {
+            let containers: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(c, cgroup, netns)| {
+                    let mut v = serde_json::to_value(c).expect("plain data");
+                    v["label"] = json!(c.label());
+                    v["cgroup"] = json!(cgroup);
+                    v["netns"] = json!(netns.map(|inode| json!({ "inode": inode })));
+                    v
+                })
+                .collect();
+            let unreachable: Vec<serde_json::Value> =
+                unreachable.iter().map(|(r, why)| json!({ "runtime": r, "reason": why })).collect();
+            println!("{}", json!({ "containers": containers, "unreachable": unreachable, "faults": faults }));
+            return Ok(ExitCode::Ok);
+        }
+        if rows.is_empty() {
+            println!("no containers");
+        } else {
+            println!(
+                "{:10}  {:30}  {:12}  {:8}  {:>10}  {:>10}  CGROUP",
+                "RUNTIME", "NAME", "ID", "STATE", "CGROUP-ID", "NETNS"
+            );
+            for (c, cgroup, netns) in &rows {
+                let name = match &c.namespace {
+                    Some(ns) => format!("{ns}/{}", c.name),
+                    None => c.name.clone(),
+                };
+                let netns = match (c.host_network, netns) {
+                    (true, _) => "host".to_owned(),
+                    (false, Some(n)) => n.to_string(),
+                    (false, None) => "-".to_owned(),
+                };
+                let (id, path) = match cgroup {
+                    Some(t) => (
+                        t.id.to_string(),
+                        t.path.strip_prefix(&fs.mount).unwrap_or(&t.path).display().to_string(),
+                    ),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                println!(
+                    "{:10}  {name:30}  {:12}  {:8}  {id:>10}  {netns:>10}  /{path}",
+                    c.runtime.name(),
+                    c.short_id(),
+                    c.state
+                );
+            }
+        }
+        for (r, why) in &unreachable {
+            println!("({r} not asked: {why})");
+        }
+        println!(
+            "\nfaults this kernel offers for each: {}\n(`chaos doctor` says how; a container with the host's \
+             network gets network faults on the host's devices, for its own traffic only)",
+            if faults.is_empty() { "none (run as root to probe)".to_owned() } else { faults.join(", ") }
+        );
+        Ok(ExitCode::Ok)
+    }
+}

@@ -1,0 +1,439 @@
+//! Container runtimes: name a container as its runtime knows it; get the
+//! cgroup and the network namespace chaos acts on.
+//!
+//! Each runtime is asked through its own API on its own socket — the Docker
+//! Engine API for docker and podman (podman serves the same API, see
+//! [`docker`]), containerd's gRPC API for containerd ([`containerd`]) —
+//! never by running or scraping a CLI. What chaos needs from a runtime is
+//! the container's init process: the cgroup it is in (`/proc/PID/cgroup`)
+//! is the target, a rule on it covers every process of the container,
+//! `exec`s included; the network namespace it is in is the container's.
+
+pub mod containerd;
+pub mod docker;
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use crate::{
+    error::{Error, Result},
+    targets::{AllowHost, CgroupFs, Target},
+};
+
+/// How long one runtime may take to answer. Generous: a runtime under load
+/// (or in an emulated VM) answers in seconds, not milliseconds.
+const ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// A container runtime chaos can ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    Docker,
+    Podman,
+    Containerd,
+}
+
+impl Runtime {
+    pub const ALL: [Self; 3] = [Self::Docker, Self::Podman, Self::Containerd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Podman => "podman",
+            Self::Containerd => "containerd",
+        }
+    }
+
+    /// The socket this runtime listens on as root: the runtime's own
+    /// environment variable when it is a unix socket (`DOCKER_HOST`,
+    /// `CONTAINER_HOST`, `CONTAINERD_ADDRESS`: what its own CLI honours),
+    /// else its default path.
+    pub fn socket(self) -> PathBuf {
+        let (var, default) = match self {
+            Self::Docker => ("DOCKER_HOST", "/var/run/docker.sock"),
+            Self::Podman => ("CONTAINER_HOST", "/run/podman/podman.sock"),
+            Self::Containerd => ("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"),
+        };
+        std::env::var(var)
+            .ok()
+            .and_then(|v| match v.strip_prefix("unix://") {
+                Some(p) => Some(p.to_owned()),
+                None if v.starts_with('/') => Some(v),
+                None => None,
+            })
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    }
+
+    /// What to do when the socket is not there.
+    fn how_to_start(self) -> &'static str {
+        match self {
+            Self::Docker => "start dockerd (`systemctl start docker`)",
+            Self::Podman => {
+                "podman answers on a socket only while its API service runs: `systemctl enable --now \
+                 podman.socket` (or `podman system service --time=0 &`); rootless podman's containers \
+                 are not reachable this way: give the cgroup (--cgroup) or a process (--pid) of the \
+                 container instead"
+            }
+            Self::Containerd => "start containerd (`systemctl start containerd`)",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A container as its runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Container {
+    pub runtime: Runtime,
+    /// The full id.
+    pub id: String,
+    /// Its name (docker, podman), or what Kubernetes calls it
+    /// (`pod-namespace/pod/container` under containerd's `k8s.io`), or its
+    /// id (plain containerd containers have no other name).
+    pub name: String,
+    /// containerd's namespace (`default`, `k8s.io`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub image: String,
+    /// As the runtime says it (`running`, `exited`, `created`, ...).
+    pub state: String,
+    /// The init process, while the container runs.
+    pub pid: Option<i32>,
+    /// The container shares the host's network namespace (docker's and
+    /// podman's `--network host`).
+    pub host_network: bool,
+}
+
+impl Container {
+    /// The id as people quote it.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// How events, reports and messages name it, e.g. `docker container
+    /// web (3f2a1b0c9d8e)`.
+    pub fn label(&self) -> String {
+        let name = match &self.namespace {
+            Some(ns) if self.name == self.id => format!("{ns}/{}", self.short_id()),
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        };
+        if name.ends_with(self.short_id()) {
+            format!("{} container {name}", self.runtime)
+        } else {
+            format!("{} container {name} ({})", self.runtime, self.short_id())
+        }
+    }
+
+    /// Whether `query` names this container: its full id, its name, its
+    /// `namespace/name` (containerd), or a prefix of its id.
+    fn matches(&self, query: &str) -> Match {
+        let by_ns = |n: &str| self.namespace.as_ref().is_some_and(|ns| query == format!("{ns}/{n}"));
+        if query == self.id || query == self.name || by_ns(&self.name) || by_ns(&self.id) {
+            Match::Exact
+        } else if self.id.starts_with(query)
+            || self.namespace.as_ref().is_some_and(|ns| {
+                query
+                    .strip_prefix(ns.as_str())
+                    .and_then(|q| q.strip_prefix('/'))
+                    .is_some_and(|q| self.id.starts_with(q))
+            })
+        {
+            Match::Prefix
+        } else {
+            Match::No
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Match {
+    No,
+    Prefix,
+    Exact,
+}
+
+/// The containers of every reachable runtime (or of `only`), and for each
+/// runtime that could not be asked, why.
+pub fn list(only: Option<Runtime>) -> (Vec<Container>, Vec<(Runtime, String)>) {
+    let mut all = Vec::new();
+    let mut unreachable = Vec::new();
+    for runtime in Runtime::ALL.into_iter().filter(|r| only.is_none_or(|o| o == *r)) {
+        match list_one(runtime) {
+            Ok(found) => all.extend(found),
+            Err(why) => unreachable.push((runtime, why)),
+        }
+    }
+    all.sort_by(|a, b| (a.runtime, &a.namespace, &a.name).cmp(&(b.runtime, &b.namespace, &b.name)));
+    (all, unreachable)
+}
+
+fn list_one(runtime: Runtime) -> std::result::Result<Vec<Container>, String> {
+    let socket = runtime.socket();
+    match std::fs::symlink_metadata(&socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "its socket {} does not exist: {}",
+                socket.display(),
+                runtime.how_to_start()
+            ));
+        }
+        Err(e) => return Err(format!("its socket {}: {e}", socket.display())),
+        Ok(_) => {}
+    }
+    let listed = match runtime {
+        Runtime::Docker | Runtime::Podman => block_on(docker::list(runtime, &socket)),
+        Runtime::Containerd => block_on(containerd::list(&socket)),
+    };
+    let mut listed = listed.map_err(|e| format!("asking it on {} failed: {e}", socket.display()))?;
+    // Whatever the runtime calls it: a container whose init process is in
+    // PID 1's network namespace has the host's network.
+    let host = netns_inode(1);
+    for c in &mut listed {
+        if let Some(pid) = c.pid {
+            c.host_network |= host.is_some() && netns_inode(pid) == host;
+        }
+    }
+    Ok(listed)
+}
+
+fn netns_inode(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
+}
+
+/// The one running container `query` names (see [`Container::matches`]),
+/// in `only` or in any reachable runtime.
+pub fn find(query: &str, only: Option<Runtime>) -> Result<Container> {
+    if query.is_empty() {
+        return Err(Error::invalid("--container: give a container's name or id (see `chaos targets`)"));
+    }
+    let (all, unreachable) = list(only);
+    choose(query, only, &all, &unreachable, |r| r.socket().exists())
+}
+
+/// [`find`]'s decision, given what the runtimes answered (`all`), which
+/// could not be asked and why (`unreachable`), and whether a runtime's
+/// socket is there (`present`).
+fn choose(
+    query: &str,
+    only: Option<Runtime>,
+    all: &[Container],
+    unreachable: &[(Runtime, String)],
+    present: impl Fn(Runtime) -> bool,
+) -> Result<Container> {
+    let tried = if only.is_some() { 1 } else { Runtime::ALL.len() };
+    if unreachable.len() == tried {
+        let why: Vec<String> = unreachable.iter().map(|(r, why)| format!("{r}: {why}")).collect();
+        return Err(Error::environment(format!(
+            "cannot look up container {query}: no container runtime could be asked ({})",
+            why.join("; ")
+        )));
+    }
+    let best = all.iter().map(|c| c.matches(query)).max().unwrap_or(Match::No);
+    let found: Vec<&Container> =
+        all.iter().filter(|c| best != Match::No && c.matches(query) == best).collect();
+    // A runtime that is there (its socket exists) but did not answer may
+    // know the name too: attacking the one that answered could be
+    // attacking the wrong container. A missing socket is no such doubt.
+    let silent: Vec<String> =
+        unreachable.iter().filter(|(r, _)| present(*r)).map(|(r, why)| format!("{r}: {why}")).collect();
+    if !found.is_empty() && !silent.is_empty() {
+        return Err(Error::environment(format!(
+            "{query} names {}, but {} could not be asked and may know the name too; name the runtime with \
+             --runtime {}",
+            found[0].label(),
+            silent.join("; "),
+            found[0].runtime
+        )));
+    }
+    match found.as_slice() {
+        [] => {
+            let mut msg = format!("no container named {query}");
+            if let Some(runtime) = only {
+                msg += &format!(" in {runtime}");
+            }
+            let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+            let near: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| n.contains(query) || query.contains(*n))
+                .chain(crate::experiment::diag::did_you_mean(query, names.iter().copied()))
+                .collect();
+            if let Some(first) = near.first() {
+                msg += &format!("; did you mean {first}?");
+            }
+            if !unreachable.is_empty() {
+                let why: Vec<String> = unreachable.iter().map(|(r, why)| format!("{r}: {why}")).collect();
+                msg += &format!(" (not asked: {})", why.join("; "));
+            }
+            msg += "; `chaos targets` lists the containers of this machine";
+            Err(Error::invalid(msg))
+        }
+        [one] => running(one),
+        many => {
+            let names: Vec<String> = many.iter().map(|c| c.label()).collect();
+            Err(Error::invalid(format!(
+                "{query} is ambiguous: it names {} containers ({}); give more of the id, or the \
+                 runtime with --runtime",
+                many.len(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// The target `--container query` names: the cgroup of the container's
+/// init process, which holds every process of the container (runtimes put
+/// `exec`s in the same cgroup).
+pub fn target(fs: &CgroupFs, query: &str, only: Option<Runtime>, allow_host: AllowHost) -> Result<Target> {
+    let c = find(query, only)?;
+    let pid = c.pid.expect("find returns running containers");
+    let mut target = fs.resolve_pid(Path::new("/proc"), pid, allow_host).map_err(|e| match e {
+        Error::NoSuchPid(_) => Error::invalid(format!(
+            "{} stopped while chaos was planning the attack (its process {pid} is gone); nothing was injected",
+            c.label()
+        )),
+        other => other,
+    })?;
+    if c.host_network {
+        tracing::info!(
+            "{} shares the host's network: network faults act on the host's devices, for this \
+             container's traffic only",
+            c.label()
+        );
+    }
+    target.workload = Some(c.label());
+    Ok(target)
+}
+
+fn running(c: &Container) -> Result<Container> {
+    match c.pid {
+        Some(pid) if pid > 0 => Ok(c.clone()),
+        _ => Err(Error::invalid(format!(
+            "{} is not running (state: {}); start it, then attack it",
+            c.label(),
+            if c.state.is_empty() { "unknown" } else { &c.state }
+        ))),
+    }
+}
+
+/// Run one runtime request to its end, within [`ANSWER_WITHIN`]. The
+/// clients are async (tonic, hyper); chaos is not, so each request gets a
+/// small single-threaded runtime of its own.
+fn block_on<T>(fut: impl Future<Output = std::result::Result<T, String>>) -> std::result::Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start an async runtime: {e}"))?;
+    rt.block_on(async {
+        match tokio::time::timeout(ANSWER_WITHIN, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} s", ANSWER_WITHIN.as_secs())),
+        }
+    })
+}
+
+/// The init pid of a running container, from a runtime's integer.
+fn pid_of(pid: i64) -> Option<i32> {
+    i32::try_from(pid).ok().filter(|p| *p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(runtime: Runtime, id: &str, name: &str, ns: Option<&str>) -> Container {
+        Container {
+            runtime,
+            id: id.into(),
+            name: name.into(),
+            namespace: ns.map(Into::into),
+            image: "bb".into(),
+            state: "running".into(),
+            pid: Some(42),
+            host_network: false,
+        }
+    }
+
+    #[test]
+    fn names_ids_and_prefixes_match() {
+        let web = c(Runtime::Docker, "3f2a1b0c9d8e77", "web", None);
+        assert_eq!(web.matches("web"), Match::Exact);
+        assert_eq!(web.matches("3f2a1b0c9d8e77"), Match::Exact);
+        assert_eq!(web.matches("3f2a"), Match::Prefix);
+        assert_eq!(web.matches("we"), Match::No);
+        let plain = c(Runtime::Containerd, "job1", "job1", Some("default"));
+        assert_eq!(plain.matches("default/job1"), Match::Exact);
+        assert_eq!(plain.matches("default/jo"), Match::Prefix);
+        assert_eq!(plain.matches("other/job1"), Match::No);
+    }
+
+    #[test]
+    fn labels_say_runtime_name_and_id() {
+        assert_eq!(
+            c(Runtime::Docker, "3f2a1b0c9d8e77", "web", None).label(),
+            "docker container web (3f2a1b0c9d8e)"
+        );
+        assert_eq!(
+            c(Runtime::Containerd, "job1", "job1", Some("default")).label(),
+            "containerd container default/job1"
+        );
+        assert_eq!(
+            c(Runtime::Containerd, "0123456789abcdef", "ns/pod/app", Some("k8s.io")).label(),
+            "containerd container k8s.io/ns/pod/app (0123456789ab)"
+        );
+    }
+
+    #[test]
+    fn choosing_names_the_problem() {
+        let web = c(Runtime::Podman, "3f2a1b0c9d8e77", "web", None);
+        let web2 = c(Runtime::Containerd, "web", "web", Some("default"));
+        let db = c(Runtime::Podman, "3f99aa", "db", None);
+        let all = [web.clone(), web2.clone(), db.clone()];
+        let pick = |q: &str, only: Option<Runtime>| {
+            let listed: Vec<Container> =
+                all.iter().filter(|c| only.is_none_or(|o| o == c.runtime)).cloned().collect();
+            choose(q, only, &listed, &[], |_| true)
+        };
+        assert!(pick("web", None).unwrap_err().to_string().contains("ambiguous"));
+        assert_eq!(pick("web", Some(Runtime::Containerd)).unwrap(), web2);
+        assert_eq!(pick("default/web", None).unwrap(), web2);
+        // An exact name wins over an id prefix; a prefix two ids share is ambiguous.
+        assert_eq!(pick("db", None).unwrap(), db);
+        assert!(pick("3f", None).unwrap_err().to_string().contains("ambiguous"));
+        assert_eq!(pick("3f2", None).unwrap(), web);
+        let err = pick("wbe", Some(Runtime::Podman)).unwrap_err().to_string();
+        assert!(err.contains("no container named wbe in podman; did you mean web?"), "{err}");
+        // A runtime whose socket is there but which did not answer might
+        // know the name too: refused. One with no socket is no doubt.
+        let docker_down = [(Runtime::Docker, "no answer within 20 s".to_owned())];
+        let err = choose("db", None, &all, &docker_down, |_| true).unwrap_err();
+        assert!(err.to_string().contains("--runtime podman"), "{err}");
+        assert_eq!(choose("db", None, &all, &docker_down, |r| r != Runtime::Docker).unwrap(), db);
+        // Nobody to ask.
+        let none: Vec<(Runtime, String)> =
+            Runtime::ALL.iter().map(|r| (*r, "no socket".to_owned())).collect();
+        let err = choose("db", None, &[], &none, |_| false).unwrap_err();
+        assert!(err.to_string().contains("no container runtime could be asked"), "{err}");
+        assert_eq!(err.exit_code(), crate::error::ExitCode::Invalid);
+    }
+
+    #[test]
+    fn a_stopped_container_is_refused_with_its_state() {
+        let mut web = c(Runtime::Podman, "3f2a1b0c9d8e77", "web", None);
+        web.pid = None;
+        web.state = "exited".into();
+        let err = running(&web).unwrap_err();
+        assert!(err.to_string().contains("not running (state: exited)"), "{err}");
+    }
+}

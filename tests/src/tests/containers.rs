@@ -1,0 +1,347 @@
+//! Containers as targets, on real runtimes (in the VMs: see
+//! fixtures/containers.rs): `--container NAME` finds the container through
+//! its runtime's API and attacks its cgroup in its network namespace;
+//! `chaos targets` lists what runs; bad names are refused with nothing
+//! injected.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use chaos::{capabilities::Capability, targets::CgroupFs};
+
+use super::net_loss::{EGRESS, end};
+use crate::{
+    fixtures::{
+        containers::{CTR_NAMESPACE, Kind, Runtime, output},
+        lab::Lab,
+        netns::{Netns, ip},
+        runner::ChaosRun,
+    },
+    harness::Ctx,
+    stats::check_rate_measured,
+};
+
+/// Pings per sample, 5 ms apart.
+const PINGS: u64 = 400;
+
+/// net-loss at 50% on one container by name, its exec'd ping measuring it
+/// from inside: its loss within the binomial interval, and a second
+/// container of the same runtime (on the same bridge for docker and
+/// podman; wired to the same peer for containerd) loses nothing.
+fn net_loss_by_name(ctx: &mut Ctx, kind: Kind) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let mut rt = Runtime::start(kind)?;
+    // containerd makes no network itself (CNI is the kubelet's): each
+    // container joins a namespace of the test's with a veth to one peer.
+    // Two namespaces, not one: busybox ping tells its replies from another
+    // ping's by ICMP id, its pid, and both pings are pid 2 or so of their
+    // containers: in one namespace each would count the other's replies.
+    let lab = if kind == Kind::Containerd { Some(Lab::new()?) } else { None };
+    let other_ns = match &lab {
+        Some(lab) => Some(second_namespace(lab)?),
+        None => None,
+    };
+    rt.run("chaos-web", lab.as_ref().map(|l| l.ctr.path()).as_deref())?;
+    rt.run("chaos-other", other_ns.as_ref().map(|n| n.path()).as_deref())?;
+    let (to, to_other) = match &lab {
+        Some(l) => (l.peer_ip.to_string(), OTHER_PEER.to_owned()),
+        None => (rt.gateway("chaos-web")?, rt.gateway("chaos-other")?),
+    };
+    let fs = CgroupFs::discover()?;
+    let cgroup = fs.cgroup_of(Path::new("/proc"), rt.pid("chaos-web")?)?;
+    let cgroup_id = std::fs::metadata(&cgroup)?.ino();
+    let runtime = kind.name();
+    check_rate_measured(&format!("{runtime} container's pings lost"), 0.5, || {
+        let mut run = ChaosRun::start(&[
+            "attack",
+            "net-loss",
+            "--container",
+            "chaos-web",
+            "--runtime",
+            runtime,
+            "--direction",
+            "egress",
+            "--percent",
+            "50",
+            "--duration",
+            "120s",
+        ])?;
+        let start = run.wait_event("start", Duration::from_secs(90))?;
+        anyhow::ensure!(
+            start["target"]["id"] == cgroup_id,
+            "attacked cgroup {} (id {}), not the container's {} (id {cgroup_id})",
+            start["target"]["path"],
+            start["target"]["id"],
+            cgroup.display()
+        );
+        let label = start["target"]["workload"].as_str().unwrap_or_default();
+        anyhow::ensure!(
+            label.starts_with(&format!("{runtime} container ")) && label.contains("chaos-web"),
+            "the start event names the target {label:?}"
+        );
+        let ping = |name: &str, to: &str| {
+            let mut cmd = rt.exec(
+                name,
+                &["/bin/busybox", "ping", "-q", "-c", &PINGS.to_string(), "-i", "0.005", "-W", "2", to],
+            );
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            cmd.spawn()
+        };
+        let (web, other) = (ping("chaos-web", &to)?, ping("chaos-other", &to_other)?);
+        let (web, other) = (web.wait_with_output()?, other.wait_with_output()?);
+        end(run)?;
+        let (web_sent, web_got) = transmitted(&String::from_utf8_lossy(&web.stdout))?;
+        let (other_sent, other_got) = transmitted(&String::from_utf8_lossy(&other.stdout))?;
+        anyhow::ensure!(
+            web_sent == PINGS && other_sent == PINGS,
+            "sent {web_sent} and {other_sent}, not {PINGS}"
+        );
+        anyhow::ensure!(
+            other_got == other_sent,
+            "the other container lost {} of {other_sent} pings",
+            other_sent - other_got
+        );
+        eprint!("[{runtime}: {} of {web_sent} lost; other container 0] ", web_sent - web_got);
+        Ok((web_sent - web_got, web_sent))
+    })?;
+    Ok(())
+}
+
+/// The peer's address on the second namespace's link.
+const OTHER_PEER: &str = "10.78.0.2";
+
+/// A second container namespace, linked to the lab's peer on 10.78.0.0/24.
+fn second_namespace(lab: &Lab) -> anyhow::Result<Netns> {
+    let ns = Netns::new("other")?;
+    let tag = std::process::id() % 100_000;
+    let (c, p) = (format!("ov{tag}c"), format!("ov{tag}p"));
+    ip(&["link", "add", &c, "netns", &ns.name, "type", "veth", "peer", "name", &p, "netns", &lab.peer.name])?;
+    ns.ip(&["addr", "add", "10.78.0.1/24", "dev", &c])?;
+    lab.peer.ip(&["addr", "add", "10.78.0.2/24", "dev", &p])?;
+    ns.ip(&["link", "set", &c, "up"])?;
+    lab.peer.ip(&["link", "set", &p, "up"])?;
+    Ok(ns)
+}
+
+/// busybox ping's summary: "400 packets transmitted, 203 packets received, ...".
+fn transmitted(out: &str) -> anyhow::Result<(u64, u64)> {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .ok_or_else(|| anyhow::anyhow!("no ping summary in: {out}"))?;
+    let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+    let before =
+        |w: &str| words.iter().position(|x| *x == w).and_then(|i| words.get(i.checked_sub(2)?)?.parse().ok());
+    match (before("transmitted"), before("received")) {
+        (Some(tx), Some(rx)) => Ok((tx, rx)),
+        _ => anyhow::bail!("cannot read {line:?}"),
+    }
+}
+
+pub mod net_loss_by_name {
+    use super::*;
+
+    pub fn docker(ctx: &mut Ctx) -> anyhow::Result<()> {
+        net_loss_by_name(ctx, Kind::Docker)
+    }
+
+    pub fn podman(ctx: &mut Ctx) -> anyhow::Result<()> {
+        net_loss_by_name(ctx, Kind::Podman)
+    }
+
+    pub fn containerd(ctx: &mut Ctx) -> anyhow::Result<()> {
+        net_loss_by_name(ctx, Kind::Containerd)
+    }
+}
+
+/// `chaos targets --json` with podman and containerd running: exactly
+/// their containers, each with the cgroup id and network namespace of its
+/// init process; a stopped one with no cgroup; docker reported
+/// unreachable. And what `--container` makes of the same names: a name two
+/// runtimes know is ambiguous until `--runtime` picks one, a misspelt one
+/// gets a suggestion, a stopped one its state, a runtime that is not
+/// running its socket — each exit 3, nothing injected.
+pub fn targets_lists_what_runs_and_bad_names_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut podman = Runtime::start(Kind::Podman)?;
+    let mut containerd = Runtime::start(Kind::Containerd)?;
+    podman.run("chaos-web", None)?;
+    podman.run("chaos-stopped", None)?;
+    podman.stop("chaos-stopped")?;
+    containerd.run("chaos-job", None)?;
+    containerd.run("chaos-web", None)?;
+
+    let out = output(Command::new(crate::fixtures::runner::bin()).args(["targets", "--json"]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let listed = v["containers"].as_array().cloned().unwrap_or_default();
+    let mut seen: Vec<(String, String)> = listed
+        .iter()
+        .map(|c| {
+            (c["runtime"].as_str().unwrap_or("?").to_owned(), c["name"].as_str().unwrap_or("?").to_owned())
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String)> = [
+        ("containerd", "chaos-job"),
+        ("containerd", "chaos-web"),
+        ("podman", "chaos-stopped"),
+        ("podman", "chaos-web"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    anyhow::ensure!(seen == want, "chaos targets listed {seen:?}, not {want:?}:\n{out}");
+    let fs = CgroupFs::discover()?;
+    for (rt, name) in [(&podman, "chaos-web"), (&containerd, "chaos-job"), (&containerd, "chaos-web")] {
+        let c = listed
+            .iter()
+            .find(|c| c["runtime"] == rt.kind.name() && c["name"] == name)
+            .expect("checked above");
+        let pid = rt.pid(name)?;
+        let cgroup = fs.cgroup_of(Path::new("/proc"), pid)?;
+        let want_id = std::fs::metadata(&cgroup)?.ino();
+        let want_ns = std::fs::metadata(format!("/proc/{pid}/ns/net"))?.ino();
+        anyhow::ensure!(
+            c["cgroup"]["id"] == want_id && c["netns"]["inode"] == want_ns && c["state"] == "running",
+            "{} {name}: listed {c}, but its pid {pid} is in cgroup {} (id {want_id}), netns {want_ns}",
+            rt.kind.name(),
+            cgroup.display()
+        );
+        anyhow::ensure!(c["id"] == rt.id(name)?, "{name}: listed id {}", c["id"]);
+    }
+    let job = listed.iter().find(|c| c["name"] == "chaos-job").expect("checked above");
+    anyhow::ensure!(job["namespace"] == CTR_NAMESPACE, "containerd namespace: {}", job["namespace"]);
+    let stopped = listed.iter().find(|c| c["name"] == "chaos-stopped").expect("checked above");
+    anyhow::ensure!(
+        stopped["state"] == "exited" && stopped["cgroup"].is_null(),
+        "a stopped container: {stopped}"
+    );
+    let unreachable = v["unreachable"].to_string();
+    anyhow::ensure!(unreachable.contains("docker"), "docker is not running, yet: {unreachable}");
+
+    // --container, planned only (--dry-run resolves the target as an
+    // attack does, then prints the plan): exit 3 with the reason, or 0.
+    let plan = |extra: &[&str], code: i32, says: &str| -> anyhow::Result<()> {
+        let out = Command::new(crate::fixtures::runner::bin())
+            .args(["attack", "net-loss", "--percent", "10", "--duration", "5s", "--dry-run"])
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()?;
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.code() == Some(code) && text.contains(says),
+            "{extra:?}: exit {:?}, expected {code} and a message saying {says:?}:\n{text}",
+            out.status.code()
+        );
+        Ok(())
+    };
+    plan(&["--container", "chaos-web"], 3, "ambiguous")?;
+    plan(&["--container", "chaos-web", "--runtime", "containerd"], 0, "chaos-test/chaos-web")?;
+    plan(&["--container", "chaos-wbe", "--runtime", "podman"], 3, "did you mean chaos-web")?;
+    plan(&["--container", "chaos-stopped"], 3, "not running (state: exited)")?;
+    plan(&["--container", "chaos-web", "--runtime", "docker"], 3, "/var/run/docker.sock does not exist")?;
+    Ok(())
+}
+
+/// io-error and clock-skew on a containerd container by name: a write under
+/// `/data` *in the container's filesystem* fails with ENOSPC and the clock
+/// its new processes read is 400 days ahead, while a second container of
+/// the same image writes and reads the time as usual.
+pub fn io_error_and_clock_skew_by_name(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(&[Capability::BpfLsm, Capability::FmodRet])?;
+    super::clock_skew::require(ctx)?;
+    let mut rt = Runtime::start(Kind::Containerd)?;
+    for name in ["chaos-app", "chaos-other"] {
+        rt.run(name, None)?;
+        output(&mut rt.exec(name, &["/bin/busybox", "mkdir", "-p", "/data"]))?;
+    }
+    let write = |name: &str| -> anyhow::Result<std::process::Output> {
+        Ok(rt.exec(name, &["/bin/busybox", "sh", "-c", "echo x > /data/f"]).stdin(Stdio::null()).output()?)
+    };
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "io-error",
+        "--container",
+        "chaos-app",
+        "--path",
+        "/data",
+        "--operations",
+        "write",
+        "--errno",
+        "ENOSPC",
+        "--percent",
+        "100",
+        "--duration",
+        "120s",
+    ])?;
+    run.wait_event("start", Duration::from_secs(120))?;
+    let (app, other) = (write("chaos-app")?, write("chaos-other")?);
+    end(run)?;
+    let says = String::from_utf8_lossy(&app.stderr);
+    anyhow::ensure!(
+        !app.status.success() && says.contains("No space left on device"),
+        "a write in the attacked container: {}, {says:?}",
+        app.status
+    );
+    anyhow::ensure!(
+        other.status.success(),
+        "the other container's write: {}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+
+    const OFFSET: i64 = 400 * 86_400;
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "clock-skew",
+        "--container",
+        "chaos-app",
+        "--offset",
+        "+400d",
+        "--duration",
+        "120s",
+    ])?;
+    run.wait_event("start", Duration::from_secs(120))?;
+    let now = |name: &str| -> anyhow::Result<(i64, i64)> {
+        let before = wall();
+        let out = output(&mut rt.exec(name, &["/bin/busybox", "date", "+%s"]))?;
+        let read: i64 = out.trim().parse().with_context(|| format!("date said {out:?}"))?;
+        Ok((read - before, wall() - before))
+    };
+    let (app, other) = (now("chaos-app"), now("chaos-other"));
+    end(run)?;
+    // The read happened within the exec: between `before` and `before + took`.
+    let ((app_off, app_took), (other_off, other_took)) = (app?, other?);
+    anyhow::ensure!(
+        (OFFSET - 1..=OFFSET + app_took + 1).contains(&app_off),
+        "the attacked container read the time {app_off} s from ours (took {app_took} s), not +{OFFSET} s"
+    );
+    anyhow::ensure!(
+        (-1..=other_took + 1).contains(&other_off),
+        "the other container read the time {other_off} s from ours (took {other_took} s)"
+    );
+    eprint!(
+        "[io-error: ENOSPC in the target, the other wrote; clock: +{app_off} s in the target, +{other_off} s in the other] "
+    );
+    Ok(())
+}
+
+fn wall() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn busybox_ping_summary_is_read() {
+        let out = "PING 10.88.0.1 (10.88.0.1): 56 data bytes\n\n--- 10.88.0.1 ping statistics ---\n\
+                   400 packets transmitted, 203 packets received, 49% packet loss\n\
+                   round-trip min/avg/max = 0.1/0.2/0.3 ms\n";
+        assert_eq!(super::transmitted(out).unwrap(), (400, 203));
+        assert!(super::transmitted("ping: sendto: Network unreachable\n").is_err());
+    }
+}
