@@ -19,6 +19,12 @@ pub enum EndReason {
     Deadline,
     Signal(i32),
     Abort(String),
+    /// A target's cgroup went away (see `target_gone`), noticed at `at_ns`
+    /// (CLOCK_MONOTONIC).
+    TargetGone {
+        why: String,
+        at_ns: u64,
+    },
 }
 
 impl EndReason {
@@ -27,6 +33,7 @@ impl EndReason {
             Self::Deadline => "deadline".into(),
             Self::Signal(sig) => signals::name(*sig).to_owned(),
             Self::Abort(why) => format!("abort: {why}"),
+            Self::TargetGone { why, .. } => why.clone(),
         }
     }
 }
@@ -108,9 +115,34 @@ pub fn run_group(
             reason = EndReason::Abort(why);
             break;
         }
+        if let Some(why) = running.iter().find_map(|r| target_gone(&r.attack.target)) {
+            reason = EndReason::TargetGone { why, at_ns: monotonic_ns() };
+            break;
+        }
     }
     stop_all(injector, &mut running, &mut stopped, &reason, events, options.quiet);
     Ok((reason, stopped))
+}
+
+/// Why an attack's target no longer stands for what was attacked, if it
+/// does not: its cgroup was removed (the container or unit stopped), or
+/// removed and made again under the same path with a new id (a systemd
+/// unit's restart; a container's restart makes a new directory). A rule
+/// keyed by the old id matches nothing any more; rather than run on
+/// silently, the run ends, and says why. A pod's cgroup outlives its
+/// containers' restarts, so an attack on a pod goes on.
+fn target_gone(target: &crate::targets::Target) -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(&target.path) {
+        Ok(m) if m.ino() == target.id => None,
+        Ok(_) => Some(format!(
+            "target gone: {} was made again with a new id (its unit or container restarted)",
+            target
+        )),
+        Err(_) => {
+            Some(format!("target gone: {target} was removed (its container or unit stopped or restarted)"))
+        }
+    }
 }
 
 fn stop_all(

@@ -186,6 +186,20 @@ impl Netns {
         Located::Gone(format!("no namespace has inode number {}", id.inode))
     }
 
+    /// Open the namespace through `path`, checking that the file opened
+    /// (not the path, which may have changed since) is the namespace.
+    fn open(&self) -> io::Result<File> {
+        let ns = File::open(&self.path)?;
+        let meta = ns.metadata()?;
+        if (meta.ino(), meta.dev()) != (self.inode, self.dev) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} no longer refers to network namespace {}", self.path.display(), self.inode),
+            ));
+        }
+        Ok(ns)
+    }
+
     /// Run `f` in this namespace, on a thread of its own.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> io::Result<T> {
         let changed = || {
@@ -194,12 +208,22 @@ impl Netns {
                 format!("{} no longer refers to network namespace {}", self.path.display(), self.inode),
             )
         };
-        let ns = File::open(&self.path)?;
-        // The file we opened, not the path (which may have changed since).
-        let meta = ns.metadata()?;
-        if (meta.ino(), meta.dev()) != (self.inode, self.dev) {
-            return Err(changed());
-        }
+        // The path may have gone with its process — a container's process
+        // that exits while its pod's sandbox keeps the namespace alive —
+        // or lead elsewhere now: then find the namespace again by its
+        // identity, through any process still in it.
+        let ns = match self.open() {
+            Ok(ns) => ns,
+            Err(_) => match Self::locate(&self.id()) {
+                Located::Here(other) => other.open()?,
+                Located::Gone(why) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("network namespace {} is gone: {why}", self.inode),
+                    ));
+                }
+            },
+        };
         std::thread::scope(|s| {
             s.spawn(move || {
                 // SAFETY: setns on an fd we own; affects only this thread,

@@ -282,9 +282,8 @@ impl AttackCommand {
             session::require_root("chaos attack")?;
             return run_one(&self, fault, run);
         }
-        let target = target.resolve()?;
-        let attack = Attack { id: format!("{}-1", fault.kind()), fault, target, duration: run.duration.0 };
-        let consults = Demand::of(&attack.fault).consults();
+        let targets = target.resolve()?;
+        let consults = Demand::of(&fault).consults();
         let recorded = run.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
         // Probed as the planner asks (nothing until then).
         let probing = Capabilities::new();
@@ -292,7 +291,16 @@ impl AttackCommand {
             Some(set) => set,
             None => &probing,
         };
-        dry_run(&attack, caps, run.capabilities.as_deref(), consults)
+        // Named as the runner names them: one attack per target.
+        let id = format!("{}-1", fault.kind());
+        for (i, target) in targets.iter().enumerate() {
+            let id = if targets.len() == 1 { id.clone() } else { format!("{id}.{}", i + 1) };
+            let attack =
+                Attack { id, fault: fault.clone(), target: target.clone(), duration: run.duration.0 };
+            dry_run(&attack, caps, run.capabilities.as_deref(), consults)?;
+        }
+        println!("dry run: nothing was injected");
+        Ok(ExitCode::Ok)
     }
 }
 
@@ -309,12 +317,7 @@ fn run_one(attack: &AttackCommand, fault: Fault, run: &AttackOptions) -> Result<
 
 /// `--dry-run`: the plan, and what it rests on, on stdout; exit 0 when it
 /// could be planned (3, with the reason, when not).
-fn dry_run(
-    attack: &Attack,
-    caps: &dyn Findings,
-    file: Option<&Path>,
-    consults: &[Capability],
-) -> Result<ExitCode> {
+fn dry_run(attack: &Attack, caps: &dyn Findings, file: Option<&Path>, consults: &[Capability]) -> Result<()> {
     let source = match file {
         Some(f) => format!("recorded in {} (kernel {})", f.display(), caps.kernel()),
         None => format!("probed here (kernel {})", caps.kernel()),
@@ -339,6 +342,5 @@ fn dry_run(
     let mechanism = plan(attack, caps)?.mechanism();
     println!("  mechanism: {}", mechanism.describe());
     println!("  safety: {}", safety_text(&mechanism));
-    println!("dry run: nothing was injected");
-    Ok(ExitCode::Ok)
+    Ok(())
 }

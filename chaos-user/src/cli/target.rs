@@ -7,7 +7,7 @@ use clap::Args;
 use crate::{
     error::{Error, Result},
     experiment::Selector,
-    runtime::{self, Runtime},
+    runtime::{self, PodQuery, Runtime},
     targets::{AllowHost, CgroupFs, Target},
 };
 
@@ -31,9 +31,10 @@ pub struct TargetArgs {
     pub allow_host: bool,
 }
 
-/// Exactly one of --cgroup, --pid, --container.
+/// One of --cgroup, --pid, --container, --pod, --pod-uid, --pod-selector
+/// (--container may narrow a pod to one of its containers).
 #[derive(Debug, Args)]
-#[group(id = "target", required = true, multiple = false)]
+#[group(id = "target", required = true, multiple = true)]
 pub struct Select {
     /// The cgroup v2 directory to attack, with everything below it: a path
     /// under the cgroup2 mount (/sys/fs/cgroup/system.slice/nginx.service)
@@ -49,19 +50,45 @@ pub struct Select {
     /// the id (containerd: `namespace/id`), as docker, podman (as root) or
     /// containerd knows it — `chaos targets` lists them. The attack covers
     /// every process of the container, `exec`s included, and acts in the
-    /// container's network namespace.
+    /// container's network namespace. With a pod flag: that container of
+    /// the pod (by its name in the pod spec).
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+
+    /// Attack a pod of this Kubernetes node, through the CRI (containerd's
+    /// or CRI-O's socket): the pod's cgroup, so every container of the pod
+    /// is covered, including one restarted during the attack.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = PodQuery::name)]
+    pub pod: Option<PodQuery>,
+
+    /// Attack the pod with this uid (metadata.uid).
+    #[arg(long, value_name = "UID")]
+    pub pod_uid: Option<String>,
+
+    /// Attack every ready pod whose labels match all of these (one attack
+    /// per pod, started and ended together).
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = PodQuery::selector)]
+    pub pod_selector: Option<PodQuery>,
 }
 
 impl TargetArgs {
-    /// What clap's derive cannot say across the flattened group: --runtime
-    /// only means something with --container.
+    /// What clap's derive cannot say across the flattened group: which
+    /// flags go together.
     pub fn check(&self) -> Result<()> {
-        if self.runtime.is_some() && self.select.container.is_none() {
+        let s = &self.select;
+        let pods =
+            [s.pod.is_some(), s.pod_uid.is_some(), s.pod_selector.is_some()].iter().filter(|b| **b).count();
+        let given = usize::from(s.cgroup.is_some()) + usize::from(s.pid.is_some()) + pods;
+        if given > 1 || (given == 1 && s.container.is_some() && pods == 0) {
             return Err(Error::invalid(
-                "--runtime picks the runtime of --container; with --cgroup or --pid there is none to pick: \
-                 drop --runtime",
+                "give one target: --cgroup, --pid, --container, --pod, --pod-uid or --pod-selector \
+                 (--container may go with a pod flag: that container of the pod)",
+            ));
+        }
+        if self.runtime.is_some() && (s.container.is_none() || pods > 0) {
+            return Err(Error::invalid(
+                "--runtime picks the runtime of --container; pods are found through the CRI and \
+                 --cgroup and --pid need none: drop --runtime",
             ));
         }
         Ok(())
@@ -69,22 +96,73 @@ impl TargetArgs {
 
     /// The target as an experiment file would name it.
     pub fn selector(&self) -> Selector {
-        match (&self.select.cgroup, self.select.pid, &self.select.container) {
+        let s = &self.select;
+        let pod =
+            s.pod.clone().or_else(|| s.pod_uid.clone().map(PodQuery::Uid)).or_else(|| s.pod_selector.clone());
+        match (&s.cgroup, s.pid, pod) {
             (Some(path), _, _) => Selector::Cgroup(path.clone()),
             (None, Some(pid), _) => Selector::Pid(pid),
-            (None, None, Some(name)) => Selector::Container { name: name.clone(), runtime: self.runtime },
-            (None, None, None) => unreachable!("clap requires one of --cgroup, --pid, --container"),
+            (None, None, Some(query)) => Selector::Pod { query, container: s.container.clone() },
+            (None, None, None) => Selector::Container {
+                name: s.container.clone().expect("clap requires a target flag"),
+                runtime: self.runtime,
+            },
         }
     }
 
-    pub fn resolve(&self) -> Result<Target> {
-        let fs = CgroupFs::discover()?;
-        let allow = AllowHost(self.allow_host);
-        match (&self.select.cgroup, self.select.pid, &self.select.container) {
-            (Some(path), _, _) => fs.resolve_path(path, allow),
-            (None, Some(pid), _) => fs.resolve_pid(std::path::Path::new("/proc"), pid, allow),
-            (None, None, Some(name)) => runtime::target(&fs, name, self.runtime, allow),
-            (None, None, None) => unreachable!("clap requires one of --cgroup, --pid, --container"),
+    pub fn resolve(&self) -> Result<Vec<Target>> {
+        self.check()?;
+        runtime::resolve(&self.selector(), &CgroupFs::discover()?, AllowHost(self.allow_host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        target: TargetArgs,
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<TargetArgs, String> {
+        let flags = Flags::try_parse_from(std::iter::once("chaos").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        flags.target.check().map_err(|e| e.to_string())?;
+        Ok(flags.target)
+    }
+
+    #[test]
+    fn one_target_or_a_container_of_a_pod() {
+        assert_eq!(
+            parse(&["--container", "web"]).unwrap().selector(),
+            Selector::Container { name: "web".into(), runtime: None }
+        );
+        assert_eq!(
+            parse(&["--pod", "shop/web-0", "--container", "app"]).unwrap().selector(),
+            Selector::Pod {
+                query: PodQuery::Name { namespace: "shop".into(), name: "web-0".into() },
+                container: Some("app".into())
+            }
+        );
+        assert_eq!(
+            parse(&["--pod-uid", "u1"]).unwrap().selector(),
+            Selector::Pod { query: PodQuery::Uid("u1".into()), container: None }
+        );
+        for bad in [
+            &["--cgroup", "/a", "--pid", "1"][..],
+            &["--pid", "1", "--container", "web"],
+            &["--pod", "a/b", "--pod-uid", "u"],
+            &["--cgroup", "/a", "--runtime", "docker"],
+            &["--pod", "a/b", "--container", "c", "--runtime", "docker"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert!(parse(&[]).unwrap_err().contains("required"));
+        assert!(parse(&["--pod", "web-0"]).unwrap_err().contains("NAMESPACE/NAME"));
+        assert!(parse(&["--pod-selector", "app"]).unwrap_err().contains("KEY=VALUE"));
     }
 }

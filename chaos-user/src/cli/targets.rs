@@ -48,10 +48,32 @@ impl TargetsArgs {
                 // cgroup here, as `attack` would refuse it.
                 let cgroup =
                     c.pid.and_then(|pid| fs.resolve_pid(Path::new("/proc"), pid, AllowHost(true)).ok());
-                let netns = c
-                    .pid
-                    .and_then(|pid| std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino()));
+                let netns = c.pid.and_then(netns_inode);
                 (c, cgroup, netns)
+            })
+            .collect();
+        // Pods, when this is a Kubernetes node (a CRI socket answers): each
+        // with the pod's cgroup, which `--pod` attacks.
+        let cri = runtime::cri_socket();
+        let (pods, cri_unreachable) =
+            if self.runtime.is_some_and(|r| r != Runtime::Containerd) || !cri.exists() {
+                (Vec::new(), None)
+            } else {
+                match runtime::list_pods() {
+                    Ok(pods) => (pods, None),
+                    Err(e) => (Vec::new(), Some(e.to_string())),
+                }
+            };
+        let pods: Vec<(runtime::cri::Pod, Option<Target>, Option<u64>)> = pods
+            .into_iter()
+            .map(|p| {
+                let cgroup = p.pid.and_then(|pid| {
+                    let sandbox = fs.cgroup_of(Path::new("/proc"), pid).ok()?;
+                    let dir = runtime::cri::pod_cgroup(&p, &sandbox).ok()?;
+                    fs.resolve_path(&dir, AllowHost(true)).ok()
+                });
+                let netns = p.pid.and_then(netns_inode);
+                (p, cgroup, netns)
             })
             .collect();
         let caps = CapabilitySet::detect_all();
@@ -73,7 +95,25 @@ impl TargetsArgs {
                 .collect();
             let unreachable: Vec<serde_json::Value> =
                 unreachable.iter().map(|(r, why)| json!({ "runtime": r, "reason": why })).collect();
-            println!("{}", json!({ "containers": containers, "unreachable": unreachable, "faults": faults }));
+            let pods: Vec<serde_json::Value> = pods
+                .iter()
+                .map(|(p, cgroup, netns)| {
+                    let mut v = serde_json::to_value(p).expect("plain data");
+                    v["cgroup"] = json!(cgroup);
+                    v["netns"] = json!(netns.map(|inode| json!({ "inode": inode })));
+                    v
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "containers": containers,
+                    "pods": pods,
+                    "cri_unreachable": cri_unreachable,
+                    "unreachable": unreachable,
+                    "faults": faults
+                })
+            );
             return Ok(ExitCode::Ok);
         }
         if rows.is_empty() {
@@ -111,6 +151,35 @@ impl TargetsArgs {
         for (r, why) in &unreachable {
             println!("({r} not asked: {why})");
         }
+        if !pods.is_empty() {
+            println!(
+                "\n{:40}  {:36}  {:5}  {:>10}  {:>10}  CGROUP",
+                "POD", "UID", "READY", "CGROUP-ID", "NETNS"
+            );
+            for (p, cgroup, netns) in &pods {
+                let netns = match (p.host_network, netns) {
+                    (true, _) => "host".to_owned(),
+                    (false, Some(n)) => n.to_string(),
+                    (false, None) => "-".to_owned(),
+                };
+                let (id, path) = match cgroup {
+                    Some(t) => (
+                        t.id.to_string(),
+                        t.path.strip_prefix(&fs.mount).unwrap_or(&t.path).display().to_string(),
+                    ),
+                    None => ("-".to_owned(), "-".to_owned()),
+                };
+                let name = format!("{}/{}", p.namespace, p.name);
+                println!(
+                    "{name:40}  {:36}  {:5}  {id:>10}  {netns:>10}  /{path}",
+                    p.uid,
+                    if p.ready { "yes" } else { "no" }
+                );
+            }
+        }
+        if let Some(why) = &cri_unreachable {
+            println!("(pods not listed: {why})");
+        }
         println!(
             "\nfaults this kernel offers for each: {}\n(`chaos doctor` says how; a container with the host's \
              network gets network faults on the host's devices, for its own traffic only)",
@@ -118,4 +187,8 @@ impl TargetsArgs {
         );
         Ok(ExitCode::Ok)
     }
+}
+
+fn netns_inode(pid: i32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
 }

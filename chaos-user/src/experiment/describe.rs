@@ -17,7 +17,7 @@ use crate::{
 /// The plan, for `--dry-run`.
 pub fn plan_text(
     e: &Experiment,
-    targets: &BTreeMap<String, Target>,
+    targets: &BTreeMap<String, Vec<Target>>,
     plan: &[Vec<(Attack, Planned)>],
 ) -> String {
     let mut s = format!("experiment `{}` ({})\n", e.name, e.file);
@@ -33,8 +33,10 @@ pub fn plan_text(
         s += &format!("variables: {}\n", vars.join(", "));
     }
     s += "targets:\n";
-    for (name, t) in targets {
-        s += &format!("  {name}: {t} (level {})\n", t.level);
+    for (name, matched) in targets {
+        for t in matched {
+            s += &format!("  {name}: {t} (level {})\n", t.level);
+        }
     }
     s += &format!(
         "hypothesis (must pass again within {} after the method):\n",

@@ -5,7 +5,11 @@
 use std::{path::PathBuf, time::Duration};
 
 use super::{diag::Span, vars::Vars};
-use crate::{faults::Fault, probes::Probe, runtime::Runtime};
+use crate::{
+    faults::Fault,
+    probes::Probe,
+    runtime::{PodQuery, Runtime},
+};
 
 #[derive(Clone, Debug)]
 pub struct Experiment {
@@ -72,6 +76,9 @@ pub enum Selector {
     /// A container by name or id, in one runtime or any (`container:`,
     /// `runtime:`).
     Container { name: String, runtime: Option<Runtime> },
+    /// Pods through the CRI (`pod:`, `pod-uid:`, `pod-selector:`), or one
+    /// container of each (`container:` beside them).
+    Pod { query: PodQuery, container: Option<String> },
 }
 
 impl std::fmt::Display for Selector {
@@ -81,6 +88,8 @@ impl std::fmt::Display for Selector {
             Self::Pid(p) => write!(f, "the cgroup of pid {p}"),
             Self::Container { name, runtime: None } => write!(f, "container {name}"),
             Self::Container { name, runtime: Some(r) } => write!(f, "{r} container {name}"),
+            Self::Pod { query, container: None } => write!(f, "{query}"),
+            Self::Pod { query, container: Some(c) } => write!(f, "container {c} of {query}"),
         }
     }
 }

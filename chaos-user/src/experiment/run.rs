@@ -18,7 +18,7 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::{
     describe::{dur, fault_parameters, plan_text, step_line},
-    model::{Experiment, Origin, Selector},
+    model::{Experiment, Origin},
     view::{LiveView, Screen},
 };
 use crate::{
@@ -143,10 +143,19 @@ pub fn run(exp: &Experiment, opts: &Options, events: &Events, signals: &SignalWa
 /// Why the method stopped early.
 #[derive(Clone, Debug)]
 enum Cause {
-    Hypothesis { probe: String, detail: String },
-    AbortCondition { probe: String, detail: String },
+    Hypothesis {
+        probe: String,
+        detail: String,
+    },
+    AbortCondition {
+        probe: String,
+        detail: String,
+    },
     MaxDuration,
     Signal(i32),
+    /// A target's cgroup went away: its container or unit stopped or
+    /// restarted.
+    TargetGone(String),
 }
 
 struct Decision {
@@ -165,6 +174,7 @@ impl Cause {
                 format!("the experiment's max-duration ({}) was reached", dur(max))
             }
             Self::Signal(sig) => format!("{} received", signals::name(*sig)),
+            Self::TargetGone(why) => why.clone(),
         }
     }
 
@@ -174,6 +184,7 @@ impl Cause {
             Self::AbortCondition { .. } => "abort-condition",
             Self::MaxDuration => "max-duration",
             Self::Signal(_) => "signal",
+            Self::TargetGone(_) => "target-gone",
         }
     }
 
@@ -470,24 +481,23 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn resolve_targets(&mut self) -> Result<BTreeMap<String, Target>> {
+    /// Each named target's cgroups: one, but for a pod selector matching
+    /// several pods (each then gets the step's attack).
+    fn resolve_targets(&mut self) -> Result<BTreeMap<String, Vec<Target>>> {
         let fs = CgroupFs::discover()?;
         let mut out = BTreeMap::new();
         for t in &self.exp.targets {
-            let allow = AllowHost(t.allow_host);
-            let resolved = match &t.selector {
-                Selector::Cgroup(path) => fs.resolve_path(path, allow),
-                Selector::Pid(pid) => fs.resolve_pid(Path::new("/proc"), *pid, allow),
-                Selector::Container { name, runtime } => crate::runtime::target(&fs, name, *runtime, allow),
-            };
-            let target = resolved.map_err(|e| self.at(t.span, &format!("target `{}`", t.name), e))?;
-            self.report.targets.push(TargetInfo {
-                name: t.name.clone(),
-                path: target.path.display().to_string(),
-                id: target.id,
-                workload: target.workload.clone(),
-            });
-            out.insert(t.name.clone(), target);
+            let resolved = crate::runtime::resolve(&t.selector, &fs, AllowHost(t.allow_host))
+                .map_err(|e| self.at(t.span, &format!("target `{}`", t.name), e))?;
+            for target in &resolved {
+                self.report.targets.push(TargetInfo {
+                    name: t.name.clone(),
+                    path: target.path.display().to_string(),
+                    id: target.id,
+                    workload: target.workload.clone(),
+                });
+            }
+            out.insert(t.name.clone(), resolved);
         }
         Ok(out)
     }
@@ -508,7 +518,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn plan(&mut self, targets: &BTreeMap<String, Target>) -> Result<Vec<Vec<(Attack, Planned)>>> {
+    fn plan(&mut self, targets: &BTreeMap<String, Vec<Target>>) -> Result<Vec<Vec<(Attack, Planned)>>> {
         // Probed as the planner asks: only what the plans read.
         let probing = Capabilities::new();
         let caps: &dyn Findings = match &self.opts.capabilities {
@@ -519,18 +529,22 @@ impl<'a> Runner<'a> {
         for step in &self.exp.method {
             let mut group: Vec<(Attack, Planned)> = Vec::new();
             for a in &step.attacks {
-                let target = targets.get(&a.target).cloned().ok_or_else(|| {
+                let matched = targets.get(&a.target).ok_or_else(|| {
                     Error::invalid(format!(
                         "{}: attack {} names unknown target {}",
                         self.exp.file, a.id, a.target
                     ))
                 })?;
-                let attack =
-                    Attack { id: a.id.clone(), fault: a.fault.clone(), target, duration: a.duration };
-                if let Some((other, _)) = group.iter().find(|(o, _)| {
-                    o.target.id == attack.target.id && o.fault.family() == attack.fault.family()
-                }) {
-                    return Err(self.at(
+                // One attack per cgroup the target names; several (a pod
+                // selector) are told apart by a suffix: `net-loss-1.2`.
+                for (i, target) in matched.iter().enumerate() {
+                    let id = if matched.len() == 1 { a.id.clone() } else { format!("{}.{}", a.id, i + 1) };
+                    let attack =
+                        Attack { id, fault: a.fault.clone(), target: target.clone(), duration: a.duration };
+                    if let Some((other, _)) = group.iter().find(|(o, _)| {
+                        o.target.id == attack.target.id && o.fault.family() == attack.fault.family()
+                    }) {
+                        return Err(self.at(
                         a.span,
                         &format!("attack `{}`", a.id),
                         Error::invalid(format!(
@@ -540,10 +554,11 @@ impl<'a> Runner<'a> {
                             attack.fault.family().name()
                         )),
                     ));
+                    }
+                    let mechanism =
+                        plan(&attack, caps).map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
+                    group.push((attack, mechanism));
                 }
-                let mechanism =
-                    plan(&attack, caps).map_err(|e| self.at(a.span, &format!("attack `{}`", a.id), e))?;
-                group.push((attack, mechanism));
             }
             out.push(group);
         }
@@ -663,8 +678,14 @@ impl<'a> Runner<'a> {
                     return Err(e);
                 }
             };
-            if let EndReason::Signal(sig) = reason {
-                decision = Some(Decision { cause: Cause::Signal(sig), decided_ns: monotonic_ns() });
+            match reason {
+                EndReason::Signal(sig) => {
+                    decision = Some(Decision { cause: Cause::Signal(sig), decided_ns: monotonic_ns() });
+                }
+                EndReason::TargetGone { why, at_ns } => {
+                    decision = Some(Decision { cause: Cause::TargetGone(why), decided_ns: at_ns });
+                }
+                EndReason::Deadline | EndReason::Abort(_) => {}
             }
             self.record_step(i, &ended, decision.is_some());
             if let Some(d) = decision {

@@ -8,7 +8,7 @@ use super::{diag::Diagnostics, model::Selector, parse};
 use crate::{
     faults::{Fault, NetLoss},
     probes::Check,
-    runtime::Runtime,
+    runtime::{PodQuery, Runtime},
 };
 
 const FULL: &str = r#"
@@ -232,7 +232,12 @@ fn missing_targets_are_reported() {
         Some("add `target: a`")
     );
     let none = base.replace("method:", "targets: {a: {}}\nmethod:");
-    has(&errors(&none), "missing target: target `a` says none of `cgroup`, `pid`, `container`", 6, 11);
+    has(
+        &errors(&none),
+        "missing target: target `a` says none of `cgroup`, `pid`, `container`, `pod`, `pod-uid`, `pod-selector`",
+        6,
+        11,
+    );
     let container = base.replace("method:", "targets: {a: {container: web, runtime: podman}}\nmethod:");
     let e = ok(&container);
     assert_eq!(
@@ -243,6 +248,26 @@ fn missing_targets_are_reported() {
     assert_eq!(ok(&any).targets[0].selector, Selector::Container { name: "web".into(), runtime: None });
     let bad = base.replace("method:", "targets: {a: {container: web, runtime: rkt}}\nmethod:");
     has(&errors(&bad), "`rkt` is not a container runtime chaos knows (docker, podman, containerd)", 6, 40);
+    let pod = base.replace("method:", "targets: {a: {pod: shop/web-0, container: app}}\nmethod:");
+    assert_eq!(
+        ok(&pod).targets[0].selector,
+        Selector::Pod {
+            query: PodQuery::Name { namespace: "shop".into(), name: "web-0".into() },
+            container: Some("app".into())
+        }
+    );
+    let sel = base.replace("method:", "targets: {a: {pod-selector: 'app=web, tier=front'}}\nmethod:");
+    assert_eq!(
+        ok(&sel).targets[0].selector,
+        Selector::Pod {
+            query: PodQuery::Selector(vec![("app".into(), "web".into()), ("tier".into(), "front".into())]),
+            container: None
+        }
+    );
+    let bad = base.replace("method:", "targets: {a: {pod: web-0}}\nmethod:");
+    has(&errors(&bad), "`web-0` is not NAMESPACE/NAME", 6, 20);
+    let two = base.replace("method:", "targets: {a: {pod: a/b, pod-uid: x}}\nmethod:");
+    has(&errors(&two), "gives pod and pod-uid; give exactly one", 6, 11);
     let two = base.replace("method:", "targets: {a: {container: web, pid: 1}}\nmethod:");
     has(&errors(&two), "gives pid and container; give exactly one", 6, 11);
 }

@@ -133,7 +133,7 @@ fn cases(r: &Report) -> Vec<Case> {
         cases.push(case("run".into(), Outcome::Error { message: r.reason.clone() }));
     }
     if let Some(a) = &r.abort
-        && (a.cause == "signal" || a.cause == "max-duration")
+        && ["signal", "max-duration", "target-gone"].contains(&a.cause.as_str())
     {
         cases.push(case(format!("run ({})", a.cause), Outcome::Error { message: a.detail.clone() }));
     }

@@ -142,7 +142,8 @@ pub struct ProbeRecord {
 /// Why and how fast the run stopped early.
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct AbortRecord {
-    /// `hypothesis`, `abort-condition`, `max-duration` or `signal`.
+    /// `hypothesis`, `abort-condition`, `max-duration`, `signal` or `target-gone`
+    /// (a target's cgroup went away: its container or unit stopped or restarted).
     pub cause: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,

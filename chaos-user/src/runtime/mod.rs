@@ -10,9 +10,11 @@
 //! `exec`s included; the network namespace it is in is the container's.
 
 pub mod containerd;
+pub mod cri;
 pub mod docker;
 
 use std::{
+    collections::HashMap,
     future::Future,
     path::{Path, PathBuf},
     time::Duration,
@@ -22,6 +24,7 @@ use serde::Serialize;
 
 use crate::{
     error::{Error, Result},
+    experiment::Selector,
     targets::{AllowHost, CgroupFs, Target},
 };
 
@@ -292,6 +295,17 @@ fn choose(
     }
 }
 
+/// The targets `selector` names: one, but for a pod selector, which may
+/// match several pods.
+pub fn resolve(selector: &Selector, fs: &CgroupFs, allow_host: AllowHost) -> Result<Vec<Target>> {
+    match selector {
+        Selector::Cgroup(path) => Ok(vec![fs.resolve_path(path, allow_host)?]),
+        Selector::Pid(pid) => Ok(vec![fs.resolve_pid(Path::new("/proc"), *pid, allow_host)?]),
+        Selector::Container { name, runtime } => Ok(vec![target(fs, name, *runtime, allow_host)?]),
+        Selector::Pod { query, container } => pod_targets(fs, query, container.as_deref(), allow_host),
+    }
+}
+
 /// The target `--container query` names: the cgroup of the container's
 /// init process, which holds every process of the container (runtimes put
 /// `exec`s in the same cgroup).
@@ -314,6 +328,175 @@ pub fn target(fs: &CgroupFs, query: &str, only: Option<Runtime>, allow_host: All
     }
     target.workload = Some(c.label());
     Ok(target)
+}
+
+/// How a pod is named: `--pod NAMESPACE/NAME`, `--pod-uid UID` or
+/// `--pod-selector KEY=VALUE,...` (the pod's labels, as the kubelet gives
+/// them to the runtime).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodQuery {
+    Name { namespace: String, name: String },
+    Uid(String),
+    Selector(Vec<(String, String)>),
+}
+
+impl PodQuery {
+    /// `NAMESPACE/NAME`.
+    pub fn name(text: &str) -> std::result::Result<Self, String> {
+        match text.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Self::Name { namespace: ns.to_owned(), name: name.to_owned() })
+            }
+            _ => Err(format!("`{text}` is not NAMESPACE/NAME (e.g. default/web-0)")),
+        }
+    }
+
+    /// `KEY=VALUE,KEY=VALUE` (all must match).
+    pub fn selector(text: &str) -> std::result::Result<Self, String> {
+        let mut pairs = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    pairs.push((k.trim().to_owned(), v.trim().to_owned()))
+                }
+                _ => return Err(format!("`{part}` is not KEY=VALUE (e.g. app=web,tier=front)")),
+            }
+        }
+        if pairs.is_empty() {
+            return Err("an empty selector would match every pod; give KEY=VALUE,...".into());
+        }
+        Ok(Self::Selector(pairs))
+    }
+
+    fn matches(&self, pod: &cri::Pod) -> bool {
+        match self {
+            Self::Name { namespace, name } => &pod.namespace == namespace && &pod.name == name,
+            Self::Uid(uid) => &pod.uid == uid,
+            Self::Selector(pairs) => pairs.iter().all(|(k, v)| pod.labels.get(k) == Some(v)),
+        }
+    }
+}
+
+impl std::fmt::Display for PodQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Name { namespace, name } => write!(f, "pod {namespace}/{name}"),
+            Self::Uid(uid) => write!(f, "the pod with uid {uid}"),
+            Self::Selector(pairs) => {
+                let text: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, "pods labelled {}", text.join(","))
+            }
+        }
+    }
+}
+
+/// The CRI socket: `CONTAINER_RUNTIME_ENDPOINT` (crictl's variable), else
+/// containerd's, else CRI-O's, whichever exists.
+pub fn cri_socket() -> PathBuf {
+    if let Ok(v) = std::env::var("CONTAINER_RUNTIME_ENDPOINT")
+        && let Some(p) = v.strip_prefix("unix://").map(str::to_owned).or(v.starts_with('/').then_some(v))
+    {
+        return PathBuf::from(p);
+    }
+    let containerd = Runtime::Containerd.socket();
+    let crio = PathBuf::from("/var/run/crio/crio.sock");
+    if !containerd.exists() && crio.exists() { crio } else { containerd }
+}
+
+fn ask_cri<T>(
+    socket: &Path,
+    ask: impl AsyncFnOnce(containerd_client::tonic::transport::Channel) -> std::result::Result<T, String>,
+) -> Result<T> {
+    if !socket.exists() {
+        return Err(Error::environment(format!(
+            "no CRI socket at {} (a Kubernetes node's runtime serves one: containerd, or CRI-O at \
+             /var/run/crio/crio.sock; CONTAINER_RUNTIME_ENDPOINT names another)",
+            socket.display()
+        )));
+    }
+    block_on(async {
+        let channel = containerd_client::connect(socket).await.map_err(|e| e.to_string())?;
+        ask(channel).await
+    })
+    .map_err(|e| Error::environment(format!("asking the CRI on {} failed: {e}", socket.display())))
+}
+
+/// Every pod the CRI knows (ready or not).
+pub fn list_pods() -> Result<Vec<cri::Pod>> {
+    ask_cri(&cri_socket(), async |ch| cri::pods(ch, &HashMap::new()).await)
+}
+
+/// The targets `query` names: each matching pod's cgroup, or with
+/// `container`, that container's in each.
+pub fn pod_targets(
+    fs: &CgroupFs,
+    query: &PodQuery,
+    container: Option<&str>,
+    allow_host: AllowHost,
+) -> Result<Vec<Target>> {
+    let socket = cri_socket();
+    let all = ask_cri(&socket, async |ch| cri::pods(ch, &HashMap::new()).await)?;
+    let ready: Vec<&cri::Pod> = all.iter().filter(|p| p.ready && query.matches(p)).collect();
+    if ready.is_empty() {
+        let mut msg = format!("no ready {query} on this node");
+        if let Some(p) = all.iter().find(|p| query.matches(p)) {
+            msg += &format!(" ({} is not ready: its sandbox is stopped)", p.label());
+        } else if let PodQuery::Name { namespace, name } = query {
+            let names: Vec<String> = all.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+            let wanted = format!("{namespace}/{name}");
+            if let Some(near) =
+                crate::experiment::diag::did_you_mean(&wanted, names.iter().map(String::as_str))
+            {
+                msg += &format!("; did you mean {near}?");
+            } else if let Some(p) = all.iter().find(|p| &p.name == name) {
+                msg += &format!("; there is {}/{} in namespace {}", p.namespace, p.name, p.namespace);
+            }
+        }
+        msg += "; `chaos targets` lists the pods of this node";
+        return Err(Error::invalid(msg));
+    }
+    let mut out = Vec::new();
+    for pod in ready {
+        let gone = || {
+            Error::invalid(format!("{} stopped while chaos was planning; nothing was injected", pod.label()))
+        };
+        let pid = pod.pid.ok_or_else(gone)?;
+        let target = match container {
+            None => {
+                let sandbox = fs.cgroup_of(Path::new("/proc"), pid).map_err(|_| gone())?;
+                let dir = cri::pod_cgroup(pod, &sandbox)
+                    .map_err(|why| Error::environment(format!("{}: {why}", pod.label())))?;
+                let mut t = fs.resolve_path(&dir, allow_host)?;
+                t.workload = Some(pod.label());
+                t
+            }
+            Some(name) => {
+                let sandbox = pod.id.clone();
+                let listed = ask_cri(&socket, async move |ch| cri::containers(ch, &sandbox).await)?;
+                let c = listed.iter().find(|c| c.name == name && c.pid.is_some()).ok_or_else(|| {
+                    let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
+                    Error::invalid(format!(
+                        "{} has no running container {name} (its containers: {})",
+                        pod.label(),
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ))
+                })?;
+                let mut t = fs
+                    .resolve_pid(Path::new("/proc"), c.pid.expect("checked"), allow_host)
+                    .map_err(|_| gone())?;
+                t.workload = Some(format!("container {name} of {}", pod.label()));
+                t
+            }
+        };
+        if pod.host_network {
+            tracing::info!(
+                "{} uses the host's network: network faults act on the host's devices, for its traffic only",
+                pod.label()
+            );
+        }
+        out.push(target);
+    }
+    Ok(out)
 }
 
 fn running(c: &Container) -> Result<Container> {
@@ -426,6 +609,38 @@ mod tests {
         let err = choose("db", None, &[], &none, |_| false).unwrap_err();
         assert!(err.to_string().contains("no container runtime could be asked"), "{err}");
         assert_eq!(err.exit_code(), crate::error::ExitCode::Invalid);
+    }
+
+    #[test]
+    fn pod_queries_parse_and_match() {
+        assert_eq!(
+            PodQuery::name("shop/web-0").unwrap(),
+            PodQuery::Name { namespace: "shop".into(), name: "web-0".into() }
+        );
+        for bad in ["web-0", "/web-0", "shop/", "a/b/c"] {
+            assert!(PodQuery::name(bad).unwrap_err().contains("NAMESPACE/NAME"), "{bad}");
+        }
+        let sel = PodQuery::selector(" app=web , tier=front").unwrap();
+        assert_eq!(
+            sel,
+            PodQuery::Selector(vec![("app".into(), "web".into()), ("tier".into(), "front".into())])
+        );
+        assert!(PodQuery::selector("app").unwrap_err().contains("KEY=VALUE"));
+        assert!(PodQuery::selector(" , ").unwrap_err().contains("every pod"));
+        let pod = cri::Pod {
+            id: "s".into(),
+            namespace: "shop".into(),
+            name: "web-0".into(),
+            uid: "u1".into(),
+            labels: HashMap::from([("app".into(), "web".into()), ("tier".into(), "front".into())]),
+            pid: Some(1),
+            ready: true,
+            host_network: false,
+        };
+        assert!(sel.matches(&pod));
+        assert!(!PodQuery::selector("app=web,tier=back").unwrap().matches(&pod));
+        assert!(PodQuery::Uid("u1".into()).matches(&pod));
+        assert!(!PodQuery::name("other/web-0").unwrap().matches(&pod));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use chaos::{capabilities::Capability, targets::CgroupFs};
 use super::net_loss::{EGRESS, end};
 use crate::{
     fixtures::{
-        containers::{CTR_NAMESPACE, Kind, Runtime, output},
+        containers::{CNI_GATEWAY, CTR_NAMESPACE, Kind, Runtime, output},
+        cri,
         lab::Lab,
         netns::{Netns, ip},
         runner::ChaosRun,
@@ -332,6 +333,140 @@ pub fn io_error_and_clock_skew_by_name(ctx: &mut Ctx) -> anyhow::Result<()> {
 
 fn wall() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A pod made through containerd's CRI plugin as a kubelet makes it (pod
+/// cgroup under `kubepods/besteffort`, CNI bridge, two containers), and a
+/// bystander pod: `--pod shop/web-0` puts one rule on the pod's cgroup, so
+/// both containers lose 50% of their pings — and so does the app container
+/// after it is killed and started again with a new id, mid-attack — while
+/// the bystander pod loses none, and nothing after the end. `chaos targets`
+/// lists both pods with their cgroups; `--pod-selector`, `--pod ...
+/// --container` and a misspelt pod, planned only.
+pub fn pod_covers_its_containers_even_restarted(ctx: &mut Ctx) -> anyhow::Result<()> {
+    ctx.require_any(EGRESS)?;
+    let mut node = cri::Node::start()?;
+    let web = node.run_pod("shop", "web-0", &[("app", "web"), ("tier", "front")])?;
+    let app = node.start_container(&web, "app", 0)?;
+    let sidecar = node.start_container(&web, "sidecar", 0)?;
+    let other = node.run_pod("shop", "other-0", &[("app", "other"), ("tier", "front")])?;
+    let bystander = node.start_container(&other, "app", 0)?;
+
+    let out = output(Command::new(crate::fixtures::runner::bin()).args(["targets", "--json"]))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    for pod in [&web, &other] {
+        let listed = v["pods"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["uid"] == pod.uid.as_str()))
+            .ok_or_else(|| anyhow::anyhow!("chaos targets does not list pod {}: {out}", pod.name))?;
+        let id = std::fs::metadata(&pod.cgroup)?.ino();
+        anyhow::ensure!(
+            listed["cgroup"]["id"] == id
+                && listed["namespace"] == "shop"
+                && listed["name"] == pod.name.as_str(),
+            "pod {} listed as {listed}, its cgroup {} has id {id}",
+            pod.name,
+            pod.cgroup.display()
+        );
+    }
+
+    let plan = |extra: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
+        let out = Command::new(crate::fixtures::runner::bin())
+            .args(["attack", "net-loss", "--percent", "10", "--duration", "5s", "--dry-run"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()?;
+        Ok((
+            out.status.code(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ))
+    };
+    let (code, text) = plan(&["--pod-selector", "tier=front"])?;
+    anyhow::ensure!(
+        code == Some(0)
+            && text.contains("net-loss-1.1:")
+            && text.contains("net-loss-1.2:")
+            && text.contains("shop/other-0"),
+        "a selector matching two pods plans two attacks: exit {code:?}\n{text}"
+    );
+    let (code, text) = plan(&["--pod", "shop/web-0", "--container", "sidecar"])?;
+    anyhow::ensure!(
+        code == Some(0) && text.contains("container sidecar of pod shop/web-0"),
+        "exit {code:?}\n{text}"
+    );
+    let (code, text) = plan(&["--pod", "shop/web-1"])?;
+    anyhow::ensure!(code == Some(3) && text.contains("did you mean shop/web-0"), "exit {code:?}\n{text}");
+
+    let lost = |id: &str| -> anyhow::Result<(u64, u64)> {
+        let (code, out) = node.exec(
+            id,
+            &["/bin/busybox", "ping", "-q", "-c", &PINGS.to_string(), "-i", "0.005", "-W", "2", CNI_GATEWAY],
+        )?;
+        let (sent, got) = transmitted(&out).with_context(|| format!("ping exited {code}"))?;
+        anyhow::ensure!(sent == PINGS, "sent {sent}, not {PINGS}");
+        Ok((sent - got, sent))
+    };
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "net-loss",
+        "--pod",
+        "shop/web-0",
+        "--direction",
+        "egress",
+        "--percent",
+        "50",
+        "--duration",
+        "600s",
+    ])?;
+    let start = run.wait_event("start", Duration::from_secs(120))?;
+    let pod_id = std::fs::metadata(&web.cgroup)?.ino();
+    anyhow::ensure!(
+        start["target"]["id"] == pod_id
+            && start["target"]["workload"].as_str().is_some_and(|w| w.starts_with("pod shop/web-0")),
+        "attacked {}, not the pod's cgroup {} (id {pod_id})",
+        start["target"],
+        web.cgroup.display()
+    );
+    check_rate_measured("the app container's pings lost", 0.5, || lost(&app))?;
+    check_rate_measured("the sidecar's pings lost", 0.5, || lost(&sidecar))?;
+    let (spared, n) = lost(&bystander)?;
+    anyhow::ensure!(spared == 0, "the bystander pod lost {spared} of {n}");
+    node.kill_container(&app)?;
+    let restarted = node.start_container(&web, "app", 1)?;
+    anyhow::ensure!(restarted != app, "the restarted container kept its id");
+    check_rate_measured("the restarted app container's pings lost", 0.5, || lost(&restarted))?;
+    end(run)?;
+    let (after, n) = lost(&restarted)?;
+    anyhow::ensure!(after == 0, "{after} of {n} lost after the attack ended");
+
+    // One container of the pod: when it goes (to be restarted with a new
+    // id and cgroup), the attack ends at once and says why (exit 2).
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "net-loss",
+        "--pod",
+        "shop/web-0",
+        "--container",
+        "sidecar",
+        "--percent",
+        "50",
+        "--duration",
+        "600s",
+    ])?;
+    run.wait_event("start", Duration::from_secs(120))?;
+    node.kill_container(&sidecar)?;
+    let ended = run.wait(Duration::from_secs(60))?;
+    let abort = ended.event("abort").cloned().unwrap_or_default();
+    anyhow::ensure!(
+        ended.code() == Some(2) && abort["reason"].as_str().is_some_and(|r| r.contains("target gone")),
+        "after its container went: exit {:?}, abort event {abort}; chaos said:\n{}",
+        ended.code(),
+        ended.stderr
+    );
+    eprint!(
+        "[pod: both containers and the restarted one at 50%, the bystander pod 0; a container's own attack ended when it went] "
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -94,6 +94,7 @@ crate::harness::register! {
     containers::net_loss_by_name::containerd,
     containers::targets_lists_what_runs_and_bad_names_are_refused,
     containers::io_error_and_clock_skew_by_name,
+    containers::pod_covers_its_containers_even_restarted,
     safety::ends_at_deadline::net_loss,
     safety::ends_at_deadline::io_error,
     safety::ends_at_deadline::io_error_fmod_ret,

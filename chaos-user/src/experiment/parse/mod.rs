@@ -18,7 +18,7 @@ use super::{
     yaml::{self, Node},
 };
 use crate::{
-    runtime::Runtime,
+    runtime::{PodQuery, Runtime},
     units::{AttackDuration, MAX_DURATION, format_duration, parse_duration},
 };
 
@@ -372,12 +372,23 @@ impl Conv {
         for (k, v) in entries {
             let name = k.text().unwrap_or_default().to_owned();
             let what = format!("target `{name}`");
-            let Some(f) =
-                self.fields(v, k.span, &what, &["cgroup", "pid", "container", "runtime", "allow-host"])
-            else {
+            let Some(f) = self.fields(
+                v,
+                k.span,
+                &what,
+                &["cgroup", "pid", "container", "runtime", "pod", "pod-uid", "pod-selector", "allow-host"],
+            ) else {
                 continue;
             };
-            let given: Vec<&str> = ["cgroup", "pid", "container"].into_iter().filter(|s| f.has(s)).collect();
+            let pods: Vec<&str> =
+                ["pod", "pod-uid", "pod-selector"].into_iter().filter(|s| f.has(s)).collect();
+            let mut given: Vec<&str> =
+                ["cgroup", "pid", "container"].into_iter().filter(|s| f.has(s)).collect();
+            if pods.len() == 1 {
+                // `container` beside a pod key narrows the pod to it.
+                given.retain(|k| *k != "container");
+            }
+            given.extend(&pods);
             let selector = match given.as_slice() {
                 // `required`: an empty value (`cgroup:`, `--set target=`) is
                 // a problem to report, not a target to drop silently.
@@ -413,12 +424,35 @@ impl Conv {
                         _ => None,
                     }
                 }
+                [key @ ("pod" | "pod-uid" | "pod-selector")] => {
+                    let query = self.required(&f, key).and_then(|n| {
+                        self.typed(n, key, |t| match *key {
+                            "pod" => PodQuery::name(t),
+                            "pod-uid" if !t.trim().is_empty() => Ok(PodQuery::Uid(t.trim().to_owned())),
+                            "pod-uid" => Err("an empty uid".to_owned()),
+                            _ => PodQuery::selector(t),
+                        })
+                    });
+                    let container = match f.get("container") {
+                        None => Some(None),
+                        Some(n) => self.string(n, "container").map(Some),
+                    };
+                    match (query, container) {
+                        (Some(query), Some(container)) => Some(Selector::Pod { query, container }),
+                        _ => None,
+                    }
+                }
                 [] => {
                     self.err(
                         k.span,
-                        format!("missing target: {what} says none of `cgroup`, `pid`, `container`"),
+                        format!(
+                            "missing target: {what} says none of `cgroup`, `pid`, `container`, `pod`, \
+                             `pod-uid`, `pod-selector`"
+                        ),
                         Some(
-                            "add `cgroup: /path/in/the/cgroup/tree`, `pid: 1234` or `container: web`".into(),
+                            "add `cgroup: /path/in/the/cgroup/tree`, `pid: 1234`, `container: web` or \
+                             `pod: shop/web-0`"
+                                .into(),
                         ),
                     );
                     None
