@@ -128,18 +128,7 @@ impl TargetsArgs {
                     Some(ns) => format!("{ns}/{}", c.name),
                     None => c.name.clone(),
                 };
-                let netns = match (c.host_network, netns) {
-                    (true, _) => "host".to_owned(),
-                    (false, Some(n)) => n.to_string(),
-                    (false, None) => "-".to_owned(),
-                };
-                let (id, path) = match cgroup {
-                    Some(t) => (
-                        t.id.to_string(),
-                        t.path.strip_prefix(&fs.mount).unwrap_or(&t.path).display().to_string(),
-                    ),
-                    None => ("-".to_owned(), "-".to_owned()),
-                };
+                let (id, netns, path) = columns(&fs, c.host_network, cgroup.as_ref(), *netns);
                 println!(
                     "{:10}  {name:30}  {:12}  {:8}  {id:>10}  {netns:>10}  /{path}",
                     c.runtime.name(),
@@ -157,18 +146,7 @@ impl TargetsArgs {
                 "POD", "UID", "READY", "CGROUP-ID", "NETNS"
             );
             for (p, cgroup, netns) in &pods {
-                let netns = match (p.host_network, netns) {
-                    (true, _) => "host".to_owned(),
-                    (false, Some(n)) => n.to_string(),
-                    (false, None) => "-".to_owned(),
-                };
-                let (id, path) = match cgroup {
-                    Some(t) => (
-                        t.id.to_string(),
-                        t.path.strip_prefix(&fs.mount).unwrap_or(&t.path).display().to_string(),
-                    ),
-                    None => ("-".to_owned(), "-".to_owned()),
-                };
+                let (id, netns, path) = columns(&fs, p.host_network, cgroup.as_ref(), *netns);
                 let name = format!("{}/{}", p.namespace, p.name);
                 println!(
                     "{name:40}  {:36}  {:5}  {id:>10}  {netns:>10}  /{path}",
@@ -186,6 +164,28 @@ impl TargetsArgs {
             if faults.is_empty() { "none (run as root to probe)".to_owned() } else { faults.join(", ") }
         );
         Ok(ExitCode::Ok)
+    }
+}
+
+/// The table's cgroup id, network namespace and cgroup path columns of a
+/// container or pod ("-" where it does not run, "host" for the host's
+/// network).
+fn columns(
+    fs: &CgroupFs,
+    host_network: bool,
+    cgroup: Option<&Target>,
+    netns: Option<u64>,
+) -> (String, String, String) {
+    let netns = match (host_network, netns) {
+        (true, _) => "host".to_owned(),
+        (false, Some(n)) => n.to_string(),
+        (false, None) => "-".to_owned(),
+    };
+    match cgroup {
+        Some(t) => {
+            (t.id.to_string(), netns, t.path.strip_prefix(&fs.mount).unwrap_or(&t.path).display().to_string())
+        }
+        None => ("-".to_owned(), netns, "-".to_owned()),
     }
 }
 
