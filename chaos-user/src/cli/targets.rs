@@ -1,6 +1,6 @@
 //! `chaos targets`: what can be attacked on this machine, by name.
 
-use std::{os::unix::fs::MetadataExt as _, path::Path};
+use std::path::Path;
 
 use clap::Args;
 use serde_json::json;
@@ -48,7 +48,7 @@ impl TargetsArgs {
                 // cgroup here, as `attack` would refuse it.
                 let cgroup =
                     c.pid.and_then(|pid| fs.resolve_pid(Path::new("/proc"), pid, AllowHost(true)).ok());
-                let netns = c.pid.and_then(netns_inode);
+                let netns = c.pid.and_then(runtime::netns_inode);
                 (c, cgroup, netns)
             })
             .collect();
@@ -72,7 +72,7 @@ impl TargetsArgs {
                     let dir = runtime::cri::pod_cgroup(&p, &sandbox).ok()?;
                     fs.resolve_path(&dir, AllowHost(true)).ok()
                 });
-                let netns = p.pid.and_then(netns_inode);
+                let netns = p.pid.and_then(runtime::netns_inode);
                 (p, cgroup, netns)
             })
             .collect();
@@ -187,8 +187,4 @@ fn columns(
         }
         None => ("-".to_owned(), netns, "-".to_owned()),
     }
-}
-
-fn netns_inode(pid: i32) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
 }

@@ -52,7 +52,6 @@ pub async fn list(runtime: Runtime, socket: &Path) -> Result<Vec<Container>, Str
             .and_then(|n| n.into_iter().next())
             .map(|n| n.trim_start_matches('/').to_owned())
             .unwrap_or_else(|| id.clone());
-        let host_network = s.host_config.and_then(|h| h.network_mode).is_some_and(|m| m == "host");
         out.push(Container {
             runtime,
             id,
@@ -61,7 +60,7 @@ pub async fn list(runtime: Runtime, socket: &Path) -> Result<Vec<Container>, Str
             image: s.image.unwrap_or_default(),
             state,
             pid,
-            host_network,
+            host_network: false,
         });
     }
     Ok(out)

@@ -111,8 +111,9 @@ pub struct Container {
     pub state: String,
     /// The init process, while the container runs.
     pub pid: Option<i32>,
-    /// The container shares the host's network namespace (docker's and
-    /// podman's `--network host`).
+    /// The container shares the host's network namespace (`--network
+    /// host`), as its init process shows: set by [`list`] for every
+    /// runtime alike.
     pub host_network: bool,
 }
 
@@ -209,7 +210,8 @@ fn list_one(runtime: Runtime) -> std::result::Result<Vec<Container>, String> {
     Ok(listed)
 }
 
-fn netns_inode(pid: i32) -> Option<u64> {
+/// The inode of process `pid`'s network namespace.
+pub fn netns_inode(pid: i32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(format!("/proc/{pid}/ns/net")).ok().map(|m| m.ino())
 }
