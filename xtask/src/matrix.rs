@@ -88,6 +88,7 @@ pub const REDUCED: &[&str] = &[
 /// kernel.
 pub const HOST_COVERED: &[&str] = &[
     "cli::",
+    "demo::",
     "probes::",
     "experiment::validate",
     "experiment::dry_run",

@@ -18,7 +18,7 @@ pub struct TargetArgs {
     pub select: Select,
 
     /// With --container: ask only this runtime (docker, podman,
-    /// containerd). Without it every runtime whose socket exists is asked,
+    /// containerd, cri-o). Without it every runtime whose socket exists is asked,
     /// and a name two of them know is refused as ambiguous.
     #[arg(long, value_name = "RUNTIME")]
     pub runtime: Option<Runtime>,
@@ -47,8 +47,9 @@ pub struct Select {
     pub pid: Option<i32>,
 
     /// Attack a running container: its name, its id or a unique prefix of
-    /// the id (containerd: `namespace/id`), as docker, podman (as root) or
-    /// containerd knows it — `chaos targets` lists them. The attack covers
+    /// the id (containerd: `namespace/id`; a Kubernetes container:
+    /// `pod-namespace/pod/container`), as docker, podman (as root),
+    /// containerd or CRI-O knows it — `chaos targets` lists them. The attack covers
     /// every process of the container, `exec`s included, and acts in the
     /// container's network namespace. With a pod flag: that container of
     /// the pod (by its name in the pod spec).

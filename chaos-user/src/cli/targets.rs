@@ -56,7 +56,9 @@ impl TargetsArgs {
         // with the pod's cgroup, which `--pod` attacks.
         let cri = runtime::cri_socket();
         let (pods, cri_unreachable) =
-            if self.runtime.is_some_and(|r| r != Runtime::Containerd) || !cri.exists() {
+            if self.runtime.is_some_and(|r| !matches!(r, Runtime::Containerd | Runtime::Crio))
+                || !cri.exists()
+            {
                 (Vec::new(), None)
             } else {
                 match runtime::list_pods() {

@@ -1,10 +1,12 @@
 //! `chaos demo`: the main job on a built-in default. A sandbox with a small
-//! HTTP service in its own cgroup and network namespace; the library's
+//! HTTP service — in a real container where docker or podman runs one,
+//! else in a cgroup and network namespace of its own; the library's
 //! `experiments/lossy-link.yaml` run against it twice — with light loss, 5%
 //! (the hypothesis holds) and heavy loss, 90% (it breaks: chaos aborts and
 //! rolls back, and says how fast); verdicts; everything removed, on success,
 //! failure and Ctrl-C alike.
 
+pub mod container;
 pub mod sandbox;
 pub mod service;
 
@@ -16,6 +18,7 @@ use crate::{
     events::Events,
     experiment::{self, Options, Verdict},
     report::Report,
+    runtime::Runtime,
     session,
     signals::{self, SignalWatch},
 };
@@ -54,9 +57,20 @@ pub const ACTS: &[Act] = &[
     },
 ];
 
+/// Where the demo's service runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// A container of the first runtime that runs one, else a process.
+    Any,
+    /// A container of this runtime, or the demo fails.
+    Runtime(Runtime),
+    /// A process in a cgroup of the demo's.
+    Process,
+}
+
 /// Run the demo; `live` draws the live view. Reports go to `out`, or to a
 /// new private directory ([`default_out`]).
-pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
+pub fn run(out: Option<PathBuf>, live: bool, host: Host) -> Result<ExitCode> {
     session::require_root("chaos demo (it creates network namespaces, a cgroup and eBPF attachments)")?;
     // Before anything is made: from here on Ctrl-C is a message, and the
     // sandbox is removed whatever happens.
@@ -75,9 +89,28 @@ pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
     println!(
         "chaos demo: a sandboxed service, an experiment against it, verdicts; everything is removed at the end.\n"
     );
-    let mut sb = sandbox::Sandbox::create()?;
+    let container = match host {
+        Host::Process => None,
+        Host::Any => match container::DemoContainer::start(None, sandbox::PORT) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                println!(
+                    "no container runtime ran the service ({why}):\nit runs as a process in a cgroup of its own.\n"
+                );
+                None
+            }
+        },
+        Host::Runtime(r) => Some(container::DemoContainer::start(Some(r), sandbox::PORT).map_err(|why| {
+            Error::environment(format!("the demo's service could not run in a container: {why}"))
+        })?),
+    };
+    let mut sb = sandbox::Sandbox::create(container)?;
+    let what = match &sb.container {
+        Some(c) => format!("{} (busybox httpd)", c.label()),
+        None => "a process".to_owned(),
+    };
     println!(
-        "sandbox: network namespaces {} and {} joined by a veth pair;\n         an HTTP service on {} in cgroup {}",
+        "sandbox: network namespaces {} and {} joined by a veth pair;\n         an HTTP service on {}: {what}, in cgroup {}",
         sb.service_ns,
         sb.client_ns,
         sb.service_addr,
@@ -92,8 +125,14 @@ pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
     let mut results: Vec<(&Act, Report)> = Vec::new();
     for (n, act) in ACTS.iter().enumerate() {
         println!("act {}: {EXPERIMENT_FILE} with {}% loss — {}", n + 1, act.loss, act.title);
+        // The container by its name, as users name theirs; else the cgroup.
+        let (cgroup, container) = match &sb.container {
+            Some(c) => (String::new(), c.name.clone()),
+            None => (sb.cgroup_rel.clone(), String::new()),
+        };
         let sets: Vec<(String, String)> = [
-            ("target", sb.cgroup_rel.clone()),
+            ("target", cgroup),
+            ("container", container),
             ("url", sb.health_url()),
             ("probe-netns", sb.client_ns.clone()),
             ("loss", act.loss.to_string()),
@@ -156,8 +195,12 @@ pub fn run(out: Option<PathBuf>, live: bool) -> Result<ExitCode> {
         println!("  {:>3}% loss: {} (exit {}){speed}{note}", act.loss, r.verdict.to_uppercase(), r.exit_code);
     }
     println!("reports (JSON, JUnit XML, event lines): {}", out.display());
+    let container = sb.container.as_ref().map(|c| c.label());
     drop(sb);
-    println!("sandbox removed: namespaces, veth, cgroup and service are gone.");
+    match container {
+        Some(c) => println!("sandbox removed: namespaces, veth, {c} and its image are gone."),
+        None => println!("sandbox removed: namespaces, veth, cgroup and service are gone."),
+    }
     Ok(if interrupted { ExitCode::Aborted } else { ExitCode::Ok })
 }
 

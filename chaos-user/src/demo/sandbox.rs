@@ -1,16 +1,20 @@
-//! The demo's sandbox: a "container" and its client, made and removed by
-//! the demo itself.
+//! The demo's sandbox: the service — a real container where docker or
+//! podman runs one ([`super::container`]), else a process in a cgroup and
+//! a network namespace of the demo's own — and its client, made and
+//! removed by the demo itself.
 //!
 //! ```text
 //!   netns chaos-demo-<pid>-svc                 netns chaos-demo-<pid>-client
-//!     cgroup chaos-demo-<pid>: demo-service      (the probes run here)
+//!     container chaos-demo-<pid>: busybox httpd  (the probes run here)
+//!     or cgroup chaos-demo-<pid>: demo-service
 //!     veth 10.213.0.1/24  <------------------->  veth 10.213.0.2/24
 //! ```
 //!
-//! Nothing on the host's own network is touched. Everything made is
-//! removed on drop; the service dies with the demo (PR_SET_PDEATHSIG); and
-//! what a demo killed with SIGKILL left behind is removed by the next one
-//! ([`remove_stale`]).
+//! The container's namespace is the runtime's, named here with `ip netns
+//! attach`. Nothing on the host's own network is touched. Everything made
+//! is removed on drop; the service dies with the demo (PR_SET_PDEATHSIG,
+//! or the container's removal); and what a demo killed with SIGKILL left
+//! behind is removed by the next one ([`remove_stale`]).
 
 use std::{
     ffi::CString,
@@ -23,6 +27,7 @@ use std::{
 };
 
 use crate::{
+    demo::container::DemoContainer,
     error::{Error, Result},
     probes::{Check, HttpCheck, Probe, http::HttpUrl},
     targets::CgroupFs,
@@ -32,7 +37,7 @@ use crate::{
 pub const PREFIX: &str = "chaos-demo-";
 const SERVICE_IP: &str = "10.213.0.1";
 const CLIENT_IP: &str = "10.213.0.2";
-const PORT: u16 = 8080;
+pub const PORT: u16 = 8080;
 
 pub struct Sandbox {
     pub service_ns: String,
@@ -41,6 +46,8 @@ pub struct Sandbox {
     pub cgroup: PathBuf,
     pub cgroup_rel: String,
     pub service_addr: SocketAddr,
+    /// The service's container, if it runs in one.
+    pub container: Option<DemoContainer>,
     made_ns: Vec<String>,
     made_cgroup: bool,
     service: Option<Child>,
@@ -63,24 +70,30 @@ fn ip(args: &[&str]) -> Result<()> {
 }
 
 impl Sandbox {
-    /// Build the namespaces, the veth pair and the cgroup. On failure,
-    /// what was made is removed (by drop).
-    pub fn create() -> Result<Self> {
+    /// Build the namespaces, the veth pair and the cgroup — or, for a
+    /// `container`, name its namespace and find its cgroup. On failure,
+    /// what was made is removed (by drop), the container too.
+    pub fn create(container: Option<DemoContainer>) -> Result<Self> {
         let pid = std::process::id();
         let tag = format!("{PREFIX}{pid}");
         let fs = CgroupFs::discover()?;
+        let container_pid = container.as_ref().map(|c| c.pid);
         let mut sb = Self {
             service_ns: format!("{tag}-svc"),
             client_ns: format!("{tag}-client"),
             cgroup: fs.mount.join(&tag),
             cgroup_rel: format!("/{tag}"),
             service_addr: SocketAddr::from(([10, 213, 0, 1], PORT)),
+            container,
             made_ns: Vec::new(),
             made_cgroup: false,
             service: None,
         };
         for ns in [sb.service_ns.clone(), sb.client_ns.clone()] {
-            ip(&["netns", "add", &ns])?;
+            match container_pid {
+                Some(cpid) if ns == sb.service_ns => ip(&["netns", "attach", &ns, &cpid.to_string()])?,
+                _ => ip(&["netns", "add", &ns])?,
+            }
             sb.made_ns.push(ns.clone());
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -104,6 +117,11 @@ impl Sandbox {
         ip(&["-n", &sb.client_ns, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", &c])?;
         ip(&["-n", &sb.service_ns, "link", "set", &s, "up"])?;
         ip(&["-n", &sb.client_ns, "link", "set", &c, "up"])?;
+        if let Some(cpid) = container_pid {
+            sb.cgroup = fs.cgroup_of(Path::new("/proc"), cpid)?;
+            sb.cgroup_rel = format!("/{}", sb.cgroup.strip_prefix(&fs.mount).unwrap_or(&sb.cgroup).display());
+            return Ok(sb);
+        }
         std::fs::create_dir(&sb.cgroup)
             .map_err(|e| Error::environment(format!("creating cgroup {}: {e}", sb.cgroup.display())))?;
         sb.made_cgroup = true;
@@ -111,8 +129,16 @@ impl Sandbox {
     }
 
     /// Start the service (this binary, `demo-service`) inside the service
-    /// namespace and the cgroup, and wait until the client side reaches it.
+    /// namespace and the cgroup — unless it runs in its container — and
+    /// wait until the client side reaches it.
     pub fn start_service(&mut self) -> Result<()> {
+        if self.container.is_none() {
+            self.spawn_service()?;
+        }
+        self.wait_until_ready()
+    }
+
+    fn spawn_service(&mut self) -> Result<()> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::environment(format!("finding the chaos binary: {e}")))?;
         let mut cmd = Command::new(exe);
@@ -145,7 +171,10 @@ impl Sandbox {
         }
         self.service =
             Some(cmd.spawn().map_err(|e| Error::environment(format!("starting the demo service: {e}")))?);
-        drop(ns);
+        Ok(())
+    }
+
+    fn wait_until_ready(&self) -> Result<()> {
         let probe = Probe {
             name: "ready".into(),
             check: Check::Http(HttpCheck::get(HttpUrl::parse(&self.health_url()).expect("valid"))),
@@ -178,11 +207,14 @@ impl Drop for Sandbox {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Removing the container ends its namespace, and the veth in it.
+        drop(self.container.take());
         if self.made_cgroup {
             remove_cgroup(&self.cgroup);
         }
         for ns in self.made_ns.drain(..) {
-            // Deleting a namespace destroys its devices, the veth with them.
+            // Deleting a namespace destroys its devices, the veth with them
+            // (for the container's, attached, it only removes the name).
             if let Err(e) = ip(&["netns", "del", &ns]) {
                 eprintln!("chaos demo: removing network namespace {ns}: {e}");
             }
@@ -225,7 +257,7 @@ fn alive(pid: i32) -> bool {
 /// Remove the sandboxes of demos that are no longer running (killed
 /// before they could clean up). Returns what was removed.
 pub fn remove_stale() -> Vec<String> {
-    let mut removed = Vec::new();
+    let mut removed = super::container::remove_stale(alive);
     for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if owner(&name).is_some_and(|p| !alive(p)) && ip(&["netns", "del", &name]).is_ok() {

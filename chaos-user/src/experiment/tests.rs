@@ -247,7 +247,12 @@ fn missing_targets_are_reported() {
     let any = base.replace("method:", "targets: {a: {container: web}}\nmethod:");
     assert_eq!(ok(&any).targets[0].selector, Selector::Container { name: "web".into(), runtime: None });
     let bad = base.replace("method:", "targets: {a: {container: web, runtime: rkt}}\nmethod:");
-    has(&errors(&bad), "`rkt` is not a container runtime chaos knows (docker, podman, containerd)", 6, 40);
+    has(
+        &errors(&bad),
+        "`rkt` is not a container runtime chaos knows (docker, podman, containerd, cri-o)",
+        6,
+        40,
+    );
     let pod = base.replace("method:", "targets: {a: {pod: shop/web-0, container: app}}\nmethod:");
     assert_eq!(
         ok(&pod).targets[0].selector,
@@ -759,6 +764,25 @@ fn an_empty_target_is_reported_where_it_comes_from() {
         let all = d.to_string();
         assert!(all.contains("`cgroup` in target `service` has no value (from ${target} = ``)"), "{all}");
     }
+}
+
+/// A file may offer several kinds of target and let `--set` pick one: a
+/// key left empty beside one with a value counts as absent. The shipped
+/// lossy-link.yaml takes a cgroup (`target`) or a container.
+#[test]
+fn an_empty_target_key_beside_a_filled_one_is_absent() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/lossy-link.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let set = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let e =
+        parse("l", &text, &set(&[("target", ""), ("container", "web")])).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(e.targets[0].selector, Selector::Container { name: "web".into(), runtime: None });
+    let e = parse("l", &text, &set(&[])).unwrap_or_else(|d| panic!("{d}"));
+    assert!(matches!(e.targets[0].selector, Selector::Cgroup(_)));
+    let d = parse("l", &text, &set(&[("container", "web")])).unwrap_err().to_string();
+    assert!(d.contains("gives cgroup and container; give exactly one"), "{d}");
 }
 
 /// Found by the fuzz test: a lone `\r` ends a line for the YAML parser but

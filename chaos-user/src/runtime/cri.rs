@@ -21,7 +21,7 @@ use k8s_cri::v1::{
 };
 use serde::Serialize;
 
-use super::pid_of;
+use super::{Container, Runtime, pid_of};
 
 /// `PodSandboxState.SANDBOX_READY` and `ContainerState.CONTAINER_RUNNING`
 /// (cri-api's api.proto); `NamespaceMode.NODE`: the pod shares the node's
@@ -140,6 +140,57 @@ pub async fn containers(channel: Channel, sandbox: &str) -> Result<Vec<PodContai
     }
     Ok(out)
 }
+
+/// Every container the CRI knows, running or not, as a [`Container`] of
+/// `runtime`: named `namespace/pod/container` after its pod (as
+/// containerd's `k8s.io` containers are), its init process from its
+/// verbose status. For CRI-O, which serves only the CRI: its containers
+/// are all pods' containers.
+pub async fn list_containers(channel: Channel, runtime: Runtime) -> Result<Vec<Container>, String> {
+    let pods: HashMap<String, Pod> =
+        pods(channel.clone(), &HashMap::new()).await?.into_iter().map(|p| (p.id.clone(), p)).collect();
+    let mut client = RuntimeServiceClient::new(channel);
+    let listed = client
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .map_err(|e| e.message().to_owned())?
+        .into_inner()
+        .containers;
+    let mut out = Vec::with_capacity(listed.len());
+    for c in listed {
+        let pid = if c.state == CONTAINER_RUNNING {
+            match client
+                .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: true })
+                .await
+            {
+                Ok(s) => verbose_pid(&s.into_inner().info),
+                // Gone since the list: left out, as if listed a moment later.
+                Err(_) => continue,
+            }
+        } else {
+            None
+        };
+        let name = c.metadata.map(|m| m.name).unwrap_or_default();
+        let name = match pods.get(&c.pod_sandbox_id) {
+            Some(p) => format!("{}/{}/{name}", p.namespace, p.name),
+            None => name,
+        };
+        out.push(Container {
+            runtime,
+            id: c.id,
+            name,
+            namespace: None,
+            image: c.image.map(|i| i.image).unwrap_or(c.image_ref),
+            state: CONTAINER_STATES.get(c.state as usize).copied().unwrap_or("unknown").to_owned(),
+            pid,
+            host_network: false,
+        });
+    }
+    Ok(out)
+}
+
+/// `ContainerState`'s names, by value (cri-api's api.proto).
+const CONTAINER_STATES: [&str; 4] = ["created", "running", "exited", "unknown"];
 
 /// The process of a sandbox or container, from the runtime's verbose
 /// status: containerd and CRI-O both put a JSON object under `info` with

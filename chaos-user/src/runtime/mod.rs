@@ -3,8 +3,9 @@
 //!
 //! Each runtime is asked through its own API on its own socket — the Docker
 //! Engine API for docker and podman (podman serves the same API, see
-//! [`docker`]), containerd's gRPC API for containerd ([`containerd`]) —
-//! never by running or scraping a CLI. What chaos needs from a runtime is
+//! [`docker`]), containerd's gRPC API for containerd ([`containerd`]), the
+//! CRI for CRI-O, which serves nothing else ([`cri`]) — never by running
+//! or scraping a CLI. What chaos needs from a runtime is
 //! the container's init process: the cgroup it is in (`/proc/PID/cgroup`)
 //! is the target, a rule on it covers every process of the container,
 //! `exec`s included; the network namespace it is in is the container's.
@@ -32,6 +33,9 @@ use crate::{
 /// (or in an emulated VM) answers in seconds, not milliseconds.
 const ANSWER_WITHIN: Duration = Duration::from_secs(20);
 
+/// CRI-O's socket (its `listen` default, crio.conf(5)).
+const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
+
 /// A container runtime chaos can ask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -39,31 +43,36 @@ pub enum Runtime {
     Docker,
     Podman,
     Containerd,
+    #[value(name = "cri-o")]
+    #[serde(rename = "cri-o")]
+    Crio,
 }
 
 impl Runtime {
-    pub const ALL: [Self; 3] = [Self::Docker, Self::Podman, Self::Containerd];
+    pub const ALL: [Self; 4] = [Self::Docker, Self::Podman, Self::Containerd, Self::Crio];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Docker => "docker",
             Self::Podman => "podman",
             Self::Containerd => "containerd",
+            Self::Crio => "cri-o",
         }
     }
 
     /// The socket this runtime listens on as root: the runtime's own
     /// environment variable when it is a unix socket (`DOCKER_HOST`,
-    /// `CONTAINER_HOST`, `CONTAINERD_ADDRESS`: what its own CLI honours),
-    /// else its default path.
+    /// `CONTAINER_HOST`, `CONTAINERD_ADDRESS`: what its own CLI honours;
+    /// CRI-O's CLI is crictl, whose variable names any CRI runtime, so
+    /// CRI-O has none), else its default path.
     pub fn socket(self) -> PathBuf {
         let (var, default) = match self {
-            Self::Docker => ("DOCKER_HOST", "/var/run/docker.sock"),
-            Self::Podman => ("CONTAINER_HOST", "/run/podman/podman.sock"),
-            Self::Containerd => ("CONTAINERD_ADDRESS", "/run/containerd/containerd.sock"),
+            Self::Docker => (Some("DOCKER_HOST"), "/var/run/docker.sock"),
+            Self::Podman => (Some("CONTAINER_HOST"), "/run/podman/podman.sock"),
+            Self::Containerd => (Some("CONTAINERD_ADDRESS"), "/run/containerd/containerd.sock"),
+            Self::Crio => (None, CRIO_SOCKET),
         };
-        std::env::var(var)
-            .ok()
+        var.and_then(|var| std::env::var(var).ok())
             .and_then(|v| match v.strip_prefix("unix://") {
                 Some(p) => Some(p.to_owned()),
                 None if v.starts_with('/') => Some(v),
@@ -83,6 +92,7 @@ impl Runtime {
                  container instead"
             }
             Self::Containerd => "start containerd (`systemctl start containerd`)",
+            Self::Crio => "start CRI-O (`systemctl start crio`)",
         }
     }
 }
@@ -197,6 +207,10 @@ fn list_one(runtime: Runtime) -> std::result::Result<Vec<Container>, String> {
     let listed = match runtime {
         Runtime::Docker | Runtime::Podman => block_on(docker::list(runtime, &socket)),
         Runtime::Containerd => block_on(containerd::list(&socket)),
+        Runtime::Crio => block_on(async {
+            let channel = containerd_client::connect(&socket).await.map_err(|e| e.to_string())?;
+            cri::list_containers(channel, Runtime::Crio).await
+        }),
     };
     let mut listed = listed.map_err(|e| format!("asking it on {} failed: {e}", socket.display()))?;
     // Whatever the runtime calls it: a container whose init process is in
@@ -401,7 +415,7 @@ pub fn cri_socket() -> PathBuf {
         return PathBuf::from(p);
     }
     let containerd = Runtime::Containerd.socket();
-    let crio = PathBuf::from("/var/run/crio/crio.sock");
+    let crio = PathBuf::from(CRIO_SOCKET);
     if !containerd.exists() && crio.exists() { crio } else { containerd }
 }
 
@@ -516,14 +530,22 @@ fn running(c: &Container) -> Result<Container> {
 /// clients are async (tonic, hyper); chaos is not, so each request gets a
 /// small single-threaded runtime of its own.
 fn block_on<T>(fut: impl Future<Output = std::result::Result<T, String>>) -> std::result::Result<T, String> {
+    block_on_within(ANSWER_WITHIN, fut)
+}
+
+/// [`block_on`], within `limit`.
+pub(crate) fn block_on_within<T>(
+    limit: Duration,
+    fut: impl Future<Output = std::result::Result<T, String>>,
+) -> std::result::Result<T, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start an async runtime: {e}"))?;
     rt.block_on(async {
-        match tokio::time::timeout(ANSWER_WITHIN, fut).await {
+        match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} s", ANSWER_WITHIN.as_secs())),
+            Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
         }
     })
 }

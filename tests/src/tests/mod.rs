@@ -12,6 +12,7 @@
 mod cli;
 pub mod clock_skew;
 mod containers;
+mod demo;
 mod doctor;
 mod experiment;
 pub mod io_error;
@@ -95,6 +96,9 @@ crate::harness::register! {
     containers::targets_lists_what_runs_and_bad_names_are_refused,
     containers::io_error_and_clock_skew_by_name,
     containers::pod_covers_its_containers_even_restarted,
+    containers::cri_o_containers_by_name_through_a_stand_in,
+    demo::falls_back_to_a_process_without_a_container_runtime,
+    demo::runs_its_service_in_a_container,
     safety::ends_at_deadline::net_loss,
     safety::ends_at_deadline::io_error,
     safety::ends_at_deadline::io_error_fmod_ret,

@@ -380,18 +380,25 @@ impl Conv {
             ) else {
                 continue;
             };
-            let pods: Vec<&str> =
-                ["pod", "pod-uid", "pod-selector"].into_iter().filter(|s| f.has(s)).collect();
-            let mut given: Vec<&str> =
-                ["cgroup", "pid", "container"].into_iter().filter(|s| f.has(s)).collect();
-            if pods.len() == 1 {
+            // A key left empty (`cgroup: ${target}` with `--set target=`)
+            // counts as absent beside one that has a value, so that a
+            // reusable file can offer several kinds of target and let
+            // `--set` choose one. Left alone, it is reported (`required`).
+            let keys = ["cgroup", "pid", "container", "pod", "pod-uid", "pod-selector"];
+            let filled: Vec<&str> = keys.into_iter().filter(|k| f.get(k).is_some()).collect();
+            let mut given = match keys.into_iter().find(|k| f.has(k)) {
+                Some(first) if filled.is_empty() => vec![first],
+                _ => filled,
+            };
+            let pods = given.iter().filter(|k| k.starts_with("pod")).count();
+            if pods == 1 {
                 // `container` beside a pod key narrows the pod to it.
                 given.retain(|k| *k != "container");
             }
-            given.extend(&pods);
             let selector = match given.as_slice() {
-                // `required`: an empty value (`cgroup:`, `--set target=`) is
-                // a problem to report, not a target to drop silently.
+                // `required`: an empty value (`cgroup:`, `--set target=`)
+                // alone is a problem to report, not a target to drop
+                // silently.
                 ["cgroup"] => self
                     .required(&f, "cgroup")
                     .and_then(|n| self.string(n, "cgroup"))
