@@ -221,8 +221,16 @@ pub fn remove_stale(alive: impl Fn(i32) -> bool) -> Vec<String> {
             let images = docker.list_images(Some(options)).await.map_err(|e| e.to_string())?;
             let mut stale = Vec::new();
             for c in containers {
-                let owner = c.labels.as_ref().and_then(|l| l.get(OWNER)).and_then(|p| p.parse().ok());
-                if let (Some(id), Some(owner)) = (c.id, owner)
+                // Ours only if name, label and image all say so: a label
+                // alone is anyone's to set.
+                let owner: Option<i32> =
+                    c.labels.as_ref().and_then(|l| l.get(OWNER)).and_then(|p| p.parse().ok());
+                let ours = owner.is_some_and(|o| {
+                    let name = format!("/{}{o}", super::sandbox::PREFIX);
+                    c.names.iter().flatten().any(|n| *n == name)
+                        && c.image.as_deref() == Some(format!("{REPOSITORY}:{o}").as_str())
+                });
+                if let (Some(id), Some(owner), true) = (c.id, owner, ours)
                     && !alive(owner)
                 {
                     stale.push((format!("{runtime} container {}", &id[..id.len().min(12)]), id, None));

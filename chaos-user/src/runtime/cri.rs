@@ -116,29 +116,12 @@ pub async fn pods(channel: Channel, selector: &HashMap<String, String>) -> Resul
 
 /// The containers of the pod `sandbox`, running or not.
 pub async fn containers(channel: Channel, sandbox: &str) -> Result<Vec<PodContainer>, String> {
-    let mut client = RuntimeServiceClient::new(channel);
     let filter = ContainerFilter { pod_sandbox_id: sandbox.to_owned(), ..Default::default() };
-    let listed = client
-        .list_containers(ListContainersRequest { filter: Some(filter) })
-        .await
-        .map_err(|e| e.message().to_owned())?
-        .into_inner()
-        .containers;
-    let mut out = Vec::new();
-    for c in listed {
-        let pid = if c.state == CONTAINER_RUNNING {
-            let status = client
-                .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: true })
-                .await
-                .map_err(|e| e.message().to_owned())?
-                .into_inner();
-            verbose_pid(&status.info)
-        } else {
-            None
-        };
-        out.push(PodContainer { id: c.id, name: c.metadata.unwrap_or_default().name, pid });
-    }
-    Ok(out)
+    let listed = with_pids(channel, Some(filter)).await?;
+    Ok(listed
+        .into_iter()
+        .map(|(c, pid)| PodContainer { id: c.id, name: c.metadata.unwrap_or_default().name, pid })
+        .collect())
 }
 
 /// Every container the CRI knows, running or not, as a [`Container`] of
@@ -149,42 +132,56 @@ pub async fn containers(channel: Channel, sandbox: &str) -> Result<Vec<PodContai
 pub async fn list_containers(channel: Channel, runtime: Runtime) -> Result<Vec<Container>, String> {
     let pods: HashMap<String, Pod> =
         pods(channel.clone(), &HashMap::new()).await?.into_iter().map(|p| (p.id.clone(), p)).collect();
+    let listed = with_pids(channel, None).await?;
+    Ok(listed
+        .into_iter()
+        .map(|(c, pid)| {
+            let name = c.metadata.map(|m| m.name).unwrap_or_default();
+            let name = match pods.get(&c.pod_sandbox_id) {
+                Some(p) => format!("{}/{}/{name}", p.namespace, p.name),
+                None => name,
+            };
+            Container {
+                runtime,
+                id: c.id,
+                name,
+                namespace: None,
+                image: c.image.map(|i| i.image).unwrap_or(c.image_ref),
+                state: CONTAINER_STATES.get(c.state as usize).copied().unwrap_or("unknown").to_owned(),
+                pid,
+                host_network: false,
+            }
+        })
+        .collect())
+}
+
+/// The containers `filter` lets through, each with its init process while
+/// it runs; one that went away between the list and its status is left
+/// out, as if listed a moment later.
+async fn with_pids(
+    channel: Channel,
+    filter: Option<ContainerFilter>,
+) -> Result<Vec<(k8s_cri::v1::Container, Option<i32>)>, String> {
     let mut client = RuntimeServiceClient::new(channel);
     let listed = client
-        .list_containers(ListContainersRequest { filter: None })
+        .list_containers(ListContainersRequest { filter })
         .await
         .map_err(|e| e.message().to_owned())?
         .into_inner()
         .containers;
     let mut out = Vec::with_capacity(listed.len());
     for c in listed {
-        let pid = if c.state == CONTAINER_RUNNING {
-            match client
-                .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: true })
-                .await
-            {
-                Ok(s) => verbose_pid(&s.into_inner().info),
-                // Gone since the list: left out, as if listed a moment later.
-                Err(_) => continue,
-            }
-        } else {
-            None
-        };
-        let name = c.metadata.map(|m| m.name).unwrap_or_default();
-        let name = match pods.get(&c.pod_sandbox_id) {
-            Some(p) => format!("{}/{}/{name}", p.namespace, p.name),
-            None => name,
-        };
-        out.push(Container {
-            runtime,
-            id: c.id,
-            name,
-            namespace: None,
-            image: c.image.map(|i| i.image).unwrap_or(c.image_ref),
-            state: CONTAINER_STATES.get(c.state as usize).copied().unwrap_or("unknown").to_owned(),
-            pid,
-            host_network: false,
-        });
+        if c.state != CONTAINER_RUNNING {
+            out.push((c, None));
+            continue;
+        }
+        let status = client
+            .container_status(ContainerStatusRequest { container_id: c.id.clone(), verbose: true })
+            .await;
+        if let Ok(s) = status {
+            let pid = verbose_pid(&s.into_inner().info);
+            out.push((c, pid));
+        }
     }
     Ok(out)
 }
