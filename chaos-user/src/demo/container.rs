@@ -187,19 +187,30 @@ async fn start_in(
 }
 
 async fn remove(docker: &Docker, name: &str, image: &str) -> Result<(), String> {
-    let gone = |e: &bollard::errors::Error| {
-        matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
-    };
+    remove_container(docker, name).await?;
+    remove_image(docker, image).await
+}
+
+/// Remove a container, running or not; one already gone is no error.
+async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
     let options = RemoveContainerOptions { force: true, ..Default::default() };
     match docker.remove_container(name, Some(options)).await {
-        Err(e) if !gone(&e) => return Err(e.to_string()),
-        _ => {}
-    }
-    let options = RemoveImageOptions { force: true, ..Default::default() };
-    match docker.remove_image(image, Some(options), None).await {
-        Err(e) if !gone(&e) => Err(format!("image {image}: {e}")),
+        Err(e) if !not_found(&e) => Err(format!("container {name}: {e}")),
         _ => Ok(()),
     }
+}
+
+/// Remove an image; one already gone is no error.
+async fn remove_image(docker: &Docker, image: &str) -> Result<(), String> {
+    let options = RemoveImageOptions { force: true, ..Default::default() };
+    match docker.remove_image(image, Some(options), None).await {
+        Err(e) if !not_found(&e) => Err(format!("image {image}: {e}")),
+        _ => Ok(()),
+    }
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
 /// Remove the containers and images of demos that are no longer running.
@@ -246,22 +257,8 @@ pub fn remove_stale(alive: impl Fn(i32) -> bool) -> Vec<String> {
             }
             for (what, container, image) in &stale {
                 let r = match image {
-                    None => docker
-                        .remove_container(
-                            container,
-                            Some(RemoveContainerOptions { force: true, ..Default::default() }),
-                        )
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Some(tag) => docker
-                        .remove_image(
-                            tag,
-                            Some(RemoveImageOptions { force: true, ..Default::default() }),
-                            None,
-                        )
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                    None => remove_container(&docker, container).await,
+                    Some(tag) => remove_image(&docker, tag).await,
                 };
                 if let Err(e) = r {
                     eprintln!("chaos demo: removing {what}, left by a demo that was killed: {e}");

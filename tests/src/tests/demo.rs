@@ -6,7 +6,7 @@
 use std::{
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, ensure};
@@ -44,7 +44,7 @@ fn demo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(String, Reports)
     let out = Reports(format!("/run/chaos-test-{}-demo", std::process::id()).into());
     let _ = std::fs::remove_dir_all(out.path());
     std::fs::create_dir(out.path())?;
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(["demo", "--no-live", "--out"])
         .arg(out.path())
         .args(args)
@@ -53,20 +53,27 @@ fn demo(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<(String, Reports)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let until = Instant::now() + DEMO_WITHIN;
-    while child.try_wait()?.is_none() {
-        if Instant::now() > until {
-            let _ = child.kill();
-            let o = child.wait_with_output()?;
-            anyhow::bail!(
-                "chaos demo still ran after {DEMO_WITHIN:?}:\n{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+    // Both pipes are read to the end while the demo runs (a full pipe
+    // would stall it); a watchdog kills a demo that outlives its bound.
+    let pid = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = finished.recv_timeout(DEMO_WITHIN).is_err();
+        if late {
+            // SAFETY: kill(2) on our child, not reaped until the
+            // wait below returns, which this thread's kill makes happen.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        late
+    });
     let o = child.wait_with_output()?;
+    let _ = done.send(());
+    ensure!(
+        !watchdog.join().unwrap_or(true),
+        "chaos demo still ran after {DEMO_WITHIN:?}:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     ensure!(
         o.status.success(),
