@@ -23,6 +23,7 @@ APT_PACKAGES=(
   qemu-system-x86 udev kmod busybox-static file python3-venv
   gcc python3 openssl libfaketime # clock-skew: tests' C probe, python, openssl verify; bench baseline
   sqlite3 strace # io-error: a real program under test; the ptrace baseline of the benchmark
+  curl # net-refuse: a real client whose connections are refused
   prometheus # promtool: the tests lint the metrics exposition with `promtool check metrics`
   # containers as targets: real runtimes for the tests in the VMs (they do not
   # run on this host; see tests/src/fixtures/containers.rs), and protoc, which

@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod clock;
+pub mod conn;
 pub mod io;
 pub mod net;
 

@@ -81,3 +81,17 @@ pub static CLOCK_PENDING_SYSCALL: LruHashMap<u64, chaos_abi::clock::ClockPending
 #[map]
 pub static CLOCK_PENDING_LIBC: LruHashMap<u64, chaos_abi::clock::ClockPending> =
     LruHashMap::with_max_entries(chaos_abi::clock::MAX_PENDING, 0);
+
+/// `chaos_abi::conn::RULES`: connection rules keyed by target cgroup id.
+#[map]
+pub static CONN_RULES: HashMap<u64, chaos_abi::conn::ConnRule> =
+    HashMap::with_max_entries(chaos_abi::conn::MAX_RULES, 0);
+
+/// `chaos_abi::conn::LEVELS`: which cgroup levels carry a connection rule.
+#[map]
+pub static CONN_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::conn::COUNTERS`: per-CPU counters, one slot per attack.
+#[map]
+pub static CONN_COUNTERS: PerCpuArray<chaos_abi::conn::ConnCounters> =
+    PerCpuArray::with_max_entries(chaos_abi::conn::MAX_SLOTS, 0);

@@ -75,6 +75,9 @@ pub const REDUCED: &[&str] = &[
     // clock-skew: fexit with the vDSO detached at exec, the tracepoint
     // fallback, uprobes in running processes.
     "tools_in_the_target",
+    // net-refuse: the sock_addr programs (errno by bpf_set_retval from 6.1,
+    // EPERM and the refusal of another errno before).
+    "connects_fail",
     "tracepoint_fallback",
     "running_processes_read",
 ];
@@ -90,6 +93,10 @@ pub const HOST_COVERED: &[&str] = &[
     "cli::",
     "demo::",
     "probes::",
+    // net-refuse's clients and filters: the same programs as on 6.1.
+    "net_refuse::bad_flags",
+    "net_refuse::real_clients",
+    "net_refuse::filters",
     "experiment::validate",
     "experiment::dry_run",
     "experiment::hypothesis_holds",

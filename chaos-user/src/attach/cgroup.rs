@@ -4,7 +4,10 @@
 
 use std::{fs::File, os::fd::AsFd};
 
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, cgroup_skb::CgroupSkbLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, cgroup_skb::CgroupSkbLink,
+    cgroup_sock_addr::CgroupSockAddrLink,
+};
 
 use crate::{
     ebpf::describe,
@@ -27,6 +30,17 @@ pub fn attach_skb(
     let dir = File::open(&target.path).map_err(|e| Error::kernel(context(), e))?;
     let id = prog
         .attach(dir.as_fd(), direction, CgroupAttachMode::Single)
+        .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))?;
+    prog.take_link(id).map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))
+}
+
+/// Attach a cgroup sock_addr program (connect4, sendmsg6, ...: its attach
+/// type is in the program's section) to `target`, in the same mode.
+pub fn attach_sock_addr(prog: &mut CgroupSockAddr, target: &Target) -> Result<CgroupSockAddrLink> {
+    let context = || format!("attaching a sock_addr program to {target}");
+    let dir = File::open(&target.path).map_err(|e| Error::kernel(context(), e))?;
+    let id = prog
+        .attach(dir.as_fd(), CgroupAttachMode::Single)
         .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))?;
     prog.take_link(id).map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))
 }

@@ -30,6 +30,7 @@ pub enum Capability {
     TcNetlink,
     CgroupSkb,
     CgroupSockAddr,
+    SockAddrRetval,
     Tracepoint,
     RawTracepoint,
     TpBtf,
@@ -100,8 +101,14 @@ pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         capability: Capability::CgroupSockAddr,
         name: "cgroup_sock_addr",
-        used_for: "planned: connect faults",
-        needs: "Linux 5.7 (cgroup links), CONFIG_CGROUP_BPF",
+        used_for: "net-refuse (connect4/6, sendmsg4/6 on the target cgroup), refusing with EPERM",
+        needs: "Linux 5.7 (cgroup links, and bpf_get_current_ancestor_cgroup_id there), CONFIG_CGROUP_BPF",
+    },
+    Requirement {
+        capability: Capability::SockAddrRetval,
+        name: "bpf_set_retval (sock_addr)",
+        used_for: "net-refuse with an errno other than EPERM (ECONNREFUSED, ENETUNREACH, ...)",
+        needs: "Linux 6.1: bpf_set_retval in cgroup sock_addr programs",
     },
     Requirement {
         capability: Capability::Tracepoint,
@@ -430,6 +437,7 @@ fn run(capability: Capability) -> Result<String, String> {
         TcNetlink => programs::tc_netlink(),
         CgroupSkb => programs::cgroup_skb(),
         CgroupSockAddr => programs::cgroup_sock_addr(),
+        SockAddrRetval => programs::sock_addr_retval(),
         Tracepoint => programs::tracepoint(),
         RawTracepoint => programs::raw_tracepoint(),
         TpBtf => programs::tp_btf(),

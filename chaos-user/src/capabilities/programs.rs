@@ -154,6 +154,15 @@ pub fn cgroup_sock_addr() -> Outcome {
     Ok("connect4 link attached to a scratch cgroup".into())
 }
 
+/// Loaded only: whether the verifier lets a sock_addr program call
+/// `bpf_set_retval` (net-refuse's programs that give an errno).
+pub fn sock_addr_retval() -> Outcome {
+    let mut ebpf = object()?;
+    let prog: &mut CgroupSockAddr = program(&mut ebpf, "probe_sock_addr_retval")?;
+    prog.load().map_err(|e| describe(&e))?;
+    Ok("a connect4 program calling bpf_set_retval loaded".into())
+}
+
 pub fn tracepoint() -> Outcome {
     environment::with_tracefs(|| {
         let mut ebpf = object()?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 pub use super::attack_clock::ClockSkewParams;
+pub use super::attack_conn::NetRefuseParams;
 pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
@@ -134,6 +135,10 @@ pub enum AttackCommand {
         mut_arg("reorder", |a| a.required(true)), mut_arg("delay", |a| a.required(true)),
     )]
     NetReorder(AttackArgs<NetEffectParams>),
+
+    /// Fail the target's new outgoing connections at once (ECONNREFUSED).
+    #[command(long_about = super::attack_conn::HELP)]
+    NetRefuse(AttackArgs<NetRefuseParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -237,7 +242,7 @@ pub struct AttackOptions {
 }
 
 /// A port from 1 to 65535.
-fn parse_port(text: &str) -> std::result::Result<u16, String> {
+pub(super) fn parse_port(text: &str) -> std::result::Result<u16, String> {
     match text.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
         _ => Err(format!("`{text}` is not a port from 1 to 65535")),
@@ -257,6 +262,7 @@ impl AttackCommand {
             Self::NetDuplicate(a) => a.params.build(NetKind::Duplicate.name(), cli),
             Self::NetCorrupt(a) => a.params.build(NetKind::Corrupt.name(), cli),
             Self::NetReorder(a) => a.params.build(NetKind::Reorder.name(), cli),
+            Self::NetRefuse(a) => a.params.build("net-refuse", cli),
         }
     }
 
@@ -266,6 +272,7 @@ impl AttackCommand {
             Self::NetLoss(a) => (&a.target, &a.options),
             Self::IoError(a) => (&a.target, &a.options),
             Self::ClockSkew(a) => (&a.target, &a.options),
+            Self::NetRefuse(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

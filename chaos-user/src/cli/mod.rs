@@ -3,6 +3,7 @@
 
 pub mod attack;
 mod attack_clock;
+mod attack_conn;
 mod attack_io;
 mod attack_net;
 pub mod demo;

@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 
 use super::{
-    attack::NetLossParams, attack_clock::ClockSkewParams, attack_io::IoErrorParams,
-    attack_net::NetEffectParams,
+    attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
+    attack_io::IoErrorParams, attack_net::NetEffectParams,
 };
 use crate::faults::Fault;
 
@@ -129,6 +129,7 @@ pub fn kinds() -> &'static [Kind] {
                     "net-loss" => kind::<NetLossParams>,
                     "io-error" => kind::<IoErrorParams>,
                     "clock-skew" => kind::<ClockSkewParams>,
+                    "net-refuse" => kind::<NetRefuseParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

@@ -5,10 +5,12 @@
 //! injector's business).
 
 pub mod clock;
+pub mod conn;
 pub mod io;
 pub mod net;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
+pub use conn::{NetRefuse, Transport};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 use serde::Serialize;
@@ -23,6 +25,7 @@ pub enum Fault {
     NetDuplicate(NetFault),
     NetCorrupt(NetFault),
     NetReorder(NetFault),
+    NetRefuse(NetRefuse),
     IoError(IoError),
     ClockSkew(ClockSkew),
 }
@@ -33,6 +36,7 @@ pub enum Fault {
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
     Net,
+    Conn,
     Io,
     Clock,
 }
@@ -41,6 +45,7 @@ pub enum Family {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FamilyFault {
     Net(NetAny),
+    Conn(NetRefuse),
     Io(IoError),
     Clock(ClockSkew),
 }
@@ -56,6 +61,7 @@ impl Fault {
             | Self::NetDuplicate(f)
             | Self::NetCorrupt(f)
             | Self::NetReorder(f) => FamilyFault::Net(NetAny::Effects(f.clone())),
+            Self::NetRefuse(f) => FamilyFault::Conn(f.clone()),
             Self::IoError(f) => FamilyFault::Io(f.clone()),
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
         }
@@ -70,6 +76,7 @@ impl Fault {
             Self::NetDuplicate(_) => NetKind::Duplicate.name(),
             Self::NetCorrupt(_) => NetKind::Corrupt.name(),
             Self::NetReorder(_) => NetKind::Reorder.name(),
+            Self::NetRefuse(_) => "net-refuse",
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
         }
@@ -78,6 +85,7 @@ impl Fault {
     pub fn family(&self) -> Family {
         match self.by_family() {
             FamilyFault::Net(_) => Family::Net,
+            FamilyFault::Conn(_) => Family::Conn,
             FamilyFault::Io(_) => Family::Io,
             FamilyFault::Clock(_) => Family::Clock,
         }
@@ -99,6 +107,7 @@ impl Family {
     pub fn name(self) -> &'static str {
         match self {
             Self::Net => "net",
+            Self::Conn => "conn",
             Self::Io => "io",
             Self::Clock => "clock",
         }

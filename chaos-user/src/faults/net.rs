@@ -441,7 +441,7 @@ fn inverse_normal_cdf(p: f64) -> f64 {
 
 /// Address and mask as 32-bit words in network byte order, the layout the
 /// eBPF side compares against (it loads header words without swapping).
-fn peer(cidr: Cidr) -> NetPeer {
+pub(crate) fn peer(cidr: Cidr) -> NetPeer {
     let (family, bytes, bits): (u32, [u8; 16], u32) = match cidr.addr {
         IpAddr::V4(a) => {
             let mut b = [0u8; 16];

@@ -10,6 +10,7 @@
 //! slots and deadlines and dispatches.
 
 mod clock;
+mod conn;
 mod family;
 mod io;
 mod links;
@@ -51,7 +52,7 @@ impl Running {
     pub fn interfaces(&self) -> &[String] {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
-            Part::Io(_) | Part::Clock(_) => &[],
+            Part::Conn(_) | Part::Io(_) | Part::Clock(_) => &[],
         }
     }
 }
@@ -60,6 +61,7 @@ impl Running {
 #[derive(Debug)]
 enum Part {
     Net(net::Handle),
+    Conn(conn::Handle),
     Io(io::Handle),
     Clock(clock::Handle),
 }
@@ -84,6 +86,7 @@ pub struct Shared {
 pub struct Injector {
     shared: Shared,
     net: net::Net,
+    conn: conn::Conn,
     io: io::Io,
     clock: clock::Clock,
     slots: [bool; MAX_SLOTS as usize],
@@ -99,7 +102,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
     match planned {
         Planned::Net(m, f) => net::preflight(attack, m, f),
         Planned::Io(_, f) => io::preflight(attack, f),
-        Planned::Clock(..) => Ok(()),
+        Planned::Conn(..) | Planned::Clock(..) => Ok(()),
     }
 }
 
@@ -111,6 +114,7 @@ impl Injector {
         Ok(Self {
             shared: Shared { ebpf, state },
             net: net::Net::default(),
+            conn: conn::Conn::default(),
             io: io::Io::default(),
             clock: clock::Clock::default(),
             slots: [false; MAX_SLOTS as usize],
@@ -130,6 +134,7 @@ impl Injector {
         let at = family::At { attack: &attack, slot, deadline: &deadline };
         let result = match &planned {
             Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
+            Planned::Conn(m, f) => family::start(&mut self.conn, shared, at.with(m, f)).map(Part::Conn),
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
         };
@@ -156,6 +161,7 @@ impl Injector {
         let t0 = Instant::now();
         let (inert, released) = match running.part {
             Part::Net(handle) => self.net.stop(&mut self.shared, &running.attack, handle),
+            Part::Conn(handle) => self.conn.stop(&mut self.shared, &running.attack, handle),
             Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
         };
@@ -177,6 +183,7 @@ impl Injector {
     fn counters_of(&self, mechanism: &Mechanism, slot: u32) -> Result<Counters> {
         match mechanism {
             Mechanism::Net(_) => self.net.counters(&self.shared, slot),
+            Mechanism::Conn(_) => self.conn.counters(&self.shared, slot),
             Mechanism::Io(_) => self.io.counters(&self.shared, slot),
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
         }

@@ -7,6 +7,7 @@
 //! first choice first, and for a fallback's only when that one is missing.
 
 pub mod clock;
+mod conn;
 mod io;
 mod net;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 pub use self::{
     clock::{ClockMechanism, SyscallHook},
+    conn::{ConnErrno, ConnMechanism},
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
 };
@@ -24,7 +26,7 @@ use crate::{
     attack::Attack,
     capabilities::{Capability, Findings},
     error::{Error, Result},
-    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny},
+    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny, NetRefuse},
 };
 
 /// How an attack is realized here.
@@ -32,6 +34,7 @@ use crate::{
 #[serde(tag = "family", rename_all = "kebab-case")]
 pub enum Mechanism {
     Net(NetMechanism),
+    Conn(ConnMechanism),
     Io(IoMechanism),
     Clock(ClockMechanism),
 }
@@ -44,6 +47,12 @@ pub enum Demand {
         direction: Direction,
         /// Packets get departure times (delay, rate, reorder): fq needed.
         schedules: bool,
+    },
+    Conn {
+        /// An errno other than EPERM.
+        sets_errno: bool,
+        /// UDP sends refused too (sendmsg hooks).
+        sendmsg: bool,
     },
     Io {
         /// Reads, writes or directory reads, not only opens.
@@ -58,6 +67,7 @@ impl Demand {
     pub fn of(fault: &Fault) -> Self {
         match fault.by_family() {
             FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
+            FamilyFault::Conn(f) => Self::Conn { sets_errno: f.sets_errno(), sendmsg: f.refuses_sends() },
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
         }
@@ -70,6 +80,7 @@ impl Demand {
         use Capability::*;
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
+            Self::Conn { .. } => &[CgroupSockAddr, SockAddrRetval],
             Self::Io { .. } => {
                 &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
             }
@@ -97,6 +108,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
+    ("net-refuse", Demand::Conn { sets_errno: true, sendmsg: true }),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];
@@ -149,6 +161,7 @@ fn forced<T: Copy>(var: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
 #[derive(Clone, Debug)]
 pub enum Planned {
     Net(NetMechanism, NetAny),
+    Conn(ConnMechanism, NetRefuse),
     Io(IoMechanism, IoError),
     Clock(ClockMechanism, ClockSkew),
 }
@@ -157,6 +170,7 @@ impl Planned {
     pub fn mechanism(&self) -> Mechanism {
         match self {
             Self::Net(m, _) => Mechanism::Net(*m),
+            Self::Conn(m, _) => Mechanism::Conn(*m),
             Self::Io(m, _) => Mechanism::Io(*m),
             Self::Clock(m, _) => Mechanism::Clock(*m),
         }
@@ -179,6 +193,9 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
     let planned = match attack.fault.by_family() {
         FamilyFault::Net(f) => {
             Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
+        }
+        FamilyFault::Conn(f) => {
+            Planned::Conn(conn::plan(&subject, f.sets_errno(), f.refuses_sends(), caps)?, f)
         }
         FamilyFault::Io(f) => {
             Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
@@ -209,6 +226,9 @@ pub fn plan_demand(
     match demand {
         Demand::Net { direction, schedules } => {
             net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
+        }
+        Demand::Conn { sets_errno, sendmsg } => {
+            conn::plan(subject, sets_errno, sendmsg, caps).map(Mechanism::Conn)
         }
         Demand::Io { read_write, windowed } => {
             io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)
@@ -246,7 +266,7 @@ impl Ancestry {
             .find_map(|p| match p {
                 Planned::Io(m, _) => Some(m.ancestry),
                 Planned::Clock(m, _) => Some(m.ancestry),
-                Planned::Net(..) => None,
+                Planned::Net(..) | Planned::Conn(..) => None,
             })
             .unwrap_or_default()
     }
@@ -394,6 +414,7 @@ impl Mechanism {
     pub fn family(&self) -> &dyn FamilyMechanism {
         match self {
             Self::Net(m) => m,
+            Self::Conn(m) => m,
             Self::Io(m) => m,
             Self::Clock(m) => m,
         }

@@ -567,6 +567,15 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             }
             parts.join(" + ")
         }
+        Ok(Mechanism::Conn(_)) => "cgroup sock_addr".to_owned(),
+        // Refused with its usual errno only: EPERM still works.
+        Err(_)
+            if matches!(demand(kind), Demand::Conn { .. })
+                && plan_demand(kind, Demand::Conn { sets_errno: false, sendmsg: true }, caps, &prefs)
+                    .is_ok() =>
+        {
+            format!("cgroup sock_addr (EPERM only: no {})", Capability::SockAddrRetval)
+        }
         Ok(Mechanism::Clock(c)) => {
             let mut parts = vec![match c.syscalls {
                 SyscallHook::Fexit => "fexit",
@@ -649,4 +658,30 @@ fn fallbacks_are_read_only_when_the_first_choice_is_missing() {
     let m = plan_demand("io-error", demand("io-error"), &asked, &Preferences::default()).expect("planned");
     assert!(matches!(m, Mechanism::Io(IoMechanism { via: IoVia::FmodRet, .. })), "{m:?}");
     assert!(asked.asked.borrow().contains(&Capability::FmodRet));
+}
+
+/// net-refuse: any errno from 6.1 on (bpf_set_retval), EPERM alone on
+/// 5.10, where another errno is refused with that reason; its links are
+/// fds, and the kernel-side deadline covers every rule.
+#[test]
+fn net_refuse_errno_follows_the_kernel() {
+    let prefs = Preferences::default();
+    let any = Demand::Conn { sets_errno: true, sendmsg: true };
+    let eperm = Demand::Conn { sets_errno: false, sendmsg: false };
+    for (name, json) in [("debian-6.1", DEBIAN_6_1), ("debian-7.2", DEBIAN_7_2), ("host-6.18", HOST_6_18)] {
+        let m = plan_demand("net-refuse", any, &set(json), &prefs).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            m,
+            Mechanism::Conn(ConnMechanism { errno: ConnErrno::SetRetval, sendmsg: true }),
+            "{name}"
+        );
+        assert_eq!(layers(&m), [ControllerStop, KernelDeadline, LinksDieWithProcess], "{name}");
+    }
+    let old = set(DEBIAN_5_10);
+    let e = plan_demand("net-refuse", any, &old, &prefs).unwrap_err().to_string();
+    assert!(e.contains("EPERM only") && e.contains("--errno EPERM"), "{e}");
+    assert_eq!(
+        plan_demand("net-refuse", eperm, &old, &prefs).unwrap(),
+        Mechanism::Conn(ConnMechanism { errno: ConnErrno::Eperm, sendmsg: false })
+    );
 }

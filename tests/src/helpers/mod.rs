@@ -3,6 +3,7 @@
 //! drive them. They measure from outside the mechanism: what a receiver
 //! got, what a sender's socket reported.
 
+pub mod conn;
 pub mod http;
 pub mod io;
 pub mod ping;
@@ -28,6 +29,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("tcp-rate-sink") => tcp::rate_sink(&args[1..]),
         Some("http-server") => http::server(&args[1..]),
         Some("io-calls") => io::calls(&args[1..]),
+        Some("conn-calls") => conn::calls(&args[1..]),
         Some("io-errnos") => io::errnos(&args[1..]),
         other => Err(anyhow::anyhow!("unknown helper {other:?}")),
     };

@@ -50,7 +50,17 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "ancestor cgroup (task read)",
             ];
             let common = DEBIAN.iter().copied().filter(|c| !NO.contains(c));
-            (common.chain(["tc (TCX link)", "ancestor cgroup (tracing)", "bpf_loop"]).collect(), NO)
+            (
+                common
+                    .chain([
+                        "tc (TCX link)",
+                        "ancestor cgroup (tracing)",
+                        "bpf_loop",
+                        "bpf_set_retval (sock_addr)",
+                    ])
+                    .collect(),
+                NO,
+            )
         }
         // Debian 11: the BPF LSM is built in but not in the default `lsm=`
         // list (CONFIG_LSM); no TCX (6.6); tracing programs may not call
@@ -68,16 +78,28 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "bpf_loop",
                 "ancestor cgroup (tracing)",
                 "fmod_ret on system calls",
+                "bpf_set_retval (sock_addr)",
             ],
         ),
         // From 6.0 on, `struct cgroup` has `ancestors[]`, not the ids the
         // task read needs: the helper serves.
         "debian-6.1" => (
-            [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)", "bpf_loop"]].concat(),
+            [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)", "bpf_loop", "bpf_set_retval (sock_addr)"]]
+                .concat(),
             &["tc (TCX link)", "kprobe override", "fmod_ret on system calls", "ancestor cgroup (task read)"],
         ),
         "debian-6.12" => (
-            [DEBIAN, &["BPF LSM", "tc (TCX link)", "ancestor cgroup (tracing)", "bpf_loop"]].concat(),
+            [
+                DEBIAN,
+                &[
+                    "BPF LSM",
+                    "tc (TCX link)",
+                    "ancestor cgroup (tracing)",
+                    "bpf_loop",
+                    "bpf_set_retval (sock_addr)",
+                ],
+            ]
+            .concat(),
             &["kprobe override", "fmod_ret on system calls", "ancestor cgroup (task read)"],
         ),
         "debian-7.2" => (
@@ -89,6 +111,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                     "ancestor cgroup (tracing)",
                     "bpf_loop",
                     "fmod_ret on system calls",
+                    "bpf_set_retval (sock_addr)",
                 ],
             ]
             .concat(),

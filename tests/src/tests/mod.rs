@@ -22,6 +22,7 @@ mod net_duplicate;
 mod net_loss;
 mod net_qdisc;
 mod net_rate;
+pub mod net_refuse;
 mod net_tag;
 mod probes;
 mod safety;
@@ -53,6 +54,10 @@ crate::harness::register! {
     net_duplicate::duplicate_rate_is_exact,
     net_corrupt::corrupt_rate_is_exact_and_receivers_drop_them,
     net_tag::mark_never_leaves_the_classifier,
+    net_refuse::bad_flags_are_refused,
+    net_refuse::connects_fail_with_the_errno_at_the_rate,
+    net_refuse::real_clients_see_connection_refused,
+    net_refuse::filters_pick_destination_port_protocol_and_family,
     net_qdisc::restored_on_every_ending,
     net_qdisc::foreign_qdiscs_are_refused_or_reused,
     net_qdisc::bystander_loses_nothing_when_an_attack_ends,
@@ -103,22 +108,27 @@ crate::harness::register! {
     safety::ends_at_deadline::io_error,
     safety::ends_at_deadline::io_error_fmod_ret,
     safety::ends_at_deadline::clock_skew,
+    safety::ends_at_deadline::net_refuse,
     safety::ends_on_sigint::net_loss,
     safety::ends_on_sigint::io_error,
     safety::ends_on_sigint::io_error_fmod_ret,
     safety::ends_on_sigint::clock_skew,
+    safety::ends_on_sigint::net_refuse,
     safety::ends_on_sigterm::net_loss,
     safety::ends_on_sigterm::io_error,
     safety::ends_on_sigterm::io_error_fmod_ret,
     safety::ends_on_sigterm::clock_skew,
+    safety::ends_on_sigterm::net_refuse,
     safety::kill9_links_vanish_with_the_loader::net_loss,
     safety::kill9_links_vanish_with_the_loader::io_error,
     safety::kill9_links_vanish_with_the_loader::io_error_fmod_ret,
     safety::kill9_links_vanish_with_the_loader::clock_skew,
+    safety::kill9_links_vanish_with_the_loader::net_refuse,
     safety::hung_loader_kernel_deadline_ends_fault::net_loss,
     safety::hung_loader_kernel_deadline_ends_fault::io_error,
     safety::hung_loader_kernel_deadline_ends_fault::io_error_fmod_ret,
     safety::hung_loader_kernel_deadline_ends_fault::clock_skew,
+    safety::hung_loader_kernel_deadline_ends_fault::net_refuse,
     probes::https_with_a_private_ca,
     probes::unanswered_dns_fails_within_the_timeout,
     probes::black_holed_address_fails_within_the_timeout,

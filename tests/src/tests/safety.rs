@@ -24,6 +24,7 @@ use super::{
     clock_skew::ClockSkew,
     io_error::{IoError, IoErrorFmodRet},
     net_loss::NetLoss,
+    net_refuse::NetRefuse,
 };
 use crate::{
     fixtures::runner::{self, ChaosRun},
@@ -141,6 +142,10 @@ macro_rules! for_every_family {
 
             pub fn clock_skew(ctx: &mut Ctx) -> anyhow::Result<()> {
                 super::$test::<ClockSkew>(ctx)
+            }
+
+            pub fn net_refuse(ctx: &mut Ctx) -> anyhow::Result<()> {
+                super::$test::<NetRefuse>(ctx)
             }
         }
     )*};

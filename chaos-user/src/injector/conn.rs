@@ -1,0 +1,165 @@
+//! The connection part of the injector (`net-refuse`): rules keyed by
+//! target cgroup, the level mask, and the cgroup sock_addr programs on each
+//! target cgroup, attached by its first attack and detached by its last.
+//! The links are fds: they also vanish with the process.
+
+use std::time::Instant;
+
+use aya::{
+    Ebpf,
+    maps::{Array, MapData},
+    programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink, links::Link as _},
+};
+use chaos_abi::{
+    cgroup::Levels,
+    conn::{self, ConnCounters, ConnRule},
+};
+
+use super::{
+    Shared,
+    family::{FamilyInjector, Start, Stopping},
+    links::LinkSet,
+    maps::map_mut,
+    net::loaded,
+    rules::{CounterFields, RuleTable, named},
+};
+use crate::{
+    attach::cgroup::attach_sock_addr,
+    attack::Attack,
+    counters::Counters,
+    ebpf::describe,
+    error::{Error, Result},
+    faults::NetRefuse,
+    plan::{ConnErrno, ConnMechanism},
+};
+
+/// The programs of `m`, by name (chaos-ebpf/src/conn_*.rs).
+fn programs(m: &ConnMechanism) -> Vec<&'static str> {
+    let all: &[(&str, &str)] = &[
+        ("conn_connect4", "conn_eperm_cn4"),
+        ("conn_connect6", "conn_eperm_cn6"),
+        ("conn_sendmsg4", "conn_eperm_sm4"),
+        ("conn_sendmsg6", "conn_eperm_sm6"),
+    ];
+    let hooks = if m.sendmsg { all } else { &all[..2] };
+    hooks
+        .iter()
+        .map(|(retval, eperm)| match m.errno {
+            ConnErrno::SetRetval => *retval,
+            ConnErrno::Eperm => *eperm,
+        })
+        .collect()
+}
+
+/// What a running connection attack holds: the (program, cgroup) links it
+/// counts in the link set.
+#[derive(Debug, Default)]
+pub struct Handle {
+    links: Vec<(&'static str, u64)>,
+}
+
+/// Rules and links shared by every connection attack.
+pub struct Conn {
+    rules: RuleTable<ConnRule, ConnCounters>,
+    links: LinkSet<(&'static str, u64), CgroupSockAddrLink>,
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Self {
+            rules: RuleTable::new(
+                conn::RULES,
+                conn::COUNTERS,
+                "a net-refuse fault in this run; combine them into one attack",
+            ),
+            links: LinkSet::default(),
+        }
+    }
+}
+
+/// The names of [`ConnCounters`]' fields in events and reports, in
+/// declaration order (`-`: summed into `expired`).
+pub(super) const COUNTER_NAMES: &str = "connect_matched connect_refused sendmsg_matched sendmsg_refused -";
+
+// SAFETY: #[repr(C)], u64 fields only (chaos-abi).
+unsafe impl CounterFields for ConnCounters {}
+
+impl FamilyInjector for Conn {
+    type Fault = NetRefuse;
+    type Mechanism = ConnMechanism;
+    type Handle = Handle;
+
+    /// Attach first (loading takes seconds under emulation, and a program
+    /// without a rule lets every call through), then write the rule.
+    fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
+        let Start { attack, fault, mechanism, slot, .. } = *start;
+        for name in programs(mechanism) {
+            let key = (name, attack.target.id);
+            self.links.acquire(key, || {
+                let prog: &mut CgroupSockAddr = loaded(&mut shared.ebpf, name)?;
+                attach_sock_addr(prog, &attack.target)
+            })?;
+            handle.links.push(key);
+        }
+        self.rules.reset_counters(&mut shared.ebpf, slot)?;
+        self.rules.insert(&mut shared.ebpf, attack, &fault.rule(start.deadline_from_now(), slot))?;
+        write_levels(&mut shared.ebpf, self.rules.levels())
+    }
+
+    /// Delete the rule (inert from then on), then release the links.
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
+        let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        let mut released = Ok(());
+        for key in handle.links {
+            if let Some(link) = self.links.release(&key) {
+                let detached = link.detach().map_err(|e| {
+                    Error::kernel(
+                        format!("detaching {} from {}", key.0, attack.target),
+                        anyhow::anyhow!(describe(&e)),
+                    )
+                });
+                released = released.and(detached);
+            }
+        }
+        (inert, released)
+    }
+
+    fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
+        let c = self.rules.counters(&shared.ebpf, slot)?;
+        Ok(Counters {
+            matched: c.connect_matched + c.sendmsg_matched,
+            injected: c.connect_refused + c.sendmsg_refused,
+            expired: c.expired,
+            detail: named(&c, COUNTER_NAMES),
+        })
+    }
+}
+
+impl Conn {
+    fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+        if self.rules.remove(ebpf, attack)? {
+            write_levels(ebpf, self.rules.levels())?;
+        }
+        Ok(())
+    }
+}
+
+fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {
+    let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, conn::LEVELS)?;
+    levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_follow_the_mechanism() {
+        let m = |errno, sendmsg| ConnMechanism { errno, sendmsg };
+        assert_eq!(programs(&m(ConnErrno::SetRetval, false)), ["conn_connect4", "conn_connect6"]);
+        assert_eq!(
+            programs(&m(ConnErrno::Eperm, true)),
+            ["conn_eperm_cn4", "conn_eperm_cn6", "conn_eperm_sm4", "conn_eperm_sm6"]
+        );
+    }
+}

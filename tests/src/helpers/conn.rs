@@ -1,0 +1,134 @@
+//! Connection tools for the net-refuse tests: raw `connect()` and
+//! `sendto()` calls (libc, non-blocking so that nothing waits on a peer),
+//! reporting exactly the errno each call returned, in the format of
+//! `io-calls` (see [`super::io::Calls`]).
+
+use std::{
+    collections::BTreeMap,
+    io::BufRead,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{arg, monotonic_ns, ready};
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn opt(args: &[String], name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
+/// `addr` as a C socket address, for a socket of `family` (an IPv4
+/// address to an AF_INET6 socket becomes `::ffff:a.b.c.d`).
+fn sockaddr(addr: SocketAddr, family: i32) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let ip6 = match addr {
+        SocketAddr::V4(a) if family == libc::AF_INET => {
+            // SAFETY: sockaddr_storage is large and aligned enough.
+            let sin = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            return (ss, size_of::<libc::sockaddr_in>() as u32);
+        }
+        SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
+        SocketAddr::V6(a) => *a.ip(),
+    };
+    // SAFETY: as above.
+    let sin6 = unsafe { &mut *(&raw mut ss).cast::<libc::sockaddr_in6>() };
+    sin6.sin6_family = libc::AF_INET6 as u16;
+    sin6.sin6_port = addr.port().to_be();
+    sin6.sin6_addr.s6_addr = ip6.octets();
+    (ss, size_of::<libc::sockaddr_in6>() as u32)
+}
+
+/// One call on a fresh socket: 0, or the errno it failed with. A
+/// non-blocking TCP connect in progress counts as success (EINPROGRESS):
+/// the refusal under test comes before it.
+fn call(op: &str, to: SocketAddr, family: i32) -> i32 {
+    let (kind, connect) = match op {
+        "connect" => (libc::SOCK_STREAM, true),
+        "udp-connect" => (libc::SOCK_DGRAM, true),
+        _ => (libc::SOCK_DGRAM, false),
+    };
+    let (sa, len) = sockaddr(to, family);
+    // SAFETY: plain syscalls on values we own; the fd is closed below.
+    unsafe {
+        let fd = libc::socket(family, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return -errno();
+        }
+        let sa = (&raw const sa).cast::<libc::sockaddr>();
+        let r = if connect {
+            libc::connect(fd, sa, len)
+        } else {
+            libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, sa, len) as i32
+        };
+        let e = if r < 0 { errno() } else { 0 };
+        libc::close(fd);
+        if e == libc::EINPROGRESS { 0 } else { e }
+    }
+}
+
+/// `conn-calls --op connect|udp-connect|sendto --to ADDR [--family 4|6]
+/// [--count N] [--seconds S] [--interval-us I] [--timeline] [--wait]`:
+/// repeat one call, each on a new socket, and print what `io-calls` prints.
+/// `--family 6` with an IPv4 `--to` uses a dual-stack socket (the
+/// IPv4-mapped address).
+pub fn calls(args: &[String]) -> anyhow::Result<()> {
+    let op: String = arg(args, "--op")?;
+    anyhow::ensure!(["connect", "udp-connect", "sendto"].contains(&op.as_str()), "--op {op}?");
+    let to: SocketAddr = arg(args, "--to")?;
+    let family = match opt(args, "--family").as_deref() {
+        Some("6") => libc::AF_INET6,
+        Some("4") => libc::AF_INET,
+        None if to.is_ipv6() => libc::AF_INET6,
+        None => libc::AF_INET,
+        Some(other) => anyhow::bail!("--family {other}?"),
+    };
+    let count: Option<u64> = opt(args, "--count").map(|v| v.parse()).transpose()?;
+    let seconds: Option<f64> = opt(args, "--seconds").map(|v| v.parse()).transpose()?;
+    let interval =
+        opt(args, "--interval-us").map(|v| v.parse::<u64>()).transpose()?.map(Duration::from_micros);
+    let timeline = args.iter().any(|a| a == "--timeline");
+    if args.iter().any(|a| a == "--wait") {
+        ready()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+    }
+    let mut errnos: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut failures: Vec<[u64; 3]> = Vec::new();
+    let (mut calls, mut ok) = (0u64, 0u64);
+    let start = Instant::now();
+    let until = seconds.map(|s| start + Duration::from_secs_f64(s));
+    while !(count.is_some_and(|n| calls >= n) || until.is_some_and(|u| Instant::now() >= u)) {
+        let e = call(&op, to, family);
+        calls += 1;
+        if e == 0 {
+            ok += 1;
+        } else {
+            *errnos.entry(e).or_default() += 1;
+            if timeline {
+                failures.push([monotonic_ns(), e as u64, calls - 1]);
+            }
+        }
+        if let Some(i) = interval {
+            std::thread::sleep(i);
+        }
+        if count.is_none() && until.is_none() && calls >= 1_000_000 {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "calls": calls, "ok": ok, "errnos": errnos, "seconds": secs, "failures": failures, "end_ns": monotonic_ns() })
+    );
+    Ok(())
+}
