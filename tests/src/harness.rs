@@ -113,7 +113,7 @@ impl Ctx {
     after_help = "A test runs if its name contains any FILTER (equals one, with --exact). \
                   The tests always run one at a time.\n\n\
                   Also:\n  \
-                  chaos-integration bench <net|net-delay|io|clock>   a benchmark (see bench/README.md)\n  \
+                  chaos-integration bench <net|net-delay|io|clock|conn>  a benchmark (see bench/README.md)\n  \
                   chaos-integration helper ...                       traffic helpers the tests spawn\n\n\
                   Exit status: 0 all selected tests passed or were ignored, 101 a test failed, \
                   3 bad usage or not root."

@@ -10,11 +10,12 @@ pub struct Args {
     /// Which benchmark: `net` (untargeted cost, start/stop latency),
     /// `net-delay` (delay, rate, duplication, corruption against netem),
     /// `io` (io-error against strace --inject), `clock` (clock-skew against
-    /// libfaketime).
-    #[arg(default_value = "net", value_parser = ["net", "net-delay", "io", "clock"])]
+    /// libfaketime), `conn` (net-refuse's cost for calls it does not refuse,
+    /// against an iptables REJECT rule).
+    #[arg(default_value = "net", value_parser = ["net", "net-delay", "io", "clock", "conn"])]
     which: String,
-    /// Where to run it. Default: the host for `net`, Debian 6.12 in a VM for
-    /// the others (they need fq, netem, the `bpf` LSM or
+    /// Where to run it. Default: the host for `net` and `conn`, Debian 6.12
+    /// in a VM for the others (they need fq, netem, the `bpf` LSM or
     /// bpf_probe_write_user, which this host's kernel lacks).
     #[arg(long)]
     kernel: Option<Kernel>,
@@ -24,7 +25,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
-    let default = if args.which == "net" { Kernel::Host } else { Kernel::Debian6_12 };
+    let default =
+        if ["net", "conn"].contains(&args.which.as_str()) { Kernel::Host } else { Kernel::Debian6_12 };
     let kernel = args.kernel.unwrap_or(default);
     if kernel != Kernel::Host {
         let command = ["chaos-integration", "bench", &args.which].map(String::from).to_vec();

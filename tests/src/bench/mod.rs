@@ -5,6 +5,7 @@
 //! See bench/README.md for how to read and reproduce them.
 
 mod clock;
+mod conn;
 mod io;
 mod net;
 mod net_delay;
@@ -20,8 +21,11 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         "net" => net::run(),
         "io" => io::run(),
         "clock" => clock::run(),
+        "conn" => conn::run(),
         "net-delay" => net_delay::run(&args[1..]),
-        other => Err(anyhow::anyhow!("unknown benchmark {other:?} (available: net, io, net-delay, clock)")),
+        other => {
+            Err(anyhow::anyhow!("unknown benchmark {other:?} (available: net, io, net-delay, clock, conn)"))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
