@@ -30,7 +30,9 @@ const MAX_ERROR: f64 = 0.01;
 /// would refuse its netem root as a foreign qdisc), measured with the same
 /// sender and receiver, tells whether this machine could carry the rate
 /// then (a loaded VM's sender and softirqs fall behind 100 Mbit/s): chaos
-/// may fall short by no more than netem did plus [`MAX_ERROR`]. It may
+/// may fall short by no more than netem did plus [`MAX_ERROR`], in the
+/// first pair of measurements or in a second one (CI once saw chaos at
+/// -3.6% and netem at -0.0% a moment later on a loaded 6.12 VM). It may
 /// never exceed the rate.
 pub fn throughput_matches_at_10_and_100_mbit(ctx: &mut Ctx) -> anyhow::Result<()> {
     require_fq(ctx)?;
@@ -60,24 +62,51 @@ pub fn throughput_matches_at_10_and_100_mbit(ctx: &mut Ctx) -> anyhow::Result<()
     if short.is_empty() {
         return Ok(());
     }
-    // Short: was it the machine? netem on a second path, same rate.
+    // Short: was it the machine? netem on a second path, same rate, right
+    // after. A VM sharing two cores with other VMs can be slow for one
+    // transfer and not the next, so a pair that disagrees is measured once
+    // more (chaos, then netem again): chaos fails only when it fell short of
+    // netem in both pairs.
     let (dev, peer) = netem_path(&lab)?;
     for (i, (mbit, error)) in short.into_iter().enumerate() {
-        let rate = format!("{mbit}mbit");
-        lab.ctr.exec(&["tc", "qdisc", "replace", "dev", &dev, "root", "netem", "rate", &rate])?;
-        let reference = measure(&lab, lab.sibling(), SocketAddr::new(peer, 9310 + i as u16), mbit)?;
+        let i = i as u16;
+        let reference = netem_rate(&lab, &dev, SocketAddr::new(peer, 9310 + i), mbit)?;
         eprint!("[{mbit} Mbit/s was short: netem's rate reached {:+.2}%] ", reference * 100.0);
+        if error >= reference - MAX_ERROR {
+            continue;
+        }
+        // chaos refuses a device whose root qdisc is someone else's netem:
+        // back to the kernel's default while chaos measures.
+        lab.ctr.exec(&["tc", "qdisc", "del", "dev", &dev, "root"])?;
+        let to = SocketAddr::from((lab.peer_ip, 9320 + i));
+        let run = attack(&lab, "net-rate", &["--rate", &format!("{mbit}mbit"), "--duration", "120s"])?;
+        let again = measure(&lab, lab.target(), to, mbit);
+        super::net_loss::end(run)?;
+        let again = again?;
+        let reference2 = netem_rate(&lab, &dev, SocketAddr::new(peer, 9330 + i), mbit)?;
+        eprint!("[again: chaos {:+.2}%, netem {:+.2}%] ", again * 100.0, reference2 * 100.0);
         anyhow::ensure!(
-            error >= reference - MAX_ERROR,
-            "{mbit} Mbit/s: {:+.2}% on the wire, where netem's rate on this machine reached {:+.2}% \
-             (bound: {}% of the rate, or no more than {} points below netem)",
+            again <= MAX_ERROR && again >= reference2 - MAX_ERROR,
+            "{mbit} Mbit/s: {:+.2}% on the wire, where netem's rate on this machine reached {:+.2}% just \
+             after; measured again: {:+.2}% against netem's {:+.2}% (bound: {}% of the rate, or no more than \
+             {} points below netem, in one of the two pairs)",
             error * 100.0,
             reference * 100.0,
+            again * 100.0,
+            reference2 * 100.0,
             MAX_ERROR * 100.0,
             MAX_ERROR * 100.0
         );
     }
     Ok(())
+}
+
+/// netem's `rate` on the second path's device: the sibling's transfer
+/// through it, as [`measure`] reports it.
+fn netem_rate(lab: &Lab, dev: &str, to: SocketAddr, mbit: u32) -> anyhow::Result<f64> {
+    let rate = format!("{mbit}mbit");
+    lab.ctr.exec(&["tc", "qdisc", "replace", "dev", dev, "root", "netem", "rate", &rate])?;
+    measure(lab, lab.sibling(), to, mbit)
 }
 
 /// A 10 s bulk transfer from `from` to a receiver at `to`: its rate on the
