@@ -7,19 +7,15 @@ use std::time::Instant;
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData},
     programs::{CgroupSockAddr, cgroup_sock_addr::CgroupSockAddrLink, links::Link as _},
 };
-use chaos_abi::{
-    cgroup::Levels,
-    conn::{self, ConnCounters, ConnRule},
-};
+use chaos_abi::conn::{self, ConnCounters, ConnRule};
 
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
-    maps::map_mut,
+    maps::write_levels,
     net::loaded,
     rules::{CounterFields, RuleTable, named},
 };
@@ -103,7 +99,7 @@ impl FamilyInjector for Conn {
         }
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         self.rules.insert(&mut shared.ebpf, attack, &fault.rule(start.deadline_from_now(), slot))?;
-        write_levels(&mut shared.ebpf, self.rules.levels())
+        write_levels(&mut shared.ebpf, conn::LEVELS, self.rules.levels())
     }
 
     /// Delete the rule (inert from then on), then release the links.
@@ -138,15 +134,10 @@ impl FamilyInjector for Conn {
 impl Conn {
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         if self.rules.remove(ebpf, attack)? {
-            write_levels(ebpf, self.rules.levels())?;
+            write_levels(ebpf, conn::LEVELS, self.rules.levels())?;
         }
         Ok(())
     }
-}
-
-fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {
-    let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, conn::LEVELS)?;
-    levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
 }
 
 #[cfg(test)]

@@ -21,6 +21,14 @@ pub(super) fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map>>(ebpf: &'a mut Ebpf
         .map_err(|_| Error::kernel("fault object", anyhow::anyhow!("map {name} has the wrong type")))
 }
 
+/// Publish the cgroup levels of a family's rules in its `Array<Levels>` map
+/// (`chaos_abi::cgroup::Levels`): what the programs read before any lookup.
+pub(super) fn write_levels(ebpf: &mut Ebpf, map_name: &str, value: chaos_abi::cgroup::Levels) -> Result<()> {
+    let mut levels: aya::maps::Array<&mut aya::maps::MapData, chaos_abi::cgroup::Levels> =
+        map_mut(ebpf, map_name)?;
+    levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
+}
+
 /// Struct offsets a family's programs need, read from this kernel's BTF the
 /// first time (`cache` keeps them). Errors read "`family` needs the
 /// kernel's BTF to `purpose`" and "`family` cannot read this kernel's

@@ -17,16 +17,13 @@ use aya::{
         links::Link as _,
     },
 };
-use chaos_abi::{
-    cgroup::Levels,
-    net::{self, NetCounters, NetRule},
-};
+use chaos_abi::net::{self, NetCounters, NetRule};
 
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
-    maps::map_mut,
+    maps::{map_mut, write_levels},
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
@@ -146,7 +143,7 @@ impl FamilyInjector for Net {
         }
         let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
-        write_levels(&mut shared.ebpf, self.rules.levels())?;
+        write_levels(&mut shared.ebpf, net::LEVELS, self.rules.levels())?;
         if let Some(mode) = mechanism.egress {
             for device in devices(attack, effects, fault.interfaces())? {
                 // fq first: its snapshot is of the device as it was,
@@ -230,7 +227,7 @@ impl FamilyInjector for Net {
 impl Net {
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         if self.rules.remove(ebpf, attack)? {
-            write_levels(ebpf, self.rules.levels())?;
+            write_levels(ebpf, net::LEVELS, self.rules.levels())?;
         }
         Ok(())
     }
@@ -360,11 +357,6 @@ fn add_tag_device(ebpf: &mut Ebpf, slot: u32, ifindex: u32, handle: &mut Handle)
 fn remove_tag_device(ebpf: &mut Ebpf, key: u64) -> Result<()> {
     let mut map: HashMap<&mut MapData, u64, u8> = map_mut(ebpf, net::TAG_DEVICES)?;
     map.remove(&key).map_err(|e| Error::kernel("removing a device from the tag set", e))
-}
-
-fn write_levels(ebpf: &mut Ebpf, value: Levels) -> Result<()> {
-    let mut levels: Array<&mut MapData, Levels> = map_mut(ebpf, net::LEVELS)?;
-    levels.set(0, &value, 0).map_err(|e| Error::kernel("writing the cgroup level mask", e))
 }
 
 /// The devices an attack's egress side acts on, in the namespaces of the

@@ -3,16 +3,9 @@
 //! reporting exactly the errno each call returned, in the format of
 //! `io-calls` (see [`super::io::Calls`]).
 
-use std::{
-    collections::BTreeMap,
-    io::BufRead,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
-use serde_json::json;
-
-use super::{arg, monotonic_ns, ready};
+use super::arg;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -78,7 +71,8 @@ fn call(op: &str, to: SocketAddr, family: i32) -> i32 {
 
 /// `conn-calls --op connect|udp-connect|sendto --to ADDR [--family 4|6]
 /// [--count N] [--seconds S] [--interval-us I] [--timeline] [--wait]`:
-/// repeat one call, each on a new socket, and print what `io-calls` prints.
+/// repeat one call, each on a new socket, and print what `io-calls` prints
+/// (the loop is [`super::io::repeat`]).
 /// `--family 6` with an IPv4 `--to` uses a dual-stack socket (the
 /// IPv4-mapped address).
 pub fn calls(args: &[String]) -> anyhow::Result<()> {
@@ -92,43 +86,5 @@ pub fn calls(args: &[String]) -> anyhow::Result<()> {
         None => libc::AF_INET,
         Some(other) => anyhow::bail!("--family {other}?"),
     };
-    let count: Option<u64> = opt(args, "--count").map(|v| v.parse()).transpose()?;
-    let seconds: Option<f64> = opt(args, "--seconds").map(|v| v.parse()).transpose()?;
-    let interval =
-        opt(args, "--interval-us").map(|v| v.parse::<u64>()).transpose()?.map(Duration::from_micros);
-    let timeline = args.iter().any(|a| a == "--timeline");
-    if args.iter().any(|a| a == "--wait") {
-        ready()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-    }
-    let mut errnos: BTreeMap<i32, u64> = BTreeMap::new();
-    let mut failures: Vec<[u64; 3]> = Vec::new();
-    let (mut calls, mut ok) = (0u64, 0u64);
-    let start = Instant::now();
-    let until = seconds.map(|s| start + Duration::from_secs_f64(s));
-    while !(count.is_some_and(|n| calls >= n) || until.is_some_and(|u| Instant::now() >= u)) {
-        let e = call(&op, to, family);
-        calls += 1;
-        if e == 0 {
-            ok += 1;
-        } else {
-            *errnos.entry(e).or_default() += 1;
-            if timeline {
-                failures.push([monotonic_ns(), e as u64, calls - 1]);
-            }
-        }
-        if let Some(i) = interval {
-            std::thread::sleep(i);
-        }
-        if count.is_none() && until.is_none() && calls >= 1_000_000 {
-            break;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({ "calls": calls, "ok": ok, "errnos": errnos, "seconds": secs, "failures": failures, "end_ns": monotonic_ns() })
-    );
-    Ok(())
+    super::io::repeat(args, || call(&op, to, family))
 }

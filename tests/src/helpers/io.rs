@@ -185,12 +185,21 @@ pub fn calls(args: &[String]) -> anyhow::Result<()> {
     mounts(args)?;
     let op = Op::parse(&arg::<String>(args, "--op")?)?;
     let path: String = arg(args, "--path")?;
+    let target = Target::new(op, &path, args.iter().any(|a| a == "--create"))?;
+    repeat(args, || target.call())
+}
+
+/// Repeat `call` (0: success, else its errno) as the flags say
+/// (`[--count N] [--seconds S] [--interval-us I] [--timeline] [--wait]`)
+/// and print `{"calls", "ok", "errnos", "seconds", "failures", "end_ns"}`:
+/// the loop of `io-calls` and `conn-calls`. With `--wait`, `READY` is
+/// printed and the calls start when a line arrives on stdin.
+pub fn repeat(args: &[String], mut call: impl FnMut() -> i32) -> anyhow::Result<()> {
     let count: Option<u64> = opt(args, "--count").map(|v| v.parse()).transpose()?;
     let seconds: Option<f64> = opt(args, "--seconds").map(|v| v.parse()).transpose()?;
     let interval =
         opt(args, "--interval-us").map(|v| v.parse::<u64>()).transpose()?.map(Duration::from_micros);
     let timeline = args.iter().any(|a| a == "--timeline");
-    let target = Target::new(op, &path, args.iter().any(|a| a == "--create"))?;
     if args.iter().any(|a| a == "--wait") {
         ready()?;
         let mut line = String::new();
@@ -205,7 +214,7 @@ pub fn calls(args: &[String]) -> anyhow::Result<()> {
         if count.is_some_and(|n| calls >= n) || until.is_some_and(|u| Instant::now() >= u) {
             break;
         }
-        let e = target.call();
+        let e = call();
         calls += 1;
         if e == 0 {
             ok += 1;
@@ -275,6 +284,39 @@ impl Calls {
 
     pub fn per_second(&self) -> f64 {
         self.calls as f64 / self.seconds
+    }
+
+    /// For the safety suite (with `--timeline`): the fault was in force and
+    /// ended (more than `min` of the `noun` failed, more than `min`
+    /// succeeded), and none failed after `until_ns`; prints when the last
+    /// failure came, from `end_ns`.
+    pub fn ensure_ended(
+        &self,
+        noun: &str,
+        min: usize,
+        until_ns: u64,
+        end_ns: u64,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let failed = self.failures.len();
+        anyhow::ensure!(
+            failed > min,
+            "{what}: only {failed} {noun} failed: the fault was not in force ({} succeeded)",
+            self.ok
+        );
+        anyhow::ensure!(
+            self.ok > min as u64,
+            "{what}: only {} {noun} succeeded: the fault never ended",
+            self.ok
+        );
+        let last = self.failures.iter().map(|f| f[0]).max().unwrap_or(0);
+        let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;
+        anyhow::ensure!(
+            last <= until_ns,
+            "{what}: {noun} still failed {late_ms:.1} ms after the fault should have ended"
+        );
+        eprint!("[last failure {late_ms:+.1} ms from {what}] ");
+        Ok(())
     }
 }
 

@@ -709,24 +709,6 @@ impl<const FMOD_RET: bool> Io<FMOD_RET> {
     };
 }
 
-fn ensure_ended_within(c: &Calls, end_ns: u64, grace_ns: u64, what: &str) -> anyhow::Result<()> {
-    let failed = c.failures.len();
-    anyhow::ensure!(
-        failed > 100,
-        "{what}: only {failed} reads failed: the fault was not in force ({} succeeded)",
-        c.ok
-    );
-    let last = c.failures.iter().map(|f| f[0]).max().unwrap_or(0);
-    anyhow::ensure!(c.ok > 100, "{what}: only {} reads succeeded: the fault never ended", c.ok);
-    let late_ms = (last as i64 - end_ns as i64) as f64 / 1e6;
-    anyhow::ensure!(
-        last <= end_ns + grace_ns,
-        "{what}: reads still failed {late_ms:.1} ms after the fault should have ended"
-    );
-    eprint!("[last failure {late_ms:+.1} ms from {what}] ");
-    Ok(())
-}
-
 impl<const FMOD_RET: bool> Family for Io<FMOD_RET> {
     const DEADLINE: &'static str = "10s";
     const DEADLINE_MEASURE_S: f64 = 12.0;
@@ -780,7 +762,7 @@ impl<const FMOD_RET: bool> Family for Io<FMOD_RET> {
     }
 
     fn ensure_ended(&self, c: &Calls, window: Window, what: &str) -> anyhow::Result<()> {
-        ensure_ended_within(c, window.to_ns, window.grace_ns, what)
+        c.ensure_ended("reads", 100, window.to_ns + window.grace_ns, window.to_ns, what)
     }
 
     fn loaded() -> Vec<String> {
