@@ -62,6 +62,19 @@ pub const JITTER_TABLE_SIZE: u32 = 4096;
 /// Fixed-point scale of [`JITTER_TABLE`] entries.
 pub const JITTER_TABLE_SHIFT: u32 = 16;
 
+/// `Array<BurstState>` of `2 * MAX_SLOTS` entries, at [`burst_index`]: the
+/// state of each attack's burst-loss chain, one per direction. A BTF map:
+/// the value holds a `bpf_spin_lock`, which the verifier finds by its BTF
+/// name (kernel/bpf/btf.c, `btf_find_spin_lock`).
+pub const BURST_STATES: &str = "NET_BURST_STATES";
+
+/// The entry of [`BURST_STATES`] of an attack's slot and a direction
+/// ([`DIR_EGRESS`] or [`DIR_INGRESS`]).
+#[inline(always)]
+pub const fn burst_index(slot: u32, dir: u8) -> u32 {
+    slot * 2 + (dir == DIR_INGRESS) as u32
+}
+
 /// [`NetRule::directions`] bit: packets the target sends.
 pub const DIR_EGRESS: u8 = 1 << 0;
 /// [`NetRule::directions`] bit: packets the target receives.
@@ -157,6 +170,38 @@ pub struct NetRule {
     /// [`DIST_UNIFORM`] or [`DIST_NORMAL`].
     pub distribution: u32,
     pub _pad: u32,
+    /// Burst loss (the Gilbert model: netem's `loss gemodel p r` with
+    /// 1-h = 100%, 1-k = 0%): when not 0, it replaces `loss_threshold`.
+    /// A packet is lost when its direction's chain ([`BURST_STATES`]) is in
+    /// the bad state as it arrives; then the chain moves good → bad when a
+    /// roll is below this threshold (p)...
+    pub burst_enter_threshold: u64,
+    /// ... and bad → good when it is below this one (r). Bursts are
+    /// geometric with mean 1/r packets, gaps with mean 1/p, and the loss
+    /// rate is p / (p + r).
+    pub burst_leave_threshold: u64,
+}
+
+/// The `bpf_spin_lock` of a map value. The verifier recognises it by this
+/// exact BTF name (include/uapi/linux/bpf.h), so the type is named as the
+/// kernel's; it is written only by the `bpf_spin_lock` helpers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub struct bpf_spin_lock {
+    pub val: u32,
+}
+
+/// One burst-loss chain (see [`NetRule::burst_enter_threshold`]). Stepped
+/// under its lock, so that the packets of every CPU walk one chain, as
+/// netem's do under its qdisc lock; per-CPU chains would keep the loss rate
+/// but cut bursts short wherever a flow's packets change CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstState {
+    pub lock: bpf_spin_lock,
+    /// 1 in the bad (losing) state.
+    pub bad: u32,
 }
 
 /// Per-CPU counters of one attack. The loader sums them over CPUs.
@@ -194,8 +239,9 @@ pub struct NetCounters {
 }
 
 const _: () = assert!(core::mem::size_of::<NetPeer>() == 36);
-const _: () = assert!(core::mem::size_of::<NetRule>() == 128);
+const _: () = assert!(core::mem::size_of::<NetRule>() == 144);
+const _: () = assert!(core::mem::size_of::<BurstState>() == 8);
 const _: () = assert!(core::mem::align_of::<NetRule>() == 8);
 const _: () = assert!(core::mem::size_of::<NetCounters>() == 104);
 
-crate::pod!(NetRule, NetCounters);
+crate::pod!(NetRule, NetCounters, BurstState);

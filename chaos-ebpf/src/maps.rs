@@ -1,12 +1,13 @@
 //! The maps of the fault object. Types and names come from chaos-abi.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps,
+    macros::{btf_map, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use chaos_abi::{
     cgroup::Levels,
-    net::{JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters, NetRule},
+    net::{BurstState, JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters, NetRule},
 };
 
 /// `chaos_abi::net::RULES`: network rules keyed by target cgroup id.
@@ -30,6 +31,12 @@ pub static NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entrie
 /// (shared by all CPUs: it is one link).
 #[map]
 pub static NET_RATE_CLOCKS: Array<u64> = Array::with_max_entries(MAX_SLOTS, 0);
+
+/// `chaos_abi::net::BURST_STATES`: the burst-loss chains, two per attack.
+/// The only BTF-defined map: the verifier needs the value's BTF to find its
+/// `bpf_spin_lock`, and a legacy map definition carries none.
+#[btf_map]
+pub static NET_BURST_STATES: btf_maps::Array<BurstState, { 2 * MAX_SLOTS as usize }> = btf_maps::Array::new();
 
 /// `chaos_abi::net::JITTER_TABLE`: standard normal quantiles for jitter.
 #[map]

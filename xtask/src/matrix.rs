@@ -58,6 +58,8 @@ pub const REDUCED: &[&str] = &[
     "egress_rates",
     "ingress_rates",
     "netlink_kill9",
+    // Burst loss: a BTF-defined map whose value holds a bpf_spin_lock.
+    "bursts_follow",
     // The families that pace packets through fq (departure times), and the
     // fq qdisc's installation and removal on every ending.
     "delay_and_jitter",

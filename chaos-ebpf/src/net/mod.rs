@@ -11,13 +11,17 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use aya_ebpf::{
     EbpfContext,
     bindings::__sk_buff,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, generated::bpf_skb_ancestor_cgroup_id},
+    bindings::bpf_spin_lock,
+    helpers::{
+        bpf_get_prandom_u32, bpf_ktime_get_ns,
+        generated::{bpf_skb_ancestor_cgroup_id, bpf_spin_lock, bpf_spin_unlock},
+    },
 };
-use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule, TAG_MARK};
+use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule, TAG_MARK, burst_index};
 
 use crate::{
     cgroup::find_rule,
-    maps::{NET_COUNTERS, NET_LEVELS, NET_RULES},
+    maps::{NET_BURST_STATES, NET_COUNTERS, NET_LEVELS, NET_RULES},
 };
 
 /// The outcome of looking a packet up.
@@ -114,7 +118,8 @@ pub fn roll(threshold: u64) -> bool {
 /// The loss decision for a matched packet, counted. True: drop it.
 #[inline(always)]
 pub fn lose(rule: &NetRule, c: &mut NetCounters, dir: u8) -> bool {
-    if !roll(rule.loss_threshold) {
+    let lost = if rule.burst_enter_threshold != 0 { in_burst(rule, dir) } else { roll(rule.loss_threshold) };
+    if !lost {
         return false;
     }
     if dir == DIR_EGRESS {
@@ -124,6 +129,35 @@ pub fn lose(rule: &NetRule, c: &mut NetCounters, dir: u8) -> bool {
         c.ingress_dropped += 1;
     }
     true
+}
+
+/// Step the direction's burst-loss chain by one packet (see
+/// [`NetRule::burst_enter_threshold`]); true: the packet arrived in the bad
+/// state and is lost. As in netem's `loss_gilb_ell`
+/// (net/sched/sch_netem.c), the fate is the arrival state's and the move
+/// follows. The roll is drawn before the lock: the verifier allows no
+/// helper call while a `bpf_spin_lock` is held (kernel/bpf/verifier.c,
+/// `check_helper_call`). Fails open: no chain, no loss.
+#[inline(always)]
+fn in_burst(rule: &NetRule, dir: u8) -> bool {
+    let Some(state) = NET_BURST_STATES.get_ptr_mut(burst_index(rule.slot, dir)) else {
+        return false;
+    };
+    // SAFETY: helper without arguments.
+    let roll = u64::from(unsafe { bpf_get_prandom_u32() });
+    // SAFETY: `state` points into a map value whose BTF declares the lock;
+    // between lock and unlock only this value is touched, with no call.
+    unsafe {
+        let lock = addr_of_mut!((*state).lock).cast::<bpf_spin_lock>();
+        bpf_spin_lock(lock);
+        let bad = (*state).bad != 0;
+        let threshold = if bad { rule.burst_leave_threshold } else { rule.burst_enter_threshold };
+        if roll < threshold {
+            (*state).bad = u32::from(!bad);
+        }
+        bpf_spin_unlock(lock);
+        bad
+    }
 }
 
 /// Peer, port and protocol filters; parses the packet only when the rule

@@ -163,6 +163,16 @@ pub struct NetLossParams {
     #[arg(long, value_name = "PERCENT")]
     pub percent: Percent,
 
+    /// Lose packets in bursts of this many on average, as real links do,
+    /// rather than independently: 10% loss in bursts of 4 (`--percent 10
+    /// --burst 4`). The long-run share stays --percent. A Gilbert model
+    /// (netem's `loss gemodel p r` with r = 1/BURST, p = r·L/(1-L)): burst
+    /// and gap lengths are geometric. One chain per direction, shared by
+    /// all the target's packets on every CPU. At least 1/(1-L): independent
+    /// loss at rate L already has bursts that long.
+    #[arg(long, value_name = "PACKETS")]
+    pub burst: Option<f64>,
+
     #[command(flatten)]
     pub filter: NetFilterArgs,
 }
@@ -174,13 +184,9 @@ impl FaultParams for NetLossParams {
                         or use --direction egress or both"
                 .into());
         }
-        Ok(Built {
-            fault: Fault::NetLoss(NetLoss {
-                percent: self.percent,
-                filter: self.filter.filter(),
-                interfaces: self.filter.interfaces.clone(),
-            }),
-        })
+        let loss =
+            NetLoss::new(self.percent, self.burst, self.filter.filter(), self.filter.interfaces.clone())?;
+        Ok(Built { fault: Fault::NetLoss(loss) })
     }
 }
 

@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn fields_are_the_flags_without_target_or_duration() {
         let fields: Vec<&str> = find("net-loss").unwrap().fields().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["percent", "direction", "cidr", "port", "protocol", "interfaces"]);
+        assert_eq!(fields, ["percent", "burst", "direction", "cidr", "port", "protocol", "interfaces"]);
         let io: Vec<&str> = find("io-error").unwrap().fields().map(|(f, _)| f).collect();
         assert_eq!(io, ["errno", "percent", "paths", "paths-in", "operations", "after", "first"]);
         for k in kinds() {

@@ -808,6 +808,7 @@ fn one_attack_is_a_one_step_experiment_without_hypothesis() {
     use crate::units::Percent;
     let fault = Fault::NetLoss(NetLoss {
         percent: Percent::from_str("5").unwrap(),
+        burst: None,
         filter: Default::default(),
         interfaces: Vec::new(),
     });

@@ -9,7 +9,8 @@ use std::{net::IpAddr, time::Duration};
 
 use chaos_abi::net::{
     DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_ANY, FAMILY_V4, FAMILY_V6,
-    FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT, JITTER_TABLE_SIZE, NetPeer, NetRule,
+    FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT, JITTER_TABLE_SIZE, LOSS_ALWAYS, NetPeer,
+    NetRule,
 };
 use serde::Serialize;
 
@@ -85,6 +86,10 @@ pub struct NetFilter {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetLoss {
     pub percent: Percent,
+    /// Lose packets in bursts of this many on average (see
+    /// [`NetLoss::burst_thresholds`]); independently when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
     #[serde(flatten)]
     pub filter: NetFilter,
     /// Devices its egress side acts on; every device of the target's
@@ -104,12 +109,62 @@ impl NetFilter {
     }
 }
 
+/// The longest mean burst `--burst` accepts, in packets.
+pub const MAX_BURST: f64 = 1e6;
+
 impl NetLoss {
+    /// The fault; every problem in one message.
+    pub fn new(
+        percent: Percent,
+        burst: Option<f64>,
+        filter: NetFilter,
+        interfaces: Vec<String>,
+    ) -> Result<Self, String> {
+        if let Some(b) = burst {
+            let loss = percent.value() / 100.0;
+            if !(loss > 0.0 && loss < 1.0) {
+                return Err(format!(
+                    "--burst needs a loss strictly between 0 and 100% (bursts of a link that loses {percent} \
+                     have no length); change --percent or drop --burst"
+                ));
+            }
+            // Independent loss at rate L already has bursts of mean
+            // 1/(1-L) (geometric); a shorter mean would need losses that
+            // avoid each other, which the Gilbert model cannot give.
+            let shortest = 1.0 / (1.0 - loss);
+            if !(b.is_finite() && b >= shortest - 1e-9 && b <= MAX_BURST) {
+                return Err(format!(
+                    "--burst {b}: at {percent} loss, bursts average between {shortest:.3} packets (independent \
+                     losses) and {MAX_BURST} packets; give a --burst in that range"
+                ));
+            }
+        }
+        Ok(Self { percent, burst, filter, interfaces })
+    }
+
     pub fn rule(&self, deadline_ns: u64, slot: u32) -> NetRule {
         let mut rule =
             NetRule { deadline_ns, loss_threshold: self.percent.threshold(), slot, ..Default::default() };
+        if let Some((enter, leave)) = self.burst_thresholds() {
+            rule.burst_enter_threshold = enter;
+            rule.burst_leave_threshold = leave;
+        }
         self.filter.apply(&mut rule);
         rule
+    }
+
+    /// The Gilbert model's transition probabilities (p: good → bad, r: bad
+    /// → good) as thresholds on the [`LOSS_ALWAYS`] scale, for a loss rate
+    /// L in bursts of mean B packets: r = 1/B, and p = r·L/(1-L) so that
+    /// the stationary share of the bad state, p/(p+r), is L. This is
+    /// netem's `loss gemodel p r` (1-h = 100%, 1-k = 0%).
+    pub fn burst_thresholds(&self) -> Option<(u64, u64)> {
+        let b = self.burst?;
+        let loss = self.percent.value() / 100.0;
+        let r = 1.0 / b;
+        let p = r * loss / (1.0 - loss);
+        let threshold = |x: f64| ((x * LOSS_ALWAYS as f64).round() as u64).clamp(1, LOSS_ALWAYS);
+        Some((threshold(p), threshold(r)))
     }
 }
 
@@ -613,6 +668,7 @@ mod tests {
     fn rule_carries_everything() {
         let loss = NetLoss {
             percent: Percent::new(100.0).unwrap(),
+            burst: None,
             filter: NetFilter {
                 direction: Direction::Egress,
                 cidr: Some("fd00::/8".parse().unwrap()),
@@ -625,5 +681,35 @@ mod tests {
         assert_eq!((r.deadline_ns, r.slot, r.port, r.directions), (77, 3, 53, DIR_EGRESS));
         assert_eq!(r.loss_threshold, chaos_abi::net::LOSS_ALWAYS);
         assert_eq!(r.protocol, 58, "ICMP on an IPv6-only rule is ICMPv6");
+        assert_eq!((r.burst_enter_threshold, r.burst_leave_threshold), (0, 0), "independent loss");
+    }
+
+    fn burst(percent: f64, burst: f64) -> Result<NetLoss, String> {
+        NetLoss::new(Percent::new(percent).unwrap(), Some(burst), NetFilter::default(), Vec::new())
+    }
+
+    #[test]
+    fn burst_thresholds_keep_the_loss_rate() {
+        let scale = LOSS_ALWAYS as f64;
+        for (percent, b) in [(10.0, 4.0), (1.0, 1.5), (50.0, 2.0), (90.0, 100.0), (0.01, 3.0)] {
+            let (enter, leave) = burst(percent, b).unwrap().burst_thresholds().unwrap();
+            let (p, r) = (enter as f64 / scale, leave as f64 / scale);
+            assert!((1.0 / r - b).abs() < 1e-6 * b, "{percent}% in {b}: mean burst {}", 1.0 / r);
+            let rate = p / (p + r) * 100.0;
+            assert!((rate - percent).abs() < 1e-6 * percent.max(1.0), "{percent}% in {b}: rate {rate}");
+        }
+        // The shortest mean burst is independent loss: p + r = 1.
+        let (enter, leave) = burst(50.0, 2.0).unwrap().burst_thresholds().unwrap();
+        assert_eq!(enter + leave, LOSS_ALWAYS);
+    }
+
+    #[test]
+    fn impossible_bursts_are_refused_with_the_range() {
+        let e = burst(60.0, 2.0).unwrap_err();
+        assert!(e.contains("2.500 packets") && e.contains("--burst"), "{e}");
+        for (percent, b) in [(0.0, 2.0), (100.0, 2.0), (10.0, f64::NAN), (10.0, 2e6), (10.0, 0.5)] {
+            assert!(burst(percent, b).is_err(), "{percent}% in {b}");
+        }
+        assert!(burst(60.0, 2.5).is_ok(), "independent loss at the bound");
     }
 }

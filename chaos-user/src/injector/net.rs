@@ -138,6 +138,7 @@ impl FamilyInjector for Net {
         handle.drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         reset_rate_clock(&mut shared.ebpf, slot)?;
+        reset_burst_states(&mut shared.ebpf, slot)?;
         if effects.is_some_and(NetFault::needs_jitter_table) {
             self.write_jitter_table(&mut shared.ebpf)?;
         }
@@ -425,6 +426,17 @@ fn devices(attack: &Attack, effects: Option<&NetFault>, wanted: &[String]) -> Re
 fn reset_rate_clock(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
     let mut map: Array<&mut MapData, u64> = map_mut(ebpf, net::RATE_CLOCKS)?;
     map.set(slot, &0, 0).map_err(|e| Error::kernel("resetting the rate limiter", e))
+}
+
+/// A new attack's burst-loss chains start in the good state, in both
+/// directions (a slot's last attack may have left one bad).
+fn reset_burst_states(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
+    let mut map: Array<&mut MapData, net::BurstState> = map_mut(ebpf, net::BURST_STATES)?;
+    for dir in [net::DIR_EGRESS, net::DIR_INGRESS] {
+        map.set(net::burst_index(slot, dir), &net::BurstState::default(), 0)
+            .map_err(|e| Error::kernel("resetting the burst-loss state", e))?;
+    }
+    Ok(())
 }
 
 /// The program `name`, loaded into the kernel on first use (programs whose

@@ -193,6 +193,7 @@ mod tests {
             id: id.into(),
             fault: Fault::NetLoss(NetLoss {
                 percent: "5".parse().unwrap(),
+                burst: None,
                 filter: Default::default(),
                 interfaces: Vec::new(),
             }),

@@ -16,6 +16,7 @@ mod demo;
 mod doctor;
 mod experiment;
 pub mod io_error;
+mod net_burst;
 mod net_corrupt;
 pub mod net_delay;
 mod net_duplicate;
@@ -46,6 +47,8 @@ crate::harness::register! {
     net_loss::ping_reports_the_loss,
     net_loss::tcp_recovers_by_retransmission,
     net_loss::netlink_kill9_fault_ends_then_recover,
+    net_burst::bursts_follow_the_gilbert_model,
+    net_burst::bursts_match_netem_gemodel,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_delay::delay_combines_with_loss,
