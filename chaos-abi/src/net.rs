@@ -87,6 +87,37 @@ pub const FAMILY_V4: u32 = 2;
 /// [`NetPeer::family`]: IPv6 (`AF_INET6`).
 pub const FAMILY_V6: u32 = 10;
 
+/// [`NetPeer::family`]: match the packet's peer address against the
+/// attack's networks in [`PEERS`] (several `--cidr`).
+pub const FAMILY_SET: u32 = 0xffff_ffff;
+
+/// `LpmTrie<PeerKey, u8>`: the peer networks of attacks whose rule has
+/// [`FAMILY_SET`], keyed by counter slot, family and network, so that one
+/// lookup finds whether a packet's peer lies in any network of its attack.
+pub const PEERS: &str = "NET_PEERS";
+/// Networks per attack in [`PEERS`].
+pub const MAX_PEERS_PER_ATTACK: u32 = 64;
+/// Entries of [`PEERS`]: every slot full.
+pub const MAX_PEERS: u32 = MAX_PEERS_PER_ATTACK * MAX_SLOTS;
+/// Bits of [`PeerKey`] before the address: an LPM trie matches a key's data
+/// from its first bit, so an entry's prefix length is this plus the
+/// network's.
+pub const PEER_KEY_FIXED_BITS: u32 = 64;
+
+/// The data of a [`PEERS`] key (the LPM trie's `prefixlen` precedes it).
+/// Compared bit by bit from the first byte, so the integers are stored
+/// big-endian.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerKey {
+    /// The attack's counter slot, big-endian.
+    pub slot_be: u32,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`], big-endian.
+    pub family_be: u32,
+    /// The address in network byte order (IPv4 in `addr[0]`, the rest 0).
+    pub addr: [u32; 4],
+}
+
 /// `loss_threshold` that drops every packet: `bpf_get_prandom_u32()` is
 /// always below 2^32. The same scale serves every probability of a rule.
 pub const LOSS_ALWAYS: u64 = 1 << 32;
@@ -123,7 +154,8 @@ pub struct NetPeer {
     pub addr: [u32; 4],
     /// Prefix mask in network byte order, same layout as `addr`.
     pub mask: [u32; 4],
-    /// [`FAMILY_ANY`], [`FAMILY_V4`] or [`FAMILY_V6`].
+    /// [`FAMILY_ANY`], [`FAMILY_V4`], [`FAMILY_V6`], or [`FAMILY_SET`]
+    /// (then `addr` and `mask` are unused).
     pub family: u32,
 }
 
@@ -241,7 +273,8 @@ pub struct NetCounters {
 const _: () = assert!(core::mem::size_of::<NetPeer>() == 36);
 const _: () = assert!(core::mem::size_of::<NetRule>() == 144);
 const _: () = assert!(core::mem::size_of::<BurstState>() == 8);
+const _: () = assert!(core::mem::size_of::<PeerKey>() * 8 == PEER_KEY_FIXED_BITS as usize + 128);
 const _: () = assert!(core::mem::align_of::<NetRule>() == 8);
 const _: () = assert!(core::mem::size_of::<NetCounters>() == 104);
 
-crate::pod!(NetRule, NetCounters, BurstState);
+crate::pod!(NetRule, NetCounters, BurstState, PeerKey);

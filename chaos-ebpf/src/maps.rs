@@ -1,13 +1,17 @@
 //! The maps of the fault object. Types and names come from chaos-abi.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     btf_maps,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use chaos_abi::{
     cgroup::Levels,
-    net::{BurstState, JITTER_TABLE_SIZE, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters, NetRule},
+    net::{
+        BurstState, JITTER_TABLE_SIZE, MAX_PEERS, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters,
+        NetRule, PeerKey,
+    },
 };
 
 /// `chaos_abi::net::RULES`: network rules keyed by target cgroup id.
@@ -37,6 +41,12 @@ pub static NET_RATE_CLOCKS: Array<u64> = Array::with_max_entries(MAX_SLOTS, 0);
 /// `bpf_spin_lock`, and a legacy map definition carries none.
 #[btf_map]
 pub static NET_BURST_STATES: btf_maps::Array<BurstState, { 2 * MAX_SLOTS as usize }> = btf_maps::Array::new();
+
+/// `chaos_abi::net::PEERS`: the networks of attacks with several `--cidr`.
+/// LPM tries must be created without preallocation (`trie_alloc`,
+/// kernel/bpf/lpm_trie.c).
+#[map]
+pub static NET_PEERS: LpmTrie<PeerKey, u8> = LpmTrie::with_max_entries(MAX_PEERS, BPF_F_NO_PREALLOC);
 
 /// `chaos_abi::net::JITTER_TABLE`: standard normal quantiles for jitter.
 #[map]

@@ -99,6 +99,8 @@ pub const HOST_COVERED: &[&str] = &[
     "net_refuse::bad_flags",
     "net_refuse::real_clients",
     "net_refuse::filters",
+    // net-partition's refusals: the CLI's validation alone.
+    "net_partition::bad",
     "experiment::validate",
     "experiment::dry_run",
     "experiment::hypothesis_holds",

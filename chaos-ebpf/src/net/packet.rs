@@ -7,8 +7,13 @@
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_hdr_start_off::BPF_HDR_START_NET},
     helpers::generated::bpf_skb_load_bytes_relative,
+    maps::lpm_trie::Key,
 };
-use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, FAMILY_V4, FAMILY_V6, NetRule};
+use chaos_abi::net::{
+    DIR_EGRESS, FAMILY_ANY, FAMILY_SET, FAMILY_V4, FAMILY_V6, NetRule, PEER_KEY_FIXED_BITS, PeerKey,
+};
+
+use crate::maps::NET_PEERS;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -102,10 +107,14 @@ impl Headers {
         if rule.peer.family == FAMILY_ANY {
             return true;
         }
+        let peer = if dir == DIR_EGRESS { &self.dst } else { &self.src };
+        if rule.peer.family == FAMILY_SET {
+            let data = PeerKey { slot_be: rule.slot.to_be(), family_be: self.family.to_be(), addr: *peer };
+            return NET_PEERS.get(&Key::new(PEER_KEY_FIXED_BITS + 128, data)).is_some();
+        }
         if rule.peer.family != self.family {
             return false;
         }
-        let peer = if dir == DIR_EGRESS { &self.dst } else { &self.src };
         let (want, mask) = (&rule.peer.addr, &rule.peer.mask);
         (peer[0] & mask[0]) == want[0]
             && (peer[1] & mask[1]) == want[1]

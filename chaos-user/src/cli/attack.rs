@@ -9,6 +9,7 @@ pub use super::attack_conn::NetRefuseParams;
 pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
+pub use super::attack_partition::NetPartitionParams;
 use super::{
     output::OutputArgs,
     schema::{Built, FaultParams, Source},
@@ -139,6 +140,10 @@ pub enum AttackCommand {
     /// Fail the target's new outgoing connections at once (ECONNREFUSED).
     #[command(long_about = super::attack_conn::HELP)]
     NetRefuse(AttackArgs<NetRefuseParams>),
+
+    /// Cut the target off from some networks, both ways, as a pulled cable.
+    #[command(long_about = super::attack_partition::HELP)]
+    NetPartition(AttackArgs<NetPartitionParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -179,13 +184,13 @@ pub struct NetLossParams {
 
 impl FaultParams for NetLossParams {
     fn build(&self, _kind: &str, _source: Source) -> std::result::Result<Built, String> {
-        if !self.filter.interfaces.is_empty() && !self.filter.direction.egress() {
+        if !self.filter.interfaces().is_empty() && !self.filter.direction.egress() {
             return Err("--interface applies to egress, and this attack is ingress only; drop --interface, \
                         or use --direction egress or both"
                 .into());
         }
         let loss =
-            NetLoss::new(self.percent, self.burst, self.filter.filter(), self.filter.interfaces.clone())?;
+            NetLoss::new(self.percent, self.burst, self.filter.filter(), self.filter.interfaces().to_vec())?;
         Ok(Built { fault: Fault::NetLoss(loss) })
     }
 }
@@ -197,10 +202,19 @@ pub struct NetFilterArgs {
     #[arg(long, value_enum, default_value_t = Direction::Both)]
     pub direction: Direction,
 
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+/// Which peers and devices: every network fault's filters but the
+/// direction (net-partition has both, always).
+#[derive(Debug, Args)]
+pub struct PeerArgs {
     /// Only packets to (egress) or from (ingress) this network, e.g.
     /// 10.0.0.0/8 or 2001:db8::/32; a bare address means that host.
-    #[arg(long, value_name = "CIDR")]
-    pub cidr: Option<Cidr>,
+    /// Repeatable (at most 64): packets of any of the networks.
+    #[arg(id = "cidr", long = "cidr", value_name = "CIDR")]
+    pub cidrs: Vec<Cidr>,
 
     /// Only packets with this source or destination port.
     #[arg(long, value_name = "PORT", value_parser = parse_port)]
@@ -216,9 +230,19 @@ pub struct NetFilterArgs {
     pub interfaces: Vec<String>,
 }
 
+impl PeerArgs {
+    pub fn filter(&self, direction: Direction) -> NetFilter {
+        NetFilter { direction, cidrs: self.cidrs.clone(), port: self.port, protocol: self.protocol }
+    }
+}
+
 impl NetFilterArgs {
     pub fn filter(&self) -> NetFilter {
-        NetFilter { direction: self.direction, cidr: self.cidr, port: self.port, protocol: self.protocol }
+        self.peers.filter(self.direction)
+    }
+
+    pub fn interfaces(&self) -> &[String] {
+        &self.peers.interfaces
     }
 }
 
@@ -269,6 +293,7 @@ impl AttackCommand {
             Self::NetCorrupt(a) => a.params.build(NetKind::Corrupt.name(), cli),
             Self::NetReorder(a) => a.params.build(NetKind::Reorder.name(), cli),
             Self::NetRefuse(a) => a.params.build("net-refuse", cli),
+            Self::NetPartition(a) => a.params.build("net-partition", cli),
         }
     }
 
@@ -279,6 +304,7 @@ impl AttackCommand {
             Self::IoError(a) => (&a.target, &a.options),
             Self::ClockSkew(a) => (&a.target, &a.options),
             Self::NetRefuse(a) => (&a.target, &a.options),
+            Self::NetPartition(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

@@ -189,7 +189,7 @@ impl FaultParams for NetEffectParams {
         };
         let mut fault =
             NetFault::new(kind, effects, self.filter.filter()).map_err(|problems| problems.join("; "))?;
-        fault.interfaces = self.filter.interfaces.clone();
+        fault.interfaces = self.filter.interfaces().to_vec();
         Ok(Built { fault: Fault::net(kind, fault) })
     }
 }

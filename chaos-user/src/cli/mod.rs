@@ -6,6 +6,7 @@ mod attack_clock;
 mod attack_conn;
 mod attack_io;
 mod attack_net;
+mod attack_partition;
 pub mod demo;
 pub mod doctor;
 #[cfg(test)]

@@ -22,7 +22,7 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
-    attack_io::IoErrorParams, attack_net::NetEffectParams,
+    attack_io::IoErrorParams, attack_net::NetEffectParams, attack_partition::NetPartitionParams,
 };
 use crate::faults::Fault;
 
@@ -130,6 +130,7 @@ pub fn kinds() -> &'static [Kind] {
                     "io-error" => kind::<IoErrorParams>,
                     "clock-skew" => kind::<ClockSkewParams>,
                     "net-refuse" => kind::<NetRefuseParams>,
+                    "net-partition" => kind::<NetPartitionParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }
@@ -228,6 +229,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(required("net-delay"), ["delay"]);
+        assert_eq!(required("net-partition"), ["cidr"]);
         assert_eq!(required("net-reorder"), ["delay", "reorder"]);
         assert_eq!(required("io-error"), ["errno", "percent", "paths"]);
         let direction = find("net-delay").unwrap().fields().find(|(f, _)| *f == "direction").unwrap().1;

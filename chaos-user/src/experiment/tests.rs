@@ -144,7 +144,7 @@ fn a_full_file_becomes_the_model() {
     assert_eq!(loss.interfaces, ["eth0"]);
     assert_eq!(loss.percent.value(), 5.0);
     assert_eq!(loss.filter.port, Some(5432));
-    assert_eq!(loss.filter.cidr.unwrap().to_string(), "10.0.0.5/32");
+    assert_eq!(loss.filter.cidrs[0].to_string(), "10.0.0.5/32");
     let both = &e.method[1];
     assert_eq!((both.name.as_str(), both.delay), ("both", Duration::from_secs(10)));
     assert_eq!(both.attacks.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["net-loss-2", "net-loss-3"]);

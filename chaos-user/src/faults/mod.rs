@@ -26,6 +26,9 @@ pub enum Fault {
     NetCorrupt(NetFault),
     NetReorder(NetFault),
     NetRefuse(NetRefuse),
+    /// net-loss at 100%, both ways, with its networks: see
+    /// `chaos attack net-partition --help`.
+    NetPartition(NetLoss),
     IoError(IoError),
     ClockSkew(ClockSkew),
 }
@@ -55,7 +58,7 @@ impl Fault {
     /// with the family's mechanism).
     pub fn by_family(&self) -> FamilyFault {
         match self {
-            Self::NetLoss(f) => FamilyFault::Net(NetAny::Loss(f.clone())),
+            Self::NetLoss(f) | Self::NetPartition(f) => FamilyFault::Net(NetAny::Loss(f.clone())),
             Self::NetDelay(f)
             | Self::NetRate(f)
             | Self::NetDuplicate(f)
@@ -77,6 +80,7 @@ impl Fault {
             Self::NetCorrupt(_) => NetKind::Corrupt.name(),
             Self::NetReorder(_) => NetKind::Reorder.name(),
             Self::NetRefuse(_) => "net-refuse",
+            Self::NetPartition(_) => "net-partition",
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
         }

@@ -8,9 +8,9 @@
 use std::{net::IpAddr, time::Duration};
 
 use chaos_abi::net::{
-    DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_ANY, FAMILY_V4, FAMILY_V6,
-    FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT, JITTER_TABLE_SIZE, LOSS_ALWAYS, NetPeer,
-    NetRule,
+    DIR_EGRESS, DIR_INGRESS, DIST_NORMAL, DIST_UNIFORM, FAMILY_ANY, FAMILY_SET, FAMILY_V4, FAMILY_V6,
+    FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT, JITTER_TABLE_SIZE, LOSS_ALWAYS,
+    MAX_PEERS_PER_ATTACK, NetPeer, NetRule, PEER_KEY_FIXED_BITS, PeerKey,
 };
 use serde::Serialize;
 
@@ -70,12 +70,13 @@ impl Protocol {
 }
 
 /// Which packets of the target a network fault applies to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct NetFilter {
     pub direction: Direction,
-    /// The peer: destination of sent packets, source of received ones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cidr: Option<Cidr>,
+    /// The peer networks (any of them): destination of sent packets,
+    /// source of received ones. Empty: every peer.
+    #[serde(rename = "cidr", skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<Cidr>,
     /// Source or destination port, either side of the connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -103,9 +104,47 @@ impl NetFilter {
     pub fn apply(&self, rule: &mut NetRule) {
         rule.directions = self.direction.bits();
         rule.port = self.port.unwrap_or(0);
-        let v6 = self.cidr.is_some_and(|c| c.addr.is_ipv6());
+        let v6 = !self.cidrs.is_empty() && self.cidrs.iter().all(|c| c.addr.is_ipv6());
         rule.protocol = self.protocol.number(v6);
-        rule.peer = self.cidr.map_or(NetPeer { family: FAMILY_ANY, ..Default::default() }, peer);
+        rule.peer = match self.cidrs[..] {
+            [] => NetPeer { family: FAMILY_ANY, ..Default::default() },
+            [one] => peer(one),
+            _ => NetPeer { family: FAMILY_SET, ..Default::default() },
+        };
+    }
+
+    /// Check the peer networks: at most [`MAX_PEERS_PER_ATTACK`], each
+    /// once.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cidrs.len() > MAX_PEERS_PER_ATTACK as usize {
+            return Err(format!(
+                "{} --cidr given, at most {MAX_PEERS_PER_ATTACK} per attack; merge them into wider networks",
+                self.cidrs.len()
+            ));
+        }
+        for (i, c) in self.cidrs.iter().enumerate() {
+            if self.cidrs[..i].contains(c) {
+                return Err(format!("--cidr {c} is given twice; give each network once"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The [`PEERS`](chaos_abi::net::PEERS) entries of an attack in `slot`
+    /// whose rule has [`FAMILY_SET`]: none otherwise.
+    pub fn peer_keys(&self, slot: u32) -> Vec<(u32, PeerKey)> {
+        if self.cidrs.len() < 2 {
+            return Vec::new();
+        }
+        self.cidrs
+            .iter()
+            .map(|&c| {
+                let p = peer(c);
+                let bits = if p.family == FAMILY_V4 { 32 } else { 128 };
+                let data = PeerKey { slot_be: slot.to_be(), family_be: p.family.to_be(), addr: p.addr };
+                (PEER_KEY_FIXED_BITS + u32::from(c.prefix).min(bits), data)
+            })
+            .collect()
     }
 }
 
@@ -120,6 +159,7 @@ impl NetLoss {
         filter: NetFilter,
         interfaces: Vec<String>,
     ) -> Result<Self, String> {
+        filter.check()?;
         if let Some(b) = burst {
             let loss = percent.value() / 100.0;
             if !(loss > 0.0 && loss < 1.0) {
@@ -339,6 +379,9 @@ impl NetFault {
         };
         if !primary {
             problems.push(format!("{} needs {}", kind.name(), kind.flag()));
+        }
+        if let Err(e) = filter.check() {
+            problems.push(e);
         }
         if filter.direction != Direction::Egress {
             problems.push(format!(
@@ -671,7 +714,7 @@ mod tests {
             burst: None,
             filter: NetFilter {
                 direction: Direction::Egress,
-                cidr: Some("fd00::/8".parse().unwrap()),
+                cidrs: vec!["fd00::/8".parse().unwrap()],
                 port: Some(53),
                 protocol: Protocol::Icmp,
             },
@@ -682,6 +725,33 @@ mod tests {
         assert_eq!(r.loss_threshold, chaos_abi::net::LOSS_ALWAYS);
         assert_eq!(r.protocol, 58, "ICMP on an IPv6-only rule is ICMPv6");
         assert_eq!((r.burst_enter_threshold, r.burst_leave_threshold), (0, 0), "independent loss");
+    }
+
+    #[test]
+    fn several_networks_are_one_set_keyed_by_slot() {
+        let filter = |cidrs: &[&str]| NetFilter {
+            cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+            ..NetFilter::default()
+        };
+        let mut rule = NetRule::default();
+        filter(&["10.0.0.0/8"]).apply(&mut rule);
+        assert_eq!(rule.peer.family, FAMILY_V4, "one network stays inline");
+        assert!(filter(&["10.0.0.0/8"]).peer_keys(3).is_empty());
+        let two = filter(&["10.1.2.0/24", "2001:db8::1"]);
+        two.apply(&mut rule);
+        assert_eq!(rule.peer.family, FAMILY_SET);
+        let keys = two.peer_keys(3);
+        assert_eq!(keys[0].0, PEER_KEY_FIXED_BITS + 24);
+        assert_eq!(keys[1].0, PEER_KEY_FIXED_BITS + 128);
+        assert_eq!((keys[0].1.slot_be, keys[0].1.family_be), (3u32.to_be(), FAMILY_V4.to_be()));
+        assert_eq!(keys[0].1.addr, [u32::from_ne_bytes([10, 1, 2, 0]), 0, 0, 0]);
+        assert_eq!(keys[1].1.family_be, FAMILY_V6.to_be());
+        let e = filter(&["10.0.0.0/8", "10.0.0.0/8"]).check().unwrap_err();
+        assert!(e.contains("given twice"), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(filter(&many).check().unwrap_err().contains("at most 64"));
+        assert!(filter(&many[..64]).check().is_ok());
     }
 
     fn burst(percent: f64, burst: f64) -> Result<NetLoss, String> {

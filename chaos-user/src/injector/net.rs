@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData},
+    maps::{
+        Array, HashMap, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         CgroupSkb, CgroupSkbAttachType, Program, ProgramError, SchedClassifier, cgroup_skb::CgroupSkbLink,
         links::Link as _,
@@ -67,6 +70,8 @@ pub struct Handle {
     ingress: bool,
     /// This attack's keys in `NET_TAG_DEVICES` (see `chaos_abi::net`).
     tag_keys: Vec<u64>,
+    /// This attack's networks in `NET_PEERS` (several `--cidr`).
+    peer_keys: Vec<(u32, net::PeerKey)>,
     /// Whether the target's tag program is ours to release.
     tag: bool,
     /// How long after the rule goes its last scheduled packet may leave
@@ -142,6 +147,14 @@ impl FamilyInjector for Net {
         if effects.is_some_and(NetFault::needs_jitter_table) {
             self.write_jitter_table(&mut shared.ebpf)?;
         }
+        // The networks before the rule that looks them up.
+        for (prefix, data) in fault.filter().peer_keys(slot) {
+            let mut peers: LpmTrie<&mut MapData, net::PeerKey, u8> = map_mut(&mut shared.ebpf, net::PEERS)?;
+            peers
+                .insert(&Key::new(prefix, data), &1, 0)
+                .map_err(|e| Error::kernel("adding a --cidr network", e))?;
+            handle.peer_keys.push((prefix, data));
+        }
         let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, net::LEVELS, self.rules.levels())?;
@@ -185,6 +198,17 @@ impl FamilyInjector for Net {
             released = released.and(Err(e));
         }
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        // The networks after the rule: a slot's next attack starts clean.
+        for &(prefix, data) in &handle.peer_keys {
+            let removed = map_mut::<LpmTrie<&mut MapData, net::PeerKey, u8>>(&mut shared.ebpf, net::PEERS)
+                .and_then(|mut m| {
+                    m.remove(&Key::new(prefix, data))
+                        .map_err(|e| Error::kernel("removing a --cidr network", e))
+                });
+            if let Err(e) = removed {
+                released = released.and(Err(e));
+            }
+        }
         // Devices leave the tag set before their classifiers go.
         for key in &handle.tag_keys {
             if let Err(e) = remove_tag_device(&mut shared.ebpf, *key) {

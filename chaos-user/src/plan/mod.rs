@@ -109,6 +109,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
     ("net-refuse", Demand::Conn { sets_errno: true, sendmsg: true }),
+    ("net-partition", Demand::Net { direction: Direction::Both, schedules: false }),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];

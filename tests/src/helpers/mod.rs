@@ -4,6 +4,7 @@
 //! got, what a sender's socket reported.
 
 pub mod conn;
+pub mod echo;
 pub mod http;
 pub mod io;
 pub mod ping;
@@ -30,6 +31,9 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("http-server") => http::server(&args[1..]),
         Some("io-calls") => io::calls(&args[1..]),
         Some("conn-calls") => conn::calls(&args[1..]),
+        Some("tcp-echo") => echo::server(&args[1..]),
+        Some("tcp-connect") => echo::connect(&args[1..]),
+        Some("tcp-chat") => echo::chat(&args[1..]),
         Some("io-errnos") => io::errnos(&args[1..]),
         other => Err(anyhow::anyhow!("unknown helper {other:?}")),
     };

@@ -21,6 +21,7 @@ mod net_corrupt;
 pub mod net_delay;
 mod net_duplicate;
 mod net_loss;
+mod net_partition;
 mod net_qdisc;
 mod net_rate;
 pub mod net_refuse;
@@ -49,6 +50,8 @@ crate::harness::register! {
     net_loss::netlink_kill9_fault_ends_then_recover,
     net_burst::bursts_follow_the_gilbert_model,
     net_burst::bursts_match_netem_gemodel,
+    net_partition::bad_flags_are_refused,
+    net_partition::cuts_both_ways_and_heals,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_delay::delay_combines_with_loss,

@@ -1,0 +1,143 @@
+//! TCP tools for the net-partition tests: an echo server, a timed connect,
+//! and a conversation that records when each round trip completed — what
+//! both ends of a pulled cable see, measured by the sockets themselves.
+
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use super::{Background, arg, command, monotonic_ns, ready, stdin_closed};
+use crate::fixtures::process::Place;
+
+/// `tcp-echo --bind ADDR:PORT`: echo every connection's bytes back until
+/// stdin closes; prints `{"connections": N}`.
+pub fn server(args: &[String]) -> anyhow::Result<()> {
+    let bind: SocketAddr = arg(args, "--bind")?;
+    let listener = TcpListener::bind(bind)?;
+    listener.set_nonblocking(true)?;
+    let closed = stdin_closed();
+    ready()?;
+    let mut connections = 0u64;
+    while !closed.load(std::sync::atomic::Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                connections += 1;
+                conn.set_nonblocking(false)?;
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = conn.read(&mut buf) {
+                        if conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    println!("{}", json!({ "connections": connections }));
+    Ok(())
+}
+
+/// `tcp-connect --to ADDR:PORT --timeout-ms N`: one connect; prints
+/// `{"ok", "error" (the io::ErrorKind, as "TimedOut"), "ms"}`.
+pub fn connect(args: &[String]) -> anyhow::Result<()> {
+    let to: SocketAddr = arg(args, "--to")?;
+    let timeout: u64 = arg(args, "--timeout-ms")?;
+    let start = Instant::now();
+    let result = TcpStream::connect_timeout(&to, Duration::from_millis(timeout));
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let error = result.as_ref().err().map(|e| format!("{:?}", e.kind()));
+    println!("{}", json!({ "ok": result.is_ok(), "error": error, "ms": ms }));
+    Ok(())
+}
+
+/// `tcp-chat --to ADDR:PORT`: connect, then send one byte and wait for its
+/// echo, over and over, until stdin closes; prints `{"done": [ns...]}`,
+/// when each round trip completed (CLOCK_MONOTONIC). A byte whose echo is
+/// late is not sent again: TCP retransmits it.
+pub fn chat(args: &[String]) -> anyhow::Result<()> {
+    let to: SocketAddr = arg(args, "--to")?;
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(10))?;
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let closed = stdin_closed();
+    ready()?;
+    let mut done = Vec::new();
+    let mut byte = [0u8; 1];
+    'chat: while !closed.load(std::sync::atomic::Ordering::SeqCst) {
+        conn.write_all(b"x")?;
+        loop {
+            match conn.read(&mut byte) {
+                Ok(1) => break,
+                Ok(_) => anyhow::bail!("the echo server closed the connection"),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if closed.load(std::sync::atomic::Ordering::SeqCst) {
+                        break 'chat;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        done.push(monotonic_ns());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("{}", json!({ "done": done }));
+    Ok(())
+}
+
+/// A running `tcp-echo`.
+pub struct Echo(Background);
+
+impl Echo {
+    pub fn start(place: Place<'_>, bind: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self(Background::start(place, command("tcp-echo", &["--bind".into(), bind.to_string()]))?))
+    }
+
+    /// How many connections it accepted.
+    pub fn finish(self) -> anyhow::Result<u64> {
+        let v = self.0.finish()?;
+        v["connections"].as_u64().ok_or_else(|| anyhow::anyhow!("bad tcp-echo output {v}"))
+    }
+}
+
+/// What one `tcp-connect` saw.
+#[derive(Debug)]
+pub struct Connect {
+    pub ok: bool,
+    /// The error's kind (`TimedOut`, `ConnectionRefused`...).
+    pub error: Option<String>,
+    pub ms: f64,
+}
+
+pub fn try_connect(place: Place<'_>, to: SocketAddr, timeout_ms: u64) -> anyhow::Result<Connect> {
+    let args = ["--to".into(), to.to_string(), "--timeout-ms".into(), timeout_ms.to_string()];
+    let out = place.output(&mut command("tcp-connect", &args))?;
+    let v: serde_json::Value = serde_json::from_str(out.trim())?;
+    Ok(Connect {
+        ok: v["ok"].as_bool().unwrap_or(false),
+        error: v["error"].as_str().map(str::to_owned),
+        ms: v["ms"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+/// A running `tcp-chat`.
+pub struct Chat(Background);
+
+impl Chat {
+    pub fn start(place: Place<'_>, to: SocketAddr) -> anyhow::Result<Self> {
+        Ok(Self(Background::start(place, command("tcp-chat", &["--to".into(), to.to_string()]))?))
+    }
+
+    /// When each round trip completed (CLOCK_MONOTONIC ns).
+    pub fn finish(self) -> anyhow::Result<Vec<u64>> {
+        let v = self.0.finish()?;
+        let done = v["done"].as_array().ok_or_else(|| anyhow::anyhow!("bad tcp-chat output {v}"))?;
+        Ok(done.iter().filter_map(serde_json::Value::as_u64).collect())
+    }
+}
