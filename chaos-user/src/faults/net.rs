@@ -122,9 +122,12 @@ impl NetFilter {
                 self.cidrs.len()
             ));
         }
+        // The same network however written (10.1.2.3/24 is 10.1.2.0/24):
+        // one entry of the trie, which the first removal would take.
+        let network = |c: &Cidr| (peer(*c), c.prefix);
         for (i, c) in self.cidrs.iter().enumerate() {
-            if self.cidrs[..i].contains(c) {
-                return Err(format!("--cidr {c} is given twice; give each network once"));
+            if let Some(same) = self.cidrs[..i].iter().find(|d| network(d) == network(c)) {
+                return Err(format!("--cidr {c} is the same network as {same}; give each network once"));
             }
         }
         Ok(())
@@ -747,7 +750,10 @@ mod tests {
         assert_eq!(keys[0].1.addr, [u32::from_ne_bytes([10, 1, 2, 0]), 0, 0, 0]);
         assert_eq!(keys[1].1.family_be, FAMILY_V6.to_be());
         let e = filter(&["10.0.0.0/8", "10.0.0.0/8"]).check().unwrap_err();
-        assert!(e.contains("given twice"), "{e}");
+        assert!(e.contains("same network"), "{e}");
+        let e = filter(&["10.1.2.3/24", "10.1.2.4/24"]).check().unwrap_err();
+        assert!(e.contains("10.1.2.4/24 is the same network as 10.1.2.3/24"), "{e}");
+        assert!(filter(&["10.0.0.0/8", "10.1.0.0/16"]).check().is_ok(), "nested networks are two entries");
         let many: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(filter(&many).check().unwrap_err().contains("at most 64"));

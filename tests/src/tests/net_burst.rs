@@ -31,7 +31,7 @@ const Z: f64 = 4.5;
 /// Packets per measurement: about 2000 losses in 500 bursts at 10% in
 /// bursts of 4.
 const PACKETS: u64 = 20_000;
-const INTERVAL_US: u64 = 50;
+const INTERVAL_US: u64 = 100;
 /// The model: 10% loss in bursts of 4 packets on average.
 const LOSS: f64 = 0.10;
 const BURST: f64 = 4.0;

@@ -197,7 +197,7 @@ pub fn cuts_both_ways_and_heals(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refusals: no network, too many, the same twice — exit 3, with the
+/// Refusals: no network, too many, one network twice (however written) — exit 3, with the
 /// flag named, and nothing loaded.
 pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let target = Cgroup::new("part-flags")?;
@@ -206,7 +206,7 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let cases: &[(&[&str], &str)] = &[
         (&[], "--cidr"),
         (&many, "at most 64"),
-        (&["--cidr", "10.0.0.0/8", "--cidr", "10.0.0.0/8"], "given twice"),
+        (&["--cidr", "10.1.2.3/24", "--cidr", "10.1.2.0/24"], "same network"),
         (&["--cidr", "10.0.0.0/33"], "prefix length"),
     ];
     for (flags, says) in cases {
