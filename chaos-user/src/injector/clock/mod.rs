@@ -257,8 +257,9 @@ impl Clock {
     }
 
     /// Probe the C library's `clock_gettime` in every process of the
-    /// target now. A process that exits meanwhile, or maps no C library
-    /// (a static or Go program), is skipped.
+    /// target now. A process that exits or execs meanwhile (the exec hook
+    /// covers its new image), or maps no C library (a static or Go
+    /// program), is skipped.
     fn uprobe_running(
         &mut self,
         ebpf: &mut Ebpf,
@@ -285,7 +286,7 @@ impl Clock {
             };
             match attach_libc(ebpf, pid, &lib.path, offset) {
                 Ok((enter, ret)) => probed.push((pid, enter, ret)),
-                Err(e) if alive(pid) => {
+                Err(e) if alive(pid) && libc::mapped(pid).as_ref() == Some(&lib) => {
                     // The links of the processes already probed drop with
                     // `probed` (aya detaches on drop).
                     return Err(Error::kernel(
@@ -295,8 +296,11 @@ impl Clock {
                 }
                 // perf_event_open fails with ESRCH for a process that has
                 // exited but is not reaped yet: its /proc entry is still
-                // there, so `alive` reads its state.
-                Err(_) => tracing::debug!(pid, "exited before its C library could be probed"),
+                // there, so `alive` reads its state. A process that
+                // exec'd another program since its maps were read fails
+                // with ENOENT (its map_files entry went with the old
+                // image): the exec hook, attached above, covers the new one.
+                Err(_) => tracing::debug!(pid, "exited or exec'd before its C library could be probed"),
             }
         }
         tracing::info!(
