@@ -167,6 +167,25 @@ impl FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether `addr` is in the network. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.0.0.1`, what a dual-stack socket reports for an IPv4
+    /// peer) is its IPv4 address.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.addr, addr.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -259,6 +278,20 @@ mod tests {
         assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cidrs_contain_their_addresses() {
+        let net = |s: &str| s.parse::<Cidr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(net("10.1.0.0/16").contains(ip("10.1.255.3")));
+        assert!(!net("10.1.0.0/16").contains(ip("10.2.0.1")));
+        assert!(net("10.1.0.0/16").contains(ip("::ffff:10.1.0.9")), "IPv4-mapped");
+        assert!(net("0.0.0.0/0").contains(ip("192.0.2.1")) && !net("0.0.0.0/0").contains(ip("::1")));
+        assert!(
+            net("2001:db8::/32").contains(ip("2001:db8:1::1")) && !net("2001:db8::/32").contains(ip("::1"))
+        );
+        assert!(net("::/0").contains(ip("fe80::1")) && net("10.0.0.7").contains(ip("10.0.0.7")));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub const REDUCED: &[&str] = &[
     // net-refuse: the sock_addr programs (errno by bpf_set_retval from 6.1,
     // EPERM and the refusal of another errno before).
     "connects_fail",
+    // net-reset: inet_diag SOCK_DESTROY, and the sockets' cgroup ids.
+    "resets_both",
     "tracepoint_fallback",
     "running_processes_read",
 ];
@@ -101,6 +103,13 @@ pub const HOST_COVERED: &[&str] = &[
     "net_refuse::filters",
     // net-partition's refusals: the CLI's validation alone.
     "net_partition::bad",
+    // net-reset's share, interval and endings: chaos's own thread, on the
+    // same kernel interface as resets_both (which runs everywhere).
+    "net_reset::bad",
+    "net_reset::resets_the",
+    "net_reset::resets_every",
+    "net_reset::ends_with",
+    "net_reset::real_clients",
     "experiment::validate",
     "experiment::dry_run",
     "experiment::hypothesis_holds",

@@ -6,4 +6,5 @@ pub mod fmod_ret;
 pub mod netns;
 pub mod qdisc;
 mod rtnl;
+pub mod sock_diag;
 pub mod tc;

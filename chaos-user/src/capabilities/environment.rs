@@ -102,6 +102,20 @@ pub fn bpffs() -> Result<String, String> {
     })
 }
 
+/// Whether inet_diag destroys sockets: a SOCK_DESTROY request for a socket
+/// that does not exist, in a throwaway network namespace, answers ENOENT
+/// where the kernel can destroy and EOPNOTSUPP where it cannot (see
+/// `attach::sock_diag::can_destroy`).
+pub fn sock_destroy() -> Result<String, String> {
+    match crate::attach::netns::in_private_netns(crate::attach::sock_diag::can_destroy) {
+        Ok(Ok(true)) => Ok("SOCK_DESTROY of a missing socket answered ENOENT: supported".into()),
+        Ok(Ok(false)) => {
+            Err("SOCK_DESTROY is not supported: the kernel lacks CONFIG_INET_DIAG_DESTROY".into())
+        }
+        Ok(Err(e)) | Err(e) => Err(format!("SOCK_DESTROY probe: {e}")),
+    }
+}
+
 /// The kernel lockdown mode, from securityfs (mounted on a temporary
 /// directory when it is not mounted already).
 pub fn lockdown() -> Option<String> {

@@ -31,6 +31,7 @@ pub enum Capability {
     CgroupSkb,
     CgroupSockAddr,
     SockAddrRetval,
+    SockDestroy,
     Tracepoint,
     RawTracepoint,
     TpBtf,
@@ -109,6 +110,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "bpf_set_retval (sock_addr)",
         used_for: "net-refuse with an errno other than EPERM (ECONNREFUSED, ENETUNREACH, ...)",
         needs: "Linux 6.1: bpf_set_retval in cgroup sock_addr programs",
+    },
+    Requirement {
+        capability: Capability::SockDestroy,
+        name: "sock_destroy (inet_diag)",
+        used_for: "net-reset (SOCK_DESTROY of the target's TCP sockets, as `ss -K`)",
+        needs: "Linux 4.5, CONFIG_INET_DIAG_DESTROY",
     },
     Requirement {
         capability: Capability::Tracepoint,
@@ -438,6 +445,7 @@ fn run(capability: Capability) -> Result<String, String> {
         CgroupSkb => programs::cgroup_skb(),
         CgroupSockAddr => programs::cgroup_sock_addr(),
         SockAddrRetval => programs::sock_addr_retval(),
+        SockDestroy => environment::sock_destroy(),
         Tracepoint => programs::tracepoint(),
         RawTracepoint => programs::raw_tracepoint(),
         TpBtf => programs::tp_btf(),

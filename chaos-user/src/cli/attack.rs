@@ -10,6 +10,7 @@ pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
 pub use super::attack_partition::NetPartitionParams;
+pub use super::attack_reset::NetResetParams;
 use super::{
     output::OutputArgs,
     schema::{Built, FaultParams, Source},
@@ -144,6 +145,10 @@ pub enum AttackCommand {
     /// Cut the target off from some networks, both ways, as a pulled cable.
     #[command(long_about = super::attack_partition::HELP)]
     NetPartition(AttackArgs<NetPartitionParams>),
+
+    /// Reset the target's TCP connections: once, or every interval.
+    #[command(long_about = super::attack_reset::HELP)]
+    NetReset(AttackArgs<NetResetParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -294,6 +299,7 @@ impl AttackCommand {
             Self::NetReorder(a) => a.params.build(NetKind::Reorder.name(), cli),
             Self::NetRefuse(a) => a.params.build("net-refuse", cli),
             Self::NetPartition(a) => a.params.build("net-partition", cli),
+            Self::NetReset(a) => a.params.build("net-reset", cli),
         }
     }
 
@@ -305,6 +311,7 @@ impl AttackCommand {
             Self::ClockSkew(a) => (&a.target, &a.options),
             Self::NetRefuse(a) => (&a.target, &a.options),
             Self::NetPartition(a) => (&a.target, &a.options),
+            Self::NetReset(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

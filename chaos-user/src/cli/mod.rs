@@ -7,6 +7,7 @@ mod attack_conn;
 mod attack_io;
 mod attack_net;
 mod attack_partition;
+mod attack_reset;
 pub mod demo;
 pub mod doctor;
 #[cfg(test)]

@@ -23,6 +23,7 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
     attack_io::IoErrorParams, attack_net::NetEffectParams, attack_partition::NetPartitionParams,
+    attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -131,6 +132,7 @@ pub fn kinds() -> &'static [Kind] {
                     "clock-skew" => kind::<ClockSkewParams>,
                     "net-refuse" => kind::<NetRefuseParams>,
                     "net-partition" => kind::<NetPartitionParams>,
+                    "net-reset" => kind::<NetResetParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

@@ -8,11 +8,13 @@ pub mod clock;
 pub mod conn;
 pub mod io;
 pub mod net;
+pub mod reset;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
 pub use conn::{NetRefuse, Transport};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
+pub use reset::NetReset;
 use serde::Serialize;
 
 /// A fault and its parameters.
@@ -29,6 +31,7 @@ pub enum Fault {
     /// net-loss at 100%, both ways, with its networks: see
     /// `chaos attack net-partition --help`.
     NetPartition(NetLoss),
+    NetReset(NetReset),
     IoError(IoError),
     ClockSkew(ClockSkew),
 }
@@ -40,6 +43,7 @@ pub enum Fault {
 pub enum Family {
     Net,
     Conn,
+    Reset,
     Io,
     Clock,
 }
@@ -49,6 +53,7 @@ pub enum Family {
 pub enum FamilyFault {
     Net(NetAny),
     Conn(NetRefuse),
+    Reset(NetReset),
     Io(IoError),
     Clock(ClockSkew),
 }
@@ -65,6 +70,7 @@ impl Fault {
             | Self::NetCorrupt(f)
             | Self::NetReorder(f) => FamilyFault::Net(NetAny::Effects(f.clone())),
             Self::NetRefuse(f) => FamilyFault::Conn(f.clone()),
+            Self::NetReset(f) => FamilyFault::Reset(f.clone()),
             Self::IoError(f) => FamilyFault::Io(f.clone()),
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
         }
@@ -81,6 +87,7 @@ impl Fault {
             Self::NetReorder(_) => NetKind::Reorder.name(),
             Self::NetRefuse(_) => "net-refuse",
             Self::NetPartition(_) => "net-partition",
+            Self::NetReset(_) => "net-reset",
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
         }
@@ -90,6 +97,7 @@ impl Fault {
         match self.by_family() {
             FamilyFault::Net(_) => Family::Net,
             FamilyFault::Conn(_) => Family::Conn,
+            FamilyFault::Reset(_) => Family::Reset,
             FamilyFault::Io(_) => Family::Io,
             FamilyFault::Clock(_) => Family::Clock,
         }
@@ -112,6 +120,7 @@ impl Family {
         match self {
             Self::Net => "net",
             Self::Conn => "conn",
+            Self::Reset => "reset",
             Self::Io => "io",
             Self::Clock => "clock",
         }

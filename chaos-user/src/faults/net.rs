@@ -100,6 +100,13 @@ pub struct NetLoss {
 }
 
 impl NetFilter {
+    /// Whether the rule's peers are a set in the trie (several networks)
+    /// rather than its inline one: [`Self::apply`] marks the rule so, and
+    /// [`Self::peer_keys`] gives the set's entries, by this one decision.
+    fn peers_in_set(&self) -> bool {
+        self.cidrs.len() >= 2
+    }
+
     /// Write the filter fields of a rule.
     pub fn apply(&self, rule: &mut NetRule) {
         rule.directions = self.direction.bits();
@@ -107,9 +114,9 @@ impl NetFilter {
         let v6 = !self.cidrs.is_empty() && self.cidrs.iter().all(|c| c.addr.is_ipv6());
         rule.protocol = self.protocol.number(v6);
         rule.peer = match self.cidrs[..] {
-            [] => NetPeer { family: FAMILY_ANY, ..Default::default() },
+            _ if self.peers_in_set() => NetPeer { family: FAMILY_SET, ..Default::default() },
             [one] => peer(one),
-            _ => NetPeer { family: FAMILY_SET, ..Default::default() },
+            _ => NetPeer { family: FAMILY_ANY, ..Default::default() },
         };
     }
 
@@ -121,6 +128,15 @@ impl NetFilter {
                 "{} --cidr given, at most {MAX_PEERS_PER_ATTACK} per attack; merge them into wider networks",
                 self.cidrs.len()
             ));
+        }
+        // One ICMP protocol number per rule: ICMPv6 when every network is
+        // IPv6, ICMPv4 otherwise (see `apply`).
+        let families =
+            (self.cidrs.iter().any(|c| c.addr.is_ipv4()), self.cidrs.iter().any(|c| c.addr.is_ipv6()));
+        if self.protocol == Protocol::Icmp && families == (true, true) {
+            return Err("--protocol icmp with both IPv4 and IPv6 --cidr networks: ICMP and ICMPv6 are two \
+                        protocols; give the networks of one family per attack"
+                .into());
         }
         // The same network however written (10.1.2.3/24 is 10.1.2.0/24):
         // one entry of the trie, which the first removal would take.
@@ -136,7 +152,7 @@ impl NetFilter {
     /// The [`PEERS`](chaos_abi::net::PEERS) entries of an attack in `slot`
     /// whose rule has [`FAMILY_SET`]: none otherwise.
     pub fn peer_keys(&self, slot: u32) -> Vec<(u32, PeerKey)> {
-        if self.cidrs.len() < 2 {
+        if !self.peers_in_set() {
             return Vec::new();
         }
         self.cidrs
@@ -758,6 +774,11 @@ mod tests {
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         assert!(filter(&many).check().unwrap_err().contains("at most 64"));
         assert!(filter(&many[..64]).check().is_ok());
+        let mut mixed = filter(&["10.0.0.0/8", "2001:db8::/32"]);
+        mixed.protocol = Protocol::Icmp;
+        assert!(mixed.check().unwrap_err().contains("ICMP and ICMPv6"));
+        mixed.cidrs.pop();
+        assert!(mixed.check().is_ok(), "one family with icmp");
     }
 
     fn burst(percent: f64, burst: f64) -> Result<NetLoss, String> {

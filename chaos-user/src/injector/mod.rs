@@ -16,6 +16,7 @@ mod io;
 mod links;
 mod maps;
 mod net;
+mod reset;
 mod rules;
 
 use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ impl Running {
     pub fn interfaces(&self) -> &[String] {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
-            Part::Conn(_) | Part::Io(_) | Part::Clock(_) => &[],
+            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) => &[],
         }
     }
 }
@@ -62,6 +63,7 @@ impl Running {
 enum Part {
     Net(net::Handle),
     Conn(conn::Handle),
+    Reset(reset::Handle),
     Io(io::Handle),
     Clock(clock::Handle),
 }
@@ -87,6 +89,7 @@ pub struct Injector {
     shared: Shared,
     net: net::Net,
     conn: conn::Conn,
+    reset: reset::Reset,
     io: io::Io,
     clock: clock::Clock,
     slots: [bool; MAX_SLOTS as usize],
@@ -102,7 +105,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
     match planned {
         Planned::Net(m, f) => net::preflight(attack, m, f),
         Planned::Io(_, f) => io::preflight(attack, f),
-        Planned::Conn(..) | Planned::Clock(..) => Ok(()),
+        Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
 
@@ -115,6 +118,7 @@ impl Injector {
             shared: Shared { ebpf, state },
             net: net::Net::default(),
             conn: conn::Conn::default(),
+            reset: reset::Reset::default(),
             io: io::Io::default(),
             clock: clock::Clock::default(),
             slots: [false; MAX_SLOTS as usize],
@@ -135,6 +139,7 @@ impl Injector {
         let result = match &planned {
             Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
             Planned::Conn(m, f) => family::start(&mut self.conn, shared, at.with(m, f)).map(Part::Conn),
+            Planned::Reset(m, f) => family::start(&mut self.reset, shared, at.with(m, f)).map(Part::Reset),
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
         };
@@ -162,6 +167,7 @@ impl Injector {
         let (inert, released) = match running.part {
             Part::Net(handle) => self.net.stop(&mut self.shared, &running.attack, handle),
             Part::Conn(handle) => self.conn.stop(&mut self.shared, &running.attack, handle),
+            Part::Reset(handle) => self.reset.stop(&mut self.shared, &running.attack, handle),
             Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
         };
@@ -184,6 +190,7 @@ impl Injector {
         match mechanism {
             Mechanism::Net(_) => self.net.counters(&self.shared, slot),
             Mechanism::Conn(_) => self.conn.counters(&self.shared, slot),
+            Mechanism::Reset(_) => self.reset.counters(&self.shared, slot),
             Mechanism::Io(_) => self.io.counters(&self.shared, slot),
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
         }

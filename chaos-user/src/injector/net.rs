@@ -148,12 +148,15 @@ impl FamilyInjector for Net {
             self.write_jitter_table(&mut shared.ebpf)?;
         }
         // The networks before the rule that looks them up.
-        for (prefix, data) in fault.filter().peer_keys(slot) {
+        let keys = fault.filter().peer_keys(slot);
+        if !keys.is_empty() {
             let mut peers: LpmTrie<&mut MapData, net::PeerKey, u8> = map_mut(&mut shared.ebpf, net::PEERS)?;
-            peers
-                .insert(&Key::new(prefix, data), &1, 0)
-                .map_err(|e| Error::kernel("adding a --cidr network", e))?;
-            handle.peer_keys.push((prefix, data));
+            for (prefix, data) in keys {
+                peers
+                    .insert(&Key::new(prefix, data), &1, 0)
+                    .map_err(|e| Error::kernel("adding a --cidr network", e))?;
+                handle.peer_keys.push((prefix, data));
+            }
         }
         let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
@@ -199,14 +202,16 @@ impl FamilyInjector for Net {
         }
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
         // The networks after the rule: a slot's next attack starts clean.
-        for &(prefix, data) in &handle.peer_keys {
-            let removed = map_mut::<LpmTrie<&mut MapData, net::PeerKey, u8>>(&mut shared.ebpf, net::PEERS)
-                .and_then(|mut m| {
-                    m.remove(&Key::new(prefix, data))
-                        .map_err(|e| Error::kernel("removing a --cidr network", e))
-                });
-            if let Err(e) = removed {
-                released = released.and(Err(e));
+        if !handle.peer_keys.is_empty() {
+            match map_mut::<LpmTrie<&mut MapData, net::PeerKey, u8>>(&mut shared.ebpf, net::PEERS) {
+                Ok(mut peers) => {
+                    for &(prefix, data) in &handle.peer_keys {
+                        if let Err(e) = peers.remove(&Key::new(prefix, data)) {
+                            released = released.and(Err(Error::kernel("removing a --cidr network", e)));
+                        }
+                    }
+                }
+                Err(e) => released = released.and(Err(e)),
             }
         }
         // Devices leave the tag set before their classifiers go.

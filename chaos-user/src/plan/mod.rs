@@ -10,6 +10,7 @@ pub mod clock;
 mod conn;
 mod io;
 mod net;
+mod reset;
 
 use std::fmt;
 
@@ -20,13 +21,14 @@ pub use self::{
     conn::{ConnErrno, ConnMechanism},
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
+    reset::{ResetMechanism, ResetVia},
 };
 use crate::{
     attach::tc::EgressMode,
     attack::Attack,
     capabilities::{Capability, Findings},
     error::{Error, Result},
-    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny, NetRefuse},
+    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset},
 };
 
 /// How an attack is realized here.
@@ -35,6 +37,7 @@ use crate::{
 pub enum Mechanism {
     Net(NetMechanism),
     Conn(ConnMechanism),
+    Reset(ResetMechanism),
     Io(IoMechanism),
     Clock(ClockMechanism),
 }
@@ -54,6 +57,7 @@ pub enum Demand {
         /// UDP sends refused too (sendmsg hooks).
         sendmsg: bool,
     },
+    Reset,
     Io {
         /// Reads, writes or directory reads, not only opens.
         read_write: bool,
@@ -68,6 +72,7 @@ impl Demand {
         match fault.by_family() {
             FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
             FamilyFault::Conn(f) => Self::Conn { sets_errno: f.sets_errno(), sendmsg: f.refuses_sends() },
+            FamilyFault::Reset(_) => Self::Reset,
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
         }
@@ -81,6 +86,7 @@ impl Demand {
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
             Self::Conn { .. } => &[CgroupSockAddr, SockAddrRetval],
+            Self::Reset => &[SockDestroy],
             Self::Io { .. } => {
                 &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
             }
@@ -110,6 +116,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
     ("net-refuse", Demand::Conn { sets_errno: true, sendmsg: true }),
     ("net-partition", Demand::Net { direction: Direction::Both, schedules: false }),
+    ("net-reset", Demand::Reset),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];
@@ -163,6 +170,7 @@ fn forced<T: Copy>(var: &str, choices: &[(&str, T)]) -> Result<Option<T>> {
 pub enum Planned {
     Net(NetMechanism, NetAny),
     Conn(ConnMechanism, NetRefuse),
+    Reset(ResetMechanism, NetReset),
     Io(IoMechanism, IoError),
     Clock(ClockMechanism, ClockSkew),
 }
@@ -172,6 +180,7 @@ impl Planned {
         match self {
             Self::Net(m, _) => Mechanism::Net(*m),
             Self::Conn(m, _) => Mechanism::Conn(*m),
+            Self::Reset(m, _) => Mechanism::Reset(*m),
             Self::Io(m, _) => Mechanism::Io(*m),
             Self::Clock(m, _) => Mechanism::Clock(*m),
         }
@@ -198,6 +207,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         FamilyFault::Conn(f) => {
             Planned::Conn(conn::plan(&subject, f.sets_errno(), f.refuses_sends(), caps)?, f)
         }
+        FamilyFault::Reset(f) => Planned::Reset(reset::plan(&subject, caps)?, f),
         FamilyFault::Io(f) => {
             Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
         }
@@ -231,6 +241,7 @@ pub fn plan_demand(
         Demand::Conn { sets_errno, sendmsg } => {
             conn::plan(subject, sets_errno, sendmsg, caps).map(Mechanism::Conn)
         }
+        Demand::Reset => reset::plan(subject, caps).map(Mechanism::Reset),
         Demand::Io { read_write, windowed } => {
             io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)
         }
@@ -267,7 +278,7 @@ impl Ancestry {
             .find_map(|p| match p {
                 Planned::Io(m, _) => Some(m.ancestry),
                 Planned::Clock(m, _) => Some(m.ancestry),
-                Planned::Net(..) | Planned::Conn(..) => None,
+                Planned::Net(..) | Planned::Conn(..) | Planned::Reset(..) => None,
             })
             .unwrap_or_default()
     }
@@ -354,6 +365,10 @@ pub enum SafetyLayer {
     KernelDeadline,
     /// 3. The attachments are fd-owned links: they vanish with the process.
     LinksDieWithProcess,
+    /// 2, for a fault the kernel does not hold: chaos's own thread acts,
+    ///    checking the deadline before each act, and stops with the
+    ///    process.
+    InProcess,
     /// 3, where something outlives the process: it is recorded in the
     ///    state file before it is created, and `chaos recover` (or the next
     ///    start) removes it.
@@ -365,6 +380,7 @@ impl SafetyLayer {
         match self {
             Self::ControllerStop => "controller stop",
             Self::KernelDeadline => "kernel-side deadline",
+            Self::InProcess => "acts from chaos's process",
             Self::LinksDieWithProcess => "links die with the process",
             Self::RecoverRecord => "recover record",
         }
@@ -398,6 +414,11 @@ pub trait FamilyMechanism {
     fn kernel_deadline(&self) -> bool {
         true
     }
+    /// For a family without a kernel-side rule whose fault is chaos's own
+    /// acts: how those end (the [`SafetyLayer::InProcess`] layer).
+    fn in_process(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What a mechanism holds while an attack runs.
@@ -416,6 +437,7 @@ impl Mechanism {
         match self {
             Self::Net(m) => m,
             Self::Conn(m) => m,
+            Self::Reset(m) => m,
             Self::Io(m) => m,
             Self::Clock(m) => m,
         }
@@ -428,6 +450,9 @@ impl Mechanism {
         let mut out = vec![s(SafetyLayer::ControllerStop, "deadline, abort, SIGINT/SIGTERM/SIGHUP")];
         if family.kernel_deadline() {
             out.push(s(SafetyLayer::KernelDeadline, "every rule, checked on every event"));
+        }
+        if let Some(covers) = family.in_process() {
+            out.push(s(SafetyLayer::InProcess, covers));
         }
         let held = family.held();
         if !held.links.is_empty() {

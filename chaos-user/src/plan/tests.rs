@@ -568,6 +568,7 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             parts.join(" + ")
         }
         Ok(Mechanism::Conn(_)) => "cgroup sock_addr".to_owned(),
+        Ok(Mechanism::Reset(_)) => "inet_diag SOCK_DESTROY".to_owned(),
         // Refused with its usual errno only: EPERM still works.
         Err(_)
             if matches!(demand(kind), Demand::Conn { .. })
@@ -684,4 +685,29 @@ fn net_refuse_errno_follows_the_kernel() {
         plan_demand("net-refuse", eperm, &old, &prefs).unwrap(),
         Mechanism::Conn(ConnMechanism { errno: ConnErrno::Eperm, sendmsg: false })
     );
+}
+
+/// net-reset: inet_diag on every recorded kernel; no kernel-side deadline
+/// (no rule in the kernel) but the in-process layer; refused with the
+/// probe's reason where SOCK_DESTROY is missing.
+#[test]
+fn net_reset_is_inet_diag_everywhere_and_acts_in_process() {
+    let prefs = Preferences::default();
+    for (name, json) in RECORDED.into_iter().chain(DISTROS) {
+        let m = plan_demand("net-reset", Demand::Reset, &set(json), &prefs)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m, Mechanism::Reset(ResetMechanism { via: ResetVia::InetDiag }), "{name}");
+        assert_eq!(layers(&m), [ControllerStop, InProcess], "{name}");
+    }
+    let missing = HOST_6_18.replace(
+        "\"capability\": \"sock-destroy\",\n            \"detail\": \"SOCK_DESTROY of a missing socket answered ENOENT: supported\"",
+        "\"capability\": \"sock-destroy\",\n            \"detail\": \"no CONFIG_INET_DIAG_DESTROY\"",
+    );
+    let missing = missing.replacen(
+        "\"available\": true,\n            \"capability\": \"sock-destroy\"",
+        "\"available\": false,\n            \"capability\": \"sock-destroy\"",
+        1,
+    );
+    let e = plan_demand("net-reset", Demand::Reset, &set(&missing), &prefs).unwrap_err().to_string();
+    assert!(e.contains("net-reset") && e.contains("no CONFIG_INET_DIAG_DESTROY"), "{e}");
 }

@@ -163,7 +163,9 @@ mod tests {
         let t = Instant::now();
         let s = sh("sleep 30 & sleep 30; wait").run(Duration::from_millis(200));
         assert!(!s.ok && s.detail.contains("timed out after 200ms"), "{s:?}");
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        // Killed, not waited for: far below the 30 s the group would take
+        // (2 s failed once on this 2-core machine under the VMs' load).
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::{Background, arg, command, monotonic_ns, ready, stdin_closed};
 use crate::fixtures::process::Place;
 
 /// `tcp-echo --bind ADDR:PORT`: echo every connection's bytes back until
-/// stdin closes; prints `{"connections": N}`.
+/// stdin closes; prints `{"connections": N, "resets": R}`, R the
+/// connections that ended with a reset from the peer (ECONNRESET).
 pub fn server(args: &[String]) -> anyhow::Result<()> {
     let bind: SocketAddr = arg(args, "--bind")?;
     let listener = TcpListener::bind(bind)?;
@@ -22,17 +23,28 @@ pub fn server(args: &[String]) -> anyhow::Result<()> {
     let closed = stdin_closed();
     ready()?;
     let mut connections = 0u64;
+    let resets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     while !closed.load(std::sync::atomic::Ordering::SeqCst) {
         match listener.accept() {
             Ok((mut conn, _)) => {
                 connections += 1;
                 conn.set_nonblocking(false)?;
+                let resets = resets.clone();
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        if conn.write_all(&buf[..n]).is_err() {
-                            break;
+                    let ended = loop {
+                        match conn.read(&mut buf) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => {
+                                if let Err(e) = conn.write_all(&buf[..n]) {
+                                    break Err(e);
+                                }
+                            }
+                            Err(e) => break Err(e),
                         }
+                    };
+                    if ended.is_err_and(|e| e.kind() == ErrorKind::ConnectionReset) {
+                        resets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }
                 });
             }
@@ -40,7 +52,9 @@ pub fn server(args: &[String]) -> anyhow::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    println!("{}", json!({ "connections": connections }));
+    // Readers still blocked have seen no reset.
+    let resets = resets.load(std::sync::atomic::Ordering::SeqCst);
+    println!("{}", json!({ "connections": connections, "resets": resets }));
     Ok(())
 }
 
@@ -99,10 +113,14 @@ impl Echo {
         Ok(Self(Background::start(place, command("tcp-echo", &["--bind".into(), bind.to_string()]))?))
     }
 
-    /// How many connections it accepted.
-    pub fn finish(self) -> anyhow::Result<u64> {
+    /// How many connections it accepted, and how many of them the peer
+    /// reset.
+    pub fn finish(self) -> anyhow::Result<(u64, u64)> {
         let v = self.0.finish()?;
-        v["connections"].as_u64().ok_or_else(|| anyhow::anyhow!("bad tcp-echo output {v}"))
+        match (v["connections"].as_u64(), v["resets"].as_u64()) {
+            (Some(c), Some(r)) => Ok((c, r)),
+            _ => anyhow::bail!("bad tcp-echo output {v}"),
+        }
     }
 }
 

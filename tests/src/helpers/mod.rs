@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod echo;
+pub mod hold;
 pub mod http;
 pub mod io;
 pub mod ping;
@@ -34,6 +35,8 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("tcp-echo") => echo::server(&args[1..]),
         Some("tcp-connect") => echo::connect(&args[1..]),
         Some("tcp-chat") => echo::chat(&args[1..]),
+        Some("tcp-hold") => hold::hold(&args[1..]),
+        Some("tcp-redial") => hold::redial(&args[1..]),
         Some("io-errnos") => io::errnos(&args[1..]),
         other => Err(anyhow::anyhow!("unknown helper {other:?}")),
     };

@@ -25,6 +25,7 @@ mod net_partition;
 mod net_qdisc;
 mod net_rate;
 pub mod net_refuse;
+mod net_reset;
 mod net_tag;
 mod probes;
 mod safety;
@@ -52,6 +53,12 @@ crate::harness::register! {
     net_burst::bursts_match_netem_gemodel,
     net_partition::bad_flags_are_refused,
     net_partition::cuts_both_ways_and_heals,
+    net_reset::bad_flags_are_refused,
+    net_reset::resets_both_ends_of_matching_connections,
+    net_reset::resets_the_configured_share,
+    net_reset::resets_every_interval_until_the_deadline,
+    net_reset::ends_with_a_killed_or_hung_loader,
+    net_reset::real_clients_see_the_reset,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_delay::delay_combines_with_loss,
