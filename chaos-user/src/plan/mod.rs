@@ -213,6 +213,17 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         }
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
     };
+    if let Planned::Reset(_, f) = &planned
+        && let Some(every) = f.every
+        && every >= attack.duration
+    {
+        tracing::warn!(
+            "net-reset on {}: --every {} is not shorter than the attack ({}): one sweep, at the start",
+            attack.target,
+            crate::units::format_duration(every),
+            crate::units::format_duration(attack.duration)
+        );
+    }
     if let Planned::Clock(m, _) = &planned
         && !m.libc_uprobes
     {
