@@ -319,7 +319,7 @@ pub struct NetEffects {
     pub reorder: Option<Percent>,
 }
 
-fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => s.serialize_str(&format_duration(*d)),
         None => s.serialize_none(),

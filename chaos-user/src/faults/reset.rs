@@ -31,15 +31,8 @@ pub struct NetReset {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The time between sweeps; one sweep, at the start, when absent.
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_duration")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "super::net::opt_duration")]
     pub every: Option<Duration>,
-}
-
-fn opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
-    }
 }
 
 impl NetReset {
