@@ -26,6 +26,7 @@ mod clock_libc_return_multi;
 mod conn;
 mod conn_connect4;
 mod conn_connect6;
+mod conn_incoming;
 mod conn_sendmsg4;
 mod conn_sendmsg6;
 mod io;

@@ -104,6 +104,12 @@ pub static CLOCK_PENDING_LIBC: LruHashMap<u64, chaos_abi::clock::ClockPending> =
 pub static CONN_RULES: HashMap<u64, chaos_abi::conn::ConnRule> =
     HashMap::with_max_entries(chaos_abi::conn::MAX_RULES, 0);
 
+/// `chaos_abi::conn::LISTENERS`: the target's listeners, for the
+/// `sk_lookup` program.
+#[map]
+pub static CONN_LISTENERS: HashMap<chaos_abi::conn::ListenerKey, u64> =
+    HashMap::with_max_entries(chaos_abi::conn::MAX_LISTENERS, 0);
+
 /// `chaos_abi::conn::LEVELS`: which cgroup levels carry a connection rule.
 #[map]
 pub static CONN_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);

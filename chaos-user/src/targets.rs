@@ -245,6 +245,26 @@ pub fn pids_in_subtree(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// The ids of a cgroup and its descendants: on cgroup v2 a cgroup's id is
+/// its directory's inode number (`cgroup_id()` is the kernfs node id,
+/// which kernfs gives as the inode number: fs/kernfs/inode.c).
+pub fn ids_in_subtree(dir: &Path) -> std::collections::HashSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut ids = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(meta) = fs::metadata(&d) {
+            ids.insert(meta.ino());
+        }
+        if let Ok(entries) = fs::read_dir(&d) {
+            stack.extend(
+                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+            );
+        }
+    }
+    ids
+}
+
 fn depth(path: &Path) -> u32 {
     path.components().filter(|c| matches!(c, Component::Normal(_))).count() as u32
 }

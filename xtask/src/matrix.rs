@@ -64,7 +64,7 @@ pub const REDUCED: &[&str] = &[
     // fq qdisc's installation and removal on every ending.
     "delay_and_jitter",
     "reorder_rate",
-    "throughput_matches",
+    "throughput_m",
     "restored_on_every",
     "duplicate_rate",
     "corrupt_rate",
@@ -76,14 +76,16 @@ pub const REDUCED: &[&str] = &[
     "unavailable_says",
     // clock-skew: fexit with the vDSO detached at exec, the tracepoint
     // fallback, uprobes in running processes.
-    "tools_in_the_target",
+    "tools_in_the",
     // net-refuse: the sock_addr programs (errno by bpf_set_retval from 6.1,
     // EPERM and the refusal of another errno before).
     "connects_fail",
+    // ... and incoming: the sk_lookup program on the target's namespaces.
+    "targets_listen",
     // net-reset: inet_diag SOCK_DESTROY, and the sockets' cgroup ids.
     "resets_both",
-    "tracepoint_fallback",
-    "running_processes_read",
+    "point_fallback",
+    "processes_read",
 ];
 
 /// Tests whose outcome depends on no kernel mechanism beyond net-loss's
@@ -101,6 +103,11 @@ pub const HOST_COVERED: &[&str] = &[
     "net_refuse::bad_flags",
     "net_refuse::real_clients",
     "net_refuse::filters",
+    // Incoming refusals' share, clients and refusals: the same program as
+    // on 6.1.
+    "net_refuse_incoming::refuses_the",
+    "net_refuse_incoming::real_clients",
+    "net_refuse_incoming::refused_without",
     // net-partition's refusals: the CLI's validation alone.
     "net_partition::bad",
     // net-reset's share, interval and endings: chaos's own thread, on the

@@ -22,8 +22,10 @@ use aya_ebpf::{
 };
 use chaos_abi::{
     conn::{CALL_CONNECT, CALL_SENDMSG, ConnCounters, ConnRule, EPERM},
-    net::{FAMILY_ANY, FAMILY_V4, FAMILY_V6},
+    net::{FAMILY_ANY, FAMILY_V4, FAMILY_V6, NetPeer},
 };
+
+pub mod incoming;
 
 use crate::{
     cgroup::find_rule,
@@ -140,17 +142,27 @@ fn destination_matches(sa: *mut bpf_sock_addr, ip: Ip, rule: &ConnRule) -> bool 
             return false;
         }
     }
-    let peer = &rule.peer;
+    // SAFETY (both closures): context fields, element by element.
+    peer_matches(
+        &rule.peer,
+        ip,
+        || field(unsafe { addr_of!((*sa).user_ip4) }),
+        |i| field(unsafe { addr_of!((*sa).user_ip6[i]) }),
+    )
+}
+
+/// Whether an address is in the rule's network. The address is read
+/// through `ip4` or `ip6` (word `i`, network byte order), and only the one
+/// `ip` says the context has: the verifier refuses a read of the other
+/// family's field in some program types.
+#[inline(always)]
+pub fn peer_matches(peer: &NetPeer, ip: Ip, ip4: impl Fn() -> u32, ip6: impl Fn(usize) -> u32) -> bool {
     if peer.family == FAMILY_ANY {
         return true;
     }
     if ip == Ip::V4 {
-        return peer.family == FAMILY_V4
-            // SAFETY: as above.
-            && field(unsafe { addr_of!((*sa).user_ip4) }) & peer.mask[0] == peer.addr[0];
+        return peer.family == FAMILY_V4 && ip4() & peer.mask[0] == peer.addr[0];
     }
-    // SAFETY: as above, element by element.
-    let ip6 = |i: usize| field(unsafe { addr_of!((*sa).user_ip6[i]) });
     if peer.family == FAMILY_V4 {
         // ::ffff:a.b.c.d, the IPv4-mapped form (RFC 4291 2.5.5.2), what a
         // dual-stack socket connects to for an IPv4 peer.

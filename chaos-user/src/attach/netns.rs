@@ -186,9 +186,21 @@ impl Netns {
         Located::Gone(format!("no namespace has inode number {}", id.inode))
     }
 
+    /// The namespaces the processes of a cgroup and its descendants live
+    /// in, each once (not yet identified). A process that exits meanwhile
+    /// is skipped.
+    pub fn of_subtree(cgroup: &Path) -> Vec<Self> {
+        let mut seen = std::collections::HashSet::new();
+        crate::targets::pids_in_subtree(cgroup)
+            .into_iter()
+            .filter_map(|pid| Self::of_pid(pid).ok())
+            .filter(|ns| seen.insert(ns.inode))
+            .collect()
+    }
+
     /// Open the namespace through `path`, checking that the file opened
     /// (not the path, which may have changed since) is the namespace.
-    fn open(&self) -> io::Result<File> {
+    pub fn open(&self) -> io::Result<File> {
         let ns = File::open(&self.path)?;
         let meta = ns.metadata()?;
         if (meta.ino(), meta.dev()) != (self.inode, self.dev) {

@@ -102,9 +102,16 @@ pub struct TcpSocket {
     /// low first (`sock_diag_save_cookie()`). Names this socket and no
     /// later one with the same addresses (see the module doc).
     pub cookie: [u32; 2],
+    /// An IPv6 listener that accepts no IPv4 connection (`IPV6_V6ONLY`,
+    /// `INET_DIAG_SKV6ONLY`, sent for IPv6 sockets in LISTEN and CLOSE:
+    /// `inet_diag_msg_attrs_fill()`). False for every other socket.
+    pub v6only: bool,
     /// AF_INET or AF_INET6: which handler [`destroy`] must ask.
     family: u8,
 }
+
+/// The state bit of listeners, for [`tcp_sockets`].
+pub const LISTEN: u32 = StateFlags::LISTEN.bits();
 
 /// The TCP states a reset applies to (bitmask for
 /// `inet_diag_req_v2.idiag_states`): every connection state except LISTEN,
@@ -211,6 +218,28 @@ pub fn can_destroy() -> io::Result<bool> {
 }
 
 impl TcpSocket {
+    /// A listener as a dump would give it, for tests of what uses dumps.
+    #[cfg(test)]
+    pub fn listener(local: SocketAddr, cgroup_id: u64, inode: u32, v6only: bool) -> Self {
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let any: std::net::IpAddr = if local.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        Self {
+            local,
+            remote: SocketAddr::new(any, 0),
+            state: 10,
+            cgroup_id: Some(cgroup_id),
+            inode,
+            interface: 0,
+            cookie: [inode, 0],
+            v6only,
+            family,
+        }
+    }
+
     /// The socket an `inet_diag_msg` describes, if it is one `states` asks
     /// for (see [`tcp_sockets`]).
     fn from_response(response: &InetResponse, states: u32) -> io::Result<Option<Self>> {
@@ -218,9 +247,11 @@ impl TcpSocket {
         let id = &header.socket_id;
         let mut full = false;
         let mut cgroup_id = None;
+        let mut v6only = false;
         for nla in &response.nlas {
             match nla {
                 Nla::Shutdown(_) => full = true,
+                Nla::SkV6Only(only) => v6only = *only,
                 Nla::Other(attr) if attr.kind() & NLA_TYPE_MASK == INET_DIAG_CGROUP_ID => {
                     // The crate keeps the value of an attribute it does not
                     // know private; `emit_value` copies it out, and panics
@@ -255,6 +286,7 @@ impl TcpSocket {
             inode: header.inode,
             interface: id.interface_id,
             cookie: [u32::from_ne_bytes([c0, c1, c2, c3]), u32::from_ne_bytes([c4, c5, c6, c7])],
+            v6only,
             family: header.family,
         }))
     }

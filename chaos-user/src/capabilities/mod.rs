@@ -31,6 +31,7 @@ pub enum Capability {
     CgroupSkb,
     CgroupSockAddr,
     SockAddrRetval,
+    SkLookup,
     SockDestroy,
     Tracepoint,
     RawTracepoint,
@@ -110,6 +111,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "bpf_set_retval (sock_addr)",
         used_for: "net-refuse with an errno other than EPERM (ECONNREFUSED, ENETUNREACH, ...)",
         needs: "Linux 6.1: bpf_set_retval in cgroup sock_addr programs",
+    },
+    Requirement {
+        capability: Capability::SkLookup,
+        name: "sk_lookup",
+        used_for: "net-refuse --direction incoming (refusing connections to the target's listeners)",
+        needs: "Linux 5.9",
     },
     Requirement {
         capability: Capability::SockDestroy,
@@ -445,6 +452,7 @@ fn run(capability: Capability) -> Result<String, String> {
         CgroupSkb => programs::cgroup_skb(),
         CgroupSockAddr => programs::cgroup_sock_addr(),
         SockAddrRetval => programs::sock_addr_retval(),
+        SkLookup => programs::sk_lookup(),
         SockDestroy => environment::sock_destroy(),
         Tracepoint => programs::tracepoint(),
         RawTracepoint => programs::raw_tracepoint(),

@@ -7,7 +7,7 @@ use aya::{
     Btf, Ebpf,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, KProbe, Lsm,
-        RawTracePoint, SchedClassifier, TcAttachType, TracePoint, UProbe,
+        RawTracePoint, SchedClassifier, SkLookup, TcAttachType, TracePoint, UProbe,
         tc::{self, NlOptions, TcAttach},
         uprobe::UProbeScope,
     },
@@ -161,6 +161,18 @@ pub fn sock_addr_retval() -> Outcome {
     let prog: &mut CgroupSockAddr = program(&mut ebpf, "probe_sock_addr_retval")?;
     prog.load().map_err(|e| describe(&e))?;
     Ok("a connect4 program calling bpf_set_retval loaded".into())
+}
+
+pub fn sk_lookup() -> Outcome {
+    let mut ebpf = object()?;
+    let prog: &mut SkLookup = program(&mut ebpf, "probe_sk_lookup")?;
+    prog.load().map_err(|e| describe(&e))?;
+    in_private_netns(|| {
+        let netns = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("opening the private namespace: {e}"))?;
+        prog.attach(netns).map(|_| "attached to a private netns".to_owned()).map_err(|e| describe(&e))
+    })
+    .map_err(|e| format!("cannot create a private network namespace: {e}"))?
 }
 
 pub fn tracepoint() -> Outcome {

@@ -1,12 +1,15 @@
 //! `net-refuse`: the target's new outgoing connections fail at once with an
-//! errno, as when the peer's host or a firewall on the way refuses them.
+//! errno, as when the peer's host or a firewall on the way refuses them;
+//! and/or new incoming connections to the target's listeners are answered
+//! with a reset, as when the service is down.
 //!
-//! It acts on the calls, not on packets: `connect()` of TCP and UDP sockets
-//! and `sendto()`/`sendmsg()` with a destination on unconnected UDP
-//! sockets fail before anything is sent. Connections established before the
-//! attack, and data on connected sockets, are untouched.
+//! Outgoing, it acts on the calls, not on packets: `connect()` of TCP and
+//! UDP sockets and `sendto()`/`sendmsg()` with a destination on unconnected
+//! UDP sockets fail before anything is sent. Incoming, it acts on the
+//! kernel's choice of a listener for a SYN. Connections established before
+//! the attack, and data on connected sockets, are untouched.
 
-use chaos_abi::conn::{CALL_CONNECT, CALL_SENDMSG, ConnRule, EPERM};
+use chaos_abi::conn::{CALL_CONNECT, CALL_INCOMING, CALL_SENDMSG, ConnRule, EPERM};
 use serde::Serialize;
 
 use super::{Errno, net::peer};
@@ -36,23 +39,56 @@ impl Transport {
     }
 }
 
-/// `net-refuse`: fail the target's matching calls with `errno`.
+/// Which connections a `net-refuse` attack refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnDirection {
+    /// Those the target opens: its connect() and UDP sends fail.
+    #[default]
+    #[value(alias = "egress")]
+    Outgoing,
+    /// Those made to the target's TCP listeners: the client gets a reset.
+    #[value(alias = "ingress")]
+    Incoming,
+    /// Both.
+    Both,
+}
+
+impl ConnDirection {
+    pub fn outgoing(self) -> bool {
+        self != Self::Incoming
+    }
+
+    pub fn incoming(self) -> bool {
+        self != Self::Outgoing
+    }
+}
+
+/// `net-refuse`: fail the target's matching calls with `errno`, and/or
+/// refuse the matching connections made to it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetRefuse {
+    pub direction: ConnDirection,
+    /// What the target's refused calls fail with; a refused incoming
+    /// connection is a reset, which its client sees as ECONNREFUSED.
     pub errno: Errno,
     pub percent: Percent,
-    /// The destination network; every destination when absent.
+    /// The peer's network (an outgoing connection's destination, an
+    /// incoming one's client); every peer when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cidr: Option<Cidr>,
-    /// The destination port; every port when absent.
+    /// The destination port (the target's listening port for incoming
+    /// connections); every port when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub protocol: Transport,
 }
 
 impl NetRefuse {
+    /// `errno`: None for the default, ECONNREFUSED.
     pub fn new(
-        errno: Errno,
+        direction: ConnDirection,
+        errno: Option<Errno>,
         percent: Percent,
         cidr: Option<Cidr>,
         port: Option<u16>,
@@ -61,25 +97,48 @@ impl NetRefuse {
         if percent.value() == 0.0 {
             return Err("--percent 0 refuses nothing; give a share from 0.0000001 to 100".into());
         }
-        Ok(Self { errno, percent, cidr, port, protocol })
+        let refused = Errno { number: libc::ECONNREFUSED, name: "ECONNREFUSED" };
+        if direction == ConnDirection::Incoming {
+            if let Some(e) = errno.filter(|e| e.number != refused.number) {
+                return Err(format!(
+                    "--errno {} with --direction incoming: an incoming connection is refused with a reset, \
+                     which its client sees as ECONNREFUSED; --errno is for the target's own (outgoing) calls",
+                    e.name
+                ));
+            }
+            if protocol == Transport::Udp {
+                return Err("--protocol udp with --direction incoming: incoming refusals are for TCP \
+                            connections; to drop what the target receives over UDP use net-loss --direction \
+                            ingress --protocol udp"
+                    .into());
+            }
+        }
+        Ok(Self { direction, errno: errno.unwrap_or(refused), percent, cidr, port, protocol })
     }
 
-    /// It fails with another errno than EPERM, which the kernel gives a
-    /// refusal by default: the programs need `bpf_set_retval`.
+    /// It fails outgoing calls with another errno than EPERM, which the
+    /// kernel gives a refusal by default: the programs need
+    /// `bpf_set_retval`.
     pub fn sets_errno(&self) -> bool {
-        self.errno.number != EPERM as i32
+        self.direction.outgoing() && self.errno.number != EPERM as i32
     }
 
     /// It refuses UDP sends with a destination (sendmsg hooks), not only
     /// connects.
     pub fn refuses_sends(&self) -> bool {
-        self.protocol != Transport::Tcp
+        self.direction.outgoing() && self.protocol != Transport::Tcp
     }
 
     pub fn rule(&self, deadline_ns: u64, slot: u32) -> ConnRule {
-        let mut calls = CALL_CONNECT;
+        let mut calls = 0;
+        if self.direction.outgoing() {
+            calls |= CALL_CONNECT;
+        }
         if self.refuses_sends() {
             calls |= CALL_SENDMSG;
+        }
+        if self.direction.incoming() {
+            calls |= CALL_INCOMING;
         }
         ConnRule {
             deadline_ns,
@@ -102,8 +161,16 @@ mod tests {
     use super::*;
 
     fn refuse(errno: &str, percent: f64) -> NetRefuse {
-        NetRefuse::new(errno.parse().unwrap(), Percent::new(percent).unwrap(), None, None, Transport::Any)
-            .unwrap()
+        let errno = Some(errno.parse().unwrap());
+        NetRefuse::new(
+            ConnDirection::Outgoing,
+            errno,
+            Percent::new(percent).unwrap(),
+            None,
+            None,
+            Transport::Any,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -133,8 +200,27 @@ mod tests {
     #[test]
     fn zero_percent_is_refused() {
         let e =
-            NetRefuse::new("EPERM".parse().unwrap(), Percent::new(0.0).unwrap(), None, None, Transport::Any)
+            NetRefuse::new(ConnDirection::Both, None, Percent::new(0.0).unwrap(), None, None, Transport::Any)
                 .unwrap_err();
         assert!(e.contains("--percent"), "{e}");
+    }
+
+    #[test]
+    fn incoming_refuses_tcp_listeners_with_a_reset() {
+        let all = Percent::new(100.0).unwrap();
+        let f = NetRefuse::new(ConnDirection::Incoming, None, all, None, Some(80), Transport::Any).unwrap();
+        assert_eq!(f.errno.number, libc::ECONNREFUSED);
+        assert!(!f.sets_errno() && !f.refuses_sends());
+        assert_eq!(f.rule(1, 0).calls, CALL_INCOMING);
+        let both = NetRefuse::new(ConnDirection::Both, None, all, None, None, Transport::Any).unwrap();
+        assert_eq!(both.rule(1, 0).calls, CALL_CONNECT | CALL_SENDMSG | CALL_INCOMING);
+        assert!(both.sets_errno());
+        let refused = Some("ECONNREFUSED".parse().unwrap());
+        NetRefuse::new(ConnDirection::Incoming, refused, all, None, None, Transport::Tcp).unwrap();
+        let eperm = Some("EPERM".parse().unwrap());
+        let e = NetRefuse::new(ConnDirection::Incoming, eperm, all, None, None, Transport::Any).unwrap_err();
+        assert!(e.contains("--errno EPERM") && e.contains("reset"), "{e}");
+        let e = NetRefuse::new(ConnDirection::Incoming, None, all, None, None, Transport::Udp).unwrap_err();
+        assert!(e.contains("--protocol udp") && e.contains("net-loss"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ pub mod net;
 pub mod reset;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
-pub use conn::{NetRefuse, Transport};
+pub use conn::{ConnDirection, NetRefuse, Transport};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 pub use reset::NetReset;

@@ -1,7 +1,9 @@
 //! The connection part of the injector (`net-refuse`): rules keyed by
-//! target cgroup, the level mask, and the cgroup sock_addr programs on each
-//! target cgroup, attached by its first attack and detached by its last.
-//! The links are fds: they also vanish with the process.
+//! target cgroup, the level mask, the cgroup sock_addr programs on each
+//! target cgroup (outgoing calls), attached by its first attack and
+//! detached by its last, and the target's listeners with the sk_lookup
+//! program on its namespaces (incoming connections: `listeners`). The
+//! links are fds: they also vanish with the process.
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
+    listeners::{Claim, Listeners},
     maps::write_levels,
     net::loaded,
     rules::{CounterFields, RuleTable, named},
@@ -37,7 +40,11 @@ fn programs(m: &ConnMechanism) -> Vec<&'static str> {
         ("conn_sendmsg4", "conn_eperm_sm4"),
         ("conn_sendmsg6", "conn_eperm_sm6"),
     ];
-    let hooks = if m.sendmsg { all } else { &all[..2] };
+    let hooks = match (m.outgoing, m.sendmsg) {
+        (false, _) => &all[..0],
+        (true, false) => &all[..2],
+        (true, true) => all,
+    };
     hooks
         .iter()
         .map(|(retval, eperm)| match m.errno {
@@ -48,16 +55,18 @@ fn programs(m: &ConnMechanism) -> Vec<&'static str> {
 }
 
 /// What a running connection attack holds: the (program, cgroup) links it
-/// counts in the link set.
+/// counts in the link set, and its listeners.
 #[derive(Debug, Default)]
 pub struct Handle {
     links: Vec<(&'static str, u64)>,
+    listeners: Claim,
 }
 
 /// Rules and links shared by every connection attack.
 pub struct Conn {
     rules: RuleTable<ConnRule, ConnCounters>,
     links: LinkSet<(&'static str, u64), CgroupSockAddrLink>,
+    listeners: Listeners,
 }
 
 impl Default for Conn {
@@ -69,13 +78,15 @@ impl Default for Conn {
                 "a net-refuse fault in this run; combine them into one attack",
             ),
             links: LinkSet::default(),
+            listeners: Listeners::default(),
         }
     }
 }
 
 /// The names of [`ConnCounters`]' fields in events and reports, in
 /// declaration order (`-`: summed into `expired`).
-pub(super) const COUNTER_NAMES: &str = "connect_matched connect_refused sendmsg_matched sendmsg_refused -";
+pub(super) const COUNTER_NAMES: &str =
+    "connect_matched connect_refused sendmsg_matched sendmsg_refused - incoming_matched incoming_refused";
 
 // SAFETY: #[repr(C)], u64 fields only (chaos-abi).
 unsafe impl CounterFields for ConnCounters {}
@@ -86,9 +97,19 @@ impl FamilyInjector for Conn {
     type Handle = Handle;
 
     /// Attach first (loading takes seconds under emulation, and a program
-    /// without a rule lets every call through), then write the rule.
+    /// without a rule lets every call through), then write the rule. The
+    /// listeners are listed before anything is attached: a target without
+    /// one is refused as it was found.
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, mechanism, slot, .. } = *start;
+        if mechanism.incoming {
+            self.listeners.claim(&mut shared.ebpf, &attack.target, fault.port, &mut handle.listeners)?;
+            tracing::info!(
+                "net-refuse on {}: refusing connections to {} listener address(es)",
+                attack.target,
+                handle.listeners.listeners()
+            );
+        }
         for name in programs(mechanism) {
             let key = (name, attack.target.id);
             self.links.acquire(key, || {
@@ -105,7 +126,7 @@ impl FamilyInjector for Conn {
     /// Delete the rule (inert from then on), then release the links.
     fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
-        let mut released = Ok(());
+        let mut released = self.listeners.release(&mut shared.ebpf, handle.listeners);
         for key in handle.links {
             if let Some(link) = self.links.release(&key) {
                 let detached = link.detach().map_err(|e| {
@@ -123,8 +144,8 @@ impl FamilyInjector for Conn {
     fn counters(&self, shared: &Shared, slot: u32) -> Result<Counters> {
         let c = self.rules.counters(&shared.ebpf, slot)?;
         Ok(Counters {
-            matched: c.connect_matched + c.sendmsg_matched,
-            injected: c.connect_refused + c.sendmsg_refused,
+            matched: c.connect_matched + c.sendmsg_matched + c.incoming_matched,
+            injected: c.connect_refused + c.sendmsg_refused + c.incoming_refused,
             expired: c.expired,
             detail: named(&c, COUNTER_NAMES),
         })
@@ -146,11 +167,13 @@ mod tests {
 
     #[test]
     fn programs_follow_the_mechanism() {
-        let m = |errno, sendmsg| ConnMechanism { errno, sendmsg };
+        let m = |errno, sendmsg| ConnMechanism { outgoing: true, errno, sendmsg, incoming: false };
         assert_eq!(programs(&m(ConnErrno::SetRetval, false)), ["conn_connect4", "conn_connect6"]);
         assert_eq!(
             programs(&m(ConnErrno::Eperm, true)),
             ["conn_eperm_cn4", "conn_eperm_cn6", "conn_eperm_sm4", "conn_eperm_sm6"]
         );
+        let incoming = ConnMechanism { outgoing: false, incoming: true, ..m(ConnErrno::Eperm, false) };
+        assert!(programs(&incoming).is_empty());
     }
 }

@@ -14,6 +14,7 @@ mod conn;
 mod family;
 mod io;
 mod links;
+mod listeners;
 mod maps;
 mod net;
 mod reset;

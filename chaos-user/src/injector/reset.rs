@@ -16,8 +16,6 @@
 use std::{
     collections::{HashMap, HashSet},
     io,
-    os::unix::fs::MetadataExt,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -38,7 +36,7 @@ use crate::{
     error::{Error, Result},
     faults::NetReset,
     plan::ResetMechanism,
-    targets::{Target, pids_in_subtree},
+    targets::{Target, ids_in_subtree},
     timebase::monotonic_ns,
 };
 
@@ -175,14 +173,8 @@ fn sweep_every(
 /// One sweep over the namespaces of the target's processes.
 fn sweep(target: &Target, fault: &NetReset, deadline_ns: u64, tally: &Tally) -> io::Result<()> {
     tally.sweeps.fetch_add(1, Relaxed);
-    let cgroups = subtree_ids(&target.path);
-    let mut namespaces = HashSet::new();
-    for pid in pids_in_subtree(&target.path) {
-        // A process that exits meanwhile takes its path with it.
-        let Ok(ns) = Netns::of_pid(pid) else { continue };
-        if !namespaces.insert(ns.inode) {
-            continue;
-        }
+    let cgroups = ids_in_subtree(&target.path);
+    for ns in Netns::of_subtree(&target.path) {
         match ns.run(|| reset_in_namespace(&cgroups, fault, deadline_ns, tally)) {
             Ok(swept) => swept?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -237,25 +229,6 @@ fn draw(threshold: u64) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(u64::from(u32::from_ne_bytes(r)) < threshold)
-}
-
-/// The ids of a cgroup and its descendants: on cgroup v2 a cgroup's id is
-/// its directory's inode number (`cgroup_id()` is the kernfs node id,
-/// which kernfs gives as the inode number: fs/kernfs/inode.c).
-fn subtree_ids(dir: &Path) -> HashSet<u64> {
-    let mut ids = HashSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if let Ok(meta) = std::fs::metadata(&d) {
-            ids.insert(meta.ino());
-        }
-        if let Ok(entries) = std::fs::read_dir(&d) {
-            stack.extend(
-                entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
-            );
-        }
-    }
-    ids
 }
 
 #[cfg(test)]

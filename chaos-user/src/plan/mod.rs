@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use self::{
     clock::{ClockMechanism, SyscallHook},
-    conn::{ConnErrno, ConnMechanism},
+    conn::{ConnDemand, ConnErrno, ConnMechanism},
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
     reset::{ResetMechanism, ResetVia},
@@ -51,12 +51,7 @@ pub enum Demand {
         /// Packets get departure times (delay, rate, reorder): fq needed.
         schedules: bool,
     },
-    Conn {
-        /// An errno other than EPERM.
-        sets_errno: bool,
-        /// UDP sends refused too (sendmsg hooks).
-        sendmsg: bool,
-    },
+    Conn(ConnDemand),
     Reset,
     Io {
         /// Reads, writes or directory reads, not only opens.
@@ -71,7 +66,7 @@ impl Demand {
     pub fn of(fault: &Fault) -> Self {
         match fault.by_family() {
             FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
-            FamilyFault::Conn(f) => Self::Conn { sets_errno: f.sets_errno(), sendmsg: f.refuses_sends() },
+            FamilyFault::Conn(f) => Self::Conn(ConnDemand::of(&f)),
             FamilyFault::Reset(_) => Self::Reset,
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
@@ -85,7 +80,7 @@ impl Demand {
         use Capability::*;
         match self {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
-            Self::Conn { .. } => &[CgroupSockAddr, SockAddrRetval],
+            Self::Conn(_) => &[CgroupSockAddr, SockAddrRetval, SkLookup],
             Self::Reset => &[SockDestroy],
             Self::Io { .. } => {
                 &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
@@ -114,7 +109,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
     ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
-    ("net-refuse", Demand::Conn { sets_errno: true, sendmsg: true }),
+    ("net-refuse", Demand::Conn(ConnDemand::ALL)),
     ("net-partition", Demand::Net { direction: Direction::Both, schedules: false }),
     ("net-reset", Demand::Reset),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
@@ -204,9 +199,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         FamilyFault::Net(f) => {
             Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
         }
-        FamilyFault::Conn(f) => {
-            Planned::Conn(conn::plan(&subject, f.sets_errno(), f.refuses_sends(), caps)?, f)
-        }
+        FamilyFault::Conn(f) => Planned::Conn(conn::plan(&subject, ConnDemand::of(&f), caps)?, f),
         FamilyFault::Reset(f) => Planned::Reset(reset::plan(&subject, caps)?, f),
         FamilyFault::Io(f) => {
             Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
@@ -249,9 +242,7 @@ pub fn plan_demand(
         Demand::Net { direction, schedules } => {
             net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
         }
-        Demand::Conn { sets_errno, sendmsg } => {
-            conn::plan(subject, sets_errno, sendmsg, caps).map(Mechanism::Conn)
-        }
+        Demand::Conn(demand) => conn::plan(subject, demand, caps).map(Mechanism::Conn),
         Demand::Reset => reset::plan(subject, caps).map(Mechanism::Reset),
         Demand::Io { read_write, windowed } => {
             io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)

@@ -571,9 +571,14 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         Ok(Mechanism::Reset(_)) => "inet_diag SOCK_DESTROY".to_owned(),
         // Refused with its usual errno only: EPERM still works.
         Err(_)
-            if matches!(demand(kind), Demand::Conn { .. })
-                && plan_demand(kind, Demand::Conn { sets_errno: false, sendmsg: true }, caps, &prefs)
-                    .is_ok() =>
+            if matches!(demand(kind), Demand::Conn(_))
+                && plan_demand(
+                    kind,
+                    Demand::Conn(ConnDemand { sets_errno: false, ..ConnDemand::ALL }),
+                    caps,
+                    &prefs,
+                )
+                .is_ok() =>
         {
             format!("cgroup sock_addr (EPERM only: no {})", Capability::SockAddrRetval)
         }
@@ -667,13 +672,18 @@ fn fallbacks_are_read_only_when_the_first_choice_is_missing() {
 #[test]
 fn net_refuse_errno_follows_the_kernel() {
     let prefs = Preferences::default();
-    let any = Demand::Conn { sets_errno: true, sendmsg: true };
-    let eperm = Demand::Conn { sets_errno: false, sendmsg: false };
+    let any = Demand::Conn(ConnDemand::ALL);
+    let eperm = Demand::Conn(ConnDemand { sets_errno: false, sendmsg: false, ..ConnDemand::ALL });
     for (name, json) in [("debian-6.1", DEBIAN_6_1), ("debian-7.2", DEBIAN_7_2), ("host-6.18", HOST_6_18)] {
         let m = plan_demand("net-refuse", any, &set(json), &prefs).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             m,
-            Mechanism::Conn(ConnMechanism { errno: ConnErrno::SetRetval, sendmsg: true }),
+            Mechanism::Conn(ConnMechanism {
+                outgoing: true,
+                errno: ConnErrno::SetRetval,
+                sendmsg: true,
+                incoming: true
+            }),
             "{name}"
         );
         assert_eq!(layers(&m), [ControllerStop, KernelDeadline, LinksDieWithProcess], "{name}");
@@ -683,7 +693,24 @@ fn net_refuse_errno_follows_the_kernel() {
     assert!(e.contains("EPERM only") && e.contains("--errno EPERM"), "{e}");
     assert_eq!(
         plan_demand("net-refuse", eperm, &old, &prefs).unwrap(),
-        Mechanism::Conn(ConnMechanism { errno: ConnErrno::Eperm, sendmsg: false })
+        Mechanism::Conn(ConnMechanism {
+            outgoing: true,
+            errno: ConnErrno::Eperm,
+            sendmsg: false,
+            incoming: true
+        })
+    );
+    // Incoming only: no cgroup programs, so no errno to give, on 5.10 too.
+    let incoming =
+        Demand::Conn(ConnDemand { outgoing: false, sets_errno: false, sendmsg: false, incoming: true });
+    assert_eq!(
+        plan_demand("net-refuse", incoming, &old, &prefs).unwrap(),
+        Mechanism::Conn(ConnMechanism {
+            outgoing: false,
+            errno: ConnErrno::Eperm,
+            sendmsg: false,
+            incoming: true
+        })
     );
 }
 

@@ -43,19 +43,30 @@ fn sockaddr(addr: SocketAddr, family: i32) -> (libc::sockaddr_storage, libc::soc
 
 /// One call on a fresh socket: 0, or the errno it failed with. A
 /// non-blocking TCP connect in progress counts as success (EINPROGRESS):
-/// the refusal under test comes before it.
+/// the refusal under test comes before it. `tcp-handshake` is a blocking
+/// connect, which returns once the peer answered the SYN: 0 for a SYN-ACK,
+/// ECONNREFUSED for a reset (the refusal of an incoming connection),
+/// ETIMEDOUT/EAGAIN after 5 s without an answer.
 fn call(op: &str, to: SocketAddr, family: i32) -> i32 {
     let (kind, connect) = match op {
-        "connect" => (libc::SOCK_STREAM, true),
-        "udp-connect" => (libc::SOCK_DGRAM, true),
-        _ => (libc::SOCK_DGRAM, false),
+        "connect" => (libc::SOCK_STREAM | libc::SOCK_NONBLOCK, true),
+        "tcp-handshake" => (libc::SOCK_STREAM, true),
+        "udp-connect" => (libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, true),
+        _ => (libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, false),
     };
     let (sa, len) = sockaddr(to, family);
     // SAFETY: plain syscalls on values we own; the fd is closed below.
     unsafe {
-        let fd = libc::socket(family, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(family, kind | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return -errno();
+        }
+        if kind & libc::SOCK_NONBLOCK == 0 {
+            // A connect's timeout is SO_SNDTIMEO (`inet_stream_connect`
+            // waits `sock_sndtimeo()`), EINPROGRESS when it runs out.
+            let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+            let len = size_of::<libc::timeval>() as libc::socklen_t;
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&raw const tv).cast(), len);
         }
         let sa = (&raw const sa).cast::<libc::sockaddr>();
         let r = if connect {
@@ -65,11 +76,15 @@ fn call(op: &str, to: SocketAddr, family: i32) -> i32 {
         };
         let e = if r < 0 { errno() } else { 0 };
         libc::close(fd);
-        if e == libc::EINPROGRESS { 0 } else { e }
+        match (e, kind & libc::SOCK_NONBLOCK) {
+            (libc::EINPROGRESS, 0) => libc::ETIMEDOUT,
+            (libc::EINPROGRESS, _) => 0,
+            (e, _) => e,
+        }
     }
 }
 
-/// `conn-calls --op connect|udp-connect|sendto --to ADDR [--family 4|6]
+/// `conn-calls --op connect|tcp-handshake|udp-connect|sendto --to ADDR [--family 4|6]
 /// [--count N] [--seconds S] [--interval-us I] [--timeline] [--wait]`:
 /// repeat one call, each on a new socket, and print what `io-calls` prints
 /// (the loop is [`super::io::repeat`]).
@@ -77,7 +92,10 @@ fn call(op: &str, to: SocketAddr, family: i32) -> i32 {
 /// IPv4-mapped address).
 pub fn calls(args: &[String]) -> anyhow::Result<()> {
     let op: String = arg(args, "--op")?;
-    anyhow::ensure!(["connect", "udp-connect", "sendto"].contains(&op.as_str()), "--op {op}?");
+    anyhow::ensure!(
+        ["connect", "tcp-handshake", "udp-connect", "sendto"].contains(&op.as_str()),
+        "--op {op}?"
+    );
     let to: SocketAddr = arg(args, "--to")?;
     let family = match opt(args, "--family").as_deref() {
         Some("6") => libc::AF_INET6,

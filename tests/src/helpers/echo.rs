@@ -13,18 +13,25 @@ use serde_json::json;
 use super::{Background, arg, command, monotonic_ns, ready, stdin_closed};
 use crate::fixtures::process::Place;
 
-/// `tcp-echo --bind ADDR:PORT`: echo every connection's bytes back until
-/// stdin closes; prints `{"connections": N, "resets": R}`, R the
-/// connections that ended with a reset from the peer (ECONNRESET).
+/// `tcp-echo --bind ADDR:PORT [--reuseport]`: echo every connection's
+/// bytes back until stdin closes; prints `{"connections": N, "resets": R}`,
+/// R the connections that ended with a reset from the peer (ECONNRESET).
+/// `--reuseport` binds with SO_REUSEPORT, so that another such server may
+/// bind the same port on an exact address beside a wildcard one. It
+/// accepts as soon as a connection is queued (and its queue holds 4096, the
+/// default `somaxconn`): a full queue drops SYNs, which clients then send
+/// again — a second lookup the incoming-refusal tests would count. When
+/// stdin closes, what is queued is accepted and counted before it stops.
 pub fn server(args: &[String]) -> anyhow::Result<()> {
     let bind: SocketAddr = arg(args, "--bind")?;
-    let listener = TcpListener::bind(bind)?;
+    let listener = listen(bind, args.iter().any(|a| a == "--reuseport"))?;
     listener.set_nonblocking(true)?;
     let closed = stdin_closed();
     ready()?;
     let mut connections = 0u64;
     let resets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    while !closed.load(std::sync::atomic::Ordering::SeqCst) {
+    loop {
+        let stopping = closed.load(std::sync::atomic::Ordering::SeqCst);
         match listener.accept() {
             Ok((mut conn, _)) => {
                 connections += 1;
@@ -48,7 +55,8 @@ pub fn server(args: &[String]) -> anyhow::Result<()> {
                     }
                 });
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock && stopping => break,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => readable(&listener, 10),
             Err(e) => return Err(e.into()),
         }
     }
@@ -56,6 +64,72 @@ pub fn server(args: &[String]) -> anyhow::Result<()> {
     let resets = resets.load(std::sync::atomic::Ordering::SeqCst);
     println!("{}", json!({ "connections": connections, "resets": resets }));
     Ok(())
+}
+
+/// Wait until `listener` has a connection queued, or `ms` passed.
+fn readable(listener: &TcpListener, ms: i32) {
+    use std::os::fd::AsRawFd;
+    let mut fd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd we own.
+    unsafe { libc::poll(&raw mut fd, 1, ms) };
+}
+
+/// A listener with SO_REUSEADDR (as std's), SO_REUSEPORT if asked, and a
+/// queue of 4096 (std sets no option before bind, and listens with 128).
+fn listen(bind: SocketAddr, reuseport: bool) -> anyhow::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let family = if bind.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain syscalls on an fd we own, handed to TcpListener (which
+    // closes it) once listening, or closed on error.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        anyhow::ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let listener = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        let len = size_of::<libc::c_int>() as libc::socklen_t;
+        let opts: &[i32] =
+            if reuseport { &[libc::SO_REUSEADDR, libc::SO_REUSEPORT] } else { &[libc::SO_REUSEADDR] };
+        for &opt in opts {
+            if libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const one).cast(), len) != 0 {
+                anyhow::bail!("setsockopt: {}", std::io::Error::last_os_error());
+            }
+        }
+        let (ss, len) = match bind {
+            SocketAddr::V4(a) => {
+                let mut sin: libc::sockaddr_in = std::mem::zeroed();
+                sin.sin_family = libc::AF_INET as u16;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+                std::ptr::copy_nonoverlapping(
+                    &raw const sin as *const u8,
+                    (&raw mut ss).cast(),
+                    size_of_val(&sin),
+                );
+                (ss, size_of_val(&sin))
+            }
+            SocketAddr::V6(a) => {
+                let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
+                sin6.sin6_family = libc::AF_INET6 as u16;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+                std::ptr::copy_nonoverlapping(
+                    &raw const sin6 as *const u8,
+                    (&raw mut ss).cast(),
+                    size_of_val(&sin6),
+                );
+                (ss, size_of_val(&sin6))
+            }
+        };
+        if libc::bind(fd, (&raw const ss).cast(), len as libc::socklen_t) != 0 {
+            anyhow::bail!("bind {bind}: {}", std::io::Error::last_os_error());
+        }
+        if libc::listen(fd, 4096) != 0 {
+            anyhow::bail!("listen: {}", std::io::Error::last_os_error());
+        }
+        Ok(listener)
+    }
 }
 
 /// `tcp-connect --to ADDR:PORT --timeout-ms N`: one connect; prints
@@ -111,6 +185,12 @@ pub struct Echo(Background);
 impl Echo {
     pub fn start(place: Place<'_>, bind: SocketAddr) -> anyhow::Result<Self> {
         Ok(Self(Background::start(place, command("tcp-echo", &["--bind".into(), bind.to_string()]))?))
+    }
+
+    /// The same, bound with SO_REUSEPORT.
+    pub fn start_reuseport(place: Place<'_>, bind: SocketAddr) -> anyhow::Result<Self> {
+        let args = ["--bind".into(), bind.to_string(), "--reuseport".into()];
+        Ok(Self(Background::start(place, command("tcp-echo", &args))?))
     }
 
     /// How many connections it accepted, and how many of them the peer

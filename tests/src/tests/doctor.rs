@@ -16,6 +16,7 @@ const DEBIAN: &[&str] = &[
     "tc (netlink filter)",
     "cgroup_skb",
     "cgroup_sock_addr",
+    "sk_lookup",
     "sock_destroy (inet_diag)",
     "tracepoint",
     "raw_tracepoint",

@@ -25,6 +25,7 @@ mod net_partition;
 mod net_qdisc;
 mod net_rate;
 pub mod net_refuse;
+mod net_refuse_incoming;
 mod net_reset;
 mod net_tag;
 mod probes;
@@ -71,6 +72,10 @@ crate::harness::register! {
     net_refuse::connects_fail_with_the_errno_at_the_rate,
     net_refuse::real_clients_see_connection_refused,
     net_refuse::filters_pick_destination_port_protocol_and_family,
+    net_refuse_incoming::refuses_connections_to_the_targets_listeners,
+    net_refuse_incoming::refuses_the_configured_share_from_chosen_clients,
+    net_refuse_incoming::real_clients_see_connection_refused,
+    net_refuse_incoming::refused_without_an_exact_listener,
     net_qdisc::restored_on_every_ending,
     net_qdisc::foreign_qdiscs_are_refused_or_reused,
     net_qdisc::bystander_loses_nothing_when_an_attack_ends,
@@ -122,26 +127,31 @@ crate::harness::register! {
     safety::ends_at_deadline::io_error_fmod_ret,
     safety::ends_at_deadline::clock_skew,
     safety::ends_at_deadline::net_refuse,
+    safety::ends_at_deadline::net_refuse_incoming,
     safety::ends_on_sigint::net_loss,
     safety::ends_on_sigint::io_error,
     safety::ends_on_sigint::io_error_fmod_ret,
     safety::ends_on_sigint::clock_skew,
     safety::ends_on_sigint::net_refuse,
+    safety::ends_on_sigint::net_refuse_incoming,
     safety::ends_on_sigterm::net_loss,
     safety::ends_on_sigterm::io_error,
     safety::ends_on_sigterm::io_error_fmod_ret,
     safety::ends_on_sigterm::clock_skew,
     safety::ends_on_sigterm::net_refuse,
+    safety::ends_on_sigterm::net_refuse_incoming,
     safety::kill9_links_vanish_with_the_loader::net_loss,
     safety::kill9_links_vanish_with_the_loader::io_error,
     safety::kill9_links_vanish_with_the_loader::io_error_fmod_ret,
     safety::kill9_links_vanish_with_the_loader::clock_skew,
     safety::kill9_links_vanish_with_the_loader::net_refuse,
+    safety::kill9_links_vanish_with_the_loader::net_refuse_incoming,
     safety::hung_loader_kernel_deadline_ends_fault::net_loss,
     safety::hung_loader_kernel_deadline_ends_fault::io_error,
     safety::hung_loader_kernel_deadline_ends_fault::io_error_fmod_ret,
     safety::hung_loader_kernel_deadline_ends_fault::clock_skew,
     safety::hung_loader_kernel_deadline_ends_fault::net_refuse,
+    safety::hung_loader_kernel_deadline_ends_fault::net_refuse_incoming,
     probes::https_with_a_private_ca,
     probes::unanswered_dns_fails_within_the_timeout,
     probes::black_holed_address_fails_within_the_timeout,

@@ -39,6 +39,7 @@ const PROGRAMS: &[&str] = &[
     "conn_eperm_cn6",
     "conn_eperm_sm4",
     "conn_eperm_sm6",
+    "conn_incoming",
 ];
 
 /// A target and a sibling cgroup, and an HTTP server (outside both, in the
@@ -307,6 +308,9 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
         (&["--port", "0"], "not a port"),
         (&["--protocol", "icmp"], "icmp"),
         (&["--cidr", "10.0.0.0/33"], "prefix length"),
+        (&["--direction", "sideways"], "invalid value 'sideways'"),
+        (&["--direction", "incoming", "--errno", "EPERM"], "--errno EPERM with --direction incoming"),
+        (&["--direction", "incoming", "--protocol", "udp"], "net-loss --direction ingress"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["attack", "net-refuse", "--cgroup", &target.rel, "--duration", "10s"];

@@ -25,6 +25,7 @@ use super::{
     io_error::{IoError, IoErrorFmodRet},
     net_loss::NetLoss,
     net_refuse::NetRefuse,
+    net_refuse_incoming::NetRefuseIncoming,
 };
 use crate::{
     fixtures::runner::{self, ChaosRun},
@@ -146,6 +147,10 @@ macro_rules! for_every_family {
 
             pub fn net_refuse(ctx: &mut Ctx) -> anyhow::Result<()> {
                 super::$test::<NetRefuse>(ctx)
+            }
+
+            pub fn net_refuse_incoming(ctx: &mut Ctx) -> anyhow::Result<()> {
+                super::$test::<NetRefuseIncoming>(ctx)
             }
         }
     )*};

@@ -16,6 +16,7 @@ mod kprobe_override;
 mod lsm;
 mod raw_tracepoint;
 mod sched_cls;
+mod sk_lookup;
 mod sock_addr;
 mod sock_addr_retval;
 mod tp_btf;
