@@ -241,6 +241,7 @@ pub fn run(
     let virtme = kernels::virtme_bin_dir()?;
     remove_stale_temp_dirs();
     let tmp = TempDir::new(&kernel.label())?;
+    let script_file = ScriptFile::new(&kernel.label(), script)?;
     let path = std::env::var("PATH").unwrap_or_default();
     let mut cmd = Command::new(virtme.join("vng"));
     cmd.arg("--run")
@@ -267,7 +268,7 @@ pub fn run(
         // The console goes to stderr only with --verbose; we want it for
         // the tail on a hang or panic.
         .arg("--verbose")
-        .args(["--exec", script])
+        .args(["--exec", &format!("sh {}", sh_quote(&script_file.0.display().to_string()))])
         .current_dir(root())
         .env("PATH", format!("{}:{path}", virtme.display()))
         .env("TMPDIR", &tmp.0)
@@ -536,6 +537,30 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The guest's script, in a file under the build directory (which the
+/// guest sees, read-only): vng passes `--exec`'s command base64-encoded on
+/// the kernel command line, which holds 2048 bytes (COMMAND_LINE_SIZE,
+/// arch/x86/include/uapi/asm/setup.h), and the script with 6.12's `--skip`
+/// filters and a long checkout path did not fit — ci39's 6.12 guest never
+/// printed a line. On the command line now: `sh PATH`. Removed on drop.
+struct ScriptFile(PathBuf);
+
+impl ScriptFile {
+    fn new(label: &str, script: &str) -> anyhow::Result<Self> {
+        let dir = root().join("target/vm-scripts");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{label}-{}.sh", std::process::id()));
+        std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScriptFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

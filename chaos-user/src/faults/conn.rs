@@ -98,20 +98,21 @@ impl NetRefuse {
             return Err("--percent 0 refuses nothing; give a share from 0.0000001 to 100".into());
         }
         let refused = Errno { number: libc::ECONNREFUSED, name: "ECONNREFUSED" };
-        if direction == ConnDirection::Incoming {
-            if let Some(e) = errno.filter(|e| e.number != refused.number) {
-                return Err(format!(
-                    "--errno {} with --direction incoming: an incoming connection is refused with a reset, \
-                     which its client sees as ECONNREFUSED; --errno is for the target's own (outgoing) calls",
-                    e.name
-                ));
-            }
-            if protocol == Transport::Udp {
-                return Err("--protocol udp with --direction incoming: incoming refusals are for TCP \
-                            connections; to drop what the target receives over UDP use net-loss --direction \
-                            ingress --protocol udp"
-                    .into());
-            }
+        if direction == ConnDirection::Incoming
+            && let Some(e) = errno.filter(|e| e.number != refused.number)
+        {
+            return Err(format!(
+                "--errno {} with --direction incoming: an incoming connection is refused with a reset, \
+                 which its client sees as ECONNREFUSED; --errno is for the target's own (outgoing) calls",
+                e.name
+            ));
+        }
+        if direction.incoming() && protocol == Transport::Udp {
+            return Err(format!(
+                "--protocol udp with --direction {}: incoming refusals are for TCP connections; to \
+                 drop what the target receives over UDP use net-loss --direction ingress --protocol udp",
+                if direction == ConnDirection::Both { "both" } else { "incoming" }
+            ));
         }
         Ok(Self { direction, errno: errno.unwrap_or(refused), percent, cidr, port, protocol })
     }
@@ -222,5 +223,7 @@ mod tests {
         assert!(e.contains("--errno EPERM") && e.contains("reset"), "{e}");
         let e = NetRefuse::new(ConnDirection::Incoming, None, all, None, None, Transport::Udp).unwrap_err();
         assert!(e.contains("--protocol udp") && e.contains("net-loss"), "{e}");
+        let e = NetRefuse::new(ConnDirection::Both, None, all, None, None, Transport::Udp).unwrap_err();
+        assert!(e.contains("--direction both"), "{e}");
     }
 }

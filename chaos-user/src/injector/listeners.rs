@@ -27,7 +27,10 @@ use chaos_abi::conn::{AF_INET, AF_INET6, ListenerKey, PASS};
 
 use super::{links::LinkSet, maps::map_mut, net::loaded};
 use crate::{
-    attach::{netns::Netns, sock_diag},
+    attach::{
+        netns::{Netns, NetnsId},
+        sock_diag,
+    },
     ebpf::describe,
     error::{Error, Result},
     targets::{Target, ids_in_subtree, pids_in_subtree},
@@ -44,7 +47,7 @@ const TCP: u8 = 6;
 #[derive(Debug, Default)]
 pub struct Claim {
     entries: Vec<(ListenerKey, u64)>,
-    namespaces: Vec<u64>,
+    namespaces: Vec<NetnsId>,
 }
 
 impl Claim {
@@ -60,7 +63,10 @@ pub struct Listeners {
     /// The values attacks wrote for each key, one per claim; the map holds
     /// the target's when there is one (see [`effective`]).
     entries: HashMap<ListenerKey, Vec<u64>>,
-    links: LinkSet<u64, SkLookupLink>,
+    /// By the namespace's identity with its cookie where the kernel has
+    /// one (Linux 5.14): a namespace that died took its link with it, and
+    /// a later one may get its inode number.
+    links: LinkSet<NetnsId, SkLookupLink>,
 }
 
 impl Listeners {
@@ -101,10 +107,12 @@ impl Listeners {
                 namespaces.len()
             )));
         }
-        for ns in &namespaces {
+        for ns in namespaces {
+            // Gone meanwhile (its last process exited): nothing to attach.
+            let Ok(ns) = ns.identify() else { continue };
             let prog: &mut SkLookup = loaded(ebpf, PROGRAM)?;
-            self.links.acquire(ns.inode, || attach(prog, ns))?;
-            claim.namespaces.push(ns.inode);
+            self.links.acquire(ns.id(), || attach(prog, &ns))?;
+            claim.namespaces.push(ns.id());
         }
         let mut map: BpfHashMap<_, ListenerKey, u64> = map_mut(ebpf, chaos_abi::conn::LISTENERS)?;
         for (key, value) in wanted {
@@ -148,14 +156,15 @@ impl Listeners {
             }
             Err(e) => result = Err(e),
         }
-        for inode in claim.namespaces {
-            if let Some(link) = self.links.release(&inode) {
-                link.detach().map_err(|e| {
+        for id in claim.namespaces {
+            if let Some(link) = self.links.release(&id) {
+                let detached = link.detach().map_err(|e| {
                     Error::kernel(
-                        format!("detaching {PROGRAM} from network namespace {inode}"),
+                        format!("detaching {PROGRAM} from network namespace {}", id.inode),
                         anyhow::anyhow!(describe(&e)),
                     )
-                })?;
+                });
+                result = result.and(detached);
             }
         }
         result

@@ -87,6 +87,11 @@ impl World {
         Place { netns: self.netns.as_ref(), cgroup: Some(&self.sibling) }
     }
 
+    /// The world's namespace, in chaos's own cgroup (where its server is).
+    pub fn outside(&self) -> Place<'_> {
+        Place { netns: self.netns.as_ref(), cgroup: None }
+    }
+
     /// Run a command in the world's network namespace (the benchmark's).
     pub fn exec(&self, cmd: &[&str]) -> anyhow::Result<String> {
         let ns =
