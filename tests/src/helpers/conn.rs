@@ -18,7 +18,7 @@ fn opt(args: &[String], name: &str) -> Option<String> {
 
 /// `addr` as a C socket address, for a socket of `family` (an IPv4
 /// address to an AF_INET6 socket becomes `::ffff:a.b.c.d`).
-fn sockaddr(addr: SocketAddr, family: i32) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn sockaddr(addr: SocketAddr, family: i32) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let ip6 = match addr {

@@ -94,35 +94,8 @@ fn listen(bind: SocketAddr, reuseport: bool) -> anyhow::Result<TcpListener> {
                 anyhow::bail!("setsockopt: {}", std::io::Error::last_os_error());
             }
         }
-        let (ss, len) = match bind {
-            SocketAddr::V4(a) => {
-                let mut sin: libc::sockaddr_in = std::mem::zeroed();
-                sin.sin_family = libc::AF_INET as u16;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-                std::ptr::copy_nonoverlapping(
-                    &raw const sin as *const u8,
-                    (&raw mut ss).cast(),
-                    size_of_val(&sin),
-                );
-                (ss, size_of_val(&sin))
-            }
-            SocketAddr::V6(a) => {
-                let mut sin6: libc::sockaddr_in6 = std::mem::zeroed();
-                sin6.sin6_family = libc::AF_INET6 as u16;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                let mut ss: libc::sockaddr_storage = std::mem::zeroed();
-                std::ptr::copy_nonoverlapping(
-                    &raw const sin6 as *const u8,
-                    (&raw mut ss).cast(),
-                    size_of_val(&sin6),
-                );
-                (ss, size_of_val(&sin6))
-            }
-        };
-        if libc::bind(fd, (&raw const ss).cast(), len as libc::socklen_t) != 0 {
+        let (ss, len) = super::conn::sockaddr(bind, family);
+        if libc::bind(fd, (&raw const ss).cast(), len) != 0 {
             anyhow::bail!("bind {bind}: {}", std::io::Error::last_os_error());
         }
         if libc::listen(fd, 4096) != 0 {

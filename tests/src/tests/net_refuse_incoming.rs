@@ -25,7 +25,8 @@ use super::safety::{Ending, Family, Window};
 use crate::{
     fixtures::{
         cgroup::Cgroup,
-        netns::{Netns, ip},
+        netns::Netns,
+        pair::Pair,
         process::Place,
         runner::{self, ChaosRun},
     },
@@ -41,53 +42,6 @@ use crate::{
 
 /// The program of incoming refusals.
 const PROGRAM: &str = "conn_incoming";
-
-/// Two namespaces on a veth pair: the servers of the target and of a
-/// sibling cgroup in `a` (two addresses), the clients in `b`.
-struct Pair {
-    // Field order is drop order: cgroups (their processes gone) first.
-    target: Cgroup,
-    sibling: Cgroup,
-    a: Netns,
-    b: Netns,
-}
-
-impl Pair {
-    fn new() -> anyhow::Result<Self> {
-        let (a, b) = (Netns::new("inc-a")?, Netns::new("inc-b")?);
-        let tag = std::process::id() % 100_000;
-        let (va, vb) = (format!("ia{tag}"), format!("ib{tag}"));
-        ip(&["link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name])?;
-        for (ns, dev, addrs) in
-            [(&a, &va, &["10.82.0.1/24", "10.82.0.3/24"][..]), (&b, &vb, &["10.82.0.2/24"])]
-        {
-            for addr in addrs {
-                ns.ip(&["addr", "add", addr, "dev", dev])?;
-            }
-            ns.ip(&["link", "set", dev, "up"])?;
-        }
-        let (target, sibling) = (Cgroup::new("inc-target")?, Cgroup::new("inc-sibling")?);
-        Ok(Self { target, sibling, a, b })
-    }
-
-    fn target(&self) -> Place<'_> {
-        Place { netns: Some(&self.a), cgroup: Some(&self.target) }
-    }
-
-    fn sibling(&self) -> Place<'_> {
-        Place { netns: Some(&self.a), cgroup: Some(&self.sibling) }
-    }
-
-    fn b(&self) -> Place<'_> {
-        Place { netns: Some(&self.b), cgroup: None }
-    }
-
-    /// `chaos attack net-refuse --direction incoming` on the target with
-    /// `flags`, in force.
-    fn attack(&self, flags: &[&str]) -> anyhow::Result<ChaosRun> {
-        attack(&self.target, flags)
-    }
-}
 
 fn attack(target: &Cgroup, flags: &[&str]) -> anyhow::Result<ChaosRun> {
     let mut args = vec!["attack", "net-refuse", "--cgroup", &target.rel, "--direction", "incoming"];
@@ -144,12 +98,12 @@ fn loaded() -> Vec<String> {
 /// again. chaos's counters equal the refusals the client saw.
 pub fn refuses_connections_to_the_targets_listeners(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("inc", &["10.82.0.3/24"])?;
     let target = Echo::start_reuseport(net.target(), any(7101))?;
     let shadow = Echo::start_reuseport(net.sibling(), a(1, 7101))?;
     let other_port = Echo::start(net.sibling(), any(7102))?;
     let established = Hold::start(net.b(), a(3, 7101), 3)?;
-    let run = net.attack(&["--duration", "8s"])?;
+    let run = attack(&net.target, &["--duration", "8s"])?;
     let t0 = Instant::now();
     let refused = handshakes(net.b(), a(3, 7101), 20);
     let to_shadow = handshakes(net.b(), a(1, 7101), 20);
@@ -208,7 +162,7 @@ pub fn refuses_connections_to_the_targets_listeners(ctx: &mut Ctx) -> anyhow::Re
 /// accepted connection (see below).
 pub fn refuses_the_configured_share_from_chosen_clients(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("inc", &["10.82.0.3/24"])?;
     let server = Echo::start(net.target(), any(7101))?;
     let other = Echo::start(net.target(), any(7102))?;
     // A first connection resolves the neighbours both ways: a SYN-ACK or
@@ -216,8 +170,10 @@ pub fn refuses_the_configured_share_from_chosen_clients(ctx: &mut Ctx) -> anyhow
     // is looked up (and counted) again.
     let warm = handshakes(net.b(), a(1, 7101), 1)?;
     anyhow::ensure!(warm.failed() == 0, "a connect before the attack failed: {:?}", warm.errnos);
-    let run =
-        net.attack(&["--percent", "30", "--port", "7101", "--cidr", "10.82.0.2", "--duration", "120s"])?;
+    let run = attack(
+        &net.target,
+        &["--percent", "30", "--port", "7101", "--cidr", "10.82.0.2", "--duration", "120s"],
+    )?;
     let n = 200;
     let shared = handshakes(net.b(), a(1, 7101), n);
     let local = handshakes(net.sibling(), SocketAddr::from(([127, 0, 0, 1], 7101)), 20);
@@ -257,7 +213,7 @@ pub fn refuses_the_configured_share_from_chosen_clients(ctx: &mut Ctx) -> anyhow
 /// another port answers both.
 pub fn real_clients_see_connection_refused(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("inc", &["10.82.0.3/24"])?;
     let server = http::Server::start(net.target(), any(8080), false)?;
     let spared = http::Server::start(net.sibling(), any(8081), false)?;
     let curl = |port: u16| -> anyhow::Result<(Option<i32>, String, Duration)> {
@@ -284,7 +240,7 @@ pub fn real_clients_see_connection_refused(ctx: &mut Ctx) -> anyhow::Result<()> 
                   c.request('GET', '/health')\n        seen.append(str(c.getresponse().status))\n    except \
                   OSError as e:\n        seen.append(type(e).__name__ + ' ' + str(e.errno))\n    c.close()\n    \
                   time.sleep(0.05)\nprint(';'.join(seen))";
-    let run = net.attack(&["--port", "8080", "--duration", "120s"])?;
+    let run = attack(&net.target, &["--port", "8080", "--duration", "120s"])?;
     let refused = curl(8080);
     let answered = curl(8081);
     let py = net.b().output(Command::new(python).args(["-c", script]));
@@ -324,7 +280,7 @@ fn refused_at_start(out: &runner::Ended, what: &str, says: &str) -> anyhow::Resu
 /// sharing its address and port with another cgroup's (SO_REUSEPORT).
 pub fn refused_without_an_exact_listener(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("inc", &["10.82.0.3/24"])?;
     let flags = ["attack", "net-refuse", "--cgroup", &net.target.rel, "--duration", "10s", "--direction"];
     let out = runner::run(&[&flags[..], &["incoming"]].concat())?;
     refused_at_start(&out, "a target without a process", "has no process")?;

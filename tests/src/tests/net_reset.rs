@@ -18,8 +18,7 @@ use super::safety::GRACE_NS;
 use crate::{
     fixtures::{
         cgroup::Cgroup,
-        netns::{Netns, ip},
-        process::Place,
+        pair::Pair,
         runner::{self, ChaosRun},
     },
     harness::Ctx,
@@ -33,51 +32,14 @@ use crate::{
 
 const MS: u64 = 1_000_000;
 
-/// Two namespaces on a veth pair; the target and sibling cgroups, whose
-/// processes live in the first.
-struct Pair {
-    // Field order is drop order: cgroups (their processes gone) first.
-    target: Cgroup,
-    sibling: Cgroup,
-    a: Netns,
-    b: Netns,
-}
-
-impl Pair {
-    fn new() -> anyhow::Result<Self> {
-        let (a, b) = (Netns::new("rst-a")?, Netns::new("rst-b")?);
-        let tag = std::process::id() % 100_000;
-        let (va, vb) = (format!("ra{tag}"), format!("rb{tag}"));
-        ip(&["link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name])?;
-        for (ns, dev, addr) in [(&a, &va, "10.82.0.1/24"), (&b, &vb, "10.82.0.2/24")] {
-            ns.ip(&["addr", "add", addr, "dev", dev])?;
-            ns.ip(&["link", "set", dev, "up"])?;
-        }
-        let (target, sibling) = (Cgroup::new("rst-target")?, Cgroup::new("rst-sibling")?);
-        Ok(Self { target, sibling, a, b })
-    }
-
-    fn target(&self) -> Place<'_> {
-        Place { netns: Some(&self.a), cgroup: Some(&self.target) }
-    }
-
-    fn sibling(&self) -> Place<'_> {
-        Place { netns: Some(&self.a), cgroup: Some(&self.sibling) }
-    }
-
-    fn b(&self) -> Place<'_> {
-        Place { netns: Some(&self.b), cgroup: None }
-    }
-
-    /// `chaos attack net-reset` on the target with `flags`, started and in
-    /// force (its first sweep done).
-    fn attack(&self, flags: &[&str]) -> anyhow::Result<(ChaosRun, u64)> {
-        let mut args = vec!["attack", "net-reset", "--cgroup", &self.target.rel];
-        args.extend_from_slice(flags);
-        let mut run = ChaosRun::start(&args)?;
-        run.wait_event("start", Duration::from_secs(60))?;
-        Ok((run, monotonic_ns()))
-    }
+/// `chaos attack net-reset` on the target with `flags`, started and in
+/// force (its first sweep done).
+fn attack(net: &Pair, flags: &[&str]) -> anyhow::Result<(ChaosRun, u64)> {
+    let mut args = vec!["attack", "net-reset", "--cgroup", &net.target.rel];
+    args.extend_from_slice(flags);
+    let mut run = ChaosRun::start(&args)?;
+    run.wait_event("start", Duration::from_secs(60))?;
+    Ok((run, monotonic_ns()))
 }
 
 fn b(port: u16) -> SocketAddr {
@@ -102,12 +64,12 @@ fn counters(ended: &runner::Ended) -> anyhow::Result<Value> {
 /// b:7001 still carry data afterwards; chaos counted six resets.
 pub fn resets_both_ends_of_matching_connections(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("rst", &[])?;
     let (echo1, echo2) = (Echo::start(net.b(), b(7001))?, Echo::start(net.b(), b(7002))?);
     let hit = Hold::start(net.target(), b(7001), 6)?;
     let other_port = Hold::start(net.target(), b(7002), 3)?;
     let sibling = Hold::start(net.sibling(), b(7001), 3)?;
-    let (run, _) = net.attack(&["--port", "7001", "--cidr", "10.82.0.2", "--duration", "2s"])?;
+    let (run, _) = attack(&net, &["--port", "7001", "--cidr", "10.82.0.2", "--duration", "2s"])?;
     let ended = run.wait(Duration::from_secs(30))?;
     let (hit, other_port, sibling) = (hit.finish()?, other_port.finish()?, sibling.finish()?);
     let ((_, reset1), (_, reset2)) = (echo1.finish()?, echo2.finish()?);
@@ -132,11 +94,11 @@ pub fn resets_both_ends_of_matching_connections(ctx: &mut Ctx) -> anyhow::Result
 /// the target's aborts, the server's resets and chaos's counter agree.
 pub fn resets_the_configured_share(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("rst", &[])?;
     let echo = Echo::start(net.b(), b(7001))?;
     let n = 200;
     let hold = Hold::start(net.target(), b(7001), n)?;
-    let (run, _) = net.attack(&["--percent", "30", "--duration", "1s"])?;
+    let (run, _) = attack(&net, &["--percent", "30", "--duration", "1s"])?;
     let ended = run.wait(Duration::from_secs(30))?;
     let held = hold.finish()?;
     let (_, resets) = echo.finish()?;
@@ -164,11 +126,11 @@ pub fn resets_the_configured_share(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// undisturbed after the deadline.
 pub fn resets_every_interval_until_the_deadline(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("rst", &[])?;
     let echo = Echo::start(net.b(), b(7001))?;
     let client = Redial::start(net.target(), b(7001))?;
     let launched = monotonic_ns();
-    let (run, seen) = net.attack(&["--every", "250ms", "--duration", "3s"])?;
+    let (run, seen) = attack(&net, &["--every", "250ms", "--duration", "3s"])?;
     let ended = run.wait(Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_millis(1500));
     let r = client.finish()?;
@@ -207,11 +169,11 @@ pub fn resets_every_interval_until_the_deadline(ctx: &mut Ctx) -> anyhow::Result
 /// whose thread checks the deadline before it acts again.
 pub fn ends_with_a_killed_or_hung_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("rst", &[])?;
     let echo = Echo::start(net.b(), b(7001))?;
 
     let client = Redial::start(net.target(), b(7001))?;
-    let (run, _) = net.attack(&["--every", "200ms", "--duration", "60s"])?;
+    let (run, _) = attack(&net, &["--every", "200ms", "--duration", "60s"])?;
     std::thread::sleep(Duration::from_millis(1000));
     let exit = run.watch_exit(Duration::from_secs(10))?;
     run.signal(libc::SIGKILL);
@@ -224,7 +186,7 @@ pub fn ends_with_a_killed_or_hung_loader(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     let client = Redial::start(net.target(), b(7001))?;
     let launched = monotonic_ns();
-    let (run, seen) = net.attack(&["--every", "200ms", "--duration", "2s"])?;
+    let (run, seen) = attack(&net, &["--every", "200ms", "--duration", "2s"])?;
     std::thread::sleep(Duration::from_millis(1000));
     run.signal(libc::SIGSTOP);
     // Past the deadline, stopped; then continued: it must not act again.
@@ -296,7 +258,7 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
 /// - the server's handler threads see `ConnectionResetError`.
 pub fn real_clients_see_the_reset(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
-    let net = Pair::new()?;
+    let net = Pair::new("rst", &[])?;
     let python =
         if std::path::Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
     // `/` answers at once; `/slow` sends a large body a little at a time.
@@ -385,7 +347,7 @@ print(ok, retried, ';'.join(errors))
     )?;
     let py_lines = lines(py.stdout.take().expect("piped"));
     expect_line(&py_lines, "UP", "python's client had no first answer")?;
-    let (run, _) = net.attack(&["--port", "8080", "--every", "500ms", "--duration", "2s"])?;
+    let (run, _) = attack(&net, &["--port", "8080", "--every", "500ms", "--duration", "2s"])?;
     let ended = run.wait(Duration::from_secs(30))?;
     let c = counters(&ended)?;
     let curl_out = curl.wait_with_output();
