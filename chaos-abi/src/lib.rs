@@ -13,6 +13,7 @@
 pub mod cgroup;
 pub mod clock;
 pub mod conn;
+pub mod dns;
 pub mod io;
 pub mod net;
 

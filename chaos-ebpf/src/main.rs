@@ -29,6 +29,8 @@ mod conn_connect6;
 mod conn_incoming;
 mod conn_sendmsg4;
 mod conn_sendmsg6;
+mod dns;
+mod dns_egress;
 mod io;
 mod io_bounded_open;
 mod io_bounded_rw;

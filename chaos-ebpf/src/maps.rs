@@ -118,3 +118,28 @@ pub static CONN_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
 #[map]
 pub static CONN_COUNTERS: PerCpuArray<chaos_abi::conn::ConnCounters> =
     PerCpuArray::with_max_entries(chaos_abi::conn::MAX_SLOTS, 0);
+
+/// `chaos_abi::dns::RULES`: DNS rules keyed by target cgroup id.
+#[map]
+pub static DNS_RULES: HashMap<u64, chaos_abi::dns::DnsRule> =
+    HashMap::with_max_entries(chaos_abi::dns::MAX_RULES, 0);
+
+/// `chaos_abi::dns::LEVELS`: which cgroup levels carry a DNS rule.
+#[map]
+pub static DNS_LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
+
+/// `chaos_abi::dns::COUNTERS`: per-CPU counters, one slot per attack.
+#[map]
+pub static DNS_COUNTERS: PerCpuArray<chaos_abi::dns::DnsCounters> =
+    PerCpuArray::with_max_entries(chaos_abi::dns::MAX_SLOTS, 0);
+
+/// `chaos_abi::dns::NAMES`: each attack's name patterns (no
+/// preallocation: see `NET_PEERS`).
+#[map]
+pub static DNS_NAMES: LpmTrie<chaos_abi::dns::NameKey, u8> =
+    LpmTrie::with_max_entries(chaos_abi::dns::MAX_NAMES, BPF_F_NO_PREALLOC);
+
+/// The classifier's per-CPU scratch space (a query's name, and the trie
+/// key made of it); the loader never reads it.
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -46,6 +46,9 @@ pub fn load_capabilities() -> Result<Ebpf> {
 pub fn describe(err: &ProgramError) -> String {
     match err {
         ProgramError::LoadError { io_error, verifier_log } => {
+            // The whole log for whoever debugs a new kernel (CHAOS_LOG=debug);
+            // the error carries its last words.
+            tracing::debug!("verifier log:\n{verifier_log}");
             load_failure(io_error, &verifier_log.to_string())
         }
         other => {

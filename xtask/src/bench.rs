@@ -11,10 +11,11 @@ pub struct Args {
     /// `net-delay` (delay, rate, duplication, corruption against netem),
     /// `io` (io-error against strace --inject), `clock` (clock-skew against
     /// libfaketime), `conn` (net-refuse's cost for calls it does not refuse,
-    /// against an iptables REJECT rule).
-    #[arg(default_value = "net", value_parser = ["net", "net-delay", "io", "clock", "conn"])]
+    /// against an iptables REJECT rule), `dns` (dns-error's cost for the
+    /// lookups it leaves alone, against a filtering DNS proxy).
+    #[arg(default_value = "net", value_parser = ["net", "net-delay", "io", "clock", "conn", "dns"])]
     which: String,
-    /// Where to run it. Default: the host for `net` and `conn`, Debian 6.12
+    /// Where to run it. Default: the host for `net`, `conn` and `dns`, Debian 6.12
     /// in a VM for the others (they need fq, netem, the `bpf` LSM or
     /// bpf_probe_write_user, which this host's kernel lacks).
     #[arg(long)]
@@ -26,7 +27,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<bool> {
     let default =
-        if ["net", "conn"].contains(&args.which.as_str()) { Kernel::Host } else { Kernel::Debian6_12 };
+        if ["net", "conn", "dns"].contains(&args.which.as_str()) { Kernel::Host } else { Kernel::Debian6_12 };
     let kernel = args.kernel.unwrap_or(default);
     if kernel != Kernel::Host {
         let command = ["chaos-integration", "bench", &args.which].map(String::from).to_vec();

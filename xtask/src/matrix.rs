@@ -84,6 +84,8 @@ pub const REDUCED: &[&str] = &[
     "connects_fail",
     // ... and incoming: the sk_lookup program on the target's namespaces.
     "targets_listen",
+    // dns-error: the tc egress classifier answering on veth and loopback.
+    "answers_m",
     // net-reset: inet_diag SOCK_DESTROY, and the sockets' cgroup ids.
     "resets_both",
     "point_fallback",
@@ -112,6 +114,11 @@ pub const HOST_COVERED: &[&str] = &[
     "net_refuse_incoming::refused_without",
     // net-partition's refusals: the CLI's validation alone.
     "net_partition::bad",
+    // dns-error's clients, share and refusals: the same program as
+    // answers_matching (which runs everywhere).
+    "dns_error::bad",
+    "dns_error::real_resolvers",
+    "dns_error::fails_the",
     // net-reset's share, interval and endings: chaos's own thread, on the
     // same kernel interface as resets_both (which runs everywhere).
     "net_reset::bad",

@@ -314,6 +314,25 @@ pub fn interfaces() -> io::Result<Vec<(u32, String)>> {
 /// `(up, loopback)` of a network interface of the calling thread's
 /// namespace (`IFF_UP`, `IFF_LOOPBACK` from SIOCGIFFLAGS).
 pub fn interface_state(name: &str) -> io::Result<(bool, bool)> {
+    let req = ifreq_get(name, libc::SIOCGIFFLAGS)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok((flags & libc::IFF_UP != 0, flags & libc::IFF_LOOPBACK != 0))
+}
+
+/// The hardware type of a network interface of the calling thread's
+/// namespace (`ARPHRD_*`, include/uapi/linux/if_arp.h, from
+/// SIOCGIFHWADDR): 1 for Ethernet (veth, bridges, most NICs), 772 for
+/// loopback.
+pub fn interface_type(name: &str) -> io::Result<u16> {
+    let req = ifreq_get(name, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR filled the hardware address member.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+}
+
+/// One `SIOCGIF*` request about interface `name` of the calling thread's
+/// namespace, on a throwaway socket: the kernel's answer.
+fn ifreq_get(name: &str, request: libc::Ioctl) -> io::Result<libc::ifreq> {
     // SAFETY: a socket we own and close; ifreq is plain data, zeroed, with
     // a NUL-terminated name shorter than IFNAMSIZ.
     unsafe {
@@ -325,14 +344,10 @@ pub fn interface_state(name: &str) -> io::Result<(bool, bool)> {
         for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
             *dst = src as libc::c_char;
         }
-        let ret = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let ret = libc::ioctl(fd, request, &mut req);
         let err = io::Error::last_os_error();
         libc::close(fd);
-        if ret < 0 {
-            return Err(err);
-        }
-        let flags = i32::from(req.ifr_ifru.ifru_flags);
-        Ok((flags & libc::IFF_UP != 0, flags & libc::IFF_LOOPBACK != 0))
+        if ret < 0 { Err(err) } else { Ok(req) }
     }
 }
 

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 pub use super::attack_clock::ClockSkewParams;
 pub use super::attack_conn::NetRefuseParams;
+pub use super::attack_dns::DnsErrorParams;
 pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
@@ -149,6 +150,11 @@ pub enum AttackCommand {
     /// Reset the target's TCP connections: once, or every interval.
     #[command(long_about = super::attack_reset::HELP)]
     NetReset(AttackArgs<NetResetParams>),
+
+    /// Fail the target's DNS lookups of chosen names (NXDOMAIN, SERVFAIL,
+    /// REFUSED or no answer).
+    #[command(long_about = super::attack_dns::HELP)]
+    DnsError(AttackArgs<DnsErrorParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -300,6 +306,7 @@ impl AttackCommand {
             Self::NetRefuse(a) => a.params.build("net-refuse", cli),
             Self::NetPartition(a) => a.params.build("net-partition", cli),
             Self::NetReset(a) => a.params.build("net-reset", cli),
+            Self::DnsError(a) => a.params.build("dns-error", cli),
         }
     }
 
@@ -312,6 +319,7 @@ impl AttackCommand {
             Self::NetRefuse(a) => (&a.target, &a.options),
             Self::NetPartition(a) => (&a.target, &a.options),
             Self::NetReset(a) => (&a.target, &a.options),
+            Self::DnsError(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

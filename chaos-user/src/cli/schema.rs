@@ -22,8 +22,8 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
-    attack_io::IoErrorParams, attack_net::NetEffectParams, attack_partition::NetPartitionParams,
-    attack_reset::NetResetParams,
+    attack_dns::DnsErrorParams, attack_io::IoErrorParams, attack_net::NetEffectParams,
+    attack_partition::NetPartitionParams, attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -133,6 +133,7 @@ pub fn kinds() -> &'static [Kind] {
                     "net-refuse" => kind::<NetRefuseParams>,
                     "net-partition" => kind::<NetPartitionParams>,
                     "net-reset" => kind::<NetResetParams>,
+                    "dns-error" => kind::<DnsErrorParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

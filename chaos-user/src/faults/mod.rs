@@ -6,12 +6,14 @@
 
 pub mod clock;
 pub mod conn;
+pub mod dns;
 pub mod io;
 pub mod net;
 pub mod reset;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
 pub use conn::{ConnDirection, NetRefuse, Transport};
+pub use dns::{DnsAnswer, DnsError, NamePattern};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 pub use reset::NetReset;
@@ -32,6 +34,7 @@ pub enum Fault {
     /// `chaos attack net-partition --help`.
     NetPartition(NetLoss),
     NetReset(NetReset),
+    DnsError(DnsError),
     IoError(IoError),
     ClockSkew(ClockSkew),
 }
@@ -44,6 +47,7 @@ pub enum Family {
     Net,
     Conn,
     Reset,
+    Dns,
     Io,
     Clock,
 }
@@ -54,6 +58,7 @@ pub enum FamilyFault {
     Net(NetAny),
     Conn(NetRefuse),
     Reset(NetReset),
+    Dns(DnsError),
     Io(IoError),
     Clock(ClockSkew),
 }
@@ -71,6 +76,7 @@ impl Fault {
             | Self::NetReorder(f) => FamilyFault::Net(NetAny::Effects(f.clone())),
             Self::NetRefuse(f) => FamilyFault::Conn(f.clone()),
             Self::NetReset(f) => FamilyFault::Reset(f.clone()),
+            Self::DnsError(f) => FamilyFault::Dns(f.clone()),
             Self::IoError(f) => FamilyFault::Io(f.clone()),
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
         }
@@ -88,6 +94,7 @@ impl Fault {
             Self::NetRefuse(_) => "net-refuse",
             Self::NetPartition(_) => "net-partition",
             Self::NetReset(_) => "net-reset",
+            Self::DnsError(_) => "dns-error",
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
         }
@@ -98,6 +105,7 @@ impl Fault {
             FamilyFault::Net(_) => Family::Net,
             FamilyFault::Conn(_) => Family::Conn,
             FamilyFault::Reset(_) => Family::Reset,
+            FamilyFault::Dns(_) => Family::Dns,
             FamilyFault::Io(_) => Family::Io,
             FamilyFault::Clock(_) => Family::Clock,
         }
@@ -121,6 +129,7 @@ impl Family {
             Self::Net => "net",
             Self::Conn => "conn",
             Self::Reset => "reset",
+            Self::Dns => "dns",
             Self::Io => "io",
             Self::Clock => "clock",
         }

@@ -11,6 +11,7 @@
 
 mod clock;
 mod conn;
+mod dns;
 mod family;
 mod io;
 mod links;
@@ -54,6 +55,7 @@ impl Running {
     pub fn interfaces(&self) -> &[String] {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
+            Part::Dns(handle) => &handle.interfaces,
             Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) => &[],
         }
     }
@@ -65,6 +67,7 @@ enum Part {
     Net(net::Handle),
     Conn(conn::Handle),
     Reset(reset::Handle),
+    Dns(dns::Handle),
     Io(io::Handle),
     Clock(clock::Handle),
 }
@@ -91,6 +94,7 @@ pub struct Injector {
     net: net::Net,
     conn: conn::Conn,
     reset: reset::Reset,
+    dns: dns::Dns,
     io: io::Io,
     clock: clock::Clock,
     slots: [bool; MAX_SLOTS as usize],
@@ -106,6 +110,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
     match planned {
         Planned::Net(m, f) => net::preflight(attack, m, f),
         Planned::Io(_, f) => io::preflight(attack, f),
+        Planned::Dns(..) => dns::preflight(attack),
         Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
@@ -120,6 +125,7 @@ impl Injector {
             net: net::Net::default(),
             conn: conn::Conn::default(),
             reset: reset::Reset::default(),
+            dns: dns::Dns::default(),
             io: io::Io::default(),
             clock: clock::Clock::default(),
             slots: [false; MAX_SLOTS as usize],
@@ -141,6 +147,7 @@ impl Injector {
             Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
             Planned::Conn(m, f) => family::start(&mut self.conn, shared, at.with(m, f)).map(Part::Conn),
             Planned::Reset(m, f) => family::start(&mut self.reset, shared, at.with(m, f)).map(Part::Reset),
+            Planned::Dns(m, f) => family::start(&mut self.dns, shared, at.with(m, f)).map(Part::Dns),
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
         };
@@ -169,6 +176,7 @@ impl Injector {
             Part::Net(handle) => self.net.stop(&mut self.shared, &running.attack, handle),
             Part::Conn(handle) => self.conn.stop(&mut self.shared, &running.attack, handle),
             Part::Reset(handle) => self.reset.stop(&mut self.shared, &running.attack, handle),
+            Part::Dns(handle) => self.dns.stop(&mut self.shared, &running.attack, handle),
             Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
         };
@@ -192,6 +200,7 @@ impl Injector {
             Mechanism::Net(_) => self.net.counters(&self.shared, slot),
             Mechanism::Conn(_) => self.conn.counters(&self.shared, slot),
             Mechanism::Reset(_) => self.reset.counters(&self.shared, slot),
+            Mechanism::Dns(_) => self.dns.counters(&self.shared, slot),
             Mechanism::Io(_) => self.io.counters(&self.shared, slot),
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
         }

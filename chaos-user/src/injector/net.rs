@@ -492,7 +492,7 @@ where
 
 /// The network namespaces the target's processes live in; ours when it has
 /// no process yet.
-fn target_netns(attack: &Attack) -> Result<Vec<Netns>> {
+pub(super) fn target_netns(attack: &Attack) -> Result<Vec<Netns>> {
     let mut found: Vec<Netns> = Vec::new();
     for pid in pids_in_subtree(&attack.target.path) {
         // Told apart by inode (cheap, exact among live namespaces), then

@@ -154,7 +154,7 @@ impl<R: Pod, C: CounterFields> RuleTable<R, C> {
 
 #[cfg(test)]
 mod tests {
-    use chaos_abi::{clock::ClockCounters, io::IoCounters, net::NetCounters};
+    use chaos_abi::{clock::ClockCounters, dns::DnsCounters, io::IoCounters, net::NetCounters};
 
     use super::*;
 
@@ -213,12 +213,14 @@ mod tests {
 
     #[test]
     fn counter_names_follow_the_abi() {
-        use super::super::{clock, io, net};
+        use super::super::{clock, dns, io, net};
         names_fit::<NetCounters>(net::COUNTER_NAMES, |c, v| c.egress_copy_failed = v, "egress_copy_failed");
         names_fit::<NetCounters>(net::COUNTER_NAMES, |c, v| c.ingress_dropped = v, "ingress_dropped");
         names_fit::<IoCounters>(io::COUNTER_NAMES, |c, v| c.failed[3] = v, "readdir_failed");
         names_fit::<IoCounters>(io::COUNTER_NAMES, |c, v| c.unresolved = v, "unresolved");
         names_fit::<ClockCounters>(clock::COUNTER_NAMES, |c, v| c.write_failed = v, "write_failed");
         names_fit::<ClockCounters>(clock::COUNTER_NAMES, |c, v| c.libc_shifted = v, "libc_shifted");
+        names_fit::<DnsCounters>(dns::COUNTER_NAMES, |c, v| c.answered = v, "answered");
+        names_fit::<DnsCounters>(dns::COUNTER_NAMES, |c, v| c.unparsed = v, "unparsed");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod clock;
 mod conn;
+mod dns;
 mod io;
 mod net;
 mod reset;
@@ -19,6 +20,7 @@ use serde::Serialize;
 pub use self::{
     clock::{ClockMechanism, SyscallHook},
     conn::{ConnDemand, ConnErrno, ConnMechanism},
+    dns::DnsMechanism,
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
     reset::{ResetMechanism, ResetVia},
@@ -28,7 +30,7 @@ use crate::{
     attack::Attack,
     capabilities::{Capability, Findings},
     error::{Error, Result},
-    faults::{ClockSkew, Direction, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset},
+    faults::{ClockSkew, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset},
 };
 
 /// How an attack is realized here.
@@ -38,6 +40,7 @@ pub enum Mechanism {
     Net(NetMechanism),
     Conn(ConnMechanism),
     Reset(ResetMechanism),
+    Dns(DnsMechanism),
     Io(IoMechanism),
     Clock(ClockMechanism),
 }
@@ -53,6 +56,7 @@ pub enum Demand {
     },
     Conn(ConnDemand),
     Reset,
+    Dns,
     Io {
         /// Reads, writes or directory reads, not only opens.
         read_write: bool,
@@ -68,6 +72,7 @@ impl Demand {
             FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
             FamilyFault::Conn(f) => Self::Conn(ConnDemand::of(&f)),
             FamilyFault::Reset(_) => Self::Reset,
+            FamilyFault::Dns(_) => Self::Dns,
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
         }
@@ -82,6 +87,7 @@ impl Demand {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
             Self::Conn(_) => &[CgroupSockAddr, SockAddrRetval, SkLookup],
             Self::Reset => &[SockDestroy],
+            Self::Dns => &[Tcx, TcNetlink],
             Self::Io { .. } => {
                 &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
             }
@@ -112,6 +118,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("net-refuse", Demand::Conn(ConnDemand::ALL)),
     ("net-partition", Demand::Net { direction: Direction::Both, schedules: false }),
     ("net-reset", Demand::Reset),
+    ("dns-error", Demand::Dns),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];
@@ -166,6 +173,7 @@ pub enum Planned {
     Net(NetMechanism, NetAny),
     Conn(ConnMechanism, NetRefuse),
     Reset(ResetMechanism, NetReset),
+    Dns(DnsMechanism, DnsError),
     Io(IoMechanism, IoError),
     Clock(ClockMechanism, ClockSkew),
 }
@@ -176,6 +184,7 @@ impl Planned {
             Self::Net(m, _) => Mechanism::Net(*m),
             Self::Conn(m, _) => Mechanism::Conn(*m),
             Self::Reset(m, _) => Mechanism::Reset(*m),
+            Self::Dns(m, _) => Mechanism::Dns(*m),
             Self::Io(m, _) => Mechanism::Io(*m),
             Self::Clock(m, _) => Mechanism::Clock(*m),
         }
@@ -201,6 +210,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         }
         FamilyFault::Conn(f) => Planned::Conn(conn::plan(&subject, ConnDemand::of(&f), caps)?, f),
         FamilyFault::Reset(f) => Planned::Reset(reset::plan(&subject, caps)?, f),
+        FamilyFault::Dns(f) => Planned::Dns(dns::plan(&subject, caps, &prefs)?, f),
         FamilyFault::Io(f) => {
             Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
         }
@@ -244,6 +254,7 @@ pub fn plan_demand(
         }
         Demand::Conn(demand) => conn::plan(subject, demand, caps).map(Mechanism::Conn),
         Demand::Reset => reset::plan(subject, caps).map(Mechanism::Reset),
+        Demand::Dns => dns::plan(subject, caps, prefs).map(Mechanism::Dns),
         Demand::Io { read_write, windowed } => {
             io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)
         }
@@ -280,7 +291,7 @@ impl Ancestry {
             .find_map(|p| match p {
                 Planned::Io(m, _) => Some(m.ancestry),
                 Planned::Clock(m, _) => Some(m.ancestry),
-                Planned::Net(..) | Planned::Conn(..) | Planned::Reset(..) => None,
+                Planned::Net(..) | Planned::Conn(..) | Planned::Reset(..) | Planned::Dns(..) => None,
             })
             .unwrap_or_default()
     }
@@ -440,6 +451,7 @@ impl Mechanism {
             Self::Net(m) => m,
             Self::Conn(m) => m,
             Self::Reset(m) => m,
+            Self::Dns(m) => m,
             Self::Io(m) => m,
             Self::Clock(m) => m,
         }

@@ -569,6 +569,10 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         }
         Ok(Mechanism::Conn(_)) => "cgroup sock_addr".to_owned(),
         Ok(Mechanism::Reset(_)) => "inet_diag SOCK_DESTROY".to_owned(),
+        Ok(Mechanism::Dns(d)) => match d.egress {
+            EgressMode::Tcx => "TCX".to_owned(),
+            EgressMode::Netlink => "netlink tc".to_owned(),
+        },
         // Refused with its usual errno only: EPERM still works.
         Err(_)
             if matches!(demand(kind), Demand::Conn(_))
@@ -712,6 +716,22 @@ fn net_refuse_errno_follows_the_kernel() {
             incoming: true
         })
     );
+}
+
+/// dns-error: the egress classifier, as TCX where the kernel has it (with
+/// the links dying with chaos), else as a netlink filter (recorded for
+/// `recover`); the kernel-side deadline either way.
+#[test]
+fn dns_error_is_a_tc_egress_classifier() {
+    for (name, json) in RECORDED.into_iter().chain(DISTROS) {
+        let caps = set(json);
+        let m = ok(&caps, "dns-error");
+        let tcx = caps.has(Capability::Tcx);
+        let egress = if tcx { EgressMode::Tcx } else { EgressMode::Netlink };
+        assert_eq!(m, Mechanism::Dns(dns::DnsMechanism { egress }), "{name}");
+        let third = if tcx { LinksDieWithProcess } else { RecoverRecord };
+        assert_eq!(layers(&m), [ControllerStop, KernelDeadline, third], "{name}");
+    }
 }
 
 /// net-reset: inet_diag on every recorded kernel; no kernel-side deadline

@@ -6,6 +6,7 @@
 
 mod clock;
 mod conn;
+mod dns;
 mod io;
 mod net;
 mod net_delay;
@@ -22,10 +23,11 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         "io" => io::run(),
         "clock" => clock::run(),
         "conn" => conn::run(),
+        "dns" => dns::run(),
         "net-delay" => net_delay::run(&args[1..]),
-        other => {
-            Err(anyhow::anyhow!("unknown benchmark {other:?} (available: net, io, net-delay, clock, conn)"))
-        }
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?} (available: net, io, net-delay, clock, conn, dns)"
+        )),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

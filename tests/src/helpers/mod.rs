@@ -4,6 +4,7 @@
 //! got, what a sender's socket reported.
 
 pub mod conn;
+pub mod dns;
 pub mod echo;
 pub mod hold;
 pub mod http;
@@ -32,6 +33,7 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         Some("http-server") => http::server(&args[1..]),
         Some("io-calls") => io::calls(&args[1..]),
         Some("conn-calls") => conn::calls(&args[1..]),
+        Some("dns-calls") => dns::calls(&args[1..]),
         Some("tcp-echo") => echo::server(&args[1..]),
         Some("tcp-connect") => echo::connect(&args[1..]),
         Some("tcp-chat") => echo::chat(&args[1..]),

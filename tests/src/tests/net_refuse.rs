@@ -394,11 +394,7 @@ impl Family for NetRefuse {
     }
 
     fn loaded() -> Vec<String> {
-        aya::programs::loaded_programs()
-            .flatten()
-            .filter_map(|p| p.name_as_str().map(str::to_owned))
-            .filter(|n| PROGRAMS.contains(&n.as_str()))
-            .collect()
+        super::safety::programs_loaded(PROGRAMS)
     }
 
     /// Once chaos has exited, the kernel frees the programs when their last

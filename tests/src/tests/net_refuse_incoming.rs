@@ -81,11 +81,7 @@ fn counters(ended: &runner::Ended) -> anyhow::Result<Value> {
 }
 
 fn loaded() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .flatten()
-        .filter_map(|p| p.name_as_str().map(str::to_owned))
-        .filter(|n| n == PROGRAM)
-        .collect()
+    super::safety::programs_loaded(&[PROGRAM])
 }
 
 /// The target listens on the wildcard address of port 7101, the sibling

@@ -9,11 +9,9 @@
 //! probe's recorded latency with the timeout it was given in the same file.
 
 use std::{
-    ffi::CString,
     net::{SocketAddr, TcpStream, UdpSocket},
-    os::unix::{fs::DirBuilderExt, process::CommandExt},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -25,7 +23,11 @@ use serde_json::Value;
 
 use super::net_loss::EGRESS;
 use crate::{
-    fixtures::{lab::Lab, runner},
+    fixtures::{
+        lab::Lab,
+        runner,
+        scratch::{Killed, PrivDir, with_resolv_conf},
+    },
     harness::Ctx,
 };
 
@@ -37,45 +39,6 @@ const TIMEOUT: Duration = Duration::from_millis(1000);
 /// silent DNS server configured below; a dropped SYN is retried for
 /// minutes).
 const MARGIN: Duration = Duration::from_millis(700);
-
-/// A private (0700, fresh) directory, removed on drop.
-struct PrivDir(PathBuf);
-
-impl PrivDir {
-    fn new(tag: &str) -> anyhow::Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("chaos-test-{}-{tag}-{nanos:x}", std::process::id()));
-        // create, not create_all: fails if anything already sits there.
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(Self(dir))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
-        let p = self.path(name);
-        std::fs::write(&p, text)?;
-        Ok(p)
-    }
-}
-
-impl Drop for PrivDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An experiment on the lab's target whose hypothesis is `probes` (YAML
 /// list items, indented for `probes:`); the method, never reached when the
@@ -175,7 +138,7 @@ fn make_certificates(dir: &Path) -> anyhow::Result<()> {
 fn run_chaos(
     dir: &PrivDir,
     file: &Path,
-    setup: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
+    resolv: Option<&Path>,
 ) -> anyhow::Result<(Option<i32>, String, Value, Duration)> {
     let report = dir.path("report.json");
     let _ = std::fs::remove_file(&report);
@@ -189,12 +152,8 @@ fn run_chaos(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(setup) = setup {
-        // SAFETY: `setup` makes async-signal-safe syscalls only, on values
-        // prepared before the fork.
-        unsafe {
-            cmd.pre_exec(setup);
-        }
+    if let Some(resolv) = resolv {
+        with_resolv_conf(&mut cmd, resolv)?;
     }
     let started = Instant::now();
     let child = Killed(cmd.spawn()?);
@@ -260,7 +219,7 @@ pub fn https_with_a_private_ca(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.require_any(EGRESS)?;
     let lab = Lab::new()?;
     let dir = PrivDir::new("tls")?;
-    make_certificates(&dir.0)?;
+    make_certificates(dir.dir())?;
     // `-WWW` serves files from its working directory: GET /health is ./health.
     dir.write("health", "ok\n")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -268,7 +227,7 @@ pub fn https_with_a_private_ca(ctx: &mut Ctx) -> anyhow::Result<()> {
     let server = Killed(
         Command::new("openssl")
             .args(["s_server", "-accept", &accept, "-cert", "srv.pem", "-key", "srv.key", "-WWW", "-quiet"])
-            .current_dir(&dir.0)
+            .current_dir(dir.dir())
             // Held open: s_server must not see end-of-input.
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -378,42 +337,7 @@ pub fn unanswered_dns_fails_within_the_timeout(ctx: &mut Ctx) -> anyhow::Result<
     let probes = probe("http-name", &format!("      http:\n        url: http://{name}:8080/health"))
         + &probe("tcp-name", &format!("      tcp:\n        address: {name}:8080"));
     let file = dir.write("dns.yaml", &experiment(&lab, &probes))?;
-    let source = CString::new(resolv.as_os_str().as_encoded_bytes())?;
-    let setup = move || {
-        // SAFETY: plain syscalls on C strings made before the fork. The
-        // child gets a mount namespace of its own, made private so that
-        // nothing propagates back, and the bind mount dies with it.
-        unsafe {
-            let fail = || Err(std::io::Error::last_os_error());
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return fail();
-            }
-            let root = c"/";
-            if libc::mount(
-                std::ptr::null(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return fail();
-            }
-            let target = c"/etc/resolv.conf";
-            if libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) != 0
-            {
-                return fail();
-            }
-        }
-        Ok(())
-    };
-    let (code, stderr, report, took) = run_chaos(&dir, &file, Some(Box::new(setup)))?;
+    let (code, stderr, report, took) = run_chaos(&dir, &file, Some(&resolv))?;
     anyhow::ensure!(
         std::fs::read("/etc/resolv.conf").ok() == machine_resolv,
         "the machine's /etc/resolv.conf changed"

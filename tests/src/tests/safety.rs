@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::{
     clock_skew::ClockSkew,
+    dns_error::DnsError,
     io_error::{IoError, IoErrorFmodRet},
     net_loss::NetLoss,
     net_refuse::NetRefuse,
@@ -120,6 +121,16 @@ pub trait Family: Sized {
     }
 }
 
+/// The names of the loaded programs among `names` (one entry per loaded
+/// program: a name twice is two programs): a family's `loaded`.
+pub fn programs_loaded(names: &[&str]) -> Vec<String> {
+    aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| names.contains(&n.as_str()))
+        .collect()
+}
+
 /// The test functions, one module per test and one function per family in
 /// it: `safety::ends_on_sigint::net_loss` runs [`ends_on_sigint`] for
 /// [`NetLoss`]. A family added here and not registered is dead code,
@@ -151,6 +162,10 @@ macro_rules! for_every_family {
 
             pub fn net_refuse_incoming(ctx: &mut Ctx) -> anyhow::Result<()> {
                 super::$test::<NetRefuseIncoming>(ctx)
+            }
+
+            pub fn dns_error(ctx: &mut Ctx) -> anyhow::Result<()> {
+                super::$test::<DnsError>(ctx)
             }
         }
     )*};
