@@ -56,8 +56,11 @@ pub enum NamePattern {
     All,
 }
 
-/// Longest name in text form (RFC 1035 §2.3.4: 255 bytes on the wire).
-const MAX_NAME: usize = 253;
+/// Longest name chaos matches, in text form: what fits in a trie key with
+/// its leading dot and closing zero (`chaos_abi::dns::NAME_BYTES`, 252
+/// bytes). DNS allows 253 (RFC 1035 §2.3.4: 255 bytes on the wire); names
+/// that long are not in use.
+const MAX_NAME: usize = dns::NAME_BYTES - 2;
 
 impl FromStr for NamePattern {
     type Err = String;
@@ -76,7 +79,10 @@ impl FromStr for NamePattern {
             return Err(format!("name {s:?} is empty: give a name (example.com), *.example.com or *"));
         }
         if rest.len() > MAX_NAME {
-            return Err(format!("name {s:?} is longer than {MAX_NAME} characters, the most DNS allows"));
+            return Err(format!(
+                "name {s:?} is {} characters long: chaos matches names of up to {MAX_NAME} (DNS allows 253)",
+                rest.len()
+            ));
         }
         for label in rest.split('.') {
             if label.is_empty() {
@@ -175,10 +181,9 @@ impl DnsError {
                 NamePattern::Below(n) => (n.as_str(), false),
                 NamePattern::All => ("", false),
             };
-            // Validated names fit (253 characters and a dot).
-            if let Some((bits, key)) = dns::name_key(slot, name.as_bytes(), exact) {
-                entries.insert((bits, key.name), (key, NAME_MATCH));
-            }
+            // Validated names fit (MAX_NAME).
+            let Some((bits, key)) = dns::name_key(slot, name.as_bytes(), exact) else { continue };
+            entries.insert((bits, key.name), (key, NAME_MATCH));
             if let NamePattern::Below(n) = pattern
                 && let Some((bits, key)) = dns::name_key(slot, n.as_bytes(), true)
             {
@@ -218,11 +223,21 @@ mod tests {
             ("*x.b", "wildcard"),
             ("a b", "' '"),
             (&"a".repeat(64), "longer than 63"),
-            (&["a"; 128].join("."), "longer than 253"),
+            (&["a"; 126].join("."), "251 characters long: chaos matches names of up to 250"),
         ] {
             let e = bad.parse::<NamePattern>().unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
+    }
+
+    /// The longest name accepted has its entries, exact and below: none
+    /// is dropped for not fitting the trie's key.
+    #[test]
+    fn the_longest_names_fit() {
+        let longest = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(58)].join(".");
+        assert_eq!(longest.len(), 250);
+        assert_eq!(fault(&[&longest]).name_entries(7).len(), 1);
+        assert_eq!(fault(&[&format!("*.{longest}")]).name_entries(7).len(), 2);
     }
 
     #[test]
