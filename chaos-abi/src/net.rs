@@ -49,8 +49,9 @@ pub const TAG_MARK: u32 = 0x2000;
 pub const MAX_RULES: u32 = 1024;
 /// Number of counter slots (one per attack in a run).
 pub const MAX_SLOTS: u32 = 64;
-/// `Array<u64>` indexed by [`NetRule::slot`]: the rate limiter's virtual
-/// clock (`bpf_ktime_get_ns()` at which the last scheduled byte leaves).
+/// `Array<u64>` of `2 * MAX_SLOTS` entries, at [`direction_index`]: the
+/// rate limiter's virtual clock of each attack and direction
+/// (`bpf_ktime_get_ns()` at which the last scheduled byte leaves).
 pub const RATE_CLOCKS: &str = "NET_RATE_CLOCKS";
 /// `Array<i32>` of [`JITTER_TABLE_SIZE`] entries: quantiles of the standard
 /// normal distribution at `(i + 0.5) / JITTER_TABLE_SIZE`, scaled by
@@ -62,17 +63,68 @@ pub const JITTER_TABLE_SIZE: u32 = 4096;
 /// Fixed-point scale of [`JITTER_TABLE`] entries.
 pub const JITTER_TABLE_SHIFT: u32 = 16;
 
-/// `Array<BurstState>` of `2 * MAX_SLOTS` entries, at [`burst_index`]: the
+/// `Array<BurstState>` of `2 * MAX_SLOTS` entries, at [`direction_index`]: the
 /// state of each attack's burst-loss chain, one per direction. A BTF map:
 /// the value holds a `bpf_spin_lock`, which the verifier finds by its BTF
 /// name (kernel/bpf/btf.c, `btf_find_spin_lock`).
 pub const BURST_STATES: &str = "NET_BURST_STATES";
 
-/// The entry of [`BURST_STATES`] of an attack's slot and a direction
-/// ([`DIR_EGRESS`] or [`DIR_INGRESS`]).
+/// The entry of [`BURST_STATES`] and [`RATE_CLOCKS`] of an attack's slot
+/// and a direction ([`DIR_EGRESS`] or [`DIR_INGRESS`]): each direction is a
+/// link of its own.
 #[inline(always)]
-pub const fn burst_index(slot: u32, dir: u8) -> u32 {
+pub const fn direction_index(slot: u32, dir: u8) -> u32 {
     slot * 2 + (dir == DIR_INGRESS) as u32
+}
+
+/// `LruHashMap<RxFlowKey, RxFlow>`: the flows of targets whose rule acts on
+/// what they receive, learned from their own packets by cgroup_skb programs
+/// on the target (the only hooks that know a packet's cgroup), so that the
+/// tc ingress classifier, which runs before any socket is found, can tell
+/// the target's packets from its siblings' in the same namespace. Keyed as
+/// the received packet reads: local (destination) address and port first.
+pub const RX_FLOWS: &str = "NET_RX_FLOWS";
+/// Entries of [`RX_FLOWS`]; the least recently used flow is forgotten
+/// first (an LRU map: a target with more live flows than this loses the
+/// effect on its idlest ones, it never fails a packet).
+pub const MAX_RX_FLOWS: u32 = 65536;
+
+/// `HashMap<u64, u32>` keyed by [`tag_device_key`]: for each attack acting
+/// on what its target receives, the devices carrying the ingress classifier
+/// and the ifindex of chaos's ifb device in the same namespace, whose fq
+/// holds the packets until their time.
+pub const RX_IFBS: &str = "NET_RX_IFBS";
+
+/// A flow as a received packet names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RxFlowKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, `IPPROTO_SCTP`, `IPPROTO_ICMP` or
+    /// `IPPROTO_ICMPV6`.
+    pub protocol: u8,
+    /// Host byte order; for ICMP echo, the identifier as the local port
+    /// and 0 as the remote one.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    /// Network byte order; IPv4 in `[0]`, the rest 0.
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+}
+
+/// What [`RX_FLOWS`] knows of a flow: whose rule it falls under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxFlow {
+    /// The key of the rule in [`RULES`] (the targeted ancestor cgroup).
+    pub cgroup: u64,
+    /// The rule's slot when the flow was learned: a rule found under the
+    /// key with another slot is another attack's, which has not seen this
+    /// flow yet.
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 /// [`NetRule::directions`] bit: packets the target sends.
@@ -268,6 +320,22 @@ pub struct NetCounters {
     /// Packets passed undelayed because no copy of them could be made
     /// (`bpf_clone_redirect` failed): the delay fails open, never closed.
     pub egress_copy_failed: u64,
+    /// Received packets any effect of the rule but loss applied to (loss
+    /// is `ingress_dropped`), when the rule acts on them at the device.
+    pub ingress_injected: u64,
+    /// Received packets (or copies) sent through the ifb with a delivery
+    /// time in the future.
+    pub ingress_delayed: u64,
+    /// Extra copies of received packets.
+    pub ingress_duplicated: u64,
+    /// Received packets (or copies) with a flipped header bit.
+    pub ingress_corrupted: u64,
+    /// Received packets delivered at once, ahead of the delayed ones.
+    pub ingress_reordered: u64,
+    /// Received packets dropped because the rate limiter's backlog was full.
+    pub ingress_rate_dropped: u64,
+    /// Copies the ifb's qdisc refused.
+    pub ingress_queue_dropped: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<NetPeer>() == 36);
@@ -275,6 +343,8 @@ const _: () = assert!(core::mem::size_of::<NetRule>() == 144);
 const _: () = assert!(core::mem::size_of::<BurstState>() == 8);
 const _: () = assert!(core::mem::size_of::<PeerKey>() * 8 == PEER_KEY_FIXED_BITS as usize + 128);
 const _: () = assert!(core::mem::align_of::<NetRule>() == 8);
-const _: () = assert!(core::mem::size_of::<NetCounters>() == 104);
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 160);
+const _: () = assert!(core::mem::size_of::<RxFlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<RxFlow>() == 16);
 
-crate::pod!(NetRule, NetCounters, BurstState, PeerKey);
+crate::pod!(NetRule, NetCounters, BurstState, PeerKey, RxFlowKey, RxFlow);

@@ -78,6 +78,17 @@ pub fn find_rule<'a, V>(
     levels: &Levels,
     ancestor: impl Fn(i32) -> u64,
 ) -> Option<&'a V> {
+    find_rule_keyed(rules, levels, ancestor).map(|(_, rule)| rule)
+}
+
+/// [`find_rule`], with the key (the targeted ancestor's id) it was found
+/// under.
+#[inline(always)]
+pub fn find_rule_keyed<'a, V>(
+    rules: &'a HashMap<u64, V>,
+    levels: &Levels,
+    ancestor: impl Fn(i32) -> u64,
+) -> Option<(u64, &'a V)> {
     if levels.deepest > MAX_LEVEL {
         return None;
     }
@@ -91,7 +102,7 @@ pub fn find_rule<'a, V>(
                 // (BPF_ANY update), never modified in place, and we copy
                 // the fields we use before acting on them.
                 if let Some(rule) = unsafe { rules.get(&id) } {
-                    return Some(rule);
+                    return Some((id, rule));
                 }
             }
         }

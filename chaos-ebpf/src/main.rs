@@ -42,6 +42,7 @@ mod maps;
 mod net;
 mod net_egress;
 mod net_ingress;
+mod net_receive;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -9,8 +9,8 @@ use aya_ebpf::{
 use chaos_abi::{
     cgroup::Levels,
     net::{
-        BurstState, JITTER_TABLE_SIZE, MAX_PEERS, MAX_RULES, MAX_SLOTS, MAX_TAG_DEVICES, NetCounters,
-        NetRule, PeerKey,
+        BurstState, JITTER_TABLE_SIZE, MAX_PEERS, MAX_RULES, MAX_RX_FLOWS, MAX_SLOTS, MAX_TAG_DEVICES,
+        NetCounters, NetRule, PeerKey, RxFlow, RxFlowKey,
     },
 };
 
@@ -32,9 +32,19 @@ pub static NET_TAG_DEVICES: HashMap<u64, u8> = HashMap::with_max_entries(MAX_TAG
 pub static NET_COUNTERS: PerCpuArray<NetCounters> = PerCpuArray::with_max_entries(MAX_SLOTS, 0);
 
 /// `chaos_abi::net::RATE_CLOCKS`: the rate limiter's clock, one per attack
-/// (shared by all CPUs: it is one link).
+/// and direction (shared by all CPUs: it is one link).
 #[map]
-pub static NET_RATE_CLOCKS: Array<u64> = Array::with_max_entries(MAX_SLOTS, 0);
+pub static NET_RATE_CLOCKS: Array<u64> = Array::with_max_entries(2 * MAX_SLOTS, 0);
+
+/// `chaos_abi::net::RX_FLOWS`: the flows of targets whose received packets
+/// are acted on, learned from their own packets.
+#[map]
+pub static NET_RX_FLOWS: LruHashMap<RxFlowKey, RxFlow> = LruHashMap::with_max_entries(MAX_RX_FLOWS, 0);
+
+/// `chaos_abi::net::RX_IFBS`: per attack and receiving device, chaos's ifb
+/// in that namespace.
+#[map]
+pub static NET_RX_IFBS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TAG_DEVICES, 0);
 
 /// `chaos_abi::net::BURST_STATES`: the burst-loss chains, two per attack.
 /// The only BTF-defined map: the verifier needs the value's BTF to find its

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::{
     attach::{
+        ifb,
         netns::{Located, Netns, NetnsId, interfaces},
         qdisc, tc,
     },
@@ -174,6 +175,17 @@ fn settle(entry: &Entry) -> Outcome {
         Located::Here(ns) => ns,
         Located::Gone(why) => return Outcome::Gone(format!("its network namespace is gone: {why}")),
     };
+    // chaos's ifb is recorded by name before it exists (no index yet);
+    // deleted if it is still an ifb of that name.
+    if let Leftover::Ifb { ifname, .. } = l {
+        let name = ifname.clone();
+        return match ns.run(move || ifb::delete_here(&name)) {
+            Ok(Ok(true)) => Outcome::Removed,
+            Ok(Ok(false)) => Outcome::Gone(format!("no device {ifname} in its namespace")),
+            Ok(Err(why)) => Outcome::Left(why),
+            Err(e) => Outcome::Failed(format!("entering netns {}: {e}", ns.inode)),
+        };
+    }
     let (ifindex, ifname) = l.device();
     let devices = match ns.run(interfaces) {
         Ok(Ok(d)) => d,
@@ -220,6 +232,7 @@ fn settle(entry: &Entry) -> Outcome {
             Err(e) if not_found(&e) => Outcome::Gone(e.to_string()),
             Err(e) => Outcome::Failed(e.to_string()),
         },
+        Leftover::Ifb { .. } => unreachable!("settled above"),
     }
 }
 

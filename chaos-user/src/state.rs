@@ -166,13 +166,19 @@ pub enum Leftover {
     /// the kernel's default; `before` is `tc -j qdisc show dev <ifname>`
     /// from just before, which deleting chaos's qdisc must bring back.
     Qdisc { netns: u64, ifindex: u32, ifname: String, handle: String, before: String },
+    /// chaos's ifb device (the queue for what a target receives), named
+    /// after the chaos process (`ifindex` 0: recorded before it existed).
+    Ifb { netns: u64, ifindex: u32, ifname: String },
 }
 
 impl Leftover {
     /// The inode number of its network namespace.
     pub fn netns(&self) -> u64 {
         match self {
-            Self::TcFilter { netns, .. } | Self::Clsact { netns, .. } | Self::Qdisc { netns, .. } => *netns,
+            Self::TcFilter { netns, .. }
+            | Self::Clsact { netns, .. }
+            | Self::Qdisc { netns, .. }
+            | Self::Ifb { netns, .. } => *netns,
         }
     }
 
@@ -181,7 +187,8 @@ impl Leftover {
         match self {
             Self::TcFilter { ifindex, ifname, .. }
             | Self::Clsact { ifindex, ifname, .. }
-            | Self::Qdisc { ifindex, ifname, .. } => (*ifindex, ifname),
+            | Self::Qdisc { ifindex, ifname, .. }
+            | Self::Ifb { ifindex, ifname, .. } => (*ifindex, ifname),
         }
     }
 }
@@ -196,6 +203,7 @@ impl std::fmt::Display for Leftover {
             Self::Qdisc { netns, ifname, handle, .. } => {
                 write!(f, "root qdisc {handle} on {ifname} (netns {netns})")
             }
+            Self::Ifb { netns, ifname, .. } => write!(f, "ifb device {ifname} (netns {netns})"),
         }
     }
 }

@@ -60,8 +60,8 @@ use aya_ebpf::{
     },
 };
 use chaos_abi::net::{
-    COPY_MARK, DIST_NORMAL, FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT, JITTER_TABLE_SIZE,
-    NetCounters, NetRule,
+    COPY_MARK, DIR_EGRESS, DIST_NORMAL, FLAG_FLOW_PER_PACKET, FLAG_SCHEDULE, JITTER_TABLE_SHIFT,
+    JITTER_TABLE_SIZE, NetCounters, NetRule, direction_index,
 };
 
 use super::roll;
@@ -78,7 +78,7 @@ pub enum Verdict {
 }
 
 #[inline(always)]
-fn prandom() -> u32 {
+pub(super) fn prandom() -> u32 {
     // SAFETY: helper without arguments.
     unsafe { bpf_get_prandom_u32() }
 }
@@ -166,7 +166,9 @@ fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: 
         c.egress_reordered += 1;
         0
     } else {
-        let Some(at) = departure(skb, rule, now, base) else {
+        // SAFETY: a ctx field read at its own width.
+        let wire = u64::from(unsafe { read_volatile(addr_of!((*skb).wire_len)) });
+        let Some(at) = departure(wire, direction_index(rule.slot, DIR_EGRESS), rule, now, base) else {
             c.egress_rate_dropped += 1;
             if let Some(f) = flip {
                 f.undo(skb);
@@ -202,13 +204,15 @@ fn schedule_copy(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, now: 
     Sent::Handled
 }
 
-/// The departure time of one copy: after the rate limiter (if any), plus
-/// the delay and its jitter. `None`: the rate limiter's backlog is full.
+/// The departure time of one copy of `bytes` on the link of rate clock
+/// `clock` (one per attack and direction): after the rate limiter (if any),
+/// plus the delay and its jitter. `None`: the rate limiter's backlog is
+/// full.
 #[inline(always)]
-fn departure(skb: *mut __sk_buff, rule: &NetRule, now: u64, base: u64) -> Option<u64> {
+pub(super) fn departure(bytes: u64, clock: u32, rule: &NetRule, now: u64, base: u64) -> Option<u64> {
     let mut t = base;
     if rule.rate_bps != 0
-        && let Some(clock) = NET_RATE_CLOCKS.get_ptr_mut(rule.slot)
+        && let Some(clock) = NET_RATE_CLOCKS.get_ptr_mut(clock)
     {
         // Earliest departure time rate limiting, as Cilium's bandwidth
         // manager does (bpf/lib/edt.h, edt_sched_departure): one virtual
@@ -218,10 +222,8 @@ fn departure(skb: *mut __sk_buff, rule: &NetRule, now: u64, base: u64) -> Option
         // value both leave at its end, which is benign (measured within 1%).
         // SAFETY: an array slot; concurrent plain accesses as above.
         let free_at = unsafe { read_volatile(clock) };
-        // SAFETY: a ctx field read at its own width.
-        let wire = u64::from(unsafe { read_volatile(addr_of!((*skb).wire_len)) });
         let start = if free_at > t { free_at } else { t };
-        let end = start + wire * 8_000_000_000 / rule.rate_bps;
+        let end = start + bytes * 8_000_000_000 / rule.rate_bps;
         // The link's buffer: beyond it the packet is dropped (silently,
         // like a full router queue), and the clock does not advance.
         if end - now > rule.rate_backlog_ns {
@@ -307,14 +309,14 @@ pub fn release_copy(skb: *mut __sk_buff) {
 
 /// A flipped bit, to undo on the original after its copy left.
 #[derive(Clone, Copy)]
-struct Flip {
+pub(super) struct Flip {
     offset: u32,
     mask: u8,
 }
 
 impl Flip {
     #[inline(always)]
-    fn undo(self, skb: *mut __sk_buff) {
+    pub(super) fn undo(self, skb: *mut __sk_buff) {
         let _ = xor_byte(skb, self.offset, self.mask);
     }
 }
@@ -336,7 +338,7 @@ impl Flip {
 /// doing TSO rewrites the IPv4 checksum of every segment it cuts, which
 /// would turn another flipped bit into a valid, misdelivered packet.
 #[inline(always)]
-fn corrupt(skb: *mut __sk_buff) -> Option<Flip> {
+pub(super) fn corrupt(skb: *mut __sk_buff) -> Option<Flip> {
     let l3 = network_offset(skb)?;
     let mut first = [0u8; 1];
     // SAFETY: the helper bounds-checks against the skb and writes one byte.
@@ -382,7 +384,7 @@ fn xor_byte(skb: *mut __sk_buff, offset: u32, mask: u8) -> bool {
 /// devices), 14 (Ethernet) and 18 (an in-band VLAN tag) whose 8 bytes equal
 /// those at the network header.
 #[inline(always)]
-fn network_offset(skb: *mut __sk_buff) -> Option<u32> {
+pub(super) fn network_offset(skb: *mut __sk_buff) -> Option<u32> {
     let mut net = [0u8; 8];
     // SAFETY: the helper bounds-checks against the skb.
     if unsafe {

@@ -4,7 +4,9 @@
 //! [`effects`] and run only for packets that matched a rule.
 
 pub mod effects;
+pub mod flow;
 mod packet;
+pub mod receive;
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
@@ -17,10 +19,10 @@ use aya_ebpf::{
         generated::{bpf_skb_ancestor_cgroup_id, bpf_spin_lock, bpf_spin_unlock},
     },
 };
-use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule, TAG_MARK, burst_index};
+use chaos_abi::net::{DIR_EGRESS, FAMILY_ANY, NetCounters, NetRule, TAG_MARK, direction_index};
 
 use crate::{
-    cgroup::find_rule,
+    cgroup::find_rule_keyed,
     maps::{NET_BURST_STATES, NET_COUNTERS, NET_LEVELS, NET_RULES},
 };
 
@@ -40,13 +42,19 @@ pub enum Lookup {
 /// the rule: see [`find_rule`]).
 #[inline(always)]
 pub fn rule_of(skb: *mut __sk_buff) -> Option<NetRule> {
+    keyed_rule_of(skb).map(|(_, rule)| rule)
+}
+
+/// [`rule_of`], with the rule's key in `NET_RULES`.
+#[inline(always)]
+pub fn keyed_rule_of(skb: *mut __sk_buff) -> Option<(u64, NetRule)> {
     let levels = NET_LEVELS.get(0)?;
     if levels.mask == 0 {
         return None;
     }
     // SAFETY: the helper only reads the skb the kernel handed us.
     let ancestor = |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) };
-    find_rule(&NET_RULES, levels, ancestor).copied()
+    find_rule_keyed(&NET_RULES, levels, ancestor).map(|(key, rule)| (key, *rule))
 }
 
 /// Find the rule of one packet of the socket's cgroup in direction `dir`
@@ -140,7 +148,7 @@ pub fn lose(rule: &NetRule, c: &mut NetCounters, dir: u8) -> bool {
 /// `check_helper_call`). Fails open: no chain, no loss.
 #[inline(always)]
 fn in_burst(rule: &NetRule, dir: u8) -> bool {
-    let Some(state) = NET_BURST_STATES.get_ptr_mut(burst_index(rule.slot, dir)) else {
+    let Some(state) = NET_BURST_STATES.get_ptr_mut(direction_index(rule.slot, dir)) else {
         return false;
     };
     // SAFETY: helper without arguments.
@@ -163,7 +171,7 @@ fn in_burst(rule: &NetRule, dir: u8) -> bool {
 /// Peer, port and protocol filters; parses the packet only when the rule
 /// has any.
 #[inline(always)]
-fn filters_match(skb: *mut __sk_buff, rule: &NetRule, dir: u8) -> bool {
+pub fn filters_match(skb: *mut __sk_buff, rule: &NetRule, dir: u8) -> bool {
     if rule.peer.family == FAMILY_ANY && rule.port == 0 && rule.protocol == 0 {
         return true;
     }

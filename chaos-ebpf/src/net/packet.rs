@@ -31,7 +31,7 @@ pub struct Headers {
 }
 
 #[inline(always)]
-fn load<const N: usize>(skb: *mut __sk_buff, offset: u32) -> Option<[u8; N]> {
+pub(super) fn load<const N: usize>(skb: *mut __sk_buff, offset: u32) -> Option<[u8; N]> {
     let mut buf = [0u8; N];
     // SAFETY: the helper bounds-checks against the skb and writes at most
     // N bytes into `buf`.

@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod fmod_ret;
+pub mod ifb;
 pub mod netns;
 pub mod qdisc;
 mod rtnl;

@@ -231,3 +231,34 @@ pub fn remove_filter(netns: &Netns, ifindex: u32, parent: u32, priority: u16, ha
         .and_then(|r| r)
         .map_err(|e| Error::kernel(format!("removing tc filter pref {priority} handle {handle:#x}"), e))
 }
+
+/// Attach `prog` (loaded) to the ingress of `ifindex` in `netns` through
+/// TCX (fd-owned: the link, and with it every redirect to chaos's ifb, ends
+/// with the process), first in the chain, so that no other program's
+/// verdict skips the fault. The only mode for ingress: the ifb redirect it
+/// serves needs Linux 6.4, and every kernel with TCX (6.6) has it.
+pub fn attach_ingress(
+    prog: &mut SchedClassifier,
+    netns: &Netns,
+    ifindex: u32,
+    ifname: &str,
+) -> Result<SchedClassifierLink> {
+    let context = || format!("attaching the ingress program to {ifname} (netns {})", netns.inode);
+    netns
+        .run(|| {
+            let mut attach =
+                |order| prog.attach(ifindex, TcAttach::Tcx { attach_type: TcAttachType::Ingress, order });
+            let id = attach(LinkOrder::first()).or_else(|_| attach(LinkOrder::default()))?;
+            prog.take_link(id)
+        })
+        .map_err(|e| Error::kernel(context(), e))?
+        .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))
+}
+
+/// Detach an ingress link (inside its namespace, as every detach).
+pub fn detach_ingress(link: SchedClassifierLink, netns: &Netns) -> Result<()> {
+    netns
+        .run(|| link.detach())
+        .map_err(|e| Error::kernel("detaching the ingress program", e))?
+        .map_err(|e| Error::kernel("detaching the ingress program", e))
+}

@@ -49,6 +49,7 @@ pub enum Capability {
     CgroupAncestorRead,
     FqQdisc,
     NetemQdisc,
+    IfbIngress,
 }
 
 /// What a capability is and who needs it: the table `chaos doctor` prints
@@ -219,6 +220,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "netem qdisc",
         used_for: "baseline for net-delay measurements",
         needs: "CONFIG_NET_SCH_NETEM",
+    },
+    Requirement {
+        capability: Capability::IfbIngress,
+        name: "ifb ingress queue",
+        used_for: "net-delay, net-rate, net-duplicate, net-corrupt, net-reorder --direction ingress|both: a queue for what the target receives",
+        needs: "Linux 6.4 (bpf_redirect marks the skb redirected, which ifb requires), CONFIG_IFB",
     },
 ];
 
@@ -470,5 +477,6 @@ fn run(capability: Capability) -> Result<String, String> {
         CgroupAncestorRead => programs::cgroup_read(),
         FqQdisc => qdisc::detect("fq"),
         NetemQdisc => qdisc::detect("netem"),
+        IfbIngress => crate::attach::ifb::probe(&kernel_release()),
     }
 }

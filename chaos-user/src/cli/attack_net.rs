@@ -19,17 +19,34 @@ use crate::{
 /// Shared by every `--help` of these subcommands, after the fault's own
 /// paragraph.
 pub const COMMON_HELP: &str = "\
-Scope: only what the target's processes send (egress) is affected: a tc \
-egress program on the devices of the target's network namespace (entered \
-through /proc/PID/ns/net, so a container needs no sidecar) matches packets \
-by their socket's cgroup. By default it acts on the devices that are up \
+Scope: what the target's processes send (--direction egress, the default), \
+receive (ingress), or both. Sent packets: a tc egress program on the \
+devices of the target's network namespace (entered through \
+/proc/PID/ns/net, so a container needs no sidecar) matches packets by \
+their socket's cgroup. By default it acts on the devices that are up \
 except loopback; --interface picks devices. Other cgroups' packets on the \
 same devices pass untouched.
+
+Received packets (Linux 6.6 or later: TCX and an ifb that BPF can \
+redirect to): a tc ingress program on the same devices sends the target's \
+packets through an ifb device of chaos's (chaosrx<pid>) in that \
+namespace, whose fq holds each one until its time; the ifb hands it back \
+to the device it arrived on. No socket is known at that hook, so the \
+target's flows are learned from its own packets (cgroup programs on the \
+target): every packet of a connection or exchange the target starts is \
+affected, and of one it accepts, every packet after the first (a SYN, a \
+first datagram from a new peer arrive before chaos knows the flow). A \
+sibling cgroup in the same namespace receiving from the same peer is \
+untouched. The ifb is deleted after the attack (by `chaos recover` after \
+kill -9; without chaos's ingress link, which ends with the process, \
+nothing reaches it).
 
 Combining: every effect flag may be given to every one of these \
 subcommands; the subcommand names the primary one, which is required. \
 Loss acts first; a duplicate is an independent copy (its own delay, \
-corruption, reordering); a reordered packet skips delay and rate.
+corruption, reordering); a reordered packet skips delay and rate. With \
+--direction both each direction is a link of its own (its own rate \
+limiter): a round trip sees the delay twice.
 
 Delay, jitter, rate and reorder give packets a departure time, which an \
 fq qdisc on the device honours: chaos snapshots the device's qdiscs \
@@ -108,10 +125,10 @@ Example: send 25% of packets at once, the rest 10 ms late:
 
   chaos attack net-reorder --cgroup /system.slice/app.service --reorder 25 --delay 10ms --duration 1m";
 
-fn egress_only(direction: Arg) -> Arg {
+fn egress_first(direction: Arg) -> Arg {
     direction
         .default_value("egress")
-        .help("What the target sends (egress); the only direction these faults support")
+        .help("What the target sends (egress), receives (ingress: Linux 6.6 or later), or both")
 }
 
 fn devices_up(interfaces: Arg) -> Arg {
@@ -127,10 +144,10 @@ fn duration(s: &str) -> std::result::Result<Duration, String> {
 
 /// The effect flags (all optional here; each subcommand makes its own
 /// primary flag required) and the filters. The filters
-/// are net-loss's, egress only, on the devices that are up (see
+/// are net-loss's, egress by default, on the devices that are up (see
 /// [`COMMON_HELP`]): only their defaults and help differ.
 #[derive(Debug, Args)]
-#[command(mut_arg("direction", egress_only), mut_arg("interfaces", devices_up))]
+#[command(mut_arg("direction", egress_first), mut_arg("interfaces", devices_up))]
 pub struct NetEffectParams {
     /// Delay every matching packet by this long: 50ms, 1.5s (at most 10s).
     #[arg(long, value_name = "DURATION", value_parser = duration)]

@@ -327,8 +327,12 @@ fn netem_like_kinds_take_the_commands_flags_as_fields() {
     assert!(d.to_string().contains("hint: add `delay: DURATION`: Delay every matching packet"), "{d}");
     let d = errors(&f("  - fault: net-rate\n    rate: 10mbit\n    jitter: 5ms\n"));
     assert!(d.to_string().contains("net-rate: `jitter` needs `delay`"), "{d}");
-    let d = errors(&f("  - fault: net-rate\n    rate: 10mbit\n    direction: ingress\n"));
-    assert!(d.to_string().contains("acts on what the target sends"), "{d}");
+    // What the target receives, too.
+    let e = ok(&f("  - fault: net-rate\n    rate: 10mbit\n    direction: ingress\n"));
+    let Fault::NetRate(fault) = &e.method[0].attacks[0].fault else {
+        panic!("not a net-rate: {:?}", e.method)
+    };
+    assert_eq!(fault.filter.direction, crate::faults::Direction::Ingress);
     let d = errors(&f("  - fault: net-reorder\n    reorder: 25\n    delay: fast\n"));
     assert!(d.to_string().contains("`delay`"), "{d}");
 }

@@ -368,10 +368,16 @@ impl NetAny {
     pub fn schedules(&self) -> bool {
         self.effects().is_some_and(NetFault::schedules)
     }
+
+    /// Effects beyond loss on what the target receives: the ifb queue and
+    /// the tc ingress classifier (loss alone stays at the socket).
+    pub fn receives(&self) -> bool {
+        self.effects().is_some() && self.filter().direction.ingress()
+    }
 }
 
 /// `net-delay`, `net-rate`, `net-duplicate`, `net-corrupt`, `net-reorder`:
-/// netem's effects on what the target sends.
+/// netem's effects on what the target sends, receives, or both.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetFault {
     #[serde(flatten)]
@@ -401,14 +407,6 @@ impl NetFault {
         }
         if let Err(e) = filter.check() {
             problems.push(e);
-        }
-        if filter.direction != Direction::Egress {
-            problems.push(format!(
-                "{} acts on what the target sends (--direction egress): a delay, rate, duplicate, corruption \
-                 or reordering needs a qdisc or a writable packet, and the receiving side has neither \
-                 (for loss on what it receives, use net-loss --direction ingress)",
-                kind.name()
-            ));
         }
         if e.delay.is_some_and(|d| d > MAX_DELAY) {
             problems.push(format!("--delay is at most {}", format_duration(MAX_DELAY)));
@@ -636,9 +634,7 @@ mod tests {
         )
         .unwrap_err();
         let all = errs.join("\n");
-        for needle in
-            ["needs --delay", "--direction egress", "--jitter needs --delay", "--reorder needs --delay"]
-        {
+        for needle in ["needs --delay", "--jitter needs --delay", "--reorder needs --delay"] {
             assert!(all.contains(needle), "{needle:?} missing from {all}");
         }
         let errs = effects_fault(

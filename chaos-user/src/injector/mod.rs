@@ -18,6 +18,7 @@ mod links;
 mod listeners;
 mod maps;
 mod net;
+mod receive;
 mod reset;
 mod rules;
 

@@ -27,6 +27,7 @@ use super::{
     family::{FamilyInjector, Start, Stopping},
     links::LinkSet,
     maps::{map_mut, write_levels},
+    receive::{Receive, ReceiveHandle},
     rules::{CounterFields, RuleTable, named},
 };
 use crate::{
@@ -48,14 +49,14 @@ use crate::{
 const EGRESS_PROGRAM: &str = "net_egress";
 
 /// A device of a target's network namespace.
-struct Device {
-    netns: Netns,
-    ifindex: u32,
-    ifname: String,
+pub(super) struct Device {
+    pub netns: Netns,
+    pub ifindex: u32,
+    pub ifname: String,
 }
 
 impl Device {
-    fn key(&self) -> (u64, u32) {
+    pub fn key(&self) -> (u64, u32) {
         (self.netns.inode, self.ifindex)
     }
 }
@@ -77,6 +78,10 @@ pub struct Handle {
     /// How long after the rule goes its last scheduled packet may leave
     /// (the attack's own horizon, below `MAX_DEPARTURE_AHEAD`).
     drain: Duration,
+    /// The receiving side (effects on what the target receives).
+    receive: ReceiveHandle,
+    /// The attack's counter slot.
+    slot: u32,
 }
 
 /// An fq in use, and until when it must stay.
@@ -89,7 +94,8 @@ struct FqUse {
 /// declaration order (`-`: summed into `expired`, `injected` only).
 pub(super) const COUNTER_NAMES: &str = "egress_matched egress_dropped ingress_matched ingress_dropped - - egress_delayed \
                              egress_duplicated egress_corrupted egress_reordered egress_rate_dropped \
-                             egress_queue_dropped egress_copy_failed";
+                             egress_queue_dropped egress_copy_failed - ingress_delayed ingress_duplicated \
+                             ingress_corrupted ingress_reordered ingress_rate_dropped ingress_queue_dropped";
 
 // SAFETY: #[repr(C)], u64 fields only (chaos-abi).
 unsafe impl CounterFields for NetCounters {}
@@ -101,6 +107,7 @@ pub struct Net {
     fq: LinkSet<(u64, u32), FqUse>,
     ingress: CgroupHook,
     tag: CgroupHook,
+    receive: Receive,
     jitter_table_written: bool,
 }
 
@@ -116,6 +123,7 @@ impl Default for Net {
             fq: LinkSet::default(),
             ingress: CgroupHook::new("net_ingress", CgroupSkbAttachType::Ingress, "the ingress program"),
             tag: CgroupHook::new("net_tag", CgroupSkbAttachType::Egress, "the egress tag program"),
+            receive: Receive::default(),
             jitter_table_written: false,
         }
     }
@@ -124,7 +132,7 @@ impl Default for Net {
 /// Resolve the devices an egress attack would act on, changing nothing:
 /// see [`super::preflight`].
 pub(super) fn preflight(attack: &Attack, mechanism: &NetMechanism, fault: &NetAny) -> Result<()> {
-    if mechanism.egress.is_some() {
+    if mechanism.egress.is_some() || mechanism.receive {
         devices(attack, fault.effects(), fault.interfaces())?;
     }
     Ok(())
@@ -161,8 +169,21 @@ impl FamilyInjector for Net {
         let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, net::LEVELS, self.rules.levels())?;
+        handle.slot = slot;
+        let devices = if mechanism.egress.is_some() || mechanism.receive {
+            devices(attack, effects, fault.interfaces())?
+        } else {
+            Vec::new()
+        };
+        if mechanism.receive {
+            let schedules = mechanism.fq.then_some(handle.drain);
+            self.receive.begin(shared, attack, slot, &devices, schedules, &mut handle.receive)?;
+            if mechanism.egress.is_none() {
+                handle.interfaces.extend(devices.iter().map(|d| d.ifname.clone()));
+            }
+        }
         if let Some(mode) = mechanism.egress {
-            for device in devices(attack, effects, fault.interfaces())? {
+            for device in devices {
                 // fq first: its snapshot is of the device as it was,
                 // before any clsact the egress attachment may add.
                 if mechanism.fq {
@@ -190,7 +211,7 @@ impl FamilyInjector for Net {
     /// gone: the fault is inert from then on), then release the
     /// attachments, and last the fq qdiscs once the packets already
     /// scheduled have left.
-    fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
+    fn stop(&mut self, shared: &mut Shared, attack: &Attack, mut handle: Handle) -> Stopping {
         let mut released = Ok(());
         // The tag program first: a packet tagged after the rule is gone
         // would find no rule, and the classifier leaves the tag of a packet
@@ -200,7 +221,16 @@ impl FamilyInjector for Net {
         {
             released = released.and(Err(e));
         }
+        // The learning programs too: a flow learned after the rule is gone
+        // would outlive the attack in the map.
+        let mut receive = std::mem::take(&mut handle.receive);
+        if let Err(e) = self.receive.stop_learning(attack, &mut receive) {
+            released = released.and(Err(e));
+        }
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        if let Err(e) = self.receive.release(shared, handle.slot, receive, handle.drain) {
+            released = released.and(Err(e));
+        }
         // The networks after the rule: a slot's next attack starts clean.
         if !handle.peer_keys.is_empty() {
             match map_mut::<LpmTrie<&mut MapData, net::PeerKey, u8>>(&mut shared.ebpf, net::PEERS) {
@@ -245,9 +275,8 @@ impl FamilyInjector for Net {
         let c = self.rules.counters(&shared.ebpf, slot)?;
         Ok(Counters {
             matched: c.egress_matched + c.ingress_matched,
-            // Egress packets count once however many effects hit them;
-            // ingress has loss only.
-            injected: c.egress_injected + c.ingress_dropped,
+            // A packet counts once however many effects hit it.
+            injected: c.egress_injected + c.ingress_dropped + c.ingress_injected,
             expired: c.expired,
             detail: named(&c, COUNTER_NAMES),
         })
@@ -342,7 +371,7 @@ impl Net {
 /// One cgroup_skb program, attached to each target cgroup by its first
 /// attack and detached by its last (fd-owned links: they also end with the
 /// process).
-struct CgroupHook {
+pub(super) struct CgroupHook {
     program: &'static str,
     attach_type: CgroupSkbAttachType,
     /// What the program is, for errors.
@@ -351,11 +380,11 @@ struct CgroupHook {
 }
 
 impl CgroupHook {
-    fn new(program: &'static str, attach_type: CgroupSkbAttachType, what: &'static str) -> Self {
+    pub fn new(program: &'static str, attach_type: CgroupSkbAttachType, what: &'static str) -> Self {
         Self { program, attach_type, what, links: LinkSet::default() }
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
+    pub fn attach(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         let Self { program, attach_type, .. } = *self;
         self.links.acquire(attack.target.id, || {
             let prog: &mut CgroupSkb = loaded(ebpf, program)?;
@@ -363,7 +392,7 @@ impl CgroupHook {
         })
     }
 
-    fn release(&mut self, cgroup_id: u64) -> Result<()> {
+    pub fn release(&mut self, cgroup_id: u64) -> Result<()> {
         let Some(link) = self.links.release(&cgroup_id) else { return Ok(()) };
         link.detach()
             .map_err(|e| Error::kernel(format!("detaching {}", self.what), anyhow::anyhow!(describe(&e))))
@@ -462,7 +491,7 @@ fn reset_rate_clock(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
 fn reset_burst_states(ebpf: &mut Ebpf, slot: u32) -> Result<()> {
     let mut map: Array<&mut MapData, net::BurstState> = map_mut(ebpf, net::BURST_STATES)?;
     for dir in [net::DIR_EGRESS, net::DIR_INGRESS] {
-        map.set(net::burst_index(slot, dir), &net::BurstState::default(), 0)
+        map.set(net::direction_index(slot, dir), &net::BurstState::default(), 0)
             .map_err(|e| Error::kernel("resetting the burst-loss state", e))?;
     }
     Ok(())

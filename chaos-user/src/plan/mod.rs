@@ -53,6 +53,9 @@ pub enum Demand {
         direction: Direction,
         /// Packets get departure times (delay, rate, reorder): fq needed.
         schedules: bool,
+        /// Effects beyond loss on what the target receives: the tc ingress
+        /// classifier and chaos's ifb.
+        receive: bool,
     },
     Conn(ConnDemand),
     Reset,
@@ -69,7 +72,9 @@ pub enum Demand {
 impl Demand {
     pub fn of(fault: &Fault) -> Self {
         match fault.by_family() {
-            FamilyFault::Net(f) => Self::Net { direction: f.filter().direction, schedules: f.schedules() },
+            FamilyFault::Net(f) => {
+                Self::Net { direction: f.filter().direction, schedules: f.schedules(), receive: f.receives() }
+            }
             FamilyFault::Conn(f) => Self::Conn(ConnDemand::of(&f)),
             FamilyFault::Reset(_) => Self::Reset,
             FamilyFault::Dns(_) => Self::Dns,
@@ -84,7 +89,7 @@ impl Demand {
     pub fn consults(self) -> &'static [Capability] {
         use Capability::*;
         match self {
-            Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc],
+            Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc, IfbIngress],
             Self::Conn(_) => &[CgroupSockAddr, SockAddrRetval, SkLookup],
             Self::Reset => &[SockDestroy],
             Self::Dns => &[Tcx, TcNetlink],
@@ -106,22 +111,27 @@ impl Demand {
 }
 
 /// Every fault kind, with the demand of its usual form (`chaos doctor`):
-/// net-loss in both directions, the netem-like faults on egress, io-error
-/// on every operation.
+/// net-loss in both directions, the netem-like faults on egress and, as a
+/// row of their own, on what the target receives; io-error on every
+/// operation.
 pub const KINDS: &[(&str, Demand)] = &[
-    ("net-loss", Demand::Net { direction: Direction::Both, schedules: false }),
-    ("net-delay", Demand::Net { direction: Direction::Egress, schedules: true }),
-    ("net-rate", Demand::Net { direction: Direction::Egress, schedules: true }),
-    ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false }),
-    ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false }),
-    ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true }),
+    ("net-loss", Demand::Net { direction: Direction::Both, schedules: false, receive: false }),
+    ("net-delay", Demand::Net { direction: Direction::Egress, schedules: true, receive: false }),
+    ("net-rate", Demand::Net { direction: Direction::Egress, schedules: true, receive: false }),
+    ("net-duplicate", Demand::Net { direction: Direction::Egress, schedules: false, receive: false }),
+    ("net-corrupt", Demand::Net { direction: Direction::Egress, schedules: false, receive: false }),
+    ("net-reorder", Demand::Net { direction: Direction::Egress, schedules: true, receive: false }),
+    (INGRESS_KIND, Demand::Net { direction: Direction::Ingress, schedules: true, receive: true }),
     ("net-refuse", Demand::Conn(ConnDemand::ALL)),
-    ("net-partition", Demand::Net { direction: Direction::Both, schedules: false }),
+    ("net-partition", Demand::Net { direction: Direction::Both, schedules: false, receive: false }),
     ("net-reset", Demand::Reset),
     ("dns-error", Demand::Dns),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
 ];
+
+/// The [`KINDS`] row of the netem-like faults on what the target receives.
+pub const INGRESS_KIND: &str = "net-delay/rate/... --direction ingress";
 
 /// Choices an operator (or a test) forces through the environment:
 /// `CHAOS_EGRESS_MODE=tcx|netlink`, `CHAOS_CLOCK_SYSCALLS=fexit|tracepoint`,
@@ -206,7 +216,12 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
     let prefs = Preferences::from_env()?;
     let planned = match attack.fault.by_family() {
         FamilyFault::Net(f) => {
-            Planned::Net(net::plan(&subject, f.filter().direction, f.schedules(), caps, &prefs)?, f)
+            let demand = net::NetDemand {
+                direction: f.filter().direction,
+                schedules: f.schedules(),
+                receive: f.receives(),
+            };
+            Planned::Net(net::plan(&subject, demand, caps, &prefs)?, f)
         }
         FamilyFault::Conn(f) => Planned::Conn(conn::plan(&subject, ConnDemand::of(&f), caps)?, f),
         FamilyFault::Reset(f) => Planned::Reset(reset::plan(&subject, caps)?, f),
@@ -249,8 +264,9 @@ pub fn plan_demand(
     prefs: &Preferences,
 ) -> Result<Mechanism> {
     match demand {
-        Demand::Net { direction, schedules } => {
-            net::plan(subject, direction, schedules, caps, prefs).map(Mechanism::Net)
+        Demand::Net { direction, schedules, receive } => {
+            net::plan(subject, net::NetDemand { direction, schedules, receive }, caps, prefs)
+                .map(Mechanism::Net)
         }
         Demand::Conn(demand) => conn::plan(subject, demand, caps).map(Mechanism::Conn),
         Demand::Reset => reset::plan(subject, caps).map(Mechanism::Reset),

@@ -63,7 +63,7 @@ fn refused(caps: &CapabilitySet, kind: &str, prefs: &Preferences) -> String {
 }
 
 fn net(egress: Option<EgressMode>, ingress: bool, fq: bool) -> Mechanism {
-    Mechanism::Net(NetMechanism { egress, ingress_cgroup_skb: ingress, fq })
+    Mechanism::Net(NetMechanism { egress, ingress_cgroup_skb: ingress, receive: false, fq })
 }
 
 fn layers(m: &Mechanism) -> Vec<SafetyLayer> {
@@ -548,6 +548,9 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
             if n.ingress_cgroup_skb {
                 parts.push("cgroup_skb");
             }
+            if n.receive {
+                parts.push("TCX ingress + ifb");
+            }
             if n.fq {
                 parts.push("fq");
             }
@@ -620,8 +623,25 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
                 })
                 .map(|c| c.to_string())
                 .collect();
-            assert!(!would.is_empty(), "{kind} on {}: refused, and no one capability would do", caps.kernel);
-            format!("refused: no {}", would.join(" or "))
+            if !would.is_empty() {
+                return format!("refused: no {}", would.join(" or "));
+            }
+            // Else all of the missing ones together (the receive side of
+            // the net family needs both TCX and the ifb).
+            let missing: Vec<Capability> =
+                demand(kind).consults().iter().copied().filter(|c| !caps.has(*c)).collect();
+            let mut with = caps.clone();
+            with.capabilities
+                .iter_mut()
+                .filter(|f| missing.contains(&f.capability))
+                .for_each(|f| f.available = true);
+            assert!(
+                planned(&with, kind, &prefs).is_ok(),
+                "{kind} on {}: refused, and not even every missing capability would do",
+                caps.kernel
+            );
+            let names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+            format!("refused: no {}", names.join(" and "))
         }
     }
 }
@@ -757,4 +777,24 @@ fn net_reset_is_inet_diag_everywhere_and_acts_in_process() {
     );
     let e = plan_demand("net-reset", Demand::Reset, &set(&missing), &prefs).unwrap_err().to_string();
     assert!(e.contains("net-reset") && e.contains("no CONFIG_INET_DIAG_DESTROY"), "{e}");
+}
+
+/// Effects on what the target receives: the TCX ingress classifier and the
+/// ifb where the kernel has both (6.12, 7.2, this host's 6.18 but for its
+/// missing fq), refused with the reason before 6.6; loss alone on what it
+/// receives stays the socket-level program everywhere.
+#[test]
+fn received_effects_need_tcx_and_the_ifb() {
+    for json in [DEBIAN_6_12, DEBIAN_7_2] {
+        let Mechanism::Net(m) = ok(&set(json), INGRESS_KIND) else { panic!("not net") };
+        assert!(m.receive && !m.ingress_cgroup_skb && m.fq && m.egress.is_none(), "{m:?}");
+    }
+    for json in [DEBIAN_5_10, DEBIAN_6_1] {
+        let e = refused(&set(json), INGRESS_KIND, &Preferences::default());
+        assert!(e.contains("ifb ingress queue") && e.contains("6.4"), "{e}");
+    }
+    let e = refused(&set(HOST_6_18), INGRESS_KIND, &Preferences::default());
+    assert!(e.contains("fq qdisc"), "{e}");
+    let Mechanism::Net(m) = ok(&set(DEBIAN_5_10), "net-loss") else { panic!("not net") };
+    assert!(m.ingress_cgroup_skb && !m.receive, "{m:?}");
 }

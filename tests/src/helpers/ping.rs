@@ -22,6 +22,8 @@ pub struct Pings {
     pub sent: usize,
     /// CPU time of the ping process (user + system), in ms.
     pub cpu_ms: f64,
+    /// Replies ping reported as duplicates (`(DUP!)`).
+    pub duplicates: usize,
 }
 
 /// The ping command line: numeric, `count` probes `interval_us` apart,
@@ -48,7 +50,8 @@ pub fn parse(out: &str, count: usize) -> Pings {
             by_seq[seq] = Some(time);
         }
     }
-    Pings { rtts_ms: by_seq.into_iter().flatten().collect(), sent: count, cpu_ms: 0.0 }
+    let duplicates = out.lines().filter(|l| l.contains("(DUP!)")).count();
+    Pings { rtts_ms: by_seq.into_iter().flatten().collect(), sent: count, cpu_ms: 0.0, duplicates }
 }
 
 /// Start ping in `place`; `finish` collects it.

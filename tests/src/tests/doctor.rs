@@ -59,6 +59,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                         "ancestor cgroup (tracing)",
                         "bpf_loop",
                         "bpf_set_retval (sock_addr)",
+                        "ifb ingress queue",
                     ])
                     .collect(),
                 NO,
@@ -81,6 +82,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                 "ancestor cgroup (tracing)",
                 "fmod_ret on system calls",
                 "bpf_set_retval (sock_addr)",
+                "ifb ingress queue",
             ],
         ),
         // From 6.0 on, `struct cgroup` has `ancestors[]`, not the ids the
@@ -88,7 +90,13 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
         "debian-6.1" => (
             [DEBIAN, &["BPF LSM", "ancestor cgroup (tracing)", "bpf_loop", "bpf_set_retval (sock_addr)"]]
                 .concat(),
-            &["tc (TCX link)", "kprobe override", "fmod_ret on system calls", "ancestor cgroup (task read)"],
+            &[
+                "tc (TCX link)",
+                "kprobe override",
+                "fmod_ret on system calls",
+                "ancestor cgroup (task read)",
+                "ifb ingress queue",
+            ],
         ),
         "debian-6.12" => (
             [
@@ -99,6 +107,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                     "ancestor cgroup (tracing)",
                     "bpf_loop",
                     "bpf_set_retval (sock_addr)",
+                    "ifb ingress queue",
                 ],
             ]
             .concat(),
@@ -114,6 +123,7 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
                     "bpf_loop",
                     "fmod_ret on system calls",
                     "bpf_set_retval (sock_addr)",
+                    "ifb ingress queue",
                 ],
             ]
             .concat(),

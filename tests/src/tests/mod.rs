@@ -25,6 +25,7 @@ mod net_loss;
 mod net_partition;
 mod net_qdisc;
 mod net_rate;
+pub mod net_receive;
 pub mod net_refuse;
 mod net_refuse_incoming;
 mod net_reset;
@@ -63,11 +64,16 @@ crate::harness::register! {
     net_reset::real_clients_see_the_reset,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
+    net_receive::delay_holds_its_distribution,
     net_delay::delay_combines_with_loss,
     net_delay::reorder_rate_is_exact,
     net_rate::throughput_matches_at_10_and_100_mbit,
     net_duplicate::duplicate_rate_is_exact,
     net_corrupt::corrupt_rate_is_exact_and_receivers_drop_them,
+    net_receive::duplicates_what_the_target_receives,
+    net_receive::corrupted_replies_fail_the_targets_ip_checks,
+    net_receive::rate_limits_what_the_target_receives,
+    net_receive::kill9_and_hung_loader_leave_nothing,
     net_tag::mark_never_leaves_the_classifier,
     net_refuse::bad_flags_are_refused,
     net_refuse::connects_fail_with_the_errno_at_the_rate,

@@ -200,7 +200,19 @@ const PROBE_INTERVAL_US: u64 = 4000;
 /// two timers that fire at different moments.
 /// Both figures are printed; nothing is skipped.
 pub fn delay_and_jitter_hold_their_distribution(ctx: &mut Ctx) -> anyhow::Result<()> {
+    delay_distribution(ctx, "egress")
+}
+
+/// [`delay_and_jitter_hold_their_distribution`] on what the target sends
+/// (`egress`) or receives (`ingress`: the echo replies wait in chaos's
+/// ifb); the reference is the same netem on the second path either way, as
+/// a round trip adds the delay once in both cases.
+pub fn delay_distribution(ctx: &mut Ctx, direction: &str) -> anyhow::Result<()> {
     require_fq(ctx)?;
+    if direction == "ingress" {
+        ctx.require(Capability::Tcx)?;
+        ctx.require(Capability::IfbIngress)?;
+    }
     ctx.require(Capability::NetemQdisc)?;
     let lab = Lab::new()?;
     let (nc, netem_peer) = netem_path(&lab)?;
@@ -234,6 +246,8 @@ pub fn delay_and_jitter_hold_their_distribution(ctx: &mut Ctx) -> anyhow::Result
                 "10ms",
                 "--distribution",
                 dist,
+                "--direction",
+                direction,
                 "--interface",
                 &lab.ctr_dev,
                 "--duration",
@@ -298,13 +312,13 @@ pub fn delay_and_jitter_hold_their_distribution(ctx: &mut Ctx) -> anyhow::Result
             s.sent - s.rtts_ms.len(),
             s.sent
         );
-        let delayed = end["counters"]["egress_delayed"].as_u64().unwrap_or(0);
+        let delayed = end["counters"][format!("{direction}_delayed")].as_u64().unwrap_or(0);
         anyhow::ensure!(delayed >= t.rtts_ms.len() as u64, "{dist}: chaos counted {delayed} delayed packets");
     }
     eprint!("\n    ");
     let after = egress_qdiscs(&lab)?;
     anyhow::ensure!(after == before, "qdiscs differ after the attacks:\nbefore {before}\nafter  {after}");
-    Ok(())
+    super::net_receive::ensure_no_ifb(&lab)
 }
 
 /// The jitter's `q` quantile, in ms: uniform on ±10 ms, or normal with a
