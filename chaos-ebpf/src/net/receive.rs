@@ -59,8 +59,8 @@ const TSTAMP_DELIVERY_MONO: u32 = 1;
 #[inline(always)]
 pub fn apply(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, ifb: u32) -> i32 {
     if super::lose(rule, c, DIR_INGRESS) {
-        // Counted in `ingress_dropped`. At ingress a drop is silent: the sender cannot tell it from the
-        // network's.
+        // Counted in `ingress_dropped`. At ingress a drop is silent: the
+        // sender cannot tell it from the network's.
         return TC_ACT_SHOT;
     }
     // SAFETY: helper without arguments.
@@ -74,7 +74,12 @@ pub fn apply(skb: *mut __sk_buff, rule: &NetRule, c: &mut NetCounters, ifb: u32)
             if flip.is_some() {
                 c.ingress_corrupted += 1;
             }
-            set_delivery(skb, rule, at);
+            // Without a schedule the copy keeps the original's receive time,
+            // which `__bpf_tx_skb` clears on it (fq then sends it at once)
+            // and leaves on the original, which goes on in place.
+            if rule.flags & FLAG_SCHEDULE != 0 {
+                set_delivery(skb, rule, at);
+            }
             // A clone of the packet (with its delivery time: `__copy_skb_header`
             // copies `tstamp`) to the ifb; the original's head is made
             // private first (`bpf_try_make_head_writable`), so undoing the

@@ -147,6 +147,7 @@ impl FamilyInjector for Net {
     /// names the devices acted on.
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, mechanism, slot, .. } = *start;
+        handle.slot = slot;
         let effects = fault.effects();
         handle.drain = effects.map_or(Duration::ZERO, NetFault::max_departure_ahead);
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
@@ -169,7 +170,6 @@ impl FamilyInjector for Net {
         let rule = fault.rule(start.deadline_from_now(), slot);
         self.rules.insert(&mut shared.ebpf, attack, &rule)?;
         write_levels(&mut shared.ebpf, net::LEVELS, self.rules.levels())?;
-        handle.slot = slot;
         let devices = if mechanism.egress.is_some() || mechanism.receive {
             devices(attack, effects, fault.interfaces())?
         } else {

@@ -43,8 +43,9 @@ pub struct ReceiveHandle {
     links: Vec<(u64, u32)>,
     /// Its keys in `NET_RX_IFBS`.
     keys: Vec<u64>,
-    /// Whether the learning programs on the target are its to release.
-    learning: bool,
+    /// Whether the learning programs on the target (egress, ingress) are
+    /// its to release.
+    learning: (bool, bool),
 }
 
 /// An ifb, with its fq if the attack schedules (else the ifb's default
@@ -106,9 +107,19 @@ impl Receive {
                 })?;
                 handle.ifbs.push(ns);
             }
-            let Some(ifb_index) = self.ifbs.get_mut(&ns).map(|u| u.ifb.ifindex) else {
-                unreachable!("acquired")
-            };
+            let Some(u) = self.ifbs.get_mut(&ns) else { unreachable!("acquired") };
+            // Another target's attack in this namespace made the ifb
+            // without fq (nothing of it waited): this one's packets do.
+            if let (Some(ahead), None) = (schedules, &u.fq) {
+                u.fq = Some(qdisc::install(
+                    &u.ifb.netns,
+                    u.ifb.ifindex,
+                    &u.ifb.ifname,
+                    ahead,
+                    &mut shared.state,
+                )?);
+            }
+            let ifb_index = u.ifb.ifindex;
             let key = device.key();
             self.links.acquire(key, || {
                 let prog: &mut SchedClassifier = loaded(&mut shared.ebpf, PROGRAM)?;
@@ -132,8 +143,9 @@ impl Receive {
             handle.keys.push(map_key);
         }
         self.learn_out.attach(&mut shared.ebpf, attack)?;
+        handle.learning.0 = true;
         self.learn_in.attach(&mut shared.ebpf, attack)?;
-        handle.learning = true;
+        handle.learning.1 = true;
         Ok(())
     }
 
@@ -142,11 +154,9 @@ impl Receive {
     /// once the packets they hold have been delivered (`drain`: the
     /// attack's horizon).
     pub fn stop_learning(&mut self, attack: &Attack, handle: &mut ReceiveHandle) -> Result<()> {
-        if !std::mem::take(&mut handle.learning) {
-            return Ok(());
-        }
-        let out = self.learn_out.release(attack.target.id);
-        let inn = self.learn_in.release(attack.target.id);
+        let (out, inn) = std::mem::take(&mut handle.learning);
+        let out = if out { self.learn_out.release(attack.target.id) } else { Ok(()) };
+        let inn = if inn { self.learn_in.release(attack.target.id) } else { Ok(()) };
         out.and(inn)
     }
 
@@ -157,6 +167,12 @@ impl Receive {
         handle: ReceiveHandle,
         drain: Duration,
     ) -> Result<()> {
+        if handle.ifbs.is_empty() && handle.links.is_empty() {
+            // Not an attack on what its target receives (or one that
+            // failed before anything was made): nothing of the slot's to
+            // forget either.
+            return Ok(());
+        }
         let mut released = Ok(());
         {
             match map_mut::<HashMap<&mut MapData, u64, u32>>(&mut shared.ebpf, net::RX_IFBS) {

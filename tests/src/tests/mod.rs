@@ -73,6 +73,8 @@ crate::harness::register! {
     net_receive::duplicates_what_the_target_receives,
     net_receive::corrupted_replies_fail_the_targets_ip_checks,
     net_receive::rate_limits_what_the_target_receives,
+    net_receive::reorders_and_loses_what_the_target_receives,
+    net_receive::refused_where_the_kernel_cannot,
     net_receive::kill9_and_hung_loader_leave_nothing,
     net_tag::mark_never_leaves_the_classifier,
     net_refuse::bad_flags_are_refused,

@@ -17,8 +17,8 @@ use chaos::capabilities::Capability;
 
 use super::net_delay::{attack, netem_path};
 use crate::{
-    fixtures::{lab::Lab, process::Place},
-    harness::Ctx,
+    fixtures::{cgroup::Cgroup, lab::Lab, process::Place, runner},
+    harness::{Ctx, Skip},
     helpers::{
         ping::{self, Pings},
         tcp::{RateSink, stream},
@@ -309,4 +309,86 @@ pub fn kill9_and_hung_loader_leave_nothing(ctx: &mut Ctx) -> anyhow::Result<()> 
     );
     ensure_no_ifb(&lab)?;
     crate::fixtures::runner::recover_finds_nothing()
+}
+
+/// `--reorder 25 --delay 20ms --loss 10 --direction ingress`: 10% of the
+/// target's replies never arrive, a quarter of the others arrive at once
+/// (RTT far below the delay), the rest 20 ms late; each within its
+/// binomial interval and as chaos counted; the sibling's replies untouched.
+pub fn reorders_and_loses_what_the_target_receives(ctx: &mut Ctx) -> anyhow::Result<()> {
+    require_receive(ctx)?;
+    super::net_delay::require_fq(ctx)?;
+    let lab = Lab::new()?;
+    let n = 2000;
+    let args =
+        ["--reorder", "25", "--delay", "20ms", "--loss", "10", "--direction", "ingress", "--duration", "60s"];
+    let measure = || -> anyhow::Result<(Pings, serde_json::Value)> {
+        let run = attack(&lab, "net-reorder", &args)?;
+        let measured = ping_both(&lab, IpAddr::V4(lab.peer_ip), n);
+        let end = super::net_loss::end(run)?;
+        let (t, s) = measured?;
+        ensure_untouched("sibling", &s)?;
+        Ok((t, end))
+    };
+    let lost = check_rate_measured("received replies lost", 0.10, || {
+        let (t, end) = measure()?;
+        let lost = (n - t.rtts_ms.len()) as u64;
+        let counted = end["counters"]["ingress_dropped"].as_u64().unwrap_or(u64::MAX);
+        anyhow::ensure!(counted == lost, "chaos counted {counted} dropped, {lost} replies went missing");
+        Ok((lost, n as u64))
+    })?;
+    let early = check_rate_measured("received replies delivered at once", 0.25, || {
+        let (t, end) = measure()?;
+        // A reply delivered at once comes back in well under a millisecond
+        // here; a delayed one 20 ms or more after its request left.
+        let early = t.rtts_ms.iter().filter(|&&r| r < 10.0).count() as u64;
+        let late = t.rtts_ms.iter().filter(|&&r| r >= 20.0).count() as u64;
+        // fq never releases early; a reply sent at once may be held up by
+        // a busy VM (allow 0.5%).
+        let between = t.rtts_ms.len() as u64 - early - late;
+        anyhow::ensure!(
+            between <= n as u64 / 200,
+            "{between} replies came back between 10 and 20 ms: neither at once nor delayed"
+        );
+        // The counter and ping agree, but for a reply sent at once that a
+        // busy VM held up for 10 ms (allow 0.5%).
+        let counted = end["counters"]["ingress_reordered"].as_u64().unwrap_or(0);
+        anyhow::ensure!(
+            counted.abs_diff(early) <= n as u64 / 200,
+            "chaos counted {counted} reordered, ping saw {early} early"
+        );
+        Ok((early, t.rtts_ms.len() as u64))
+    })?;
+    eprint!("[{lost} of {n} lost; {early} delivered at once] ");
+    ensure_no_ifb(&lab)
+}
+
+/// Before Linux 6.6 (no TCX, or an ifb that drops what BPF redirects to it)
+/// an attack on what the target receives is refused with the reason: exit
+/// 3, the capability named, nothing attached or left.
+pub fn refused_where_the_kernel_cannot(ctx: &mut Ctx) -> anyhow::Result<()> {
+    if require_receive(ctx).is_ok() {
+        return Err(Skip("TCX and the ifb redirect work here: nothing to refuse".into()).into());
+    }
+    let cg = Cgroup::new("net-receive-refused")?;
+    let args = [
+        "attack",
+        "net-delay",
+        "--cgroup",
+        &cg.rel,
+        "--delay",
+        "50ms",
+        "--direction",
+        "ingress",
+        "--duration",
+        "5s",
+    ];
+    let out = runner::run(&args)?;
+    anyhow::ensure!(out.code() == Some(3), "exit code {:?}, expected 3: {}", out.code(), out.stderr);
+    anyhow::ensure!(
+        out.stderr.contains("ifb ingress queue") && out.stderr.contains("tc (TCX link)"),
+        "the refusal does not name what is missing: {}",
+        out.stderr
+    );
+    crate::fixtures::leaks::check_chaos().map_err(|l| anyhow::anyhow!("left {l}"))
 }
