@@ -107,32 +107,32 @@ pub enum AttackCommand {
     )]
     ClockSkew(AttackArgs<ClockSkewParams>),
 
-    /// Delay what the target sends (fixed + jitter), as netem does.
+    /// Delay what the target sends or receives (fixed + jitter), as netem does.
     #[command(
         long_about = net::DELAY_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("delay", |a| a.required(true)),
     )]
     NetDelay(AttackArgs<NetEffectParams>),
 
-    /// Limit the bandwidth of what the target sends, as a slower link.
+    /// Limit the bandwidth of what the target sends or receives, as a slower link.
     #[command(long_about = net::RATE_HELP, after_long_help = net::COMMON_HELP, mut_arg("rate", |a| a.required(true)))]
     NetRate(AttackArgs<NetEffectParams>),
 
-    /// Send a share of what the target sends twice, as netem does.
+    /// Duplicate a share of what the target sends or receives, as netem does.
     #[command(
         long_about = net::DUPLICATE_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("duplicate", |a| a.required(true)),
     )]
     NetDuplicate(AttackArgs<NetEffectParams>),
 
-    /// Corrupt a share of what the target sends (receivers drop it).
+    /// Corrupt a share of what the target sends or receives (receivers drop it).
     #[command(
         long_about = net::CORRUPT_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("corrupt", |a| a.required(true)),
     )]
     NetCorrupt(AttackArgs<NetEffectParams>),
 
-    /// Send a share of what the target sends ahead of the delayed rest.
+    /// Let a share of what the target sends or receives overtake the delayed rest.
     #[command(
         long_about = net::REORDER_HELP, after_long_help = net::COMMON_HELP,
         mut_arg("reorder", |a| a.required(true)), mut_arg("delay", |a| a.required(true)),

@@ -58,8 +58,8 @@ in the host's network namespace unless --interface names the devices.";
 
 /// `net-delay`'s help.
 pub const DELAY_HELP: &str = "\
-Delay what the target sends by a fixed time plus jitter, as netem's delay \
-does.
+Delay what the target sends (or receives: --direction) by a fixed time \
+plus jitter, as netem's delay does.
 
 Each packet's departure time is now + --delay + a jitter sample (uniform \
 in [-jitter, +jitter], or normal with standard deviation --jitter; a \
@@ -74,7 +74,8 @@ Example: 50 ms ± 10 ms (normal) on what a pod sends, with 1% loss, for 2 minute
 
 /// `net-rate`'s help.
 pub const RATE_HELP: &str = "\
-Limit the bandwidth of what the target sends, as a slower link would.
+Limit the bandwidth of what the target sends (or receives: --direction), \
+as a slower link would.
 
 Every matching packet of the target shares one link of --rate bits per \
 second on the wire (link-layer header included, as netem and tbf count). \
@@ -88,8 +89,8 @@ Example: a 10 Mbit/s link with 40 ms of latency for what nginx sends:
 
 /// `net-duplicate`'s help.
 pub const DUPLICATE_HELP: &str = "\
-Send an extra copy of a share of what the target sends, as netem's \
-duplicate does.
+Send an extra copy of a share of what the target sends (or receives: \
+--direction), as netem's duplicate does.
 
 The copy is sent just before the original (or with its own departure \
 time when combined with --delay).
@@ -100,8 +101,9 @@ Example: duplicate 1% of what process 4242's cgroup sends to port 53:
 
 /// `net-corrupt`'s help.
 pub const CORRUPT_HELP: &str = "\
-Flip a bit in a share of what the target sends, so that the receiver's \
-checks drop it, as netem's corrupt does.
+Flip a bit in a share of what the target sends (or receives: \
+--direction), so that the receiver's checks drop it, as netem's corrupt \
+does.
 
 IPv4: a random bit of the IP header outside its checksum field, which the \
 receiver's header checksum catches (its /proc/net/snmp Ip InHdrErrors \
@@ -118,8 +120,9 @@ Example: corrupt 0.5% of what nginx sends:
 
 /// `net-reorder`'s help.
 pub const REORDER_HELP: &str = "\
-Reorder what the target sends: a share of packets leaves at once, past \
-the ones being delayed, as netem's reorder does. Needs --delay.
+Reorder what the target sends (or receives: --direction): a share of \
+packets leaves at once, past the ones being delayed, as netem's reorder \
+does. Needs --delay.
 
 Example: send 25% of packets at once, the rest 10 ms late:
 
