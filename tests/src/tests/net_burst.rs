@@ -199,6 +199,10 @@ pub fn bursts_match_netem_gemodel(ctx: &mut Ctx) -> anyhow::Result<()> {
     // stream's length: netem's own queue never drops what its model
     // passed.
     let limit = (2 * PACKETS).to_string();
+    // The peer's address resolved before netem: otherwise the ARP requests
+    // are the only packets that step netem's chain while data waits, and a
+    // chain in its bad state loses them (and the waiting data) in a row.
+    lab.ctr.exec(&["ping", "-n", "-c", "1", "-W", "2", &netem_peer.to_string()])?;
     lab.ctr.exec(&[
         "tc", "qdisc", "add", "dev", &dev, "root", "netem", "limit", &limit, "loss", "gemodel", &p_pct,
         &r_pct,
@@ -224,7 +228,20 @@ pub fn bursts_match_netem_gemodel(ctx: &mut Ctx) -> anyhow::Result<()> {
             continue;
         }
         let model = format!("p {p_pct} r {r_pct}");
-        netem.check_model(&format!("netem gemodel {model}"), p, r)?;
+        // netem is the reference, not what is tested: a sample of its that
+        // is off its own model is no yardstick (CI, 6.12, 2026-12-04: netem
+        // lost 99.0% in 9 bursts of mean 2200, no drop counted by the
+        // machine, while chaos's stream at the same moments followed the
+        // model). Measured again, and said so; chaos's sample is judged in
+        // every attempt that is judged at all.
+        if let Err(e) = netem.check_model(&format!("netem gemodel {model}"), p, r) {
+            anyhow::ensure!(
+                attempt < ATTEMPTS,
+                "{e} (netem's reference off its model in each of {ATTEMPTS} samples)"
+            );
+            eprint!("[sample {attempt}: netem's own sample is off its model ({e}); measuring again] ");
+            continue;
+        }
         chaos.check_model(&format!("chaos --percent 10 --burst 4 ({model})"), p, r)?;
         let se = |runs: &Runs| (1.0 - r).sqrt() / r / (runs.bursts.len() as f64).sqrt();
         let diff_se = (se(&chaos).powi(2) + se(&netem).powi(2)).sqrt();
