@@ -12,14 +12,10 @@
 use aya_ebpf::bindings::__sk_buff;
 use chaos_abi::net::{DIR_EGRESS, FAMILY_V4, FAMILY_V6, RxFlowKey};
 
-use super::packet::load;
+use super::packet::{IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MF_OFFSET_MASK, load};
 
 const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_SCTP: u8 = 132;
-const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
 
 /// ICMP echo request and reply types (RFC 792, RFC 4443).
 const ICMP_ECHO: u8 = 8;

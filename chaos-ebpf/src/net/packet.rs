@@ -15,10 +15,10 @@ use chaos_abi::net::{
 
 use crate::maps::NET_PEERS;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
+pub(super) const IPPROTO_TCP: u8 = 6;
+pub(super) const IPPROTO_UDP: u8 = 17;
+pub(super) const IPPROTO_SCTP: u8 = 132;
+pub(super) const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;
 
 pub struct Headers {
     family: u32,

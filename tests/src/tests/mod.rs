@@ -18,7 +18,7 @@ mod doctor;
 mod experiment;
 pub mod io_error;
 mod net_burst;
-mod net_corrupt;
+pub mod net_corrupt;
 pub mod net_delay;
 mod net_duplicate;
 mod net_loss;

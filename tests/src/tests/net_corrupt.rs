@@ -6,18 +6,24 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::{net_delay::attack, net_loss::EGRESS};
-use crate::{fixtures::lab::Lab, harness::Ctx, helpers::udp, stats::check_rate_measured};
+use crate::{
+    fixtures::{lab::Lab, netns::Netns},
+    harness::Ctx,
+    helpers::udp,
+    stats::check_rate_measured,
+};
 
-/// A counter of the peer namespace's IP statistics.
-fn peer_counter(lab: &Lab, v6: bool) -> anyhow::Result<u64> {
+/// A namespace's count of packets its IP layer dropped for a bad header
+/// (Ip InHdrErrors in /proc/net/snmp; Ip6InHdrErrors in /proc/net/snmp6).
+pub fn hdr_errors(ns: &Netns, v6: bool) -> anyhow::Result<u64> {
     if v6 {
-        let text = lab.peer.exec(&["cat", "/proc/net/snmp6"])?;
+        let text = ns.exec(&["cat", "/proc/net/snmp6"])?;
         text.lines()
             .find_map(|l| l.strip_prefix("Ip6InHdrErrors"))
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| anyhow::anyhow!("no Ip6InHdrErrors in /proc/net/snmp6"))
     } else {
-        let text = lab.peer.exec(&["cat", "/proc/net/snmp"])?;
+        let text = ns.exec(&["cat", "/proc/net/snmp"])?;
         let mut ip = text.lines().filter(|l| l.starts_with("Ip: "));
         let (names, values) = (ip.next().unwrap_or(""), ip.next().unwrap_or(""));
         let at = names.split_whitespace().position(|n| n == "InHdrErrors");
@@ -42,12 +48,12 @@ pub fn corrupt_rate_is_exact_and_receivers_drop_them(ctx: &mut Ctx) -> anyhow::R
         let lost = check_rate_measured(&format!("{family} packets corrupted"), 0.10, || {
             let run = attack(&lab, "net-corrupt", &["--corrupt", "10", "--duration", "60s"])?;
             let sink = udp::Sink::start(lab.peer(), to)?;
-            let before = peer_counter(&lab, v6)?;
+            let before = hdr_errors(&lab.peer, v6)?;
             let sent = udp::send(lab.target(), to, 50, n, 1000)?;
             std::thread::sleep(Duration::from_millis(100));
             let packets = sink.finish()?;
             let end = super::net_loss::end(run)?;
-            let dropped_by_receiver = peer_counter(&lab, v6)? - before;
+            let dropped_by_receiver = hdr_errors(&lab.peer, v6)? - before;
             anyhow::ensure!(
                 sent.errors == 0,
                 "{family}: sendto failed {} times ({})",

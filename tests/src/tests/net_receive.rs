@@ -116,25 +116,6 @@ pub fn duplicates_what_the_target_receives(ctx: &mut Ctx) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A counter of the container namespace's IP statistics (Ip InHdrErrors,
-/// or Ip6InHdrErrors).
-fn ctr_hdr_errors(lab: &Lab, v6: bool) -> anyhow::Result<u64> {
-    if v6 {
-        let text = lab.ctr.exec(&["cat", "/proc/net/snmp6"])?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("Ip6InHdrErrors"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no Ip6InHdrErrors in /proc/net/snmp6"))
-    } else {
-        let text = lab.ctr.exec(&["cat", "/proc/net/snmp"])?;
-        let mut ip = text.lines().filter(|l| l.starts_with("Ip: "));
-        let (names, values) = (ip.next().unwrap_or(""), ip.next().unwrap_or(""));
-        let at = names.split_whitespace().position(|n| n == "InHdrErrors");
-        at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no Ip InHdrErrors in /proc/net/snmp"))
-    }
-}
-
 /// `--corrupt 10 --direction ingress`, IPv4 and IPv6: 10% of the target's
 /// replies never reach ping (within the binomial interval), each counted by
 /// the target namespace's IP layer as a bad header, so flipped, not lost;
@@ -154,11 +135,11 @@ pub fn corrupted_replies_fail_the_targets_ip_checks(ctx: &mut Ctx) -> anyhow::Re
                 "net-corrupt",
                 &["--corrupt", "10", "--direction", "ingress", "--duration", "60s"],
             )?;
-            let before = ctr_hdr_errors(&lab, v6)?;
+            let before = super::net_corrupt::hdr_errors(&lab.ctr, v6)?;
             let measured = ping_both(&lab, to, n);
             let end = super::net_loss::end(run)?;
             let (t, s) = measured?;
-            let bad_headers = ctr_hdr_errors(&lab, v6)? - before;
+            let bad_headers = super::net_corrupt::hdr_errors(&lab.ctr, v6)? - before;
             ensure_untouched("sibling", &s)?;
             let lost = (n - t.rtts_ms.len()) as u64;
             anyhow::ensure!(
