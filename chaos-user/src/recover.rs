@@ -31,6 +31,7 @@ use crate::{
         netns::{Located, Netns, NetnsId, interfaces},
         qdisc, tc,
     },
+    controls::Restored,
     error::{Error, Result},
     state::{self, DirLock, Entry, Found, Leftover},
 };
@@ -170,7 +171,19 @@ fn not_found(e: &Error) -> bool {
 /// Settle one leftover of a dead run.
 fn settle(entry: &Entry) -> Outcome {
     let l = &entry.leftover;
-    let id = entry.netns.unwrap_or(NetnsId { inode: l.netns(), dev: None, cookie: None });
+    // A cgroup control: the value before, written back if the file still
+    // holds chaos's (crate::controls). `removed` is the value restored.
+    if let Leftover::CgroupControl(control) = l {
+        return match control.restore() {
+            Ok(Restored::Restored) => Outcome::Removed,
+            Ok(Restored::AlreadyBack) => Outcome::Gone(format!("{} holds its value before", control.file)),
+            Ok(Restored::Gone(why)) => Outcome::Gone(why),
+            Ok(Restored::Changed(why)) => Outcome::Left(why),
+            Err(e) => Outcome::Failed(format!("restoring {control}: {e}")),
+        };
+    }
+    let Some(inode) = l.netns() else { unreachable!("only a cgroup control has no namespace") };
+    let id = entry.netns.unwrap_or(NetnsId { inode, dev: None, cookie: None });
     let ns = match Netns::locate(&id) {
         Located::Here(ns) => ns,
         Located::Gone(why) => return Outcome::Gone(format!("its network namespace is gone: {why}")),
@@ -186,7 +199,7 @@ fn settle(entry: &Entry) -> Outcome {
             Err(e) => Outcome::Failed(format!("entering netns {}: {e}", ns.inode)),
         };
     }
-    let (ifindex, ifname) = l.device();
+    let Some((ifindex, ifname)) = l.device() else { unreachable!("settled above") };
     let devices = match ns.run(interfaces) {
         Ok(Ok(d)) => d,
         Ok(Err(e)) | Err(e) => {
@@ -232,7 +245,7 @@ fn settle(entry: &Entry) -> Outcome {
             Err(e) if not_found(&e) => Outcome::Gone(e.to_string()),
             Err(e) => Outcome::Failed(e.to_string()),
         },
-        Leftover::Ifb { .. } => unreachable!("settled above"),
+        Leftover::Ifb { .. } | Leftover::CgroupControl(_) => unreachable!("settled above"),
     }
 }
 

@@ -169,26 +169,31 @@ pub enum Leftover {
     /// chaos's ifb device (the queue for what a target receives), named
     /// after the chaos process (`ifindex` 0: recorded before it existed).
     Ifb { netns: u64, ifindex: u32, ifname: String },
+    /// A cgroup control file chaos changed (`cgroup.freeze` for `pause`),
+    /// with the value to restore (crate::controls).
+    CgroupControl(crate::controls::Control),
 }
 
 impl Leftover {
-    /// The inode number of its network namespace.
-    pub fn netns(&self) -> u64 {
+    /// The inode number of its network namespace (none for a cgroup's).
+    pub fn netns(&self) -> Option<u64> {
         match self {
             Self::TcFilter { netns, .. }
             | Self::Clsact { netns, .. }
             | Self::Qdisc { netns, .. }
-            | Self::Ifb { netns, .. } => *netns,
+            | Self::Ifb { netns, .. } => Some(*netns),
+            Self::CgroupControl(_) => None,
         }
     }
 
     /// Its device: (ifindex, ifname) in that namespace.
-    pub fn device(&self) -> (u32, &str) {
+    pub fn device(&self) -> Option<(u32, &str)> {
         match self {
             Self::TcFilter { ifindex, ifname, .. }
             | Self::Clsact { ifindex, ifname, .. }
             | Self::Qdisc { ifindex, ifname, .. }
-            | Self::Ifb { ifindex, ifname, .. } => (*ifindex, ifname),
+            | Self::Ifb { ifindex, ifname, .. } => Some((*ifindex, ifname)),
+            Self::CgroupControl(_) => None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl std::fmt::Display for Leftover {
                 write!(f, "root qdisc {handle} on {ifname} (netns {netns})")
             }
             Self::Ifb { netns, ifname, .. } => write!(f, "ifb device {ifname} (netns {netns})"),
+            Self::CgroupControl(c) => write!(f, "{c}"),
         }
     }
 }
@@ -262,7 +268,7 @@ impl Replay {
                     identities.insert(id.inode, id);
                 }
                 Record::Leftover(l) => {
-                    let netns = identities.get(&l.netns()).copied();
+                    let netns = l.netns().and_then(|n| identities.get(&n).copied());
                     created.push(Entry { leftover: l, netns });
                 }
                 Record::Removed(l) | Record::Closed { leftover: l, .. } => done.push(l),
@@ -437,7 +443,7 @@ impl StateFile {
             .map_err(|e| state_error(&self.path, e))?;
         match record {
             Record::Leftover(l) => {
-                if !self.noted.contains_key(&l.netns()) {
+                if l.netns().is_some_and(|n| !self.noted.contains_key(&n)) {
                     tracing::debug!(object = %l, "recorded without its namespace's identity");
                 }
                 self.outstanding.push(l.clone());

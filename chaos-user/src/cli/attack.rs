@@ -11,7 +11,7 @@ pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
 pub use super::attack_partition::NetPartitionParams;
-pub use super::attack_reset::NetResetParams;
+pub use super::{attack_pause::PauseParams, attack_reset::NetResetParams};
 use super::{
     output::OutputArgs,
     schema::{Built, FaultParams, Source},
@@ -155,6 +155,10 @@ pub enum AttackCommand {
     /// REFUSED or no answer).
     #[command(long_about = super::attack_dns::HELP)]
     DnsError(AttackArgs<DnsErrorParams>),
+
+    /// Freeze the target's processes: for the whole attack, or in cycles.
+    #[command(long_about = super::attack_pause::HELP)]
+    Pause(AttackArgs<PauseParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -307,6 +311,7 @@ impl AttackCommand {
             Self::NetPartition(a) => a.params.build("net-partition", cli),
             Self::NetReset(a) => a.params.build("net-reset", cli),
             Self::DnsError(a) => a.params.build("dns-error", cli),
+            Self::Pause(a) => a.params.build("pause", cli),
         }
     }
 
@@ -320,6 +325,7 @@ impl AttackCommand {
             Self::NetPartition(a) => (&a.target, &a.options),
             Self::NetReset(a) => (&a.target, &a.options),
             Self::DnsError(a) => (&a.target, &a.options),
+            Self::Pause(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

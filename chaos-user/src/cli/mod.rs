@@ -8,6 +8,7 @@ mod attack_dns;
 mod attack_io;
 mod attack_net;
 mod attack_partition;
+mod attack_pause;
 mod attack_reset;
 pub mod demo;
 pub mod doctor;
@@ -74,6 +75,10 @@ pub enum Command {
     /// The demo's HTTP service (started by `chaos demo` in its sandbox).
     #[command(hide = true)]
     DemoService(demo::DemoServiceArgs),
+    /// An attack's guardian (started by chaos itself: see
+    /// chaos-user/src/guardian.rs).
+    #[command(hide = true)]
+    Guardian,
 }
 
 impl Command {
@@ -87,6 +92,9 @@ impl Command {
             Self::Validate(v) => v.run(),
             Self::Demo(d) => d.run(),
             Self::DemoService(s) => s.run(),
+            Self::Guardian => crate::guardian::run()
+                .map(|()| ExitCode::Ok)
+                .map_err(|e| crate::error::Error::kernel("the guardian", e)),
         }
     }
 }

@@ -23,7 +23,7 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
     attack_dns::DnsErrorParams, attack_io::IoErrorParams, attack_net::NetEffectParams,
-    attack_partition::NetPartitionParams, attack_reset::NetResetParams,
+    attack_partition::NetPartitionParams, attack_pause::PauseParams, attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -134,6 +134,7 @@ pub fn kinds() -> &'static [Kind] {
                     "net-partition" => kind::<NetPartitionParams>,
                     "net-reset" => kind::<NetResetParams>,
                     "dns-error" => kind::<DnsErrorParams>,
+                    "pause" => kind::<PauseParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

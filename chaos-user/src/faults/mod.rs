@@ -9,6 +9,7 @@ pub mod conn;
 pub mod dns;
 pub mod io;
 pub mod net;
+pub mod pause;
 pub mod reset;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
@@ -16,6 +17,7 @@ pub use conn::{ConnDirection, NetRefuse, Transport};
 pub use dns::{DnsAnswer, DnsError, NamePattern};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
+pub use pause::{Cycle, Pause};
 pub use reset::NetReset;
 use serde::Serialize;
 
@@ -37,6 +39,7 @@ pub enum Fault {
     DnsError(DnsError),
     IoError(IoError),
     ClockSkew(ClockSkew),
+    Pause(Pause),
 }
 
 /// Faults of one family share maps and hooks; a target may carry at most one
@@ -50,6 +53,7 @@ pub enum Family {
     Dns,
     Io,
     Clock,
+    Pause,
 }
 
 /// A fault as its family takes it: the family's own type.
@@ -61,6 +65,7 @@ pub enum FamilyFault {
     Dns(DnsError),
     Io(IoError),
     Clock(ClockSkew),
+    Pause(Pause),
 }
 
 impl Fault {
@@ -79,6 +84,7 @@ impl Fault {
             Self::DnsError(f) => FamilyFault::Dns(f.clone()),
             Self::IoError(f) => FamilyFault::Io(f.clone()),
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
+            Self::Pause(f) => FamilyFault::Pause(*f),
         }
     }
 
@@ -97,6 +103,7 @@ impl Fault {
             Self::DnsError(_) => "dns-error",
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
+            Self::Pause(_) => "pause",
         }
     }
 
@@ -108,6 +115,7 @@ impl Fault {
             FamilyFault::Dns(_) => Family::Dns,
             FamilyFault::Io(_) => Family::Io,
             FamilyFault::Clock(_) => Family::Clock,
+            FamilyFault::Pause(_) => Family::Pause,
         }
     }
 
@@ -132,6 +140,7 @@ impl Family {
             Self::Dns => "dns",
             Self::Io => "io",
             Self::Clock => "clock",
+            Self::Pause => "pause",
         }
     }
 }

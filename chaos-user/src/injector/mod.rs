@@ -18,6 +18,7 @@ mod links;
 mod listeners;
 mod maps;
 mod net;
+mod pause;
 mod receive;
 mod reset;
 mod rules;
@@ -57,7 +58,7 @@ impl Running {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
             Part::Dns(handle) => &handle.interfaces,
-            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) => &[],
+            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) | Part::Pause(_) => &[],
         }
     }
 }
@@ -71,6 +72,7 @@ enum Part {
     Dns(dns::Handle),
     Io(io::Handle),
     Clock(clock::Handle),
+    Pause(pause::Handle),
 }
 
 /// How an attack ended, as measured by the injector.
@@ -98,6 +100,7 @@ pub struct Injector {
     dns: dns::Dns,
     io: io::Io,
     clock: clock::Clock,
+    pause: pause::Pause,
     slots: [bool; MAX_SLOTS as usize],
 }
 
@@ -112,6 +115,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
         Planned::Net(m, f) => net::preflight(attack, m, f),
         Planned::Io(_, f) => io::preflight(attack, f),
         Planned::Dns(..) => dns::preflight(attack),
+        Planned::Pause(..) => pause::preflight(attack).map(drop),
         Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
@@ -129,6 +133,7 @@ impl Injector {
             dns: dns::Dns::default(),
             io: io::Io::default(),
             clock: clock::Clock::default(),
+            pause: pause::Pause::default(),
             slots: [false; MAX_SLOTS as usize],
         })
     }
@@ -151,6 +156,7 @@ impl Injector {
             Planned::Dns(m, f) => family::start(&mut self.dns, shared, at.with(m, f)).map(Part::Dns),
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
+            Planned::Pause(m, f) => family::start(&mut self.pause, shared, at.with(m, f)).map(Part::Pause),
         };
         let mechanism = planned.mechanism();
         match result {
@@ -180,6 +186,7 @@ impl Injector {
             Part::Dns(handle) => self.dns.stop(&mut self.shared, &running.attack, handle),
             Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
+            Part::Pause(handle) => self.pause.stop(&mut self.shared, &running.attack, handle),
         };
         let inert_after = inert.map(|at| at.duration_since(t0));
         self.slots[running.slot as usize] = false;
@@ -204,6 +211,7 @@ impl Injector {
             Mechanism::Dns(_) => self.dns.counters(&self.shared, slot),
             Mechanism::Io(_) => self.io.counters(&self.shared, slot),
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
+            Mechanism::Pause(_) => self.pause.counters(&self.shared, slot),
         }
     }
 

@@ -11,6 +11,7 @@ mod conn;
 mod dns;
 mod io;
 mod net;
+mod pause;
 mod reset;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use self::{
     dns::DnsMechanism,
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
+    pause::{PauseMechanism, PauseVia},
     reset::{ResetMechanism, ResetVia},
 };
 use crate::{
@@ -30,7 +32,9 @@ use crate::{
     attack::Attack,
     capabilities::{Capability, Findings},
     error::{Error, Result},
-    faults::{ClockSkew, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset},
+    faults::{
+        ClockSkew, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset, Pause,
+    },
 };
 
 /// How an attack is realized here.
@@ -43,6 +47,7 @@ pub enum Mechanism {
     Dns(DnsMechanism),
     Io(IoMechanism),
     Clock(ClockMechanism),
+    Pause(PauseMechanism),
 }
 
 /// What of a fault the planner looks at: the planner decides on these
@@ -67,6 +72,7 @@ pub enum Demand {
         windowed: bool,
     },
     Clock,
+    Pause,
 }
 
 impl Demand {
@@ -80,6 +86,7 @@ impl Demand {
             FamilyFault::Dns(_) => Self::Dns,
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
+            FamilyFault::Pause(_) => Self::Pause,
         }
     }
 
@@ -106,6 +113,7 @@ impl Demand {
                 Uprobe,
                 SyscallFmodRet,
             ],
+            Self::Pause => &[CgroupV2],
         }
     }
 }
@@ -128,6 +136,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("dns-error", Demand::Dns),
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
+    ("pause", Demand::Pause),
 ];
 
 /// The [`KINDS`] row of the netem-like faults on what the target receives.
@@ -186,6 +195,7 @@ pub enum Planned {
     Dns(DnsMechanism, DnsError),
     Io(IoMechanism, IoError),
     Clock(ClockMechanism, ClockSkew),
+    Pause(PauseMechanism, Pause),
 }
 
 impl Planned {
@@ -197,6 +207,7 @@ impl Planned {
             Self::Dns(m, _) => Mechanism::Dns(*m),
             Self::Io(m, _) => Mechanism::Io(*m),
             Self::Clock(m, _) => Mechanism::Clock(*m),
+            Self::Pause(m, _) => Mechanism::Pause(*m),
         }
     }
 }
@@ -230,6 +241,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
             Planned::Io(io::plan(&subject, f.beyond_open(), f.windowed(), caps, prefs.io_via)?, f)
         }
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
+        FamilyFault::Pause(f) => Planned::Pause(pause::plan(&subject, caps)?, f),
     };
     if let Planned::Reset(_, f) = &planned
         && let Some(every) = f.every
@@ -275,6 +287,7 @@ pub fn plan_demand(
             io::plan(subject, read_write, windowed, caps, prefs.io_via).map(Mechanism::Io)
         }
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
+        Demand::Pause => pause::plan(subject, caps).map(Mechanism::Pause),
     }
 }
 
@@ -307,7 +320,11 @@ impl Ancestry {
             .find_map(|p| match p {
                 Planned::Io(m, _) => Some(m.ancestry),
                 Planned::Clock(m, _) => Some(m.ancestry),
-                Planned::Net(..) | Planned::Conn(..) | Planned::Reset(..) | Planned::Dns(..) => None,
+                Planned::Net(..)
+                | Planned::Conn(..)
+                | Planned::Reset(..)
+                | Planned::Dns(..)
+                | Planned::Pause(..) => None,
             })
             .unwrap_or_default()
     }
@@ -398,6 +415,11 @@ pub enum SafetyLayer {
     ///    checking the deadline before each act, and stops with the
     ///    process.
     InProcess,
+    /// 2 and 3, for a fault the kernel does not hold and that outlives
+    ///    chaos (a frozen cgroup, a lowered limit): a guardian process
+    ///    (crate::guardian) restores it at the deadline, and at once when
+    ///    chaos dies; chaos restores it at once when the guardian dies.
+    Guardian,
     /// 3, where something outlives the process: it is recorded in the
     ///    state file before it is created, and `chaos recover` (or the next
     ///    start) removes it.
@@ -410,6 +432,7 @@ impl SafetyLayer {
             Self::ControllerStop => "controller stop",
             Self::KernelDeadline => "kernel-side deadline",
             Self::InProcess => "acts from chaos's process",
+            Self::Guardian => "guardian process",
             Self::LinksDieWithProcess => "links die with the process",
             Self::RecoverRecord => "recover record",
         }
@@ -448,6 +471,11 @@ pub trait FamilyMechanism {
     fn in_process(&self) -> Option<&'static str> {
         None
     }
+    /// For a family whose fault outlives chaos unless undone: what its
+    /// guardian does (the [`SafetyLayer::Guardian`] layer).
+    fn guardian(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// What a mechanism holds while an attack runs.
@@ -470,6 +498,7 @@ impl Mechanism {
             Self::Dns(m) => m,
             Self::Io(m) => m,
             Self::Clock(m) => m,
+            Self::Pause(m) => m,
         }
     }
 
@@ -483,6 +512,9 @@ impl Mechanism {
         }
         if let Some(covers) = family.in_process() {
             out.push(s(SafetyLayer::InProcess, covers));
+        }
+        if let Some(covers) = family.guardian() {
+            out.push(s(SafetyLayer::Guardian, covers));
         }
         let held = family.held();
         if !held.links.is_empty() {

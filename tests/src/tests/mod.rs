@@ -30,6 +30,7 @@ pub mod net_refuse;
 mod net_refuse_incoming;
 mod net_reset;
 mod net_tag;
+mod pause;
 mod probes;
 mod safety;
 mod torture;
@@ -62,6 +63,11 @@ crate::harness::register! {
     net_reset::resets_every_interval_until_the_deadline,
     net_reset::ends_with_a_killed_or_hung_loader,
     net_reset::real_clients_see_the_reset,
+    pause::freezes_in_cycles_and_spares_the_sibling,
+    pause::killed_chaos_or_guardian_thaws_at_once,
+    pause::a_hung_chaos_is_thawed_at_the_deadline,
+    pause::trips_an_http_hypothesis_and_rolls_back,
+    pause::refusals_leave_everything_as_it_was,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_receive::delay_holds_its_distribution,
