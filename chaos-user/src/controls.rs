@@ -151,10 +151,18 @@ fn context(e: io::Error, what: String) -> io::Error {
     io::Error::new(kind, format!("{what}: {e}"))
 }
 
-/// `file` in the directory `dir` (opened by [`open_cgroup`]).
-fn at(dir: &File, file: &str) -> PathBuf {
+/// `file` in the directory `dir` (opened by [`open_cgroup`]): a name in
+/// it, never a path elsewhere (the names come from the state file and the
+/// guardian's pipe, both root's alone; this is the second line).
+fn at(dir: &File, file: &str) -> io::Result<PathBuf> {
     use std::os::fd::AsRawFd as _;
-    PathBuf::from(format!("/proc/self/fd/{}/{file}", dir.as_raw_fd()))
+    if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{file:?} is not a control file's name"),
+        ));
+    }
+    Ok(PathBuf::from(format!("/proc/self/fd/{}/{file}", dir.as_raw_fd())))
 }
 
 fn read_at(dir: &File, cgroup: &Path, file: &str) -> io::Result<String> {
@@ -162,7 +170,7 @@ fn read_at(dir: &File, cgroup: &Path, file: &str) -> io::Result<String> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(at(dir, file))
+        .open(at(dir, file)?)
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(|e| context(e, format!("reading {}", cgroup.join(file).display())))?;
     Ok(text.trim().to_owned())
@@ -172,7 +180,7 @@ fn write_at(dir: &File, cgroup: &Path, file: &str, value: &str) -> io::Result<()
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(at(dir, file))
+        .open(at(dir, file)?)
         // One write(2): a control file takes its value in one write.
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| context(e, format!("writing {value:?} to {}", cgroup.join(file).display())))
@@ -218,6 +226,9 @@ mod tests {
         std::fs::write(dir.path().join("cgroup.freeze"), "7").unwrap();
         assert!(matches!(c.restore().unwrap(), Restored::Changed(_)));
         assert_eq!(c.current().unwrap(), "7");
+        // A record naming a path, not a file of the cgroup, is refused.
+        let escape = Control { file: "../cgroup.freeze".into(), ..c.clone() };
+        assert_eq!(escape.restore().unwrap_err().kind(), io::ErrorKind::InvalidInput);
         // Another directory at the same path is not the cgroup.
         // (made while the first exists, so its inode differs)
         let path = dir.path().to_owned();
