@@ -156,8 +156,9 @@ impl FamilyInjector for Pause {
             Err(e) => Err(Error::kernel(format!("thawing {}", control.cgroup.display()), e)),
         };
         let released = match restored {
-            // The guardian stays (it restores when chaos exits) and so does
-            // the record (for `chaos recover`).
+            // Not `done`: the guardian, dropped here, reads its pipe's end
+            // and tries the restore itself; the record stays for `chaos
+            // recover`.
             Err(e) => Err(e),
             Ok(()) => {
                 if let Some(g) = guardian
