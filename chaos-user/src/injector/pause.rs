@@ -269,25 +269,45 @@ struct Times {
 /// The attack's thread: the cycles' freezes and thaws, until the stop (the
 /// pipe's end), the deadline, or the guardian's death (then thaw at once).
 fn cycle(fault: &PauseFault, control: &Control, tally: &Tally, t: Times, stop: OwnedFd, guardian: RawFd) {
+    // Each freeze lasts its whole `--for` from when it was written, however
+    // late a loaded machine wakes this thread: frozen at the start, then at
+    // the first wake-up in each later period.
+    let mut frozen_since = Some(t.started);
+    let mut period = 0u128;
     loop {
-        // The state the cycle asks for now: on time, or at once after a
-        // late wake-up (a loaded machine, a start that took long).
-        let since = t.started.elapsed();
-        let (value, what) = if fault.frozen_at(since) {
-            (control.set.as_str(), "freezing")
-        } else {
-            (control.previous.as_str(), "thawing")
-        };
-        if control.current().is_ok_and(|now| now != value) {
-            match control.write(value) {
-                Ok(()) if value == control.set => tally.froze(),
-                Ok(()) => tally.thawed(),
-                Err(e) => tracing::warn!("pause: {what} {}: {e}", control.cgroup.display()),
+        let every = fault.cycle.map(|c| (c.every, c.frozen));
+        if let Some((every, frozen)) = every {
+            let now = Instant::now();
+            let p = now.duration_since(t.started).as_nanos() / every.as_nanos().max(1);
+            let (value, what) = match frozen_since {
+                Some(since) if now >= since + frozen => (control.previous.as_str(), "thawing"),
+                None if p > period => (control.set.as_str(), "freezing"),
+                _ => ("", ""),
+            };
+            if !value.is_empty() {
+                match control.write(value) {
+                    Ok(()) if value == control.set => {
+                        tally.froze();
+                        (frozen_since, period) = (Some(Instant::now()), p);
+                    }
+                    Ok(()) => {
+                        tally.thawed();
+                        frozen_since = None;
+                    }
+                    Err(e) => tracing::warn!("pause: {what} {}: {e}", control.cgroup.display()),
+                }
             }
         }
         let left = Duration::from_nanos(t.deadline_ns.saturating_sub(monotonic_ns()));
-        let since = t.started.elapsed();
-        let wait = fault.next_change(since).map_or(left, |next| next.saturating_sub(since).min(left));
+        let next = fault.cycle.map(|c| match frozen_since {
+            Some(since) => (since + c.frozen).saturating_duration_since(Instant::now()),
+            None => {
+                let start = c.every.as_nanos() * (period + 1);
+                let at = t.started + Duration::from_nanos(u64::try_from(start).unwrap_or(u64::MAX));
+                at.saturating_duration_since(Instant::now())
+            }
+        });
+        let wait = next.map_or(left, |n| n.min(left));
         let mut fds = [
             libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: guardian, events: libc::POLLIN, revents: 0 },
