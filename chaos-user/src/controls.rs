@@ -1,5 +1,5 @@
 //! cgroup v2 control files that chaos changes for a fault (`cgroup.freeze`
-//! for `pause`), and how each change is undone.
+//! for `pause`, `cpu.max` for `cpu-starve`), and how each change is undone.
 //!
 //! Such a fault is no rule in a map: the kernel holds no deadline for it,
 //! and it does not end when chaos dies. So every change is a [`Control`]:

@@ -169,8 +169,9 @@ pub enum Leftover {
     /// chaos's ifb device (the queue for what a target receives), named
     /// after the chaos process (`ifindex` 0: recorded before it existed).
     Ifb { netns: u64, ifindex: u32, ifname: String },
-    /// A cgroup control file chaos changed (`cgroup.freeze` for `pause`),
-    /// with the value to restore (crate::controls).
+    /// A cgroup control file chaos changed (`cgroup.freeze` for `pause`,
+    /// `cpu.max` for `cpu-starve`), with the value to restore
+    /// (crate::controls).
     CgroupControl(crate::controls::Control),
 }
 

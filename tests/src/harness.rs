@@ -90,6 +90,12 @@ impl Ctx {
         if probe.available { Ok(()) } else { Err(Skip(format!("needs {cap}: {}", probe.detail)).into()) }
     }
 
+    /// Whether the kernel has `cap` (for a test that checks what happens
+    /// either way).
+    pub fn has(&mut self, cap: Capability) -> bool {
+        self.caps.detect(cap).available
+    }
+
     /// Skip unless the kernel has at least one of `caps`.
     pub fn require_any(&mut self, caps: &[Capability]) -> anyhow::Result<()> {
         let mut reasons = Vec::new();

@@ -175,7 +175,10 @@ pub const HOST_COVERED: &[&str] = &[
 ///   5.10 against 6.12 1672 s + 7.2;
 /// - `pause`, whose one kernel interface, cgroup v2's `cgroup.freeze`
 ///   (Linux 5.2), is the same on every kernel of the matrix: on this
-///   machine's kernel (cgroup v2 beside v1) and on 6.12 (cgroup v2 alone).
+///   machine's kernel (cgroup v2 beside v1) and on 6.12 (cgroup v2 alone);
+/// - `cpu-starve`, whose interface, `cpu.max` (Linux 4.15), is also the
+///   same on every kernel of the matrix; this machine's cpu controller is
+///   on cgroup v1, so the host runs only its refusal there.
 pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::pod_covers", Kernel::Debian6_1),
     ("containers::net_loss_by_name::docker", Kernel::Debian6_12),
@@ -185,6 +188,7 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::targets_lists", Kernel::Debian6_12),
     ("containers::io_error_and_clock_skew", Kernel::Debian6_12),
     ("pause::", Kernel::Debian6_12),
+    ("cpu_starve::", Kernel::Debian6_12),
 ];
 
 impl Kernel {
@@ -515,8 +519,11 @@ mod tests {
         assert!(REDUCED.contains(&"doctor::") && REDUCED.contains(&"safety::"));
         let selected = names.iter().filter(|n| REDUCED.iter().any(|f| n.contains(f))).count();
         assert!(selected < names.len(), "{selected} of {}", names.len());
-        // Each container and pause test runs on exactly one VM kernel.
-        for n in names.iter().filter(|n| n.starts_with("containers::") || n.starts_with("pause::")) {
+        // Each container, pause and cpu-starve test runs on exactly one VM
+        // kernel.
+        for n in names.iter().filter(|n| {
+            n.starts_with("containers::") || n.starts_with("pause::") || n.starts_with("cpu_starve::")
+        }) {
             let on = [Kernel::Debian6_1, Kernel::Debian6_12]
                 .into_iter()
                 .filter(|k| {

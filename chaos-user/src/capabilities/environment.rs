@@ -34,6 +34,38 @@ pub fn cgroup_v2() -> Result<String, String> {
     Ok(format!("mounted at {}", fs.mount.display()))
 }
 
+/// Whether `controller` is on the cgroup v2 hierarchy (listed in the
+/// root's `cgroup.controllers`): where a v1 hierarchy holds it, the v2
+/// hierarchy does not have it (a controller is on one hierarchy at a time,
+/// Documentation/admin-guide/cgroup-v2.rst, "Mounting"). `file` is the
+/// control file chaos uses, for the message.
+pub fn cgroup_controller(controller: &str, file: &str) -> Result<String, String> {
+    let fs = CgroupFs::discover().map_err(|e| e.to_string())?;
+    let listed = fs.mount.join("cgroup.controllers");
+    let text = std::fs::read_to_string(&listed).map_err(|e| format!("reading {}: {e}", listed.display()))?;
+    if text.split_whitespace().any(|c| c == controller) {
+        return Ok(format!(
+            "in {} (targets need it in their parent's cgroup.subtree_control)",
+            listed.display()
+        ));
+    }
+    let v1 = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| {
+        l.split(" - ").nth(1).is_some_and(|fs_part| {
+            let mut f = fs_part.split_whitespace();
+            f.next() == Some("cgroup")
+                && f.nth(1).is_some_and(|opts| opts.split(',').any(|o| o == controller))
+        })
+    });
+    Err(if v1 {
+        format!(
+            "the {controller} controller is bound to a cgroup v1 hierarchy, so the v2 hierarchy has no {file} \
+             (boot with systemd.unified_cgroup_hierarchy=1, or unmount the v1 {controller} hierarchy)"
+        )
+    } else {
+        format!("{} does not list {controller} (a kernel without the controller)", listed.display())
+    })
+}
+
 /// Run `f` on a thread of its own in a mount namespace of its own, so that
 /// what it mounts is seen by no other process and goes away with the thread
 /// (the namespace dies with its last task: `put_mnt_ns()` in

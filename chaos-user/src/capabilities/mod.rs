@@ -25,6 +25,7 @@ use crate::error::Error;
 pub enum Capability {
     Root,
     CgroupV2,
+    CgroupCpu,
     Bpffs,
     Tcx,
     TcNetlink,
@@ -76,6 +77,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "cgroup v2",
         used_for: "targets (rules keyed by cgroup id)",
         needs: "a mounted cgroup2 hierarchy",
+    },
+    Requirement {
+        capability: Capability::CgroupCpu,
+        name: "cgroup v2 cpu controller",
+        used_for: "cpu-starve (cpu.max of the target)",
+        needs: "Linux 4.15, CONFIG_CFS_BANDWIDTH; the cpu controller not bound to a cgroup v1 hierarchy",
     },
     Requirement {
         capability: Capability::Bpffs,
@@ -381,6 +388,7 @@ fn detect_one(c: Capability, root: bool) -> Finding {
     let outcome = match c {
         Capability::Root => environment::root(),
         Capability::CgroupV2 => environment::cgroup_v2(),
+        Capability::CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
         _ if !root => {
             return Finding {
                 capability: c,
@@ -453,6 +461,7 @@ fn run(capability: Capability) -> Result<String, String> {
     match capability {
         Root => environment::root(),
         CgroupV2 => environment::cgroup_v2(),
+        CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
         Bpffs => environment::bpffs(),
         Tcx => programs::tcx(),
         TcNetlink => programs::tc_netlink(),

@@ -11,7 +11,7 @@ pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
 pub use super::attack_partition::NetPartitionParams;
-pub use super::{attack_pause::PauseParams, attack_reset::NetResetParams};
+pub use super::{attack_cpu::CpuStarveParams, attack_pause::PauseParams, attack_reset::NetResetParams};
 use super::{
     output::OutputArgs,
     schema::{Built, FaultParams, Source},
@@ -159,6 +159,10 @@ pub enum AttackCommand {
     /// Freeze the target's processes: for the whole attack, or in cycles.
     #[command(long_about = super::attack_pause::HELP)]
     Pause(AttackArgs<PauseParams>),
+
+    /// Give the target at most a share of CPU time (cpu.max).
+    #[command(long_about = super::attack_cpu::HELP)]
+    CpuStarve(AttackArgs<CpuStarveParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -312,6 +316,7 @@ impl AttackCommand {
             Self::NetReset(a) => a.params.build("net-reset", cli),
             Self::DnsError(a) => a.params.build("dns-error", cli),
             Self::Pause(a) => a.params.build("pause", cli),
+            Self::CpuStarve(a) => a.params.build("cpu-starve", cli),
         }
     }
 
@@ -326,6 +331,7 @@ impl AttackCommand {
             Self::NetReset(a) => (&a.target, &a.options),
             Self::DnsError(a) => (&a.target, &a.options),
             Self::Pause(a) => (&a.target, &a.options),
+            Self::CpuStarve(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

@@ -4,6 +4,7 @@
 pub mod attack;
 mod attack_clock;
 mod attack_conn;
+mod attack_cpu;
 mod attack_dns;
 mod attack_io;
 mod attack_net;

@@ -22,8 +22,9 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
-    attack_dns::DnsErrorParams, attack_io::IoErrorParams, attack_net::NetEffectParams,
-    attack_partition::NetPartitionParams, attack_pause::PauseParams, attack_reset::NetResetParams,
+    attack_cpu::CpuStarveParams, attack_dns::DnsErrorParams, attack_io::IoErrorParams,
+    attack_net::NetEffectParams, attack_partition::NetPartitionParams, attack_pause::PauseParams,
+    attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -135,6 +136,7 @@ pub fn kinds() -> &'static [Kind] {
                     "net-reset" => kind::<NetResetParams>,
                     "dns-error" => kind::<DnsErrorParams>,
                     "pause" => kind::<PauseParams>,
+                    "cpu-starve" => kind::<CpuStarveParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod conn;
+pub mod cpu;
 pub mod dns;
 pub mod io;
 pub mod net;
@@ -14,6 +15,7 @@ pub mod reset;
 
 pub use clock::{ClockSkew, Offset, SkewClock};
 pub use conn::{ConnDirection, NetRefuse, Transport};
+pub use cpu::CpuStarve;
 pub use dns::{DnsAnswer, DnsError, NamePattern};
 pub use io::{Errno, IoError, IoOp, PathsIn};
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
@@ -40,6 +42,7 @@ pub enum Fault {
     IoError(IoError),
     ClockSkew(ClockSkew),
     Pause(Pause),
+    CpuStarve(CpuStarve),
 }
 
 /// Faults of one family share maps and hooks; a target may carry at most one
@@ -54,6 +57,7 @@ pub enum Family {
     Io,
     Clock,
     Pause,
+    Cpu,
 }
 
 /// A fault as its family takes it: the family's own type.
@@ -66,6 +70,7 @@ pub enum FamilyFault {
     Io(IoError),
     Clock(ClockSkew),
     Pause(Pause),
+    Cpu(CpuStarve),
 }
 
 impl Fault {
@@ -85,6 +90,7 @@ impl Fault {
             Self::IoError(f) => FamilyFault::Io(f.clone()),
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
             Self::Pause(f) => FamilyFault::Pause(*f),
+            Self::CpuStarve(f) => FamilyFault::Cpu(*f),
         }
     }
 
@@ -104,6 +110,7 @@ impl Fault {
             Self::IoError(_) => "io-error",
             Self::ClockSkew(_) => "clock-skew",
             Self::Pause(_) => "pause",
+            Self::CpuStarve(_) => "cpu-starve",
         }
     }
 
@@ -116,6 +123,7 @@ impl Fault {
             FamilyFault::Io(_) => Family::Io,
             FamilyFault::Clock(_) => Family::Clock,
             FamilyFault::Pause(_) => Family::Pause,
+            FamilyFault::Cpu(_) => Family::Cpu,
         }
     }
 
@@ -141,6 +149,7 @@ impl Family {
             Self::Io => "io",
             Self::Clock => "clock",
             Self::Pause => "pause",
+            Self::Cpu => "cpu",
         }
     }
 }

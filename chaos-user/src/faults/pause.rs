@@ -65,28 +65,6 @@ impl Pause {
         };
         Ok(Self { cycle })
     }
-
-    /// Whether the target is frozen `since` the attack's start.
-    pub fn frozen_at(&self, since: Duration) -> bool {
-        match self.cycle {
-            None => true,
-            Some(Cycle { every, frozen }) => {
-                let into = since.as_nanos() % every.as_nanos().max(1);
-                into < frozen.as_nanos()
-            }
-        }
-    }
-
-    /// The next change (freeze or thaw) after `since` the start, as time
-    /// since the start; none without cycles.
-    pub fn next_change(&self, since: Duration) -> Option<Duration> {
-        let Cycle { every, frozen } = self.cycle?;
-        let period = every.as_nanos().max(1);
-        let start = since.as_nanos() / period * period;
-        let thaw = start + frozen.as_nanos();
-        let next = if since.as_nanos() < thaw { thaw } else { start + period };
-        Some(Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX)))
-    }
 }
 
 #[cfg(test)]
@@ -103,20 +81,6 @@ mod tests {
         assert!(Pause::new(Some(MS(100)), Some(MS(100))).unwrap_err().contains("never run"));
         assert!(Pause::new(Some(MS(100)), Some(MS(5))).unwrap_err().contains("too short"));
         assert!(Pause::new(Some(MS(1000)), Some(MS(200))).is_ok());
-    }
-
-    #[test]
-    fn a_cycle_is_frozen_first_then_running() {
-        let p = Pause::new(Some(MS(1000)), Some(MS(200))).unwrap();
-        assert!(p.frozen_at(MS(0)) && p.frozen_at(MS(199)) && !p.frozen_at(MS(200)));
-        assert!(!p.frozen_at(MS(999)) && p.frozen_at(MS(1000)) && p.frozen_at(MS(2100)));
-        assert_eq!(p.next_change(MS(0)), Some(MS(200)));
-        assert_eq!(p.next_change(MS(200)), Some(MS(1000)));
-        assert_eq!(p.next_change(MS(1500)), Some(MS(2000)));
-        assert_eq!(p.next_change(MS(2000)), Some(MS(2200)));
-        let whole = Pause::new(None, None).unwrap();
-        assert!(whole.frozen_at(MS(123_456)));
-        assert_eq!(whole.next_change(MS(5)), None);
     }
 
     #[test]

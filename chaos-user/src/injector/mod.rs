@@ -11,8 +11,10 @@
 
 mod clock;
 mod conn;
+mod cpu;
 mod dns;
 mod family;
+mod guarded;
 mod io;
 mod links;
 mod listeners;
@@ -58,7 +60,9 @@ impl Running {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
             Part::Dns(handle) => &handle.interfaces,
-            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) | Part::Pause(_) => &[],
+            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) | Part::Pause(_) | Part::Cpu(_) => {
+                &[]
+            }
         }
     }
 }
@@ -73,6 +77,7 @@ enum Part {
     Io(io::Handle),
     Clock(clock::Handle),
     Pause(pause::Handle),
+    Cpu(cpu::Handle),
 }
 
 /// How an attack ended, as measured by the injector.
@@ -101,6 +106,7 @@ pub struct Injector {
     io: io::Io,
     clock: clock::Clock,
     pause: pause::Pause,
+    cpu: cpu::Cpu,
     slots: [bool; MAX_SLOTS as usize],
 }
 
@@ -116,6 +122,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
         Planned::Io(_, f) => io::preflight(attack, f),
         Planned::Dns(..) => dns::preflight(attack),
         Planned::Pause(..) => pause::preflight(attack).map(drop),
+        Planned::Cpu(_, f) => cpu::preflight(attack, f).map(drop),
         Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
@@ -134,6 +141,7 @@ impl Injector {
             io: io::Io::default(),
             clock: clock::Clock::default(),
             pause: pause::Pause::default(),
+            cpu: cpu::Cpu::default(),
             slots: [false; MAX_SLOTS as usize],
         })
     }
@@ -157,6 +165,7 @@ impl Injector {
             Planned::Io(m, f) => family::start(&mut self.io, shared, at.with(m, f)).map(Part::Io),
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
             Planned::Pause(m, f) => family::start(&mut self.pause, shared, at.with(m, f)).map(Part::Pause),
+            Planned::Cpu(m, f) => family::start(&mut self.cpu, shared, at.with(m, f)).map(Part::Cpu),
         };
         let mechanism = planned.mechanism();
         match result {
@@ -187,6 +196,7 @@ impl Injector {
             Part::Io(handle) => self.io.stop(&mut self.shared, &running.attack, handle),
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
             Part::Pause(handle) => self.pause.stop(&mut self.shared, &running.attack, handle),
+            Part::Cpu(handle) => self.cpu.stop(&mut self.shared, &running.attack, handle),
         };
         let inert_after = inert.map(|at| at.duration_since(t0));
         self.slots[running.slot as usize] = false;
@@ -212,6 +222,7 @@ impl Injector {
             Mechanism::Io(_) => self.io.counters(&self.shared, slot),
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
             Mechanism::Pause(_) => self.pause.counters(&self.shared, slot),
+            Mechanism::Cpu(_) => self.cpu.counters(&self.shared, slot),
         }
     }
 

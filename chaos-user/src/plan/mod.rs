@@ -8,6 +8,7 @@
 
 pub mod clock;
 mod conn;
+mod cpu;
 mod dns;
 mod io;
 mod net;
@@ -21,6 +22,7 @@ use serde::Serialize;
 pub use self::{
     clock::{ClockMechanism, SyscallHook},
     conn::{ConnDemand, ConnErrno, ConnMechanism},
+    cpu::{CpuMechanism, CpuVia},
     dns::DnsMechanism,
     io::{IoMechanism, IoVia, IoWalk},
     net::NetMechanism,
@@ -33,7 +35,8 @@ use crate::{
     capabilities::{Capability, Findings},
     error::{Error, Result},
     faults::{
-        ClockSkew, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset, Pause,
+        ClockSkew, CpuStarve, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset,
+        Pause,
     },
 };
 
@@ -48,6 +51,7 @@ pub enum Mechanism {
     Io(IoMechanism),
     Clock(ClockMechanism),
     Pause(PauseMechanism),
+    Cpu(CpuMechanism),
 }
 
 /// What of a fault the planner looks at: the planner decides on these
@@ -73,6 +77,7 @@ pub enum Demand {
     },
     Clock,
     Pause,
+    Cpu,
 }
 
 impl Demand {
@@ -87,6 +92,7 @@ impl Demand {
             FamilyFault::Io(f) => Self::Io { read_write: f.beyond_open(), windowed: f.windowed() },
             FamilyFault::Clock(_) => Self::Clock,
             FamilyFault::Pause(_) => Self::Pause,
+            FamilyFault::Cpu(_) => Self::Cpu,
         }
     }
 
@@ -114,6 +120,7 @@ impl Demand {
                 SyscallFmodRet,
             ],
             Self::Pause => &[CgroupV2],
+            Self::Cpu => &[CgroupCpu],
         }
     }
 }
@@ -137,6 +144,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("io-error", Demand::Io { read_write: true, windowed: false }),
     ("clock-skew", Demand::Clock),
     ("pause", Demand::Pause),
+    ("cpu-starve", Demand::Cpu),
 ];
 
 /// The [`KINDS`] row of the netem-like faults on what the target receives.
@@ -196,6 +204,7 @@ pub enum Planned {
     Io(IoMechanism, IoError),
     Clock(ClockMechanism, ClockSkew),
     Pause(PauseMechanism, Pause),
+    Cpu(CpuMechanism, CpuStarve),
 }
 
 impl Planned {
@@ -208,6 +217,7 @@ impl Planned {
             Self::Io(m, _) => Mechanism::Io(*m),
             Self::Clock(m, _) => Mechanism::Clock(*m),
             Self::Pause(m, _) => Mechanism::Pause(*m),
+            Self::Cpu(m, _) => Mechanism::Cpu(*m),
         }
     }
 }
@@ -242,6 +252,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         }
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
         FamilyFault::Pause(f) => Planned::Pause(pause::plan(&subject, caps)?, f),
+        FamilyFault::Cpu(f) => Planned::Cpu(cpu::plan(&subject, caps)?, f),
     };
     if let Planned::Reset(_, f) = &planned
         && let Some(every) = f.every
@@ -288,6 +299,7 @@ pub fn plan_demand(
         }
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
         Demand::Pause => pause::plan(subject, caps).map(Mechanism::Pause),
+        Demand::Cpu => cpu::plan(subject, caps).map(Mechanism::Cpu),
     }
 }
 
@@ -324,7 +336,8 @@ impl Ancestry {
                 | Planned::Conn(..)
                 | Planned::Reset(..)
                 | Planned::Dns(..)
-                | Planned::Pause(..) => None,
+                | Planned::Pause(..)
+                | Planned::Cpu(..) => None,
             })
             .unwrap_or_default()
     }
@@ -499,6 +512,7 @@ impl Mechanism {
             Self::Io(m) => m,
             Self::Clock(m) => m,
             Self::Pause(m) => m,
+            Self::Cpu(m) => m,
         }
     }
 

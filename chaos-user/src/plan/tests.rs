@@ -578,6 +578,7 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         Ok(Mechanism::Conn(_)) => "cgroup sock_addr".to_owned(),
         Ok(Mechanism::Reset(_)) => "inet_diag SOCK_DESTROY".to_owned(),
         Ok(Mechanism::Pause(_)) => "cgroup freezer".to_owned(),
+        Ok(Mechanism::Cpu(_)) => "cgroup cpu.max".to_owned(),
         Ok(Mechanism::Dns(d)) => match d.egress {
             EgressMode::Tcx => "TCX".to_owned(),
             EgressMode::Netlink => "netlink tc".to_owned(),

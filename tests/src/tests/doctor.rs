@@ -12,6 +12,7 @@ use crate::{
 const DEBIAN: &[&str] = &[
     "privileges",
     "cgroup v2",
+    "cgroup v2 cpu controller",
     "bpffs",
     "tc (netlink filter)",
     "cgroup_skb",
@@ -40,6 +41,8 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
         // netem; the rest of the Debian common set.
         "host-6.18" => {
             const NO: &[&str] = &[
+                // A hybrid layout: the cpu controller is on a v1 hierarchy.
+                "cgroup v2 cpu controller",
                 "kprobe",
                 "kprobe override",
                 "fentry",

@@ -12,6 +12,7 @@
 mod cli;
 pub mod clock_skew;
 mod containers;
+mod cpu_starve;
 mod demo;
 pub mod dns_error;
 mod doctor;
@@ -68,6 +69,9 @@ crate::harness::register! {
     pause::a_hung_chaos_is_thawed_at_the_deadline,
     pause::trips_an_http_hypothesis_and_rolls_back,
     pause::refusals_leave_everything_as_it_was,
+    cpu_starve::limits_the_target_and_spares_the_sibling,
+    cpu_starve::every_ending_restores_the_limit,
+    cpu_starve::refusals_leave_everything_as_it_was,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_receive::delay_holds_its_distribution,
