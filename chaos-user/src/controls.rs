@@ -107,6 +107,14 @@ impl Control {
     }
 }
 
+/// Write `value` once to the control `file` of `cgroup` (id `id`), a file
+/// with nothing to restore (`cgroup.kill`): only in that cgroup, as
+/// [`Control::write`].
+pub fn write_once(cgroup: &Path, id: u64, file: &str, value: &str) -> io::Result<()> {
+    let dir = open_cgroup(cgroup, id)?;
+    write_at(&dir, cgroup, file, value)
+}
+
 impl std::fmt::Display for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -26,6 +26,7 @@ pub enum Capability {
     Root,
     CgroupV2,
     CgroupCpu,
+    CgroupMemory,
     Bpffs,
     Tcx,
     TcNetlink,
@@ -83,6 +84,12 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "cgroup v2 cpu controller",
         used_for: "cpu-starve (cpu.max of the target)",
         needs: "Linux 4.15, CONFIG_CFS_BANDWIDTH; the cpu controller not bound to a cgroup v1 hierarchy",
+    },
+    Requirement {
+        capability: Capability::CgroupMemory,
+        name: "cgroup v2 memory controller",
+        used_for: "memory-pressure (memory.high of the target)",
+        needs: "Linux 4.5, CONFIG_MEMCG; the memory controller not bound to a cgroup v1 hierarchy",
     },
     Requirement {
         capability: Capability::Bpffs,
@@ -389,6 +396,7 @@ fn detect_one(c: Capability, root: bool) -> Finding {
         Capability::Root => environment::root(),
         Capability::CgroupV2 => environment::cgroup_v2(),
         Capability::CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
+        Capability::CgroupMemory => environment::cgroup_controller("memory", "memory.high"),
         _ if !root => {
             return Finding {
                 capability: c,
@@ -462,6 +470,7 @@ fn run(capability: Capability) -> Result<String, String> {
         Root => environment::root(),
         CgroupV2 => environment::cgroup_v2(),
         CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
+        CgroupMemory => environment::cgroup_controller("memory", "memory.high"),
         Bpffs => environment::bpffs(),
         Tcx => programs::tcx(),
         TcNetlink => programs::tc_netlink(),

@@ -11,7 +11,10 @@ pub use super::attack_io::IoErrorParams;
 use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
 pub use super::attack_partition::NetPartitionParams;
-pub use super::{attack_cpu::CpuStarveParams, attack_pause::PauseParams, attack_reset::NetResetParams};
+pub use super::{
+    attack_cpu::CpuStarveParams, attack_kill::KillParams, attack_memory::MemoryPressureParams,
+    attack_pause::PauseParams, attack_reset::NetResetParams,
+};
 use super::{
     output::OutputArgs,
     schema::{Built, FaultParams, Source},
@@ -163,6 +166,15 @@ pub enum AttackCommand {
     /// Give the target at most a share of CPU time (cpu.max).
     #[command(long_about = super::attack_cpu::HELP)]
     CpuStarve(AttackArgs<CpuStarveParams>),
+
+    /// Kill the target's processes (all, the main one, or by name), once
+    /// or every interval, and report what restarted them.
+    #[command(long_about = super::attack_kill::HELP)]
+    Kill(AttackArgs<KillParams>),
+
+    /// Push the target into memory reclaim (memory.high).
+    #[command(long_about = super::attack_memory::HELP)]
+    MemoryPressure(AttackArgs<MemoryPressureParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -317,6 +329,8 @@ impl AttackCommand {
             Self::DnsError(a) => a.params.build("dns-error", cli),
             Self::Pause(a) => a.params.build("pause", cli),
             Self::CpuStarve(a) => a.params.build("cpu-starve", cli),
+            Self::Kill(a) => a.params.build("kill", cli),
+            Self::MemoryPressure(a) => a.params.build("memory-pressure", cli),
         }
     }
 
@@ -332,6 +346,8 @@ impl AttackCommand {
             Self::DnsError(a) => (&a.target, &a.options),
             Self::Pause(a) => (&a.target, &a.options),
             Self::CpuStarve(a) => (&a.target, &a.options),
+            Self::Kill(a) => (&a.target, &a.options),
+            Self::MemoryPressure(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

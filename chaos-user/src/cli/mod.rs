@@ -7,6 +7,8 @@ mod attack_conn;
 mod attack_cpu;
 mod attack_dns;
 mod attack_io;
+mod attack_kill;
+mod attack_memory;
 mod attack_net;
 mod attack_partition;
 mod attack_pause;

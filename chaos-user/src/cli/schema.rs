@@ -23,8 +23,8 @@ use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 use super::{
     attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
     attack_cpu::CpuStarveParams, attack_dns::DnsErrorParams, attack_io::IoErrorParams,
-    attack_net::NetEffectParams, attack_partition::NetPartitionParams, attack_pause::PauseParams,
-    attack_reset::NetResetParams,
+    attack_kill::KillParams, attack_memory::MemoryPressureParams, attack_net::NetEffectParams,
+    attack_partition::NetPartitionParams, attack_pause::PauseParams, attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -137,6 +137,8 @@ pub fn kinds() -> &'static [Kind] {
                     "dns-error" => kind::<DnsErrorParams>,
                     "pause" => kind::<PauseParams>,
                     "cpu-starve" => kind::<CpuStarveParams>,
+                    "kill" => kind::<KillParams>,
+                    "memory-pressure" => kind::<MemoryPressureParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

@@ -9,6 +9,8 @@ pub mod conn;
 pub mod cpu;
 pub mod dns;
 pub mod io;
+pub mod kill;
+pub mod memory;
 pub mod net;
 pub mod pause;
 pub mod reset;
@@ -18,6 +20,8 @@ pub use conn::{ConnDirection, NetRefuse, Transport};
 pub use cpu::CpuStarve;
 pub use dns::{DnsAnswer, DnsError, NamePattern};
 pub use io::{Errno, IoError, IoOp, PathsIn};
+pub use kill::Kill;
+pub use memory::MemoryPressure;
 pub use net::{Direction, Distribution, NetAny, NetEffects, NetFault, NetFilter, NetKind, NetLoss, Protocol};
 pub use pause::{Cycle, Pause};
 pub use reset::NetReset;
@@ -43,6 +47,8 @@ pub enum Fault {
     ClockSkew(ClockSkew),
     Pause(Pause),
     CpuStarve(CpuStarve),
+    Kill(Kill),
+    MemoryPressure(MemoryPressure),
 }
 
 /// Faults of one family share maps and hooks; a target may carry at most one
@@ -58,6 +64,8 @@ pub enum Family {
     Clock,
     Pause,
     Cpu,
+    Kill,
+    Memory,
 }
 
 /// A fault as its family takes it: the family's own type.
@@ -71,6 +79,8 @@ pub enum FamilyFault {
     Clock(ClockSkew),
     Pause(Pause),
     Cpu(CpuStarve),
+    Kill(Kill),
+    Memory(MemoryPressure),
 }
 
 impl Fault {
@@ -91,6 +101,8 @@ impl Fault {
             Self::ClockSkew(f) => FamilyFault::Clock(f.clone()),
             Self::Pause(f) => FamilyFault::Pause(*f),
             Self::CpuStarve(f) => FamilyFault::Cpu(*f),
+            Self::Kill(f) => FamilyFault::Kill(f.clone()),
+            Self::MemoryPressure(f) => FamilyFault::Memory(*f),
         }
     }
 
@@ -111,6 +123,8 @@ impl Fault {
             Self::ClockSkew(_) => "clock-skew",
             Self::Pause(_) => "pause",
             Self::CpuStarve(_) => "cpu-starve",
+            Self::Kill(_) => "kill",
+            Self::MemoryPressure(_) => "memory-pressure",
         }
     }
 
@@ -124,6 +138,8 @@ impl Fault {
             FamilyFault::Clock(_) => Family::Clock,
             FamilyFault::Pause(_) => Family::Pause,
             FamilyFault::Cpu(_) => Family::Cpu,
+            FamilyFault::Kill(_) => Family::Kill,
+            FamilyFault::Memory(_) => Family::Memory,
         }
     }
 
@@ -150,6 +166,8 @@ impl Family {
             Self::Clock => "clock",
             Self::Pause => "pause",
             Self::Cpu => "cpu",
+            Self::Kill => "kill",
+            Self::Memory => "memory",
         }
     }
 }

@@ -16,9 +16,11 @@ mod dns;
 mod family;
 mod guarded;
 mod io;
+mod kill;
 mod links;
 mod listeners;
 mod maps;
+mod memory;
 mod net;
 mod pause;
 mod receive;
@@ -60,9 +62,14 @@ impl Running {
         match &self.part {
             Part::Net(handle) => &handle.interfaces,
             Part::Dns(handle) => &handle.interfaces,
-            Part::Conn(_) | Part::Reset(_) | Part::Io(_) | Part::Clock(_) | Part::Pause(_) | Part::Cpu(_) => {
-                &[]
-            }
+            Part::Conn(_)
+            | Part::Reset(_)
+            | Part::Io(_)
+            | Part::Clock(_)
+            | Part::Pause(_)
+            | Part::Cpu(_)
+            | Part::Kill(_)
+            | Part::Memory(_) => &[],
         }
     }
 }
@@ -78,6 +85,8 @@ enum Part {
     Clock(clock::Handle),
     Pause(pause::Handle),
     Cpu(cpu::Handle),
+    Kill(kill::Handle),
+    Memory(memory::Handle),
 }
 
 /// How an attack ended, as measured by the injector.
@@ -107,6 +116,8 @@ pub struct Injector {
     clock: clock::Clock,
     pause: pause::Pause,
     cpu: cpu::Cpu,
+    kill: kill::Kill,
+    memory: memory::Memory,
     slots: [bool; MAX_SLOTS as usize],
 }
 
@@ -123,6 +134,8 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
         Planned::Dns(..) => dns::preflight(attack),
         Planned::Pause(..) => pause::preflight(attack).map(drop),
         Planned::Cpu(_, f) => cpu::preflight(attack, f).map(drop),
+        Planned::Kill(..) => kill::preflight(attack),
+        Planned::Memory(_, f) => memory::preflight(attack, f).map(drop),
         Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
@@ -142,6 +155,8 @@ impl Injector {
             clock: clock::Clock::default(),
             pause: pause::Pause::default(),
             cpu: cpu::Cpu::default(),
+            kill: kill::Kill::default(),
+            memory: memory::Memory::default(),
             slots: [false; MAX_SLOTS as usize],
         })
     }
@@ -166,6 +181,8 @@ impl Injector {
             Planned::Clock(m, f) => family::start(&mut self.clock, shared, at.with(m, f)).map(Part::Clock),
             Planned::Pause(m, f) => family::start(&mut self.pause, shared, at.with(m, f)).map(Part::Pause),
             Planned::Cpu(m, f) => family::start(&mut self.cpu, shared, at.with(m, f)).map(Part::Cpu),
+            Planned::Kill(m, f) => family::start(&mut self.kill, shared, at.with(m, f)).map(Part::Kill),
+            Planned::Memory(m, f) => family::start(&mut self.memory, shared, at.with(m, f)).map(Part::Memory),
         };
         let mechanism = planned.mechanism();
         match result {
@@ -197,6 +214,8 @@ impl Injector {
             Part::Clock(handle) => self.clock.stop(&mut self.shared, &running.attack, handle),
             Part::Pause(handle) => self.pause.stop(&mut self.shared, &running.attack, handle),
             Part::Cpu(handle) => self.cpu.stop(&mut self.shared, &running.attack, handle),
+            Part::Kill(handle) => self.kill.stop(&mut self.shared, &running.attack, handle),
+            Part::Memory(handle) => self.memory.stop(&mut self.shared, &running.attack, handle),
         };
         let inert_after = inert.map(|at| at.duration_since(t0));
         self.slots[running.slot as usize] = false;
@@ -223,6 +242,8 @@ impl Injector {
             Mechanism::Clock(_) => self.clock.counters(&self.shared, slot),
             Mechanism::Pause(_) => self.pause.counters(&self.shared, slot),
             Mechanism::Cpu(_) => self.cpu.counters(&self.shared, slot),
+            Mechanism::Kill(_) => self.kill.counters(&self.shared, slot),
+            Mechanism::Memory(_) => self.memory.counters(&self.shared, slot),
         }
     }
 

@@ -11,6 +11,8 @@ mod conn;
 mod cpu;
 mod dns;
 mod io;
+mod kill;
+mod memory;
 mod net;
 mod pause;
 mod reset;
@@ -25,6 +27,8 @@ pub use self::{
     cpu::{CpuMechanism, CpuVia},
     dns::DnsMechanism,
     io::{IoMechanism, IoVia, IoWalk},
+    kill::{KillMechanism, KillVia},
+    memory::{MemoryMechanism, MemoryVia},
     net::NetMechanism,
     pause::{PauseMechanism, PauseVia},
     reset::{ResetMechanism, ResetVia},
@@ -35,8 +39,8 @@ use crate::{
     capabilities::{Capability, Findings},
     error::{Error, Result},
     faults::{
-        ClockSkew, CpuStarve, Direction, DnsError, FamilyFault, Fault, IoError, NetAny, NetRefuse, NetReset,
-        Pause,
+        ClockSkew, CpuStarve, Direction, DnsError, FamilyFault, Fault, IoError, Kill, MemoryPressure, NetAny,
+        NetRefuse, NetReset, Pause,
     },
 };
 
@@ -52,6 +56,8 @@ pub enum Mechanism {
     Clock(ClockMechanism),
     Pause(PauseMechanism),
     Cpu(CpuMechanism),
+    Kill(KillMechanism),
+    Memory(MemoryMechanism),
 }
 
 /// What of a fault the planner looks at: the planner decides on these
@@ -78,6 +84,8 @@ pub enum Demand {
     Clock,
     Pause,
     Cpu,
+    Kill,
+    Memory,
 }
 
 impl Demand {
@@ -93,6 +101,8 @@ impl Demand {
             FamilyFault::Clock(_) => Self::Clock,
             FamilyFault::Pause(_) => Self::Pause,
             FamilyFault::Cpu(_) => Self::Cpu,
+            FamilyFault::Kill(_) => Self::Kill,
+            FamilyFault::Memory(_) => Self::Memory,
         }
     }
 
@@ -121,6 +131,8 @@ impl Demand {
             ],
             Self::Pause => &[CgroupV2],
             Self::Cpu => &[CgroupCpu],
+            Self::Kill => &[CgroupV2],
+            Self::Memory => &[CgroupMemory],
         }
     }
 }
@@ -145,6 +157,8 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("clock-skew", Demand::Clock),
     ("pause", Demand::Pause),
     ("cpu-starve", Demand::Cpu),
+    ("kill", Demand::Kill),
+    ("memory-pressure", Demand::Memory),
 ];
 
 /// The [`KINDS`] row of the netem-like faults on what the target receives.
@@ -205,6 +219,8 @@ pub enum Planned {
     Clock(ClockMechanism, ClockSkew),
     Pause(PauseMechanism, Pause),
     Cpu(CpuMechanism, CpuStarve),
+    Kill(KillMechanism, Kill),
+    Memory(MemoryMechanism, MemoryPressure),
 }
 
 impl Planned {
@@ -218,6 +234,8 @@ impl Planned {
             Self::Clock(m, _) => Mechanism::Clock(*m),
             Self::Pause(m, _) => Mechanism::Pause(*m),
             Self::Cpu(m, _) => Mechanism::Cpu(*m),
+            Self::Kill(m, _) => Mechanism::Kill(*m),
+            Self::Memory(m, _) => Mechanism::Memory(*m),
         }
     }
 }
@@ -253,6 +271,8 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         FamilyFault::Clock(f) => Planned::Clock(clock::plan(&subject, caps, &prefs)?, f),
         FamilyFault::Pause(f) => Planned::Pause(pause::plan(&subject, caps)?, f),
         FamilyFault::Cpu(f) => Planned::Cpu(cpu::plan(&subject, caps)?, f),
+        FamilyFault::Kill(f) => Planned::Kill(kill::plan(&subject, caps)?, f),
+        FamilyFault::Memory(f) => Planned::Memory(memory::plan(&subject, caps)?, f),
     };
     if let Planned::Reset(_, f) = &planned
         && let Some(every) = f.every
@@ -300,6 +320,8 @@ pub fn plan_demand(
         Demand::Clock => clock::plan(subject, caps, prefs).map(Mechanism::Clock),
         Demand::Pause => pause::plan(subject, caps).map(Mechanism::Pause),
         Demand::Cpu => cpu::plan(subject, caps).map(Mechanism::Cpu),
+        Demand::Kill => kill::plan(subject, caps).map(Mechanism::Kill),
+        Demand::Memory => memory::plan(subject, caps).map(Mechanism::Memory),
     }
 }
 
@@ -337,7 +359,9 @@ impl Ancestry {
                 | Planned::Reset(..)
                 | Planned::Dns(..)
                 | Planned::Pause(..)
-                | Planned::Cpu(..) => None,
+                | Planned::Cpu(..)
+                | Planned::Kill(..)
+                | Planned::Memory(..) => None,
             })
             .unwrap_or_default()
     }
@@ -513,6 +537,8 @@ impl Mechanism {
             Self::Clock(m) => m,
             Self::Pause(m) => m,
             Self::Cpu(m) => m,
+            Self::Kill(m) => m,
+            Self::Memory(m) => m,
         }
     }
 

@@ -393,6 +393,10 @@ fn unknown_capabilities_are_never_taken_for_present() {
             assert_eq!(ok(&caps, kind), Mechanism::Pause(PauseMechanism { via: PauseVia::CgroupFreeze }));
             continue;
         }
+        if *kind == "kill" {
+            assert_eq!(ok(&caps, kind), Mechanism::Kill(KillMechanism { via: KillVia::Cgroup }));
+            continue;
+        }
         let e = refused(&caps, kind, &Preferences::default());
         assert!(e.contains("cannot be planned") && e.contains("--capabilities FILE"), "{kind}: {e}");
     }
@@ -579,6 +583,8 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         Ok(Mechanism::Reset(_)) => "inet_diag SOCK_DESTROY".to_owned(),
         Ok(Mechanism::Pause(_)) => "cgroup freezer".to_owned(),
         Ok(Mechanism::Cpu(_)) => "cgroup cpu.max".to_owned(),
+        Ok(Mechanism::Kill(_)) => "cgroup signals".to_owned(),
+        Ok(Mechanism::Memory(_)) => "cgroup memory.high".to_owned(),
         Ok(Mechanism::Dns(d)) => match d.egress {
             EgressMode::Tcx => "TCX".to_owned(),
             EgressMode::Netlink => "netlink tc".to_owned(),

@@ -8,50 +8,22 @@
 //! divided by the wall time of the same window.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use chaos::{capabilities::Capability, targets::CgroupFs};
+use chaos::capabilities::Capability;
 
 use crate::{
     fixtures::{
-        cgroup::Cgroup,
+        cgroup::{Cgroup, ControllerForChildren},
         process::Place,
         runner::{self, ChaosRun},
     },
     harness::Ctx,
     helpers::monotonic_ns,
 };
-
-/// The cpu controller enabled for the root's children, as long as this
-/// lives (and disabled after if it was not enabled before).
-struct CpuForChildren {
-    subtree: PathBuf,
-    added: bool,
-}
-
-impl CpuForChildren {
-    fn enable() -> anyhow::Result<Self> {
-        let subtree = CgroupFs::discover()?.mount.join("cgroup.subtree_control");
-        let before = std::fs::read_to_string(&subtree)?;
-        let added = !before.split_whitespace().any(|c| c == "cpu");
-        if added {
-            std::fs::write(&subtree, "+cpu")
-                .map_err(|e| anyhow::anyhow!("+cpu in {}: {e}", subtree.display()))?;
-        }
-        Ok(Self { subtree, added })
-    }
-}
-
-impl Drop for CpuForChildren {
-    fn drop(&mut self) {
-        if self.added {
-            let _ = std::fs::write(&self.subtree, "-cpu");
-        }
-    }
-}
 
 /// Busy loops (`sh` spinning) in a cgroup, killed and reaped when dropped.
 struct Spinners(Vec<Child>);
@@ -82,13 +54,13 @@ struct World {
     target: Cgroup,
     sibling: Cgroup,
     // Dropped last: the cgroups go first.
-    _cpu: CpuForChildren,
+    _cpu: ControllerForChildren,
 }
 
 impl World {
     fn new(ctx: &mut Ctx) -> anyhow::Result<Self> {
         ctx.require(Capability::CgroupCpu)?;
-        let cpu = CpuForChildren::enable()?;
+        let cpu = ControllerForChildren::enable("cpu")?;
         Ok(Self { target: Cgroup::new("cpu-target")?, sibling: Cgroup::new("cpu-sibling")?, _cpu: cpu })
     }
 

@@ -13,6 +13,7 @@ const DEBIAN: &[&str] = &[
     "privileges",
     "cgroup v2",
     "cgroup v2 cpu controller",
+    "cgroup v2 memory controller",
     "bpffs",
     "tc (netlink filter)",
     "cgroup_skb",
@@ -41,8 +42,10 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
         // netem; the rest of the Debian common set.
         "host-6.18" => {
             const NO: &[&str] = &[
-                // A hybrid layout: the cpu controller is on a v1 hierarchy.
+                // A hybrid layout: the cpu and memory controllers are on v1
+                // hierarchies.
                 "cgroup v2 cpu controller",
+                "cgroup v2 memory controller",
                 "kprobe",
                 "kprobe override",
                 "fentry",

@@ -18,6 +18,8 @@ pub mod dns_error;
 mod doctor;
 mod experiment;
 pub mod io_error;
+mod kill;
+mod memory_pressure;
 mod net_burst;
 pub mod net_corrupt;
 pub mod net_delay;
@@ -72,6 +74,14 @@ crate::harness::register! {
     cpu_starve::limits_the_target_and_spares_the_sibling,
     cpu_starve::every_ending_restores_the_limit,
     cpu_starve::refusals_leave_everything_as_it_was,
+    kill::kills_everything_and_reports_the_restart,
+    kill::picks_the_main_process_or_a_name,
+    kill::kills_again_every_interval,
+    kill::a_hung_chaos_kills_nothing_after_the_deadline,
+    kill::refusals_leave_everything_as_it_was,
+    memory_pressure::slows_the_target_and_spares_the_sibling,
+    memory_pressure::every_ending_restores_the_boundary,
+    memory_pressure::refusals_leave_everything_as_it_was,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_receive::delay_holds_its_distribution,
