@@ -8,17 +8,12 @@
 //! periods (`nr_throttled`, injected), time throttled and CPU time used,
 //! each counted from the attack's start.
 
-use std::{
-    collections::HashMap,
-    io,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, io, path::Path, sync::Arc};
 
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
-    guarded::{self, Acts, Guarded},
+    guarded::{self, Guarded, Reading, Readings, Watch},
 };
 use crate::{
     attack::Attack,
@@ -44,12 +39,22 @@ struct Stat {
     throttled_usec: u64,
 }
 
-impl Stat {
-    fn read(cgroup: &Path) -> io::Result<Self> {
-        let text = std::fs::read_to_string(cgroup.join("cpu.stat"))?;
-        Ok(Self::parse(&text))
+impl Reading for Stat {
+    fn read(cgroup: &Path) -> Self {
+        Self::parse(&std::fs::read_to_string(cgroup.join("cpu.stat")).unwrap_or_default())
     }
 
+    fn since(&self, start: &Self) -> Self {
+        Self {
+            usage_usec: self.usage_usec.saturating_sub(start.usage_usec),
+            nr_periods: self.nr_periods.saturating_sub(start.nr_periods),
+            nr_throttled: self.nr_throttled.saturating_sub(start.nr_throttled),
+            throttled_usec: self.throttled_usec.saturating_sub(start.throttled_usec),
+        }
+    }
+}
+
+impl Stat {
     fn parse(text: &str) -> Self {
         let mut s = Self::default();
         for line in text.lines() {
@@ -65,62 +70,17 @@ impl Stat {
         }
         s
     }
-
-    fn since(&self, start: &Self) -> Self {
-        Self {
-            usage_usec: self.usage_usec.saturating_sub(start.usage_usec),
-            nr_periods: self.nr_periods.saturating_sub(start.nr_periods),
-            nr_throttled: self.nr_throttled.saturating_sub(start.nr_throttled),
-            throttled_usec: self.throttled_usec.saturating_sub(start.throttled_usec),
-        }
-    }
-}
-
-/// What an attack counted: `cpu.stat` at the start, and at the stop once
-/// stopped (the counters stay the attack's, not the cgroup's later life).
-#[derive(Debug, Default)]
-struct Tally {
-    cgroup: PathBuf,
-    start: Stat,
-    end: Mutex<Option<Stat>>,
-    guardian_lost: std::sync::atomic::AtomicU64,
-}
-
-impl Tally {
-    fn now(&self) -> Stat {
-        if let Some(end) = *self.end.lock().unwrap_or_else(|e| e.into_inner()) {
-            return end.since(&self.start);
-        }
-        Stat::read(&self.cgroup).map(|s| s.since(&self.start)).unwrap_or_default()
-    }
-
-    fn close(&self) {
-        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
-        if end.is_none() {
-            *end = Some(Stat::read(&self.cgroup).unwrap_or(self.start));
-        }
-    }
-}
-
-/// The attack's thread has nothing timed to do; it watches the guardian.
-struct Watch(Arc<Tally>);
-
-impl Acts for Watch {
-    fn guardian_lost(&mut self) {
-        self.0.guardian_lost.store(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.close();
-    }
 }
 
 #[derive(Debug, Default)]
 pub struct Handle {
     guarded: Guarded,
-    tally: Arc<Tally>,
+    tally: Arc<Readings<Stat>>,
 }
 
 #[derive(Default)]
 pub struct Cpu {
-    tallies: HashMap<u32, Arc<Tally>>,
+    tallies: HashMap<u32, Arc<Readings<Stat>>>,
 }
 
 impl FamilyInjector for Cpu {
@@ -131,10 +91,7 @@ impl FamilyInjector for Cpu {
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, slot, .. } = *start;
         let control = preflight(attack, fault)?;
-        let cgroup = attack.target.path.clone();
-        let stat = Stat::read(&cgroup)
-            .map_err(|e| Error::kernel(format!("reading cpu.stat of {}", attack.target), e))?;
-        handle.tally = Arc::new(Tally { cgroup, start: stat, ..Tally::default() });
+        handle.tally = Arc::new(Readings::new(&attack.target.path));
         self.tallies.insert(slot, Arc::clone(&handle.tally));
         let deadline_ns = handle.guarded.arm(shared, start, vec![control])?;
         handle.guarded.write(attack)?;
@@ -156,7 +113,7 @@ impl FamilyInjector for Cpu {
         let detail = [
             ("throttled_ms", s.throttled_usec / 1000),
             ("usage_ms", s.usage_usec / 1000),
-            ("guardian_lost", t.guardian_lost.load(std::sync::atomic::Ordering::Relaxed)),
+            ("guardian_lost", t.guardian_lost()),
         ]
         .into_iter()
         .collect();

@@ -13,7 +13,11 @@
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    path::Path,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -44,6 +48,62 @@ pub(super) trait Acts: Send + 'static {
     /// The guardian died before the deadline; every control was just
     /// restored, and nothing more will be done.
     fn guardian_lost(&mut self);
+}
+
+/// A family's counters as the target's own files give them (`cpu.stat`,
+/// `memory.events`, ...), counted from the attack's start.
+pub(super) trait Reading: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
+    /// The files as they are now (what cannot be read counts 0).
+    fn read(cgroup: &Path) -> Self;
+    /// What changed since `start`.
+    fn since(&self, start: &Self) -> Self;
+}
+
+/// What an attack counted: the reading at its start and, once it stopped,
+/// at its stop (the counters stay the attack's, not the cgroup's later
+/// life); and whether its guardian was lost.
+#[derive(Debug, Default)]
+pub(super) struct Readings<R> {
+    cgroup: PathBuf,
+    start: R,
+    end: Mutex<Option<R>>,
+    guardian_lost: AtomicU64,
+}
+
+impl<R: Reading> Readings<R> {
+    pub fn new(cgroup: &Path) -> Self {
+        Self { cgroup: cgroup.to_owned(), start: R::read(cgroup), ..Self::default() }
+    }
+
+    /// Since the start: until now, or until the stop.
+    pub fn now(&self) -> R {
+        let end = *self.end.lock().unwrap_or_else(|e| e.into_inner());
+        end.unwrap_or_else(|| R::read(&self.cgroup)).since(&self.start)
+    }
+
+    /// The attack stopped: the counters end here.
+    pub fn close(&self) {
+        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        if end.is_none() {
+            *end = Some(R::read(&self.cgroup));
+        }
+    }
+
+    /// 1 when the guardian died before the end, else 0.
+    pub fn guardian_lost(&self) -> u64 {
+        self.guardian_lost.load(Relaxed)
+    }
+}
+
+/// The thread of a family with nothing timed to do: it watches the
+/// guardian, and counts its loss.
+pub(super) struct Watch<R>(pub Arc<Readings<R>>);
+
+impl<R: Reading> Acts for Watch<R> {
+    fn guardian_lost(&mut self) {
+        self.0.guardian_lost.store(1, Relaxed);
+        self.0.close();
+    }
 }
 
 /// The controls of a running attack, their records and their guardian.

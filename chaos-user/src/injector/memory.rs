@@ -10,17 +10,12 @@
 //! stalled on memory, in µs) and `memory.stat`'s `pgsteal` (pages
 //! reclaimed from it).
 
-use std::{
-    collections::HashMap,
-    io,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, io, path::Path, sync::Arc};
 
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
-    guarded::{self, Acts, Guarded},
+    guarded::{self, Guarded, Reading, Readings, Watch},
 };
 use crate::{
     attack::Attack,
@@ -42,7 +37,7 @@ struct Stat {
     pgsteal: u64,
 }
 
-impl Stat {
+impl Reading for Stat {
     fn read(cgroup: &Path) -> Self {
         let file = |name: &str| std::fs::read_to_string(cgroup.join(name)).unwrap_or_default();
         let (some_us, full_us) = pressure(&file("memory.pressure"));
@@ -85,49 +80,15 @@ fn pressure(text: &str) -> (u64, u64) {
     (total("some "), total("full "))
 }
 
-/// What an attack counted: the files at the start, and at the stop once
-/// stopped.
-#[derive(Debug, Default)]
-struct Tally {
-    cgroup: PathBuf,
-    start: Stat,
-    end: Mutex<Option<Stat>>,
-    guardian_lost: std::sync::atomic::AtomicU64,
-}
-
-impl Tally {
-    fn now(&self) -> Stat {
-        let end = *self.end.lock().unwrap_or_else(|e| e.into_inner());
-        end.unwrap_or_else(|| Stat::read(&self.cgroup)).since(&self.start)
-    }
-
-    fn close(&self) {
-        let mut end = self.end.lock().unwrap_or_else(|e| e.into_inner());
-        if end.is_none() {
-            *end = Some(Stat::read(&self.cgroup));
-        }
-    }
-}
-
-/// The attack's thread has nothing timed to do; it watches the guardian.
-struct Watch(Arc<Tally>);
-
-impl Acts for Watch {
-    fn guardian_lost(&mut self) {
-        self.0.guardian_lost.store(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.close();
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct Handle {
     guarded: Guarded,
-    tally: Arc<Tally>,
+    tally: Arc<Readings<Stat>>,
 }
 
 #[derive(Default)]
 pub struct Memory {
-    tallies: HashMap<u32, Arc<Tally>>,
+    tallies: HashMap<u32, Arc<Readings<Stat>>>,
 }
 
 impl FamilyInjector for Memory {
@@ -138,8 +99,7 @@ impl FamilyInjector for Memory {
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, slot, .. } = *start;
         let control = preflight(attack, fault)?;
-        let cgroup = attack.target.path.clone();
-        handle.tally = Arc::new(Tally { start: Stat::read(&cgroup), cgroup, ..Tally::default() });
+        handle.tally = Arc::new(Readings::new(&attack.target.path));
         self.tallies.insert(slot, Arc::clone(&handle.tally));
         let deadline_ns = handle.guarded.arm(shared, start, vec![control])?;
         handle.guarded.write(attack)?;
@@ -163,7 +123,7 @@ impl FamilyInjector for Memory {
             ("stall_ms", s.some_us / 1000),
             ("full_stall_ms", s.full_us / 1000),
             ("reclaimed_kib", s.pgsteal * page_kib),
-            ("guardian_lost", t.guardian_lost.load(std::sync::atomic::Ordering::Relaxed)),
+            ("guardian_lost", t.guardian_lost()),
         ]
         .into_iter()
         .collect();
