@@ -1,5 +1,6 @@
 //! cgroup v2 control files that chaos changes for a fault (`cgroup.freeze`
-//! for `pause`, `cpu.max` for `cpu-starve`), and how each change is undone.
+//! for `pause`, `cpu.max` for `cpu-starve`, `memory.high`, one device's
+//! line of `io.max`), and how each change is undone.
 //!
 //! Such a fault is no rule in a map: the kernel holds no deadline for it,
 //! and it does not end when chaos dies. So every change is a [`Control`]:
@@ -31,6 +32,13 @@ pub struct Control {
     pub id: u64,
     /// The control file, e.g. `cgroup.freeze`.
     pub file: String,
+    /// In a nested keyed file (`io.max`: one line per device, `MAJ:MIN
+    /// rbps=.. wbps=..`), the key of the line this control is; `None`:
+    /// the whole file. A key without a line reads as `""` (the kernel
+    /// prints no line for a device without limits) and is written back as
+    /// its line with every field `max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// Its value before chaos changed it (trimmed).
     pub previous: String,
     /// The value chaos writes.
@@ -56,7 +64,22 @@ impl Control {
     pub fn read(cgroup: &Path, id: u64, file: &str, set: &str) -> io::Result<Self> {
         let dir = open_cgroup(cgroup, id)?;
         let previous = read_at(&dir, cgroup, file)?;
-        Ok(Self { cgroup: cgroup.to_owned(), id, file: file.to_owned(), previous, set: set.to_owned() })
+        Ok(Self {
+            cgroup: cgroup.to_owned(),
+            id,
+            file: file.to_owned(),
+            key: None,
+            previous,
+            set: set.to_owned(),
+        })
+    }
+
+    /// The line `key` of the nested keyed `file` of `cgroup` (id `id`) as
+    /// it is now (`""` if the file has none), to be set to `set`, the
+    /// whole line as the kernel prints it back.
+    pub fn read_line(cgroup: &Path, id: u64, file: &str, key: &str, set: &str) -> io::Result<Self> {
+        let c = Self { key: Some(key.to_owned()), ..Self::read(cgroup, id, file, set)? };
+        Ok(Self { previous: c.value_in(&c.previous), ..c })
     }
 
     /// Write the value chaos sets.
@@ -67,13 +90,38 @@ impl Control {
     /// Write `value` to the file, in the recorded cgroup only.
     pub fn write(&self, value: &str) -> io::Result<()> {
         let dir = open_cgroup(&self.cgroup, self.id)?;
-        write_at(&dir, &self.cgroup, &self.file, value)
+        write_at(&dir, &self.cgroup, &self.file, &self.written(value))
     }
 
-    /// The file's value now (trimmed).
+    /// The file's value now (trimmed; a keyed control's line).
     pub fn current(&self) -> io::Result<String> {
         let dir = open_cgroup(&self.cgroup, self.id)?;
-        read_at(&dir, &self.cgroup, &self.file)
+        read_at(&dir, &self.cgroup, &self.file).map(|text| self.value_in(&text))
+    }
+
+    /// This control's value in the file's text: all of it, or its line.
+    fn value_in(&self, text: &str) -> String {
+        let Some(key) = &self.key else { return text.to_owned() };
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.split_whitespace().next() == Some(key.as_str()))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// What is written for `value`: itself, or for a keyed control's
+    /// missing line, the key with every field of the line chaos sets at
+    /// `max`, which removes the line (`io.max`: block/blk-throttle.c,
+    /// `tg_set_limit()` takes `max` as no limit, and a device without
+    /// limits is not printed).
+    fn written(&self, value: &str) -> String {
+        match &self.key {
+            Some(key) if value.is_empty() => {
+                let fields = self.set.split_whitespace().skip(1).filter_map(|f| f.split_once('='));
+                fields.fold(key.clone(), |line, (name, _)| format!("{line} {name}=max"))
+            }
+            _ => value.to_owned(),
+        }
     }
 
     /// Write the previous value back if the file still holds the value
@@ -85,7 +133,7 @@ impl Control {
             Err(e) => return Err(e),
         };
         let now = match read_at(&dir, &self.cgroup, &self.file) {
-            Ok(now) => now,
+            Ok(now) => self.value_in(&now),
             // Removed between the open and the read: the files of a
             // removed cgroup answer ENODEV.
             Err(e) if gone(&e) => return Ok(Restored::Gone(format!("{}: {e}", self.cgroup.display()))),
@@ -103,7 +151,7 @@ impl Control {
                 self.previous
             )));
         }
-        write_at(&dir, &self.cgroup, &self.file, &self.previous).map(|()| Restored::Restored)
+        write_at(&dir, &self.cgroup, &self.file, &self.written(&self.previous)).map(|()| Restored::Restored)
     }
 }
 
@@ -117,14 +165,11 @@ pub fn write_once(cgroup: &Path, id: u64, file: &str, value: &str) -> io::Result
 
 impl std::fmt::Display for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} of cgroup {} (id {}), {:?} before",
-            self.file,
-            self.cgroup.display(),
-            self.id,
-            self.previous
-        )
+        write!(f, "{}", self.file)?;
+        if let Some(key) = &self.key {
+            write!(f, " ({key})")?;
+        }
+        write!(f, " of cgroup {} (id {}), {:?} before", self.cgroup.display(), self.id, self.previous)
     }
 }
 
@@ -211,8 +256,8 @@ mod tests {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    fn fake(value: &str) -> (Fake, Control) {
-        let dir = Fake(std::env::temp_dir().join(format!("chaos-controls-{}", std::process::id())));
+    fn fake(test: &str, value: &str) -> (Fake, Control) {
+        let dir = Fake(std::env::temp_dir().join(format!("chaos-controls-{}-{test}", std::process::id())));
         let _ = std::fs::remove_dir_all(dir.path());
         std::fs::create_dir(dir.path()).unwrap();
         std::fs::write(dir.path().join("cgroup.freeze"), value).unwrap();
@@ -223,7 +268,7 @@ mod tests {
 
     #[test]
     fn restores_only_what_chaos_set_in_the_same_cgroup() {
-        let (dir, c) = fake("0\n");
+        let (dir, c) = fake("restore", "0\n");
         assert_eq!(c.previous, "0");
         assert_eq!(c.restore().unwrap(), Restored::AlreadyBack);
         c.apply().unwrap();
@@ -248,5 +293,34 @@ mod tests {
         std::fs::rename(&other, &path).unwrap();
         assert!(matches!(c.restore().unwrap(), Restored::Gone(_)), "{:?}", c.restore());
         assert_eq!(std::fs::read_to_string(path.join("cgroup.freeze")).unwrap(), "1");
+    }
+
+    #[test]
+    fn a_keyed_control_is_its_line_and_a_missing_line_is_written_as_no_limit() {
+        let (dir, c) = fake("keyed", "0");
+        let io = "8:0 rbps=max wbps=max riops=100 wiops=max\n";
+        std::fs::write(dir.path().join("io.max"), io).unwrap();
+        let set = "7:0 rbps=max wbps=2097152 riops=max wiops=max";
+        let line = Control::read_line(dir.path(), c.id, "io.max", "7:0", set).unwrap();
+        assert_eq!(line.previous, "");
+        let other =
+            Control::read_line(dir.path(), c.id, "io.max", "8:0", "8:0 rbps=1 wbps=max riops=100 wiops=max");
+        assert_eq!(other.unwrap().previous, "8:0 rbps=max wbps=max riops=100 wiops=max");
+        assert_eq!(line.current().unwrap(), "");
+        assert_eq!(line.restore().unwrap(), Restored::AlreadyBack);
+        // (a plain file holds what is written; the kernel's merges lines)
+        std::fs::write(dir.path().join("io.max"), format!("{io}{set}\n")).unwrap();
+        assert_eq!(line.current().unwrap(), set);
+        assert_eq!(line.restore().unwrap(), Restored::Restored);
+        // (written at the start of the plain file, without truncating it)
+        let written = std::fs::read_to_string(dir.path().join("io.max")).unwrap();
+        assert_eq!(written.lines().next(), Some("7:0 rbps=max wbps=max riops=max wiops=max"));
+        // Records from before keys existed read as whole-file controls.
+        let old: Control = serde_json::from_str(
+            r#"{"cgroup":"/x","id":1,"file":"cpu.max","previous":"max 100000","set":"20000 100000"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.key, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("key"));
     }
 }

@@ -350,6 +350,7 @@ mod tests {
                 cgroup: "/sys/fs/cgroup/x".into(),
                 id: 7,
                 file: "cgroup.freeze".into(),
+                key: None,
                 previous: "0".into(),
                 set: "1".into(),
             }],

@@ -18,6 +18,7 @@ pub mod controller;
 pub mod controls;
 pub mod counters;
 pub mod demo;
+pub mod disks;
 pub mod ebpf;
 pub mod error;
 pub mod events;

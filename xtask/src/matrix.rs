@@ -181,10 +181,12 @@ pub const HOST_COVERED: &[&str] = &[
 /// - `pause`, whose one kernel interface, cgroup v2's `cgroup.freeze`
 ///   (Linux 5.2), is the same on every kernel of the matrix: on this
 ///   machine's kernel (cgroup v2 beside v1) and on 6.12 (cgroup v2 alone);
-/// - `cpu-starve` and `memory-pressure`, whose interfaces, `cpu.max`
-///   (Linux 4.15) and `memory.high` (4.5), are also the same on every
-///   kernel of the matrix; this machine's cpu and memory controllers are on
-///   cgroup v1, so the host runs only their refusals.
+/// - `cpu-starve`, `memory-pressure` and `io-throttle`, whose interfaces,
+///   `cpu.max` (Linux 4.15), `memory.high` and `io.max` (4.5), are also
+///   the same on every kernel of the matrix (io.max's format read back
+///   the same on 5.10 and 6.12, 2026-12-05); this machine's cpu, memory
+///   and io controllers are on cgroup v1, so the host runs only their
+///   refusals.
 pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::pod_covers", Kernel::Debian6_1),
     ("containers::net_loss_by_name::docker", Kernel::Debian6_12),
@@ -196,6 +198,7 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     ("pause::", Kernel::Debian6_12),
     ("cpu_starve::", Kernel::Debian6_12),
     ("memory_pressure::", Kernel::Debian6_12),
+    ("io_throttle::", Kernel::Debian6_12),
 ];
 
 impl Kernel {
@@ -526,10 +529,12 @@ mod tests {
         assert!(REDUCED.contains(&"doctor::") && REDUCED.contains(&"safety::"));
         let selected = names.iter().filter(|n| REDUCED.iter().any(|f| n.contains(f))).count();
         assert!(selected < names.len(), "{selected} of {}", names.len());
-        // Each container, pause, cpu-starve and memory-pressure test runs on
+        // Each container, pause, cpu-starve, memory-pressure and io-throttle test runs on
         // exactly one VM kernel.
         for n in names.iter().filter(|n| {
-            ["containers::", "pause::", "cpu_starve::", "memory_pressure::"].iter().any(|p| n.starts_with(p))
+            ["containers::", "pause::", "cpu_starve::", "memory_pressure::", "io_throttle::"]
+                .iter()
+                .any(|p| n.starts_with(p))
         }) {
             let on = [Kernel::Debian6_1, Kernel::Debian6_12]
                 .into_iter()

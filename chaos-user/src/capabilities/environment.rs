@@ -49,17 +49,19 @@ pub fn cgroup_controller(controller: &str, file: &str) -> Result<String, String>
             listed.display()
         ));
     }
+    // The io controller was blkio on v1 (block/blk-cgroup.c names its
+    // legacy hierarchy so).
+    let v1_name = if controller == "io" { "blkio" } else { controller };
     let v1 = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| {
         l.split(" - ").nth(1).is_some_and(|fs_part| {
             let mut f = fs_part.split_whitespace();
-            f.next() == Some("cgroup")
-                && f.nth(1).is_some_and(|opts| opts.split(',').any(|o| o == controller))
+            f.next() == Some("cgroup") && f.nth(1).is_some_and(|opts| opts.split(',').any(|o| o == v1_name))
         })
     });
     Err(if v1 {
         format!(
             "the {controller} controller is bound to a cgroup v1 hierarchy, so the v2 hierarchy has no {file} \
-             (boot with systemd.unified_cgroup_hierarchy=1, or unmount the v1 {controller} hierarchy)"
+             (boot with systemd.unified_cgroup_hierarchy=1, or unmount the v1 {v1_name} hierarchy)"
         )
     } else {
         format!("{} does not list {controller} (a kernel without the controller)", listed.display())

@@ -27,6 +27,7 @@ pub enum Capability {
     CgroupV2,
     CgroupCpu,
     CgroupMemory,
+    CgroupIo,
     Bpffs,
     Tcx,
     TcNetlink,
@@ -90,6 +91,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "cgroup v2 memory controller",
         used_for: "memory-pressure (memory.high of the target)",
         needs: "Linux 4.5, CONFIG_MEMCG; the memory controller not bound to a cgroup v1 hierarchy",
+    },
+    Requirement {
+        capability: Capability::CgroupIo,
+        name: "cgroup v2 io controller",
+        used_for: "io-throttle (io.max of the target)",
+        needs: "Linux 4.5, CONFIG_BLK_CGROUP, CONFIG_BLK_DEV_THROTTLING; the io (blkio) controller not bound to a \
+                cgroup v1 hierarchy",
     },
     Requirement {
         capability: Capability::Bpffs,
@@ -397,6 +405,7 @@ fn detect_one(c: Capability, root: bool) -> Finding {
         Capability::CgroupV2 => environment::cgroup_v2(),
         Capability::CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
         Capability::CgroupMemory => environment::cgroup_controller("memory", "memory.high"),
+        Capability::CgroupIo => environment::cgroup_controller("io", "io.max"),
         _ if !root => {
             return Finding {
                 capability: c,
@@ -471,6 +480,7 @@ fn run(capability: Capability) -> Result<String, String> {
         CgroupV2 => environment::cgroup_v2(),
         CgroupCpu => environment::cgroup_controller("cpu", "cpu.max"),
         CgroupMemory => environment::cgroup_controller("memory", "memory.high"),
+        CgroupIo => environment::cgroup_controller("io", "io.max"),
         Bpffs => environment::bpffs(),
         Tcx => programs::tcx(),
         TcNetlink => programs::tc_netlink(),

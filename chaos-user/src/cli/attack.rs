@@ -12,8 +12,8 @@ use super::attack_net as net;
 pub use super::attack_net::NetEffectParams;
 pub use super::attack_partition::NetPartitionParams;
 pub use super::{
-    attack_cpu::CpuStarveParams, attack_kill::KillParams, attack_memory::MemoryPressureParams,
-    attack_pause::PauseParams, attack_reset::NetResetParams,
+    attack_block::IoThrottleParams, attack_cpu::CpuStarveParams, attack_kill::KillParams,
+    attack_memory::MemoryPressureParams, attack_pause::PauseParams, attack_reset::NetResetParams,
 };
 use super::{
     output::OutputArgs,
@@ -175,6 +175,10 @@ pub enum AttackCommand {
     /// Push the target into memory reclaim (memory.high).
     #[command(long_about = super::attack_memory::HELP)]
     MemoryPressure(AttackArgs<MemoryPressureParams>),
+
+    /// Hold the target's disk I/O to a rate (io.max).
+    #[command(long_about = super::attack_block::HELP)]
+    IoThrottle(AttackArgs<IoThrottleParams>),
 }
 
 /// Every attack's flags: the target, the fault's own parameters (its
@@ -331,6 +335,7 @@ impl AttackCommand {
             Self::CpuStarve(a) => a.params.build("cpu-starve", cli),
             Self::Kill(a) => a.params.build("kill", cli),
             Self::MemoryPressure(a) => a.params.build("memory-pressure", cli),
+            Self::IoThrottle(a) => a.params.build("io-throttle", cli),
         }
     }
 
@@ -348,6 +353,7 @@ impl AttackCommand {
             Self::CpuStarve(a) => (&a.target, &a.options),
             Self::Kill(a) => (&a.target, &a.options),
             Self::MemoryPressure(a) => (&a.target, &a.options),
+            Self::IoThrottle(a) => (&a.target, &a.options),
             Self::NetDelay(a)
             | Self::NetRate(a)
             | Self::NetDuplicate(a)

@@ -2,6 +2,7 @@
 //! the `--help` text.
 
 pub mod attack;
+mod attack_block;
 mod attack_clock;
 mod attack_conn;
 mod attack_cpu;

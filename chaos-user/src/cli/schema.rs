@@ -21,10 +21,11 @@ use std::sync::OnceLock;
 use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches};
 
 use super::{
-    attack::NetLossParams, attack_clock::ClockSkewParams, attack_conn::NetRefuseParams,
-    attack_cpu::CpuStarveParams, attack_dns::DnsErrorParams, attack_io::IoErrorParams,
-    attack_kill::KillParams, attack_memory::MemoryPressureParams, attack_net::NetEffectParams,
-    attack_partition::NetPartitionParams, attack_pause::PauseParams, attack_reset::NetResetParams,
+    attack::NetLossParams, attack_block::IoThrottleParams, attack_clock::ClockSkewParams,
+    attack_conn::NetRefuseParams, attack_cpu::CpuStarveParams, attack_dns::DnsErrorParams,
+    attack_io::IoErrorParams, attack_kill::KillParams, attack_memory::MemoryPressureParams,
+    attack_net::NetEffectParams, attack_partition::NetPartitionParams, attack_pause::PauseParams,
+    attack_reset::NetResetParams,
 };
 use crate::faults::Fault;
 
@@ -139,6 +140,7 @@ pub fn kinds() -> &'static [Kind] {
                     "cpu-starve" => kind::<CpuStarveParams>,
                     "kill" => kind::<KillParams>,
                     "memory-pressure" => kind::<MemoryPressureParams>,
+                    "io-throttle" => kind::<IoThrottleParams>,
                     "net-delay" | "net-rate" | "net-duplicate" | "net-corrupt" | "net-reorder" => {
                         kind::<NetEffectParams>
                     }

@@ -36,15 +36,7 @@ impl Serialize for MemoryPressure {
     }
 }
 
-/// `268435456` as `256M`; bytes that are no whole KiB as they are.
-pub fn format_bytes(b: u64) -> String {
-    for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if b >= size && b.is_multiple_of(size) {
-            return format!("{}{unit}", b / size);
-        }
-    }
-    b.to_string()
-}
+pub use super::size::format as format_bytes;
 
 impl MemoryPressure {
     /// `--high`: a size (`256M`, `1.5G`, `65536K`, bytes; K, M, G, T are
@@ -60,38 +52,11 @@ impl MemoryPressure {
                 )),
             };
         }
-        let bad = || {
+        let bytes = super::size::parse(t).ok_or_else(|| {
             format!(
                 "--high {text:?}: expected a size (256M, 1.5G, 65536K) or a share of what the target uses (50%)"
             )
-        };
-        let upper = t.to_ascii_uppercase();
-        let number = upper.trim_end_matches('B').trim_end_matches('I');
-        let (digits, shift) = match number.chars().last() {
-            Some('K') => (&number[..number.len() - 1], 10),
-            Some('M') => (&number[..number.len() - 1], 20),
-            Some('G') => (&number[..number.len() - 1], 30),
-            Some('T') => (&number[..number.len() - 1], 40),
-            Some(c) if c.is_ascii_digit() => (number, 0),
-            _ => return Err(bad()),
-        };
-        // Decimal digits by hand: f64 would take `inf` and `1e3`.
-        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        if whole.is_empty()
-            || whole.len() > 12
-            || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
-            || frac.len() > 3
-        {
-            return Err(bad());
-        }
-        let whole: u64 = whole.parse().map_err(|_| bad())?;
-        let frac_digits = frac.len() as u32;
-        let frac: u64 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| bad())? };
-        let scale = 10u64.pow(frac_digits);
-        let bytes = whole
-            .checked_mul(1 << shift)
-            .and_then(|w| w.checked_add((frac << shift) / scale))
-            .ok_or_else(bad)?;
+        })?;
         if bytes < MIN_BYTES {
             return Err(format!(
                 "--high {text:?} is less than {}: the target could hardly run",

@@ -4,6 +4,7 @@
 //! know how that program is attached (that is the planner's and the
 //! injector's business).
 
+pub mod block;
 pub mod clock;
 pub mod conn;
 pub mod cpu;
@@ -14,7 +15,9 @@ pub mod memory;
 pub mod net;
 pub mod pause;
 pub mod reset;
+pub mod size;
 
+pub use block::IoThrottle;
 pub use clock::{ClockSkew, Offset, SkewClock};
 pub use conn::{ConnDirection, NetRefuse, Transport};
 pub use cpu::CpuStarve;
@@ -49,6 +52,7 @@ pub enum Fault {
     CpuStarve(CpuStarve),
     Kill(Kill),
     MemoryPressure(MemoryPressure),
+    IoThrottle(IoThrottle),
 }
 
 /// Faults of one family share maps and hooks; a target may carry at most one
@@ -66,6 +70,7 @@ pub enum Family {
     Cpu,
     Kill,
     Memory,
+    Block,
 }
 
 /// A fault as its family takes it: the family's own type.
@@ -81,6 +86,7 @@ pub enum FamilyFault {
     Cpu(CpuStarve),
     Kill(Kill),
     Memory(MemoryPressure),
+    Block(IoThrottle),
 }
 
 impl Fault {
@@ -103,6 +109,7 @@ impl Fault {
             Self::CpuStarve(f) => FamilyFault::Cpu(*f),
             Self::Kill(f) => FamilyFault::Kill(f.clone()),
             Self::MemoryPressure(f) => FamilyFault::Memory(*f),
+            Self::IoThrottle(f) => FamilyFault::Block(f.clone()),
         }
     }
 
@@ -125,6 +132,7 @@ impl Fault {
             Self::CpuStarve(_) => "cpu-starve",
             Self::Kill(_) => "kill",
             Self::MemoryPressure(_) => "memory-pressure",
+            Self::IoThrottle(_) => "io-throttle",
         }
     }
 
@@ -140,6 +148,7 @@ impl Fault {
             FamilyFault::Cpu(_) => Family::Cpu,
             FamilyFault::Kill(_) => Family::Kill,
             FamilyFault::Memory(_) => Family::Memory,
+            FamilyFault::Block(_) => Family::Block,
         }
     }
 
@@ -168,6 +177,7 @@ impl Family {
             Self::Cpu => "cpu",
             Self::Kill => "kill",
             Self::Memory => "memory",
+            Self::Block => "block",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::{collections::HashMap, io, path::Path, sync::Arc};
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
-    guarded::{self, Guarded, Reading, Readings, Watch},
+    guarded::{self, Limit, Reading, Readings},
 };
 use crate::{
     attack::Attack,
@@ -32,7 +32,7 @@ const MIN_QUOTA_US: u64 = 1_000;
 
 /// `cpu.stat`'s bandwidth fields, as read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Stat {
+pub(super) struct Stat {
     usage_usec: u64,
     nr_periods: u64,
     nr_throttled: u64,
@@ -72,11 +72,8 @@ impl Stat {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct Handle {
-    guarded: Guarded,
-    tally: Arc<Readings<Stat>>,
-}
+/// An attack's controls and counters.
+pub(super) type Handle = Limit<Stat>;
 
 #[derive(Default)]
 pub struct Cpu {
@@ -91,20 +88,15 @@ impl FamilyInjector for Cpu {
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, slot, .. } = *start;
         let control = preflight(attack, fault)?;
-        handle.tally = Arc::new(Readings::new(&attack.target.path));
+        let begun = handle.begin(shared, start, vec![control]);
         self.tallies.insert(slot, Arc::clone(&handle.tally));
-        let deadline_ns = handle.guarded.arm(shared, start, vec![control])?;
-        handle.guarded.write(attack)?;
-        handle.guarded.watch(deadline_ns, Watch(Arc::clone(&handle.tally)))
+        begun
     }
 
     /// The limit before written back: inert from then; then the guardian
     /// is told it may go, and the record closed.
     fn stop(&mut self, shared: &mut Shared, _attack: &Attack, handle: Handle) -> Stopping {
-        let Handle { guarded, tally } = handle;
-        let stopping = guarded.release(shared, "cpu-starve");
-        tally.close();
-        stopping
+        handle.stop(shared, "cpu-starve")
     }
 
     fn counters(&self, _shared: &Shared, slot: u32) -> Result<Counters> {
@@ -130,7 +122,7 @@ pub(super) fn preflight(attack: &Attack, fault: &CpuStarve) -> Result<Control> {
     // Read first with the value unknown; the quota needs the period.
     let found = Control::read(&target.path, target.id, CPU_MAX, "").map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            not_enabled(&target.path, e)
+            guarded::not_enabled(&target.path, "cpu", CPU_MAX, "CPUQuota= or CPUWeight=", e)
         } else {
             Error::kernel(format!("reading {CPU_MAX} of {target}"), e)
         }
@@ -173,28 +165,6 @@ fn parse_max(text: &str) -> Option<(Option<u64>, u64)> {
     };
     let period = f.next()?.parse().ok().filter(|p| *p > 0)?;
     f.next().is_none().then_some((quota, period))
-}
-
-/// The error for a target without `cpu.max`: the controller is not enabled
-/// for it, and how to enable it.
-fn not_enabled(target: &Path, e: io::Error) -> Error {
-    let parent = target.parent().unwrap_or(target);
-    let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-    if available.split_whitespace().any(|c| c == "cpu") {
-        Error::invalid(format!(
-            "{} has no {CPU_MAX}: the cpu controller is not enabled for its parent's children; enable it with \
-             `echo +cpu > {}` (systemd: CPUQuota= or CPUWeight= on the parent unit) ({e})",
-            target.display(),
-            parent.join("cgroup.subtree_control").display()
-        ))
-    } else {
-        Error::invalid(format!(
-            "{} has no {CPU_MAX}: its parent {} does not have the cpu controller either; enable it in every \
-             cgroup above, from the root down (`echo +cpu > .../cgroup.subtree_control`) ({e})",
-            target.display(),
-            parent.display()
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ pub(super) trait Acts: Send + 'static {
 
 /// A family's counters as the target's own files give them (`cpu.stat`,
 /// `memory.events`, ...), counted from the attack's start.
-pub(super) trait Reading: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
+pub(super) trait Reading: Clone + Default + Send + Sync + std::fmt::Debug + 'static {
     /// The files as they are now (what cannot be read counts 0).
     fn read(cgroup: &Path) -> Self;
     /// What changed since `start`.
@@ -77,7 +77,7 @@ impl<R: Reading> Readings<R> {
 
     /// Since the start: until now, or until the stop.
     pub fn now(&self) -> R {
-        let end = *self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let end = self.end.lock().unwrap_or_else(|e| e.into_inner()).clone();
         end.unwrap_or_else(|| R::read(&self.cgroup)).since(&self.start)
     }
 
@@ -103,6 +103,40 @@ impl<R: Reading> Acts for Watch<R> {
     fn guardian_lost(&mut self) {
         self.0.guardian_lost.store(1, Relaxed);
         self.0.close();
+    }
+}
+
+/// The handle of an attack that sets limits and counts from the target's
+/// files, with nothing timed to do (cpu-starve, memory-pressure,
+/// io-throttle): a family gives it its controls, and reads its counters
+/// from `tally`.
+#[derive(Debug, Default)]
+pub(super) struct Limit<R> {
+    guarded: Guarded,
+    pub tally: Arc<Readings<R>>,
+}
+
+impl<R: Reading> Limit<R> {
+    /// The counters' start, then the record, the guardian and the
+    /// deadline, the writes, and the thread that watches the guardian.
+    pub fn begin<F: FamilyInjector>(
+        &mut self,
+        shared: &mut Shared,
+        start: &Start<'_, F>,
+        controls: Vec<Control>,
+    ) -> Result<()> {
+        self.tally = Arc::new(Readings::new(&start.attack.target.path));
+        let deadline_ns = self.guarded.arm(shared, start, controls)?;
+        self.guarded.write(start.attack)?;
+        self.guarded.watch(deadline_ns, Watch(Arc::clone(&self.tally)))
+    }
+
+    /// The values before written back (inert from then), the guardian told
+    /// it may go, the records and the counters closed.
+    pub fn stop(self, shared: &mut Shared, kind: &str) -> Stopping {
+        let stopping = self.guarded.release(shared, kind);
+        self.tally.close();
+        stopping
     }
 }
 
@@ -292,4 +326,39 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both are new fds, ours alone.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The refusal for a target without the control `file`: its parent does
+/// not enable `controller` for its children, or has not got it itself;
+/// with the fix (and `systemd`'s way where the parent is a unit).
+pub(super) fn not_enabled(target: &Path, controller: &str, file: &str, systemd: &str, e: io::Error) -> Error {
+    let parent = target.parent().unwrap_or(target);
+    let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+    if available.split_whitespace().any(|c| c == controller) {
+        Error::invalid(format!(
+            "{} has no {file}: the {controller} controller is not enabled for its parent's children; enable it \
+             with `echo +{controller} > {}` (systemd: {systemd} on the parent unit) ({e})",
+            target.display(),
+            parent.join("cgroup.subtree_control").display()
+        ))
+    } else {
+        Error::invalid(format!(
+            "{} has no {file}: its parent {} does not have the {controller} controller either; enable it in \
+             every cgroup above, from the root down (`echo +{controller} > .../cgroup.subtree_control`) ({e})",
+            target.display(),
+            parent.display()
+        ))
+    }
+}
+
+/// The `total=` of the `some` and `full` lines of a PSI file
+/// (`memory.pressure`, `io.pressure`; kernel/sched/psi.c), in µs.
+pub(super) fn pressure(text: &str) -> (u64, u64) {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))
+            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total="))?.parse().ok())
+            .unwrap_or(0)
+    };
+    (total("some "), total("full "))
 }

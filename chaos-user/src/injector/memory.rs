@@ -15,7 +15,7 @@ use std::{collections::HashMap, io, path::Path, sync::Arc};
 use super::{
     Shared,
     family::{FamilyInjector, Start, Stopping},
-    guarded::{self, Guarded, Reading, Readings, Watch},
+    guarded::{self, Limit, Reading, Readings},
 };
 use crate::{
     attack::Attack,
@@ -30,7 +30,7 @@ const HIGH: &str = "memory.high";
 
 /// What the target's files say, as read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Stat {
+pub(super) struct Stat {
     high_events: u64,
     some_us: u64,
     full_us: u64,
@@ -40,7 +40,7 @@ struct Stat {
 impl Reading for Stat {
     fn read(cgroup: &Path) -> Self {
         let file = |name: &str| std::fs::read_to_string(cgroup.join(name)).unwrap_or_default();
-        let (some_us, full_us) = pressure(&file("memory.pressure"));
+        let (some_us, full_us) = guarded::pressure(&file("memory.pressure"));
         Self {
             high_events: field(&file("memory.events"), "high"),
             some_us,
@@ -69,22 +69,8 @@ fn field(text: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The `total=` of PSI's `some` and `full` lines (µs).
-fn pressure(text: &str) -> (u64, u64) {
-    let total = |kind: &str| {
-        text.lines()
-            .find(|l| l.starts_with(kind))
-            .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total="))?.parse().ok())
-            .unwrap_or(0)
-    };
-    (total("some "), total("full "))
-}
-
-#[derive(Debug, Default)]
-pub struct Handle {
-    guarded: Guarded,
-    tally: Arc<Readings<Stat>>,
-}
+/// An attack's controls and counters.
+pub(super) type Handle = Limit<Stat>;
 
 #[derive(Default)]
 pub struct Memory {
@@ -99,20 +85,15 @@ impl FamilyInjector for Memory {
     fn begin(&mut self, shared: &mut Shared, start: &Start<'_, Self>, handle: &mut Handle) -> Result<()> {
         let Start { attack, fault, slot, .. } = *start;
         let control = preflight(attack, fault)?;
-        handle.tally = Arc::new(Readings::new(&attack.target.path));
+        let begun = handle.begin(shared, start, vec![control]);
         self.tallies.insert(slot, Arc::clone(&handle.tally));
-        let deadline_ns = handle.guarded.arm(shared, start, vec![control])?;
-        handle.guarded.write(attack)?;
-        handle.guarded.watch(deadline_ns, Watch(Arc::clone(&handle.tally)))
+        begun
     }
 
     /// The boundary before written back: inert from then; then the guardian
     /// is told it may go, and the record closed.
     fn stop(&mut self, shared: &mut Shared, _attack: &Attack, handle: Handle) -> Stopping {
-        let Handle { guarded, tally } = handle;
-        let stopping = guarded.release(shared, "memory-pressure");
-        tally.close();
-        stopping
+        handle.stop(shared, "memory-pressure")
     }
 
     fn counters(&self, _shared: &Shared, slot: u32) -> Result<Counters> {
@@ -145,7 +126,7 @@ pub(super) fn preflight(attack: &Attack, fault: &MemoryPressure) -> Result<Contr
     guarded::refuse_own(&target.path, "memory-pressure", HIGH)?;
     let found = Control::read(&target.path, target.id, HIGH, "").map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
-            not_enabled(&target.path, e)
+            guarded::not_enabled(&target.path, "memory", HIGH, "MemoryAccounting=yes", e)
         } else {
             Error::kernel(format!("reading {HIGH} of {target}"), e)
         }
@@ -198,28 +179,6 @@ pub(super) fn preflight(attack: &Attack, fault: &MemoryPressure) -> Result<Contr
     Ok(Control { set: want.to_string(), ..found })
 }
 
-/// The error for a target without `memory.high`: the controller is not
-/// enabled for it, and how to enable it.
-fn not_enabled(target: &Path, e: io::Error) -> Error {
-    let parent = target.parent().unwrap_or(target);
-    let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-    if available.split_whitespace().any(|c| c == "memory") {
-        Error::invalid(format!(
-            "{} has no {HIGH}: the memory controller is not enabled for its parent's children; enable it \
-             with `echo +memory > {}` (systemd: MemoryAccounting=yes on the parent unit) ({e})",
-            target.display(),
-            parent.join("cgroup.subtree_control").display()
-        ))
-    } else {
-        Error::invalid(format!(
-            "{} has no {HIGH}: its parent {} does not have the memory controller either; enable it in every \
-             cgroup above, from the root down (`echo +memory > .../cgroup.subtree_control`) ({e})",
-            target.display(),
-            parent.display()
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,8 +190,8 @@ mod tests {
         assert_eq!(field(events, "nope"), 0);
         let psi = "some avg10=1.50 avg60=0.20 avg300=0.00 total=123456\nfull avg10=0.00 avg60=0.00 avg300=0.00 \
                    total=789\n";
-        assert_eq!(pressure(psi), (123_456, 789));
-        assert_eq!(pressure(""), (0, 0));
+        assert_eq!(guarded::pressure(psi), (123_456, 789));
+        assert_eq!(guarded::pressure(""), (0, 0));
         let a = Stat { high_events: 3, some_us: 10, full_us: 5, pgsteal: 100 };
         let b = Stat { high_events: 7, some_us: 30, full_us: 5, pgsteal: 250 };
         assert_eq!(b.since(&a), Stat { high_events: 4, some_us: 20, full_us: 0, pgsteal: 150 });

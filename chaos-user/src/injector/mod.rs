@@ -9,6 +9,7 @@
 //! table (`rules`) and link sets (`links`); this module allocates counter
 //! slots and deadlines and dispatches.
 
+mod block;
 mod clock;
 mod conn;
 mod cpu;
@@ -69,7 +70,8 @@ impl Running {
             | Part::Pause(_)
             | Part::Cpu(_)
             | Part::Kill(_)
-            | Part::Memory(_) => &[],
+            | Part::Memory(_)
+            | Part::Block(_) => &[],
         }
     }
 }
@@ -87,6 +89,7 @@ enum Part {
     Cpu(cpu::Handle),
     Kill(kill::Handle),
     Memory(memory::Handle),
+    Block(block::Handle),
 }
 
 /// How an attack ended, as measured by the injector.
@@ -118,6 +121,7 @@ pub struct Injector {
     cpu: cpu::Cpu,
     kill: kill::Kill,
     memory: memory::Memory,
+    block: block::Block,
     slots: [bool; MAX_SLOTS as usize],
 }
 
@@ -136,6 +140,7 @@ pub fn preflight(attack: &Attack, planned: &Planned) -> Result<()> {
         Planned::Cpu(_, f) => cpu::preflight(attack, f).map(drop),
         Planned::Kill(..) => kill::preflight(attack),
         Planned::Memory(_, f) => memory::preflight(attack, f).map(drop),
+        Planned::Block(_, f) => block::preflight(attack, f).map(drop),
         Planned::Conn(..) | Planned::Reset(..) | Planned::Clock(..) => Ok(()),
     }
 }
@@ -157,6 +162,7 @@ impl Injector {
             cpu: cpu::Cpu::default(),
             kill: kill::Kill::default(),
             memory: memory::Memory::default(),
+            block: block::Block::default(),
             slots: [false; MAX_SLOTS as usize],
         })
     }
@@ -183,6 +189,7 @@ impl Injector {
             Planned::Cpu(m, f) => family::start(&mut self.cpu, shared, at.with(m, f)).map(Part::Cpu),
             Planned::Kill(m, f) => family::start(&mut self.kill, shared, at.with(m, f)).map(Part::Kill),
             Planned::Memory(m, f) => family::start(&mut self.memory, shared, at.with(m, f)).map(Part::Memory),
+            Planned::Block(m, f) => family::start(&mut self.block, shared, at.with(m, f)).map(Part::Block),
         };
         let mechanism = planned.mechanism();
         match result {
@@ -216,6 +223,7 @@ impl Injector {
             Part::Cpu(handle) => self.cpu.stop(&mut self.shared, &running.attack, handle),
             Part::Kill(handle) => self.kill.stop(&mut self.shared, &running.attack, handle),
             Part::Memory(handle) => self.memory.stop(&mut self.shared, &running.attack, handle),
+            Part::Block(handle) => self.block.stop(&mut self.shared, &running.attack, handle),
         };
         let inert_after = inert.map(|at| at.duration_since(t0));
         self.slots[running.slot as usize] = false;
@@ -244,6 +252,7 @@ impl Injector {
             Mechanism::Cpu(_) => self.cpu.counters(&self.shared, slot),
             Mechanism::Kill(_) => self.kill.counters(&self.shared, slot),
             Mechanism::Memory(_) => self.memory.counters(&self.shared, slot),
+            Mechanism::Block(_) => self.block.counters(&self.shared, slot),
         }
     }
 

@@ -6,6 +6,7 @@
 //! same plan, unprivileged, anywhere; it asks for the capabilities of its
 //! first choice first, and for a fallback's only when that one is missing.
 
+mod block;
 pub mod clock;
 mod conn;
 mod cpu;
@@ -22,6 +23,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use self::{
+    block::{BlockMechanism, BlockVia},
     clock::{ClockMechanism, SyscallHook},
     conn::{ConnDemand, ConnErrno, ConnMechanism},
     cpu::{CpuMechanism, CpuVia},
@@ -39,8 +41,8 @@ use crate::{
     capabilities::{Capability, Findings},
     error::{Error, Result},
     faults::{
-        ClockSkew, CpuStarve, Direction, DnsError, FamilyFault, Fault, IoError, Kill, MemoryPressure, NetAny,
-        NetRefuse, NetReset, Pause,
+        ClockSkew, CpuStarve, Direction, DnsError, FamilyFault, Fault, IoError, IoThrottle, Kill,
+        MemoryPressure, NetAny, NetRefuse, NetReset, Pause,
     },
 };
 
@@ -58,6 +60,7 @@ pub enum Mechanism {
     Cpu(CpuMechanism),
     Kill(KillMechanism),
     Memory(MemoryMechanism),
+    Block(BlockMechanism),
 }
 
 /// What of a fault the planner looks at: the planner decides on these
@@ -86,6 +89,7 @@ pub enum Demand {
     Cpu,
     Kill,
     Memory,
+    Block,
 }
 
 impl Demand {
@@ -103,6 +107,7 @@ impl Demand {
             FamilyFault::Cpu(_) => Self::Cpu,
             FamilyFault::Kill(_) => Self::Kill,
             FamilyFault::Memory(_) => Self::Memory,
+            FamilyFault::Block(_) => Self::Block,
         }
     }
 
@@ -133,6 +138,7 @@ impl Demand {
             Self::Cpu => &[CgroupCpu],
             Self::Kill => &[CgroupV2],
             Self::Memory => &[CgroupMemory],
+            Self::Block => &[CgroupIo],
         }
     }
 }
@@ -159,6 +165,7 @@ pub const KINDS: &[(&str, Demand)] = &[
     ("cpu-starve", Demand::Cpu),
     ("kill", Demand::Kill),
     ("memory-pressure", Demand::Memory),
+    ("io-throttle", Demand::Block),
 ];
 
 /// The [`KINDS`] row of the netem-like faults on what the target receives.
@@ -221,6 +228,7 @@ pub enum Planned {
     Cpu(CpuMechanism, CpuStarve),
     Kill(KillMechanism, Kill),
     Memory(MemoryMechanism, MemoryPressure),
+    Block(BlockMechanism, IoThrottle),
 }
 
 impl Planned {
@@ -236,6 +244,7 @@ impl Planned {
             Self::Cpu(m, _) => Mechanism::Cpu(*m),
             Self::Kill(m, _) => Mechanism::Kill(*m),
             Self::Memory(m, _) => Mechanism::Memory(*m),
+            Self::Block(m, _) => Mechanism::Block(*m),
         }
     }
 }
@@ -273,6 +282,7 @@ pub fn plan(attack: &Attack, caps: &dyn Findings) -> Result<Planned> {
         FamilyFault::Cpu(f) => Planned::Cpu(cpu::plan(&subject, caps)?, f),
         FamilyFault::Kill(f) => Planned::Kill(kill::plan(&subject, caps)?, f),
         FamilyFault::Memory(f) => Planned::Memory(memory::plan(&subject, caps)?, f),
+        FamilyFault::Block(f) => Planned::Block(block::plan(&subject, caps)?, f),
     };
     if let Planned::Reset(_, f) = &planned
         && let Some(every) = f.every
@@ -322,6 +332,7 @@ pub fn plan_demand(
         Demand::Cpu => cpu::plan(subject, caps).map(Mechanism::Cpu),
         Demand::Kill => kill::plan(subject, caps).map(Mechanism::Kill),
         Demand::Memory => memory::plan(subject, caps).map(Mechanism::Memory),
+        Demand::Block => block::plan(subject, caps).map(Mechanism::Block),
     }
 }
 
@@ -361,7 +372,8 @@ impl Ancestry {
                 | Planned::Pause(..)
                 | Planned::Cpu(..)
                 | Planned::Kill(..)
-                | Planned::Memory(..) => None,
+                | Planned::Memory(..)
+                | Planned::Block(..) => None,
             })
             .unwrap_or_default()
     }
@@ -539,6 +551,7 @@ impl Mechanism {
             Self::Cpu(m) => m,
             Self::Kill(m) => m,
             Self::Memory(m) => m,
+            Self::Block(m) => m,
         }
     }
 

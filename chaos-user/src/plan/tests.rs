@@ -585,6 +585,7 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         Ok(Mechanism::Cpu(_)) => "cgroup cpu.max".to_owned(),
         Ok(Mechanism::Kill(_)) => "cgroup signals".to_owned(),
         Ok(Mechanism::Memory(_)) => "cgroup memory.high".to_owned(),
+        Ok(Mechanism::Block(_)) => "cgroup io.max".to_owned(),
         Ok(Mechanism::Dns(d)) => match d.egress {
             EgressMode::Tcx => "TCX".to_owned(),
             EgressMode::Netlink => "netlink tc".to_owned(),

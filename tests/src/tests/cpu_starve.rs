@@ -10,7 +10,7 @@
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use chaos::capabilities::Capability;
@@ -18,6 +18,7 @@ use chaos::capabilities::Capability;
 use crate::{
     fixtures::{
         cgroup::{Cgroup, ControllerForChildren},
+        limits,
         process::Place,
         runner::{self, ChaosRun},
     },
@@ -148,65 +149,12 @@ pub fn limits_the_target_and_spares_the_sibling(ctx: &mut Ctx) -> anyhow::Result
     Ok(())
 }
 
-/// How soon after chaos's death the limit must be back: the guardian
-/// waking on its pipe's end, and one write to cpu.max.
-const AT_ONCE: Duration = Duration::from_millis(500);
-
-/// Wait until `cpu.max` reads `want`; how long that took.
-fn restored_within(w: &World, want: &str, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() <= limit {
-        if w.cpu_max() == want {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    None
-}
-
 /// kill -9 of chaos: its guardian restores the limit at once; a chaos
 /// that hangs (SIGSTOP) keeps it only until the deadline, when the guardian
 /// restores it. `chaos recover` then finds the records settled.
 pub fn every_ending_restores_the_limit(ctx: &mut Ctx) -> anyhow::Result<()> {
     let w = World::new(ctx)?;
-    let before = w.cpu_max();
-
-    let run = w.attack(&["--cpus", "0.3", "--duration", "60s"])?;
-    anyhow::ensure!(w.cpu_max() == "30000 100000", "cpu.max during the attack: {}", w.cpu_max());
-    let exit = run.watch_exit(Duration::from_secs(10))?;
-    run.signal(libc::SIGKILL);
-    exit.join().ok().flatten().ok_or_else(|| anyhow::anyhow!("chaos did not exit"))?;
-    let restored = restored_within(&w, &before, AT_ONCE);
-    drop(run.wait(Duration::from_secs(10))?);
-    eprint!("[kill -9: restored {restored:?} after chaos's exit] ");
-    anyhow::ensure!(restored.is_some(), "cpu.max is {} 500 ms after chaos's kill -9", w.cpu_max());
-    let recovered = runner::recover()?;
-    anyhow::ensure!(recovered.code() == Some(0), "recover: {}", recovered.stderr);
-    runner::recover_finds_nothing()?;
-
-    // Hung: the deadline lies between the launch and the start event, plus
-    // the duration.
-    let launched = monotonic_ns();
-    let run = w.attack(&["--cpus", "0.3", "--duration", "3s"])?;
-    let seen = monotonic_ns();
-    run.signal(libc::SIGSTOP);
-    let within = Duration::from_nanos((seen + 3_500_000_000).saturating_sub(monotonic_ns()));
-    let restored = restored_within(&w, &before, within);
-    let at = monotonic_ns();
-    run.signal(libc::SIGCONT);
-    let ended = run.wait(Duration::from_secs(30))?;
-    eprint!(
-        "[hung: restored {:.0} ms after the earliest deadline] ",
-        (at as f64 - launched as f64) / 1e6 - 3000.0
-    );
-    anyhow::ensure!(
-        restored.is_some(),
-        "cpu.max is {} 500 ms after the deadline of a stopped chaos",
-        w.cpu_max()
-    );
-    anyhow::ensure!(at >= launched + 3_000_000_000, "restored before the deadline");
-    anyhow::ensure!(ended.code() == Some(0), "exit {:?}: {}", ended.code(), ended.stderr);
-    runner::recover_finds_nothing()
+    limits::endings_restore("cpu.max", &|| w.cpu_max(), &|d| w.attack(&["--cpus", "0.3", "--duration", d]))
 }
 
 /// What must not be limited is refused with exit 3 and left as it was.
@@ -231,23 +179,7 @@ pub fn refusals_leave_everything_as_it_was(ctx: &mut Ctx) -> anyhow::Result<()> 
     let child = format!("{}/child", parent.rel);
     runner::run(&["attack", "cpu-starve", "--cgroup", &child, "--cpus", "20%", "--duration", "5s"])?
         .refused("a parent without +cpu", "echo +cpu >")?;
-    // chaos in the target itself.
-    let out = Place { netns: None, cgroup: Some(&w.target) }
-        .spawn(
-            Command::new(runner::bin())
-                .args(["attack", "cpu-starve", "--cgroup", target, "--cpus", "20%", "--allow-host"])
-                .args(["--duration", "5s"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )?
-        .wait_with_output()?;
-    let said = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(
-        out.status.code() == Some(3) && said.contains("holds chaos itself") && out.stdout.is_empty(),
-        "chaos starving its own cgroup: exit {:?}: {said}",
-        out.status.code()
-    );
+    limits::refuses_its_own_cgroup(&w.target, &["cpu-starve", "--cpus", "20%"])?;
     let cases: &[(&[&str], &str)] = &[
         (&["--cgroup", "/", "--allow-host", "--cpus", "20%"], "is the root cgroup"),
         (&["--cgroup", target, "--cpus", "0"], "expected a number of CPUs"),

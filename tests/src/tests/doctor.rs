@@ -14,6 +14,7 @@ const DEBIAN: &[&str] = &[
     "cgroup v2",
     "cgroup v2 cpu controller",
     "cgroup v2 memory controller",
+    "cgroup v2 io controller",
     "bpffs",
     "tc (netlink filter)",
     "cgroup_skb",
@@ -42,10 +43,11 @@ fn expected(kernel: &str) -> Option<BTreeMap<&'static str, bool>> {
         // netem; the rest of the Debian common set.
         "host-6.18" => {
             const NO: &[&str] = &[
-                // A hybrid layout: the cpu and memory controllers are on v1
-                // hierarchies.
+                // A hybrid layout: the cpu, memory and io (blkio)
+                // controllers are on v1 hierarchies.
                 "cgroup v2 cpu controller",
                 "cgroup v2 memory controller",
+                "cgroup v2 io controller",
                 "kprobe",
                 "kprobe override",
                 "fentry",

@@ -172,7 +172,7 @@ const OPENMETRICS_ACCEPT: &str =
     "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1";
 
 /// GET /metrics over a plain connection: the body of a 200 answer.
-fn scrape(addr: &str, accept: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn scrape(addr: &str, accept: Option<&str>) -> anyhow::Result<String> {
     let mut c = TcpStream::connect(addr)?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
     let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
@@ -186,7 +186,7 @@ fn scrape(addr: &str, accept: Option<&str>) -> anyhow::Result<String> {
 
 /// The real `promtool check metrics` (Debian package prometheus, which
 /// `./x setup` installs) must find nothing to say about `text`.
-fn promtool_check_metrics(text: &str) -> anyhow::Result<()> {
+pub(crate) fn promtool_check_metrics(text: &str) -> anyhow::Result<()> {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -250,7 +250,7 @@ fn ensure_code(ended: &Ended, want: i32, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -28,6 +28,7 @@ use chaos::capabilities::Capability;
 use crate::{
     fixtures::{
         cgroup::{Cgroup, ControllerForChildren},
+        limits,
         process::Place,
         runner::{self, ChaosRun},
     },
@@ -236,45 +237,7 @@ pub fn slows_the_target_and_spares_the_sibling(ctx: &mut Ctx) -> anyhow::Result<
 /// that hangs (SIGSTOP) keeps it only until the deadline.
 pub fn every_ending_restores_the_boundary(ctx: &mut Ctx) -> anyhow::Result<()> {
     let w = World::new(ctx)?;
-    let before = w.high();
-    let restored_within = |limit: Duration| {
-        let t0 = Instant::now();
-        while t0.elapsed() <= limit {
-            if w.high() == before {
-                return Some(t0.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        None
-    };
-    let run = w.attack(&["--high", "64M", "--duration", "60s"])?;
-    anyhow::ensure!(w.high() == (64u64 << 20).to_string(), "memory.high during the attack: {}", w.high());
-    let exit = run.watch_exit(Duration::from_secs(10))?;
-    run.signal(libc::SIGKILL);
-    exit.join().ok().flatten().ok_or_else(|| anyhow::anyhow!("chaos did not exit"))?;
-    let restored = restored_within(Duration::from_millis(500));
-    drop(run.wait(Duration::from_secs(10))?);
-    eprint!("[kill -9: restored {restored:?} after chaos's exit] ");
-    anyhow::ensure!(restored.is_some(), "memory.high is {} 500 ms after chaos's kill -9", w.high());
-    let recovered = runner::recover()?;
-    anyhow::ensure!(recovered.code() == Some(0), "recover: {}", recovered.stderr);
-    runner::recover_finds_nothing()?;
-
-    let run = w.attack(&["--high", "64M", "--duration", "2s"])?;
-    let seen = Instant::now();
-    run.signal(libc::SIGSTOP);
-    let restored = restored_within(Duration::from_millis(2500));
-    let at = seen.elapsed();
-    run.signal(libc::SIGCONT);
-    let ended = run.wait(Duration::from_secs(30))?;
-    eprint!("[hung: restored {at:?} after the start event] ");
-    anyhow::ensure!(
-        restored.is_some(),
-        "memory.high is {} 500 ms after a stopped chaos's deadline",
-        w.high()
-    );
-    anyhow::ensure!(ended.code() == Some(0), "exit {:?}: {}", ended.code(), ended.stderr);
-    runner::recover_finds_nothing()
+    limits::endings_restore("memory.high", &|| w.high(), &|d| w.attack(&["--high", "64M", "--duration", d]))
 }
 
 /// What must not be limited is refused with exit 3 and left as it was:
@@ -307,22 +270,7 @@ pub fn refusals_leave_everything_as_it_was(ctx: &mut Ctx) -> anyhow::Result<()> 
     let child = format!("{}/child", parent.rel);
     runner::run(&["attack", "memory-pressure", "--cgroup", &child, "--high", "64M", "--duration", "5s"])?
         .refused("a parent without +memory", "echo +memory >")?;
-    let out = Place { netns: None, cgroup: Some(&w.target) }
-        .spawn(
-            Command::new(runner::bin())
-                .args(["attack", "memory-pressure", "--cgroup", &target, "--high", "64M", "--allow-host"])
-                .args(["--duration", "5s"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )?
-        .wait_with_output()?;
-    let said = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(
-        out.status.code() == Some(3) && said.contains("holds chaos itself") && out.stdout.is_empty(),
-        "chaos pressing its own cgroup: exit {:?}: {said}",
-        out.status.code()
-    );
+    limits::refuses_its_own_cgroup(&w.target, &["memory-pressure", "--high", "64M"])?;
     std::fs::write(w.target.path.join("memory.max"), (256u64 << 20).to_string())?;
     let cases: &[(&[&str], &str)] = &[
         (&["--cgroup", "/", "--allow-host", "--high", "64M"], "is the root cgroup"),

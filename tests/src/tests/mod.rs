@@ -18,6 +18,7 @@ pub mod dns_error;
 mod doctor;
 mod experiment;
 pub mod io_error;
+mod io_throttle;
 mod kill;
 mod memory_pressure;
 mod net_burst;
@@ -82,6 +83,10 @@ crate::harness::register! {
     memory_pressure::slows_the_target_and_spares_the_sibling,
     memory_pressure::every_ending_restores_the_boundary,
     memory_pressure::refusals_leave_everything_as_it_was,
+    io_throttle::holds_direct_io_to_the_limits_and_spares_the_sibling,
+    io_throttle::a_path_on_a_partition_throttles_its_disk,
+    io_throttle::every_ending_restores_the_limits,
+    io_throttle::refusals_leave_everything_as_it_was,
     net_delay::bad_input_is_refused,
     net_delay::delay_and_jitter_hold_their_distribution,
     net_receive::delay_holds_its_distribution,
