@@ -18,6 +18,7 @@ use std::{
 use crate::{
     fixtures::{
         cgroup::Cgroup,
+        limits,
         process::Place,
         runner::{self, ChaosRun},
     },
@@ -287,21 +288,7 @@ pub fn refusals_leave_everything_as_it_was(_ctx: &mut Ctx) -> anyhow::Result<()>
     let mut w = World::new("refused")?;
     let before = w.service(Duration::from_secs(10))?;
     let target = w.target.rel.clone();
-    let out = Place { netns: None, cgroup: Some(&w.sibling) }
-        .spawn(
-            Command::new(runner::bin())
-                .args(["attack", "kill", "--cgroup", &w.sibling.rel, "--allow-host", "--duration", "1s"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        )?
-        .wait_with_output()?;
-    let said = String::from_utf8_lossy(&out.stderr);
-    anyhow::ensure!(
-        out.status.code() == Some(3) && said.contains("holds chaos itself") && out.stdout.is_empty(),
-        "chaos killing its own cgroup: exit {:?}: {said}",
-        out.status.code()
-    );
+    limits::refuses_its_own_cgroup(&w.sibling, &["kill"])?;
     let cases: &[(&[&str], &str)] = &[
         (&["--cgroup", "/", "--allow-host"], "is the root cgroup"),
         (&["--cgroup", &target, "--signal", "STOP"], "chaos attack pause"),
