@@ -18,6 +18,14 @@ pub const COUNTERS: &str = "DNS_COUNTERS";
 /// [`NAME_PASS`].
 pub const NAMES: &str = "DNS_NAMES";
 
+/// `SockHash<SockKey>`: the target's TCP connections to port 53, added by
+/// the `dns_sockops` program when they are established, so that the
+/// `dns_msg` program sees what they send.
+pub const TCP_SOCKS: &str = "DNS_TCP_SOCKS";
+/// Entries of [`TCP_SOCKS`]; a connection leaves it when it closes
+/// (`sock_map_unhash`, net/core/sock_map.c), so this bounds the open ones.
+pub const MAX_TCP_SOCKS: u32 = 65536;
+
 /// Maximum number of target cgroups with a DNS rule at once.
 pub const MAX_RULES: u32 = 1024;
 /// Counter slots: the injector's slot numbers are shared by every family.
@@ -120,11 +128,27 @@ pub fn name_key(slot: u32, name: &[u8], exact: bool) -> Option<(u32, NameKey)> {
     Some((NAME_KEY_FIXED_BITS + 8 * len as u32, key))
 }
 
+/// A key of [`TCP_SOCKS`]: a connection's addresses and ports as
+/// `bpf_sock_ops` and `sk_msg_md` both present them (the same conversion,
+/// net/core/filter.c), so that the sk_msg program finds its own socket.
+/// IPv4 addresses are in the first word of `local` and `remote`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockKey {
+    pub family: u32,
+    pub local_port: u32,
+    pub remote_port: u32,
+    pub _pad: u32,
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+}
+
 /// Per-CPU counters of one attack. The loader sums them over CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DnsCounters {
-    /// The target's DNS queries (UDP, port 53) while the rule held.
+    /// The target's DNS queries (to port 53, over UDP or TCP) while the
+    /// rule held.
     pub queries: u64,
     /// ... whose name matched a pattern.
     pub matched: u64,
@@ -143,7 +167,9 @@ const _: () = assert!(core::mem::size_of::<DnsRule>() == 24);
 const _: () = assert!(core::mem::size_of::<NameKey>() * 8 == NAME_KEY_FIXED_BITS as usize + 8 * NAME_BYTES);
 const _: () = assert!(core::mem::size_of::<DnsCounters>() == 48);
 
-crate::pod!(DnsRule, NameKey, DnsCounters);
+const _: () = assert!(core::mem::size_of::<SockKey>() == 48);
+
+crate::pod!(DnsRule, NameKey, DnsCounters, SockKey);
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,8 @@ mod conn_sendmsg4;
 mod conn_sendmsg6;
 mod dns;
 mod dns_egress;
+mod dns_msg;
+mod dns_sockops;
 mod io;
 mod io_bounded_open;
 mod io_bounded_rw;

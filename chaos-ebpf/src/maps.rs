@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, SockHash},
 };
 use chaos_abi::{
     cgroup::Levels,
@@ -148,6 +148,11 @@ pub static DNS_COUNTERS: PerCpuArray<chaos_abi::dns::DnsCounters> =
 #[map]
 pub static DNS_NAMES: LpmTrie<chaos_abi::dns::NameKey, u8> =
     LpmTrie::with_max_entries(chaos_abi::dns::MAX_NAMES, BPF_F_NO_PREALLOC);
+
+/// `chaos_abi::dns::TCP_SOCKS`: the target's TCP connections to port 53.
+#[map]
+pub static DNS_TCP_SOCKS: SockHash<chaos_abi::dns::SockKey> =
+    SockHash::with_max_entries(chaos_abi::dns::MAX_TCP_SOCKS, 0);
 
 /// The classifier's per-CPU scratch space (a query's name, and the trie
 /// key made of it); the loader never reads it.

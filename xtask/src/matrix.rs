@@ -87,8 +87,11 @@ pub const REDUCED: &[&str] = &[
     "connects_fail",
     // ... and incoming: the sk_lookup program on the target's namespaces.
     "targets_listen",
-    // dns-error: the tc egress classifier answering on veth and loopback.
+    // dns-error: the tc egress classifier answering on veth and loopback;
+    // over TCP, sock_ops and sk_msg (5.10 removes a message only up to its
+    // last byte).
     "answers_m",
+    "acts_on_lookups",
     // Effects on what the target receives: TCX ingress, the ifb, and how
     // an attack ends there.
     "kill9_and",

@@ -61,6 +61,8 @@ use chaos_abi::dns::{
     ACTION_DROP, DnsCounters, DnsRule, NAME_BYTES, NAME_KEY_FIXED_BITS, NAME_MATCH, NameKey,
 };
 
+pub mod tcp;
+
 use crate::{
     cgroup::find_rule,
     maps::{DNS_COUNTERS, DNS_LEVELS, DNS_NAMES, DNS_RULES, DNS_SCRATCH},
@@ -70,13 +72,13 @@ const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_UDP: u8 = 17;
-const DNS_PORT: u16 = 53;
+pub(crate) const DNS_PORT: u16 = 53;
 /// The DNS header: id, flags, and four counts (RFC 1035 §4.1.1).
-const DNS_HLEN: usize = 12;
+pub(crate) const DNS_HLEN: usize = 12;
 /// Flags: QR (a response), the opcode, RD (recursion desired), RA
 /// (recursion available).
-const FLAG_QR: u16 = 0x8000;
-const FLAG_OPCODE: u16 = 0x7800;
+pub(crate) const FLAG_QR: u16 = 0x8000;
+pub(crate) const FLAG_OPCODE: u16 = 0x7800;
 const FLAG_RD: u16 = 0x0100;
 const FLAG_RA: u16 = 0x0080;
 /// A label is at most 63 bytes; 0xc0 and up is a compression pointer
@@ -84,13 +86,13 @@ const FLAG_RA: u16 = 0x0080;
 const MAX_LABEL: u8 = 63;
 /// A name is at most 255 bytes, so at most 127 labels.
 const MAX_LABELS: usize = 127;
-const MAX_NAME: usize = 255;
+pub(crate) const MAX_NAME: usize = 255;
 
 /// The per-CPU scratch space: the name as read, and the trie key built
 /// from it (both too large for the 512-byte stack together).
 #[repr(C)]
 pub struct Scratch {
-    wire: [u8; 256],
+    pub(crate) wire: [u8; 256],
     key: Key<NameKey>,
 }
 
@@ -175,6 +177,13 @@ fn act(ctx: &TcContext, skb: *mut __sk_buff, q: &Query, rule: &DnsRule, c: &mut 
     unsafe { bpf_redirect(ifindex, u64::from(flags)) as i32 }
 }
 
+/// The flags word of the answer to a query with `query`'s: a response,
+/// recursion desired as asked, recursion available, and `rcode`.
+#[inline(always)]
+pub(crate) fn reply_flags(query: u16, rcode: u16) -> u16 {
+    FLAG_QR | (query & FLAG_RD) | FLAG_RA | (rcode & 0xf)
+}
+
 /// Every namespace's loopback device has this index
 /// (`LOOPBACK_IFINDEX`, include/net/net_namespace.h).
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -245,9 +254,7 @@ fn query(ctx: &TcContext) -> Option<Query> {
 /// patterns; `None` when it cannot be read.
 #[inline(always)]
 fn name_matches(ctx: &TcContext, offset: usize, slot: u32) -> Option<bool> {
-    let s = DNS_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
-    let s = unsafe { &mut *s };
+    let s = scratch()?;
     // What the packet has from the name on, up to a name's maximum; at
     // least a one-byte name and the type and class.
     let avail = (ctx.len() as usize).checked_sub(offset)?;
@@ -261,6 +268,24 @@ fn name_matches(ctx: &TcContext, offset: usize, slot: u32) -> Option<bool> {
     {
         return None;
     }
+    wire_matches(s, len, slot)
+}
+
+/// This CPU's scratch space.
+#[inline(always)]
+pub(crate) fn scratch() -> Option<&'static mut Scratch> {
+    let s = DNS_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile
+    // (BPF programs run with migration disabled, and one at a time per
+    // CPU in the contexts that read it: tc and sendmsg).
+    Some(unsafe { &mut *s })
+}
+
+/// Whether the name read into `s.wire` (its first `len` bytes, at most
+/// [`MAX_NAME`]) matches one of the slot's patterns; `None` when it is not
+/// a name.
+#[inline(always)]
+pub(crate) fn wire_matches(s: &mut Scratch, len: usize, slot: u32) -> Option<bool> {
     // Walk the labels, writing `.` over each length byte; `end` is where
     // the closing zero is.
     let mut pos = 0usize;
@@ -330,8 +355,7 @@ fn answer(ctx: &TcContext, skb: *mut __sk_buff, q: &Query, rcode: u16) -> bool {
     let Some(flags) = at::<u16>(ctx, q.dns + 2) else { return false };
     // SAFETY: checked by `at`.
     let old = unsafe { read_unaligned(flags) };
-    let host = u16::from_be(old);
-    let new = (FLAG_QR | (host & FLAG_RD) | FLAG_RA | (rcode & 0xf)).to_be();
+    let new = reply_flags(u16::from_be(old), rcode).to_be();
     let (addr, addr_len) = if q.v6 { (q.ip + 8, 16) } else { (q.ip + 12, 4) };
     let swapped = swap::<6>(ctx, 0, 6).is_some()
         && if addr_len == 16 {

@@ -5,8 +5,8 @@
 use std::{fs::File, os::fd::AsFd};
 
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, cgroup_skb::CgroupSkbLink,
-    cgroup_sock_addr::CgroupSockAddrLink,
+    CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SockOps, cgroup_skb::CgroupSkbLink,
+    cgroup_sock_addr::CgroupSockAddrLink, sock_ops::SockOpsLink,
 };
 
 use crate::{
@@ -38,6 +38,16 @@ pub fn attach_skb(
 /// type is in the program's section) to `target`, in the same mode.
 pub fn attach_sock_addr(prog: &mut CgroupSockAddr, target: &Target) -> Result<CgroupSockAddrLink> {
     let context = || format!("attaching a sock_addr program to {target}");
+    let dir = File::open(&target.path).map_err(|e| Error::kernel(context(), e))?;
+    let id = prog
+        .attach(dir.as_fd(), CgroupAttachMode::Single)
+        .map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))?;
+    prog.take_link(id).map_err(|e| Error::kernel(context(), anyhow::anyhow!(describe(&e))))
+}
+
+/// Attach a sock_ops program to `target`, in the same mode.
+pub fn attach_sock_ops(prog: &mut SockOps, target: &Target) -> Result<SockOpsLink> {
+    let context = || format!("attaching a sock_ops program to {target}");
     let dir = File::open(&target.path).map_err(|e| Error::kernel(context(), e))?;
     let id = prog
         .attach(dir.as_fd(), CgroupAttachMode::Single)

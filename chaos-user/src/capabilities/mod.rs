@@ -35,6 +35,7 @@ pub enum Capability {
     CgroupSockAddr,
     SockAddrRetval,
     SkLookup,
+    SkMsg,
     SockDestroy,
     Tracepoint,
     RawTracepoint,
@@ -140,6 +141,13 @@ pub const REQUIREMENTS: &[Requirement] = &[
         name: "sk_lookup",
         used_for: "net-refuse --direction incoming (refusing connections to the target's listeners)",
         needs: "Linux 5.9",
+    },
+    Requirement {
+        capability: Capability::SkMsg,
+        name: "sk_msg and sock_ops",
+        used_for: "dns-error over TCP (the target's connections to port 53 in a sockhash; queries answered \
+                   into the sender's receive queue)",
+        needs: "Linux 4.20 (sk_msg ingress redirect), and bpf_get_current_ancestor_cgroup_id in sk_msg programs",
     },
     Requirement {
         capability: Capability::SockDestroy,
@@ -488,6 +496,7 @@ fn run(capability: Capability) -> Result<String, String> {
         CgroupSockAddr => programs::cgroup_sock_addr(),
         SockAddrRetval => programs::sock_addr_retval(),
         SkLookup => programs::sk_lookup(),
+        SkMsg => programs::sk_msg(),
         SockDestroy => environment::sock_destroy(),
         Tracepoint => programs::tracepoint(),
         RawTracepoint => programs::raw_tracepoint(),

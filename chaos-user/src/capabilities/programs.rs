@@ -5,9 +5,10 @@ use std::{fs, os::fd::AsFd, path::PathBuf};
 
 use aya::{
     Btf, Ebpf,
+    maps::SockHash,
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, FEntry, KProbe, Lsm,
-        RawTracePoint, SchedClassifier, SkLookup, TcAttachType, TracePoint, UProbe,
+        RawTracePoint, SchedClassifier, SkLookup, SkMsg, SockOps, TcAttachType, TracePoint, UProbe,
         tc::{self, NlOptions, TcAttach},
         uprobe::UProbeScope,
     },
@@ -152,6 +153,30 @@ pub fn cgroup_sock_addr() -> Outcome {
     prog.attach(dir.as_fd(), CgroupAttachMode::Single).map_err(|e| describe(&e))?;
     drop(ebpf);
     Ok("connect4 link attached to a scratch cgroup".into())
+}
+
+/// dns-error's DNS over TCP: a sock_ops program attached to a scratch
+/// cgroup, and an sk_msg program with `dns_msg`'s helpers attached to a
+/// sockhash (nothing is ever put in it).
+pub fn sk_msg() -> Outcome {
+    let cg = ScratchCgroup::new()?;
+    let mut ebpf = object()?;
+    let socks: SockHash<_, u32> = ebpf
+        .take_map("PROBE_SOCKS")
+        .ok_or("map PROBE_SOCKS missing from the capabilities object")?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| e.to_string())?;
+    let ops: &mut SockOps = program(&mut ebpf, "probe_sock_ops")?;
+    ops.load().map_err(|e| describe(&e))?;
+    let dir = cg.open()?;
+    ops.attach(dir.as_fd(), CgroupAttachMode::Single).map_err(|e| describe(&e))?;
+    let msg: &mut SkMsg = program(&mut ebpf, "probe_sk_msg")?;
+    msg.load().map_err(|e| describe(&e))?;
+    msg.attach(socks.fd()).map_err(|e| describe(&e))?;
+    drop(ebpf);
+    Ok("sock_ops link attached to a scratch cgroup; sk_msg with an ingress redirect and the ancestor \
+        cgroup helper attached to a sockhash"
+        .into())
 }
 
 /// Loaded only: whether the verifier lets a sock_addr program call

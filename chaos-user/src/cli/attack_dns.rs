@@ -24,8 +24,8 @@ the client wait and retry (glibc: 5 s per try, twice per nameserver). \
 Search domains apply first: with `search corp.example` in resolv.conf, \
 `db` is looked up as `db.corp.example` too, so name the full names.
 
-Which queries: those the target sends over UDP to port 53, to any \
-server — a resolver on the network, or a node-local cache on loopback \
+Which queries: those the target sends to port 53, over UDP or TCP, to \
+any server — a resolver on the network, or a node-local cache on loopback \
 (systemd-resolved's 127.0.0.53, dnsmasq, a NodeLocal DNSCache). Names: \
 --name example.com is that name; --name '*.example.com' the names below \
 it (not example.com itself: give both for both); --name '*', or no \
@@ -41,9 +41,18 @@ turned into its own answer and handed back to the target, or dropped. \
 Other packets pay a header check. Nothing changes in the resolver or in \
 resolv.conf, and the kernel checks the deadline on every query.
 
-Not covered: DNS over TCP (clients use it after a truncated answer, \
-which chaos never gives, or when told to: `options use-vc`, `dig +tcp`), \
-over TLS or HTTPS; queries rewritten away from port 53 before they leave \
+Over TCP (after a truncated answer, or when told to: `options use-vc`, \
+`dig +tcp`), where the kernel has sk_msg (`chaos doctor`): the target's \
+connections to port 53 opened during the attack are watched by a \
+sock_ops program on its cgroup; a matching query is answered into the \
+connection's own receive queue, or swallowed (timeout), before TCP sends \
+it, so the server sees a connection that asks nothing. One query per \
+send, as stub resolvers write them; a length sent apart from its \
+message, or a send carrying several queries, passes. Without sk_msg, lookups over TCP pass untouched, and the plan \
+says so.
+
+Not covered: connections to port 53 opened before the attack; DNS over \
+TLS or HTTPS; queries rewritten away from port 53 before they leave \
 (Docker's embedded resolver at 127.0.0.11 is reached through a NAT rule \
 to another port); lookups that never reach the network (/etc/hosts, \
 nscd, a cache inside the process).

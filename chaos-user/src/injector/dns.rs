@@ -3,19 +3,22 @@
 //! classifier on every Ethernet and loopback device of the target's
 //! network namespaces (loopback: a node-local cache, systemd-resolved's
 //! 127.0.0.53, a sidecar's resolver), shared by the attacks there and
-//! released by the last.
+//! released by the last. Where the kernel has sk_msg, queries over TCP
+//! too: a sock_ops program on each target cgroup (its own link) puts the
+//! target's connections to port 53 in a sockhash, on which one sk_msg
+//! program, attached once, sees what they send.
 
 use std::time::Instant;
 
 use aya::{
     Ebpf,
     maps::{
-        MapData,
+        MapData, SockHash,
         lpm_trie::{Key, LpmTrie},
     },
-    programs::SchedClassifier,
+    programs::{SchedClassifier, SkMsg, SockOps, sock_ops::SockOpsLink},
 };
-use chaos_abi::dns::{self, DnsCounters, DnsRule, NameKey};
+use chaos_abi::dns::{self, DnsCounters, DnsRule, NameKey, SockKey};
 
 use super::{
     Shared,
@@ -27,17 +30,21 @@ use super::{
 };
 use crate::{
     attach::{
+        cgroup::attach_sock_ops,
         netns::{Netns, interface_type, interfaces},
         tc::{EgressLink, attach_egress, detach_egress},
     },
     attack::Attack,
     counters::Counters,
+    ebpf::describe,
     error::{Error, Result},
     faults::DnsError,
     plan::DnsMechanism,
 };
 
 const PROGRAM: &str = "dns_egress";
+const SOCK_OPS: &str = "dns_sockops";
+const SK_MSG: &str = "dns_msg";
 
 /// `ARPHRD_ETHER` and `ARPHRD_LOOPBACK` (include/uapi/linux/if_arp.h): the
 /// devices whose packets start with an Ethernet header at tc, which the
@@ -53,12 +60,18 @@ pub struct Handle {
     egress_keys: Vec<(u64, u32)>,
     /// This attack's entries in the name trie.
     names: Vec<(u32, NameKey)>,
+    /// The sock_ops program on the target (DNS over TCP).
+    sock_ops: Option<SockOpsLink>,
 }
 
 /// Rules and links shared by every DNS attack.
 pub struct Dns {
     rules: RuleTable<DnsRule, DnsCounters>,
     egress: LinkSet<(u64, u32), EgressLink>,
+    /// Whether the sk_msg program is on the sockhash: attached once, and
+    /// detached with the object (the attachment lives as long as the map,
+    /// which dies with the process).
+    sk_msg: bool,
 }
 
 impl Default for Dns {
@@ -70,6 +83,7 @@ impl Default for Dns {
                 "a dns-error fault in this run; combine them into one attack",
             ),
             egress: LinkSet::default(),
+            sk_msg: false,
         }
     }
 }
@@ -123,6 +137,11 @@ impl FamilyInjector for Dns {
                 handle.names.push((bits, key));
             }
         }
+        if mechanism.tcp {
+            self.attach_sk_msg(&mut shared.ebpf)?;
+            let prog: &mut SockOps = loaded(&mut shared.ebpf, SOCK_OPS)?;
+            handle.sock_ops = Some(attach_sock_ops(prog, &attack.target)?);
+        }
         self.rules.reset_counters(&mut shared.ebpf, slot)?;
         self.rules.insert(&mut shared.ebpf, attack, &fault.rule(start.deadline_from_now(), slot))?;
         write_levels(&mut shared.ebpf, dns::LEVELS, self.rules.levels())
@@ -132,6 +151,10 @@ impl FamilyInjector for Dns {
     /// the classifiers.
     fn stop(&mut self, shared: &mut Shared, attack: &Attack, handle: Handle) -> Stopping {
         let inert = self.remove_rule(&mut shared.ebpf, attack).map(|()| Instant::now());
+        // No new connection of the target enters the sockhash; those in it
+        // leave when they close (or with the map), and pass meanwhile:
+        // their messages find no rule.
+        drop(handle.sock_ops);
         let mut released = Ok(());
         if !handle.names.is_empty() {
             match map_mut::<LpmTrie<&mut MapData, NameKey, u8>>(&mut shared.ebpf, dns::NAMES) {
@@ -167,6 +190,28 @@ impl FamilyInjector for Dns {
 }
 
 impl Dns {
+    /// Load the sk_msg program and attach it to the sockhash, once.
+    fn attach_sk_msg(&mut self, ebpf: &mut Ebpf) -> Result<()> {
+        if self.sk_msg {
+            return Ok(());
+        }
+        let socks = {
+            let map: SockHash<&MapData, SockKey> = ebpf
+                .map(dns::TCP_SOCKS)
+                .ok_or_else(|| {
+                    Error::kernel("fault object", anyhow::anyhow!("map {} missing", dns::TCP_SOCKS))
+                })?
+                .try_into()
+                .map_err(|e| Error::kernel("fault object", e))?;
+            map.fd().try_clone().map_err(|e| Error::kernel("duplicating the sockhash's descriptor", e))?
+        };
+        let prog: &mut SkMsg = loaded(ebpf, SK_MSG)?;
+        prog.attach(&socks)
+            .map_err(|e| Error::kernel("attaching the sk_msg program", anyhow::anyhow!(describe(&e))))?;
+        self.sk_msg = true;
+        Ok(())
+    }
+
     fn remove_rule(&mut self, ebpf: &mut Ebpf, attack: &Attack) -> Result<()> {
         if self.rules.remove(ebpf, attack)? {
             write_levels(ebpf, dns::LEVELS, self.rules.levels())?;

@@ -512,6 +512,8 @@ where
             Program::CgroupSkb(p) => p.load(),
             Program::CgroupSockAddr(p) => p.load(),
             Program::SkLookup(p) => p.load(),
+            Program::SockOps(p) => p.load(),
+            Program::SkMsg(p) => p.load(),
             other => unreachable!("program {name} of type {:?} is loaded by its family", other.prog_type()),
         };
         load.map_err(|e| Error::kernel(format!("loading program {name}"), anyhow::anyhow!(describe(&e))))?;

@@ -120,7 +120,7 @@ impl Demand {
             Self::Net { .. } => &[Tcx, TcNetlink, CgroupSkb, FqQdisc, IfbIngress],
             Self::Conn(_) => &[CgroupSockAddr, SockAddrRetval, SkLookup],
             Self::Reset => &[SockDestroy],
-            Self::Dns => &[Tcx, TcNetlink],
+            Self::Dns => &[Tcx, TcNetlink, SkMsg],
             Self::Io { .. } => {
                 &[BpfLsm, FmodRet, BpfLoop, KprobeOverride, CgroupAncestor, CgroupAncestorRead]
             }

@@ -586,10 +586,13 @@ fn cell(caps: &CapabilitySet, kind: &str) -> String {
         Ok(Mechanism::Kill(_)) => "cgroup signals".to_owned(),
         Ok(Mechanism::Memory(_)) => "cgroup memory.high".to_owned(),
         Ok(Mechanism::Block(_)) => "cgroup io.max".to_owned(),
-        Ok(Mechanism::Dns(d)) => match d.egress {
-            EgressMode::Tcx => "TCX".to_owned(),
-            EgressMode::Netlink => "netlink tc".to_owned(),
-        },
+        Ok(Mechanism::Dns(d)) => {
+            let udp = match d.egress {
+                EgressMode::Tcx => "TCX",
+                EgressMode::Netlink => "netlink tc",
+            };
+            if d.tcp { format!("{udp} + sk_msg (TCP)") } else { format!("{udp} (UDP only: no sk_msg)") }
+        }
         // Refused with its usual errno only: EPERM still works.
         Err(_)
             if matches!(demand(kind), Demand::Conn(_))
@@ -754,7 +757,8 @@ fn net_refuse_errno_follows_the_kernel() {
 
 /// dns-error: the egress classifier, as TCX where the kernel has it (with
 /// the links dying with chaos), else as a netlink filter (recorded for
-/// `recover`); the kernel-side deadline either way.
+/// `recover`); the kernel-side deadline either way. Queries over TCP
+/// where sk_msg is there, never a refusal where it is not.
 #[test]
 fn dns_error_is_a_tc_egress_classifier() {
     for (name, json) in RECORDED.into_iter().chain(DISTROS) {
@@ -762,9 +766,17 @@ fn dns_error_is_a_tc_egress_classifier() {
         let m = ok(&caps, "dns-error");
         let tcx = caps.has(Capability::Tcx);
         let egress = if tcx { EgressMode::Tcx } else { EgressMode::Netlink };
-        assert_eq!(m, Mechanism::Dns(dns::DnsMechanism { egress }), "{name}");
-        let third = if tcx { LinksDieWithProcess } else { RecoverRecord };
-        assert_eq!(layers(&m), [ControllerStop, KernelDeadline, third], "{name}");
+        let tcp = caps.has(Capability::SkMsg);
+        assert_eq!(m, Mechanism::Dns(dns::DnsMechanism { egress, tcp }), "{name}");
+        let mut want = vec![ControllerStop, KernelDeadline];
+        if tcx || tcp {
+            // The TCX link, the sock_ops link, or both.
+            want.push(LinksDieWithProcess);
+        }
+        if !tcx {
+            want.push(RecoverRecord);
+        }
+        assert_eq!(layers(&m), want, "{name}");
     }
 }
 

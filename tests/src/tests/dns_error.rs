@@ -38,7 +38,7 @@ use crate::{
 use chaos::capabilities::Capability;
 
 /// Every program of the family.
-const PROGRAMS: &[&str] = &["dns_egress"];
+const PROGRAMS: &[&str] = &["dns_egress", "dns_sockops", "dns_msg"];
 
 /// The resolver beyond the veth, and the node-local cache.
 pub const UPSTREAM: &str = "10.77.0.2";
@@ -146,14 +146,25 @@ fn dnsmasq(place: Place<'_>, listen: &str, extra: &[String]) -> anyhow::Result<K
     Ok(Killed(place.spawn(&mut cmd)?))
 }
 
-/// `dig` once, one try of two seconds: its status (`NOERROR`, `NXDOMAIN`,
+/// `dig` once, one try of two seconds (over UDP; [`dig_tcp`]): its status (`NOERROR`, `NXDOMAIN`,
 /// ..., or `timeout`) and the answer's address, if any.
 fn dig(place: Place<'_>, server: &str, name: &str) -> anyhow::Result<(String, Option<String>)> {
+    dig_with(place, server, name, &[])
+}
+
+fn dig_with(
+    place: Place<'_>,
+    server: &str,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(String, Option<String>)> {
     let at = format!("@{server}");
     let out = place
         .spawn(
             Command::new("dig")
-                .args(["+tries=1", "+time=2", "+noall", "+comments", "+answer", &at, name, "A"])
+                .args(["+tries=1", "+time=2", "+noall", "+comments", "+answer"])
+                .args(extra)
+                .args([&at, name, "A"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
@@ -173,8 +184,18 @@ fn dig(place: Place<'_>, server: &str, name: &str) -> anyhow::Result<(String, Op
 /// `getent hosts name` with `resolv` as its resolv.conf: exit code, what
 /// it printed, how long it took.
 fn getent(place: Place<'_>, resolv: &std::path::Path, name: &str) -> anyhow::Result<(i32, String, Duration)> {
+    getent_with(place, resolv, name, &[])
+}
+
+fn getent_with(
+    place: Place<'_>,
+    resolv: &std::path::Path,
+    name: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(i32, String, Duration)> {
     let mut cmd = Command::new("getent");
     cmd.args(["hosts", name]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.envs(env.iter().copied());
     with_resolv_conf(&mut cmd, resolv)?;
     let t0 = Instant::now();
     let out = place.spawn(&mut cmd)?.wait_with_output()?;
@@ -201,20 +222,26 @@ fn python(place: Place<'_>, resolv: &std::path::Path, name: &str) -> anyhow::Res
     Ok(place.output(&mut cmd)?.trim().to_owned())
 }
 
-/// `count` raw queries for `name` to `server` from `place`, each waiting
-/// up to `timeout_ms` for its answer.
-fn queries(place: Place<'_>, server: &str, name: &str, count: u64, timeout_ms: u64) -> anyhow::Result<Calls> {
+/// How `dns-calls` sends: over UDP, over TCP with length and message in
+/// one send, or in two.
+const UDP: &str = "--udp";
+const TCP: &str = "--tcp";
+const TCP_SPLIT: &str = "--tcp-split";
+
+/// `count` raw queries for `name` to `server` from `place`, sent `how`,
+/// each over a new socket (a new connection for TCP) and waiting up to
+/// `timeout_ms` for its answer.
+fn queries_over(
+    place: Place<'_>,
+    server: &str,
+    name: &str,
+    count: u64,
+    timeout_ms: u64,
+    how: &str,
+) -> anyhow::Result<Calls> {
     let to = SocketAddr::new(server.parse()?, 53).to_string();
-    let args = [
-        "--server",
-        &to,
-        "--name",
-        name,
-        "--count",
-        &count.to_string(),
-        "--timeout-ms",
-        &timeout_ms.to_string(),
-    ];
+    let (count, timeout_ms) = (count.to_string(), timeout_ms.to_string());
+    let args = ["--server", &to, "--name", name, how, "--count", &count, "--timeout-ms", &timeout_ms];
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     calls::run_command(place, &mut crate::helpers::command("dns-calls", &args))
 }
@@ -337,42 +364,139 @@ pub fn real_resolvers_see_the_error(ctx: &mut Ctx) -> anyhow::Result<()> {
 pub fn fails_the_configured_share_and_times_out(ctx: &mut Ctx) -> anyhow::Result<()> {
     require(ctx)?;
     let w = World::new()?;
+    share_and_timeout(&w, UDP, 400, 20)
+}
+
+/// `dig +tcp` once, as [`dig`] does over UDP.
+fn dig_tcp(place: Place<'_>, server: &str, name: &str) -> anyhow::Result<(String, Option<String>)> {
+    dig_with(place, server, name, &["+tcp"])
+}
+
+/// Over TCP, where the kernel has sk_msg (chaos-ebpf/src/dns/tcp.rs):
+/// - `--answer nxdomain --name '*.example.test'`: `dig +tcp` in the target
+///   gets NXDOMAIN from the resolver over IPv4 and IPv6 and from the cache
+///   on loopback, a real answer for other.test, and the sibling a real
+///   answer for the same name; 20 queries written as length, then message
+///   (two sends) pass to the resolver, as documented; glibc told to use TCP
+///   (`RES_OPTIONS=use-vc`) fails at once in the target and resolves in
+///   the sibling; chaos's counters equal what the clients saw;
+/// - `--percent 30 --answer servfail`: the SERVFAILs of 300 TCP queries
+///   are a binomial share, every other one gets the resolver's answer;
+/// - `--answer timeout`: no TCP query of the target is answered, other
+///   names and the sibling's are, and after the attack the target's are.
+pub fn acts_on_lookups_over_tcp(ctx: &mut Ctx) -> anyhow::Result<()> {
+    require(ctx)?;
+    ctx.require(Capability::SkMsg)?;
+    let w = World::new()?;
+    let run = w.attack(&["--name", "*.example.test", "--answer", "nxdomain", "--duration", "120s"])?;
+    let seen = (|| {
+        let cases = [
+            ("target", UPSTREAM, "www.example.test", true),
+            ("target", UPSTREAM6, "a.b.example.test", true),
+            ("target", CACHE, "WWW.Example.Test", true),
+            ("target", UPSTREAM, "other.test", false),
+            ("sibling", UPSTREAM, "www.example.test", false),
+        ];
+        let mut seen = Vec::new();
+        for (who, server, name, hit) in cases {
+            let place = if who == "target" { w.target() } else { w.sibling() };
+            seen.push((who, server, name, hit, dig_tcp(place, server, name)?));
+        }
+        let split = queries_over(w.target(), UPSTREAM, "split.example.test", 20, 2000, TCP_SPLIT)?;
+        Ok::<_, anyhow::Error>((seen, split))
+    })();
+    run.signal(libc::SIGINT);
+    let ended = run.wait(Duration::from_secs(30))?;
+    let (seen, split) = seen?;
+    for (who, server, name, hit, (got, address)) in seen {
+        let want = if hit { "NXDOMAIN" } else { "NOERROR" };
+        anyhow::ensure!(
+            got == want && (hit || address.is_some()),
+            "{who}'s dig +tcp @{server} {name}: {got} {address:?}, expected {want}"
+        );
+    }
+    // Passed, as documented: the length alone is not a query.
+    anyhow::ensure!(
+        split.ok == 20,
+        "length and message in two sends, not answered by dnsmasq: {:?}",
+        split.errnos
+    );
+    let c = counters(&ended)?;
+    anyhow::ensure!(c["answered"] == 3 && c["matched"] == 3, "chaos's counters {c}");
+
+    let name = "api.example.test";
+    let run = w.attack(&["--name", name, "--answer", "nxdomain", "--duration", "120s"])?;
+    let resolv = w.resolv(UPSTREAM);
+    let got =
+        getent_tcp(w.target(), &resolv, name).and_then(|t| Ok((t, getent_tcp(w.sibling(), &resolv, name)?)));
+    run.signal(libc::SIGINT);
+    let ended = run.wait(Duration::from_secs(30))?;
+    let ((code, out, took), (sib_code, sib_out, _)) = got?;
+    anyhow::ensure!(code == 2 && out.is_empty(), "getent (use-vc) in the target: exit {code}: {out}");
+    anyhow::ensure!(took < RESOLV_TIMEOUT / 2, "getent (use-vc) took {took:?}: not answered at once");
+    anyhow::ensure!(
+        sib_code == 0 && sib_out.starts_with("10.1.2.3"),
+        "getent (use-vc) in the sibling: exit {sib_code}: {sib_out}"
+    );
+    let c = counters(&ended)?;
+    anyhow::ensure!(c["answered"].as_u64() >= Some(1), "chaos answered no lookup over TCP: {c}");
+    eprint!("[getent over TCP failed in {} ms] ", took.as_millis());
+
+    share_and_timeout(&w, TCP, 300, 10)
+}
+
+/// `--percent 30 --answer servfail` on `share` queries sent `how`: the
+/// SERVFAILs are a binomial share, every other query gets the resolver's
+/// answer, chaos counted what the client saw. `--answer timeout` on
+/// `none` queries: none of the target's is answered, other names and the
+/// sibling's are, and after the attack the target's are again.
+fn share_and_timeout(w: &World, how: &str, share: u64, none: u64) -> anyhow::Result<()> {
     let name = "svc.example.test";
-    let servfails = check_rate_measured("queries answered SERVFAIL", 0.3, || {
+    let servfails = check_rate_measured(&format!("queries ({how}) answered SERVFAIL"), 0.3, || {
         let run = w.attack(&["--percent", "30", "--answer", "servfail", "--duration", "120s"])?;
-        let c = queries(w.target(), UPSTREAM, name, 400, 1000);
+        let c = queries_over(w.target(), UPSTREAM, name, share, 2000, how);
         run.signal(libc::SIGINT);
         let ended = run.wait(Duration::from_secs(30))?;
         let c = c?;
         anyhow::ensure!(c.with(SERVFAIL) == c.failed(), "other outcomes than SERVFAIL: {:?}", c.errnos);
         let k = counters(&ended)?;
         anyhow::ensure!(
-            k["answered"].as_u64() == Some(c.failed()) && k["matched"] == 400,
-            "chaos's counters {k} vs {} SERVFAILs of 400",
+            k["answered"].as_u64() == Some(c.failed()) && k["matched"].as_u64() == Some(share),
+            "chaos's counters {k} vs {} SERVFAILs of {share}",
             c.failed()
         );
         Ok((c.failed(), c.calls))
     })?;
-    eprint!("[{servfails} of 400 SERVFAIL at 30%] ");
+    eprint!("[{how}: {servfails} of {share} SERVFAIL at 30%] ");
     let run = w.attack(&["--answer", "timeout", "--name", "*.example.test", "--duration", "120s"])?;
-    let target = queries(w.target(), UPSTREAM, name, 20, 300);
-    let other = queries(w.target(), UPSTREAM, "other.test", 20, 1000);
-    let sibling = queries(w.sibling(), UPSTREAM, name, 20, 1000);
+    let target = queries_over(w.target(), UPSTREAM, name, none, 300, how);
+    let other = queries_over(w.target(), UPSTREAM, "other.test", none, 2000, how);
+    let sibling = queries_over(w.sibling(), UPSTREAM, name, none, 2000, how);
     run.signal(libc::SIGINT);
     let ended = run.wait(Duration::from_secs(30))?;
-    let after = queries(w.target(), UPSTREAM, name, 20, 1000)?;
+    let after = queries_over(w.target(), UPSTREAM, name, none, 2000, how)?;
     let (target, other, sibling) = (target?, other?, sibling?);
-    anyhow::ensure!(target.with(libc::ETIMEDOUT) == 20, "the target's queries: {:?}", target.errnos);
+    anyhow::ensure!(target.with(libc::ETIMEDOUT) == none, "{how}: the target's queries: {:?}", target.errnos);
     anyhow::ensure!(
-        other.ok == 20 && sibling.ok == 20,
-        "others answered: {:?} {:?}",
+        other.ok == none && sibling.ok == none,
+        "{how}: others answered: {:?} {:?}",
         other.errnos,
         sibling.errnos
     );
-    anyhow::ensure!(after.ok == 20, "after the attack: {:?}", after.errnos);
+    anyhow::ensure!(after.ok == none, "{how}: after the attack: {:?}", after.errnos);
     let k = counters(&ended)?;
-    anyhow::ensure!(k["dropped"] == 20 && k["answered"] == 0, "chaos's counters {k}");
+    anyhow::ensure!(k["dropped"].as_u64() == Some(none) && k["answered"] == 0, "{how}: chaos's counters {k}");
     Ok(())
+}
+
+/// `getent hosts` with glibc told to ask over TCP (`RES_OPTIONS=use-vc`,
+/// resolv.conf(5)).
+fn getent_tcp(
+    place: Place<'_>,
+    resolv: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(i32, String, Duration)> {
+    getent_with(place, resolv, name, &[("RES_OPTIONS", "use-vc")])
 }
 
 /// Bad flags: exit code 3, a message naming the flag and the fix, nothing
@@ -406,8 +530,9 @@ pub fn bad_flags_are_refused(_ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 /// The safety suite's view of dns-error: a stream of queries from the
-/// target, one per millisecond, each timed; NXDOMAIN while the fault
-/// holds.
+/// target, one per millisecond, each timed, one in eight over TCP (TCP
+/// stays answered by the resolver where the kernel has no sk_msg);
+/// NXDOMAIN while the fault holds.
 pub struct DnsError {
     w: World,
 }
@@ -444,6 +569,7 @@ impl Family for DnsError {
             &to,
             "--name",
             "www.example.test",
+            "--udp-and-tcp",
             "--timeout-ms",
             "500",
             "--seconds",

@@ -20,6 +20,7 @@ const DEBIAN: &[&str] = &[
     "cgroup_skb",
     "cgroup_sock_addr",
     "sk_lookup",
+    "sk_msg and sock_ops",
     "sock_destroy (inet_diag)",
     "tracepoint",
     "raw_tracepoint",

@@ -114,6 +114,7 @@ crate::harness::register! {
     dns_error::answers_matching_names_with_the_rcode,
     dns_error::real_resolvers_see_the_error,
     dns_error::fails_the_configured_share_and_times_out,
+    dns_error::acts_on_lookups_over_tcp,
     net_qdisc::restored_on_every_ending,
     net_qdisc::foreign_qdiscs_are_refused_or_reused,
     net_qdisc::bystander_loses_nothing_when_an_attack_ends,

@@ -17,6 +17,7 @@ mod lsm;
 mod raw_tracepoint;
 mod sched_cls;
 mod sk_lookup;
+mod sk_msg;
 mod sock_addr;
 mod sock_addr_retval;
 mod tp_btf;
