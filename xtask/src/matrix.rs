@@ -91,7 +91,7 @@ pub const REDUCED: &[&str] = &[
     // over TCP, sock_ops and sk_msg (5.10 removes a message only up to its
     // last byte).
     "answers_m",
-    "acts_on_lookups",
+    "acts_on_l",
     // Effects on what the target receives: TCX ingress, the ifb, and how
     // an attack ends there.
     "kill9_and",
