@@ -115,7 +115,11 @@ pub fn run_group(
             reason = EndReason::Abort(why);
             break;
         }
-        if let Some(why) = running.iter().find_map(|r| target_gone(&r.attack.target)) {
+        if let Some(why) = running
+            .iter()
+            .filter(|r| !r.attack.fault.survives_its_cgroup())
+            .find_map(|r| target_gone(&r.attack.target))
+        {
             reason = EndReason::TargetGone { why, at_ns: monotonic_ns() };
             break;
         }
@@ -130,7 +134,8 @@ pub fn run_group(
 /// unit's restart; a container's restart makes a new directory). A rule
 /// keyed by the old id matches nothing any more; rather than run on
 /// silently, the run ends, and says why. A pod's cgroup outlives its
-/// containers' restarts, so an attack on a pod goes on.
+/// containers' restarts, so an attack on a pod goes on; so does a kill
+/// (`Fault::survives_its_cgroup`).
 fn target_gone(target: &crate::targets::Target) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
     match std::fs::metadata(&target.path) {

@@ -198,6 +198,7 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::net_loss_by_name::containerd", Kernel::Debian6_12),
     ("containers::targets_lists", Kernel::Debian6_12),
     ("containers::io_error_and_clock_skew", Kernel::Debian6_12),
+    ("containers::kill_follows", Kernel::Debian6_12),
     ("pause::", Kernel::Debian6_12),
     ("cpu_starve::", Kernel::Debian6_12),
     ("memory_pressure::", Kernel::Debian6_12),

@@ -19,7 +19,15 @@ happens next, so chaos watches the target after each round and reports \
 it: when the target had none of the killed processes left, and when a \
 new one appeared (systemd's Restart=, a container runtime's restart \
 policy, a supervisor), or that the cgroup itself went away (the unit \
-stopped, the container removed).
+stopped, the container removed). A container's runtime removes its \
+cgroup when its init dies and makes it again, under the same path with a \
+new id, when its restart policy (docker run --restart, podman's) starts \
+it again; systemd does the same for a unit: chaos follows the cgroup \
+made again at the same path, counts the restart when its first process \
+appears, and the next round kills there. So, unlike other faults, a kill \
+goes on to its deadline when its cgroup goes away. Keep --every above \
+the time the runtime takes to start the container: docker gave up \
+restarting one that a round killed while it was being started.
 
 Which: every process of the target and of its descendant cgroups \
 (--process all, the default); the main process (--process main: of the \
@@ -39,7 +47,8 @@ cgroup or one above it (chaos would kill itself).
 
 Counters: processes signalled (injected) of those found (matched); \
 rounds; restarts (rounds after which a killed process was replaced) and \
-the time the last one took (restart_ms); removed (the cgroup went away).
+the time the last one took (restart_ms); removed (times the cgroup went \
+away, made again or not).
 
 Example: kill an app's main process every minute for ten minutes, and \
 see how soon systemd brings it back:

@@ -136,6 +136,18 @@ impl Fault {
         }
     }
 
+    /// Whether an attack of this fault goes on when its target's cgroup is
+    /// removed, or made again under the same path with a new id (see
+    /// `controller::target_gone`): only `kill`'s. Its rounds end processes,
+    /// and so often the cgroup itself (a container's, when its init dies),
+    /// and what follows is what the user wants to see: its watch follows a
+    /// cgroup made again at the same path (injector/kill.rs). Every other
+    /// fault is a rule or a limit on the cgroup's id, which the new cgroup
+    /// does not carry.
+    pub fn survives_its_cgroup(&self) -> bool {
+        matches!(self, Self::Kill(_))
+    }
+
     pub fn family(&self) -> Family {
         match self.by_family() {
             FamilyFault::Net(_) => Family::Net,

@@ -7,6 +7,16 @@
 //! processes are gone from the target, and when a new process that the
 //! round would have killed appears (a restart), or the cgroup goes away.
 //!
+//! Killing every process of a container often removes its cgroup: the
+//! runtime deletes it when the container's init exits, and makes it again,
+//! under the same path (the container's id) with a new cgroup id, when its
+//! restart policy starts the container again; systemd does the same for a
+//! unit it restarts. So a kill attack, unlike the others (see
+//! `Fault::survives_its_cgroup`), goes on when its cgroup goes away: the
+//! thread follows a cgroup made again at the same path (the name the user
+//! gave), counts its first picked process as the restart, and the next
+//! round kills there.
+//!
 //! A round signals the target without ever reaching outside it:
 //! `cgroup.kill` acts on the target's own subtree (opened by path and
 //! checked by id, crate::controls); a signal to one process goes through
@@ -64,7 +74,8 @@ struct Tally {
     restart_ms: AtomicU64,
     /// From the latest round to the last of its processes gone.
     exited_ms: AtomicU64,
-    /// 1 once the target cgroup is gone.
+    /// Times the target cgroup went away: removed, or removed and made
+    /// again under the same path.
     removed: AtomicU64,
 }
 
@@ -110,7 +121,7 @@ impl FamilyInjector for Kill {
         let (target, fault) = (attack.target.clone(), fault.clone());
         let thread = std::thread::Builder::new()
             .name("chaos-kill".into())
-            .spawn(move || rounds(&target, &fault, first, deadline_ns, &tally, &stopped))
+            .spawn(move || rounds(target, &fault, first, deadline_ns, &tally, &stopped))
             .map_err(|e| Error::kernel("starting the kill thread", e))?;
         handle.watcher = Some(Watcher { stop, thread });
         Ok(())
@@ -170,12 +181,14 @@ struct Round {
     watching: bool,
     /// Still some of `killed` in the target.
     exiting: bool,
+    /// The target's cgroup is gone, not (yet) made again.
+    gone: bool,
 }
 
 /// The rounds after the first, every `every` until the deadline or a
 /// message on `stop`, and the watch after each.
 fn rounds(
-    target: &Target,
+    mut target: Target,
     fault: &KillFault,
     first: Round,
     deadline_ns: u64,
@@ -187,7 +200,7 @@ fn rounds(
     loop {
         let left = Duration::from_nanos(deadline_ns.saturating_sub(monotonic_ns()));
         let until_round = next.map(|n| n.saturating_duration_since(Instant::now()));
-        let watch = (last.watching || last.exiting).then_some(WATCH_EVERY);
+        let watch = (last.watching || last.exiting || last.gone).then_some(WATCH_EVERY);
         let wait = [Some(left), until_round, watch].into_iter().flatten().min().unwrap_or(left);
         match stop.recv_timeout(wait) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -197,15 +210,15 @@ fn rounds(
         if monotonic_ns() >= deadline_ns {
             return;
         }
-        look(target, fault, &mut last, tally);
-        if tally.removed.load(Relaxed) == 1 {
-            return; // nothing left to kill or watch
-        }
+        follow(&mut target, &mut last, tally);
+        look(&target, fault, &mut last, tally);
         if let (Some(at), Some(every)) = (next, fault.every)
             && Instant::now() >= at
         {
-            match round(target, fault, deadline_ns, tally) {
-                Ok(r) => last = r,
+            match round(&target, fault, deadline_ns, tally) {
+                // A round while the cgroup is gone finds nothing, and the
+                // removal is already counted.
+                Ok(r) => last = Round { gone: last.gone, ..r },
                 Err(e) => {
                     tally.failed.fetch_add(1, Relaxed);
                     tracing::warn!("kill on {target}: a round failed: {e}");
@@ -217,20 +230,51 @@ fn rounds(
     }
 }
 
-/// What followed `round` so far: its processes gone, a new one (a
-/// restart), the cgroup removed.
-fn look(target: &Target, fault: &KillFault, round: &mut Round, tally: &Tally) {
-    if !round.watching && !round.exiting {
-        return;
+/// Whether the target's cgroup is still the one attacked: gone, or made
+/// again under the same path with a new id, which `target` then takes (a
+/// runtime's or systemd's restart: see the module's comment). Everything
+/// in a cgroup made again is new, so the round's watch compares with
+/// nothing.
+fn follow(target: &mut Target, round: &mut Round, tally: &Tally) {
+    use std::os::unix::fs::MetadataExt as _;
+    let ms = || round.at.elapsed().as_millis();
+    match std::fs::metadata(target.path.join("cgroup.procs")).and_then(|_| std::fs::metadata(&target.path)) {
+        Ok(m) if m.ino() == target.id => {}
+        Ok(m) => {
+            if !round.gone {
+                tally.removed.fetch_add(1, Relaxed);
+            }
+            tracing::info!(
+                "kill on {target}: made again under the same path ({} ms after the round), new id {}",
+                ms(),
+                m.ino()
+            );
+            target.id = m.ino();
+            round.gone = false;
+            round.before.clear();
+            if round.exiting {
+                round.exiting = false;
+                tally.exited_ms.store(u64::try_from(ms()).unwrap_or(u64::MAX), Relaxed);
+            }
+        }
+        Err(_) if round.gone => {}
+        Err(_) => {
+            tally.removed.fetch_add(1, Relaxed);
+            tracing::info!("kill on {target}: the cgroup is gone ({} ms after the round)", ms());
+            round.gone = true;
+            // A cgroup is removed only once it holds no process.
+            if round.exiting {
+                round.exiting = false;
+                tally.exited_ms.store(u64::try_from(ms()).unwrap_or(u64::MAX), Relaxed);
+            }
+        }
     }
-    if !target.path.join("cgroup.procs").exists() {
-        tally.removed.store(1, Relaxed);
-        tracing::info!(
-            "kill on {target}: the cgroup is gone ({} ms after the round)",
-            round.at.elapsed().as_millis()
-        );
-        round.watching = false;
-        round.exiting = false;
+}
+
+/// What followed `round` so far: its processes gone, a new one (a
+/// restart).
+fn look(target: &Target, fault: &KillFault, round: &mut Round, tally: &Tally) {
+    if round.gone || (!round.watching && !round.exiting) {
         return;
     }
     let now: HashSet<i32> = pids_in_subtree(&target.path).into_iter().collect();
@@ -264,6 +308,7 @@ fn round(target: &Target, fault: &KillFault, deadline_ns: u64, tally: &Tally) ->
             killed: HashSet::new(),
             watching: false,
             exiting: false,
+            gone: false,
         });
     }
     tally.rounds.fetch_add(1, Relaxed);
@@ -294,7 +339,7 @@ fn round(target: &Target, fault: &KillFault, deadline_ns: u64, tally: &Tally) ->
     tally.signalled.fetch_add(killed.len() as u64, Relaxed);
     // Nothing to watch after a round that signalled nothing.
     let some = !killed.is_empty();
-    Ok(Round { at, before, killed, watching: some, exiting: some })
+    Ok(Round { at, before, killed, watching: some, exiting: some, gone: false })
 }
 
 /// Of `pids` (the target's), those `fault` picks.

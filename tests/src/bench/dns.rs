@@ -12,7 +12,11 @@
 //!    lookup misses);
 //! 3. the target's queries through a dnsmasq proxy in its namespace that
 //!    answers NXDOMAIN for the zone and forwards the rest, uncached (the
-//!    proxy's way: every lookup takes a second hop).
+//!    proxy's way: every lookup takes a second hop);
+//! 4. the target's queries over TCP (a connection per query, as glibc's
+//!    `use-vc` and dig's `+tcp` make), with nothing attached and under the
+//!    same attack: each connection enters the sockhash (sock_ops) and its
+//!    query is read by the sk_msg program, which passes it.
 //!
 //! Each ratio is against the mean of the baselines measured around it.
 
@@ -34,14 +38,16 @@ const PROXY: &str = "127.0.0.54";
 pub fn run() -> anyhow::Result<()> {
     let w = World::new()?;
     let proxy = proxy(&w)?;
-    let rate = |place: Place<'_>, server: &str| -> anyhow::Result<f64> {
+    let rate_over = |place: Place<'_>, server: &str, transport: &str| -> anyhow::Result<f64> {
         let to = format!("{server}:53");
-        let args = ["--server", &to, "--name", NAME, "--seconds", SECONDS];
+        let args = ["--server", &to, "--name", NAME, "--seconds", SECONDS, transport];
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let c = crate::helpers::io::run_command(place, &mut crate::helpers::command("dns-calls", &args))?;
         anyhow::ensure!(c.failed() == 0, "{} of {} queries failed: {:?}", c.failed(), c.calls, c.errnos);
         Ok(c.per_second())
     };
+    let rate = |place: Place<'_>, server: &str| rate_over(place, server, "--udp");
+    let tcp = |place: Place<'_>| rate_over(place, UPSTREAM, "--tcp");
     let upstream = UPSTREAM;
     println!("dns-error benchmarks, {ROUNDS} alternating rounds of {SECONDS} s each, medians");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -49,6 +55,7 @@ pub fn run() -> anyhow::Result<()> {
     let (mut base, mut s_base, mut target, mut sibling, mut proxied) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut r_target, mut r_sibling, mut r_proxied) = (vec![], vec![], vec![]);
+    let (mut tcp_base, mut tcp_target, mut r_tcp) = (vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         // The order within a round flips every round, as the net
         // benchmark's does: neither cgroup is always measured first.
@@ -62,11 +69,17 @@ pub fn run() -> anyhow::Result<()> {
         };
         let flip = round % 2 == 0;
         let (b1, sb1) = pair(flip)?;
+        let tb1 = tcp(w.target())?;
         let run = start(&w)?;
         let (t, s) = pair(!flip)?;
+        let tt = tcp(w.target())?;
         stop(run)?;
         let p = rate(w.target(), PROXY)?;
+        let tb2 = tcp(w.target())?;
         let (b2, sb2) = pair(flip)?;
+        tcp_base.extend([tb1, tb2]);
+        tcp_target.push(tt);
+        r_tcp.push(tt / ((tb1 + tb2) / 2.0));
         let (mean, s_mean) = ((b1 + b2) / 2.0, (sb1 + sb2) / 2.0);
         base.extend([b1, b2]);
         s_base.extend([sb1, sb2]);
@@ -87,15 +100,21 @@ pub fn run() -> anyhow::Result<()> {
     row("target via a filtering proxy (dnsmasq, no cache)", proxied, r_proxied);
     println!("{:<62} {:>10.0} {:>8}", "sibling cgroup, nothing attached", median(s_base), "");
     row("sibling cgroup, the same attack on the target", sibling, r_sibling);
+    println!("{:<62} {:>10.0} {:>8}", "target over TCP, nothing attached", median(tcp_base), "");
+    row("target over TCP under dns-error --name '*.example.test'", tcp_target, r_tcp);
     println!("ratio = median over rounds of (queries/s) / (baseline measured around it)\n");
     let run = start(&w)?;
     let ns = program_ns("dns_egress", || rate(w.target(), upstream).map(drop));
     let sibling_ns = program_ns("dns_egress", || rate(w.sibling(), upstream).map(drop));
+    let msg_ns = program_ns("dns_msg", || tcp(w.target()).map(drop));
+    let ops_ns = program_ns("dns_sockops", || tcp(w.target()).map(drop));
     stop(run)?;
     drop(proxy);
     println!("program time per packet (bpf_stats run_time / run_cnt)");
     println!("{:<62} {:>10.0}", "ns: dns_egress, the target's packets (queries read and passed)", ns?);
     println!("{:<62} {:>10.0}", "ns: dns_egress, the sibling's packets (no rule for them)", sibling_ns?);
+    println!("{:<62} {:>10.0}", "ns: dns_msg, a TCP query read and passed", msg_ns?);
+    println!("{:<62} {:>10.0}", "ns: dns_sockops, per call (each TCP connection's events)", ops_ns?);
     Ok(())
 }
 

@@ -249,6 +249,70 @@ pub fn targets_lists_what_runs_and_bad_names_are_refused(_ctx: &mut Ctx) -> anyh
     Ok(())
 }
 
+/// kill on a docker container whose restart policy starts it again. When
+/// its init dies, docker removes the container's cgroup and, for the
+/// restart, makes it again under the same path with a new id: chaos goes
+/// on to its deadline (no `target gone`), and reports the restart, which
+/// it can only see in the new cgroup. A second container of the same image
+/// is untouched. (Rounds in the new cgroup: kill::follows_its_cgroup_made_
+/// again. One round here: under emulation docker takes seconds to start a
+/// container, and a round that kills it while it is being started made
+/// docker 20.10 give up restarting it: "restartmanger wait error: cannot
+/// start a stopped process".)
+pub fn kill_follows_a_docker_restart(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut rt = Runtime::start(Kind::Docker)?;
+    rt.run_with("chaos-restarting", None, &["--restart", "always"])?;
+    rt.run("chaos-other", None)?;
+    let fs = CgroupFs::discover()?;
+    let first = rt.pid("chaos-restarting")?;
+    let cgroup = fs.cgroup_of(Path::new("/proc"), first)?;
+    let first_id = std::fs::metadata(&cgroup)?.ino();
+    let other = rt.pid("chaos-other")?;
+    let inspect = |name: &str, what: &str| -> anyhow::Result<String> {
+        Ok(output(Command::new(Kind::Docker.cli()).args(["inspect", "-f", what, name]))?.trim().to_owned())
+    };
+    let mut run = ChaosRun::start(&[
+        "attack",
+        "kill",
+        "--container",
+        "chaos-restarting",
+        "--runtime",
+        "docker",
+        "--duration",
+        "12s",
+    ])?;
+    run.wait_event("start", Duration::from_secs(90))?;
+    let ended = run.wait(Duration::from_secs(60))?;
+    anyhow::ensure!(ended.code() == Some(0), "exit {:?}: {}", ended.code(), ended.stderr);
+    let stop = ended.event("stop").ok_or_else(|| anyhow::anyhow!("no stop event: {:?}", ended.events))?;
+    let counter = |name: &str| stop["counters"][name].as_u64().unwrap_or(u64::MAX);
+    eprint!("[the cgroup removed, and the restart seen {} ms after the round] ", counter("restart_ms"));
+    // Docker makes the new cgroup about 2.5 s after the kill in a VM.
+    anyhow::ensure!(
+        stop["reason"] == "deadline"
+            && counter("injected") == 1
+            && counter("removed") == 1
+            && counter("restarts") == 1,
+        "counters: {stop}"
+    );
+    let count = inspect("chaos-restarting", "{{.RestartCount}}")?;
+    let now = rt.pid("chaos-restarting")?;
+    let now_cgroup = fs.cgroup_of(Path::new("/proc"), now)?;
+    let now_id = std::fs::metadata(&now_cgroup)?.ino();
+    anyhow::ensure!(
+        count == "1" && now != first && now_id != first_id && now_cgroup == cgroup,
+        "after the attack: restarted {count} times, pid {now} (was {first}) in cgroup {} id {now_id} (was {} id \
+         {first_id})",
+        now_cgroup.display(),
+        cgroup.display()
+    );
+    anyhow::ensure!(
+        rt.pid("chaos-other")? == other && inspect("chaos-other", "{{.RestartCount}}")? == "0",
+        "the other container was touched"
+    );
+    Ok(())
+}
+
 /// io-error and clock-skew on a containerd container by name: a write under
 /// `/data` *in the container's filesystem* fails with ENOSPC and the clock
 /// its new processes read is 400 days ahead, while a second container of

@@ -35,6 +35,19 @@ while :; do
 done
 "#;
 
+/// A supervisor that, as a container runtime or systemd does, removes the
+/// service's cgroup when the service has ended and makes it again (same
+/// path, new id) to restart it.
+const REMAKING_SUPERVISOR: &str = r#"
+d=${1%/cgroup.procs}
+while :; do
+  sh -c 'echo $$ > "$0" && { sleep 1000 & sleep 1000 & exec tail -f /dev/null; }' "$1"
+  until rmdir "$d" 2>/dev/null; do sleep 0.01; done
+  sleep "$2"
+  mkdir "$d"
+done
+"#;
+
 /// The supervisor's restart delay.
 const RESTART: Duration = Duration::from_millis(200);
 
@@ -49,10 +62,14 @@ struct World {
 
 impl World {
     fn new(name: &str) -> anyhow::Result<Self> {
+        Self::supervised_by(name, SUPERVISOR)
+    }
+
+    fn supervised_by(name: &str, script: &str) -> anyhow::Result<Self> {
         let target = Cgroup::new(&format!("kill-{name}"))?;
         let sibling = Cgroup::new(&format!("kill-{name}-sibling"))?;
         let supervisor = Command::new("sh")
-            .args(["-c", SUPERVISOR, "supervisor"])
+            .args(["-c", script, "supervisor"])
             .arg(target.procs_file())
             .arg(format!("{:.1}", RESTART.as_secs_f64()))
             .stdin(Stdio::null())
@@ -259,6 +276,37 @@ pub fn kills_again_every_interval(_ctx: &mut Ctx) -> anyhow::Result<()> {
     // last one's at the deadline at the earliest.
     anyhow::ensure!((3..=4).contains(&counter(stop, "restarts")), "counters: {stop}");
     anyhow::ensure!(counter(stop, "injected") >= 3 * 3, "counters: {stop}");
+    w.bystanders_alive()
+}
+
+/// The same rounds on a service whose supervisor removes its cgroup when
+/// it ends and makes it again to restart it (a container runtime's restart
+/// policy, systemd): the run does not end as `target gone`, and every
+/// round kills the service in the cgroup of the moment (three processes a
+/// round), which only a chaos that followed the new cgroup id can do.
+pub fn follows_its_cgroup_made_again(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut w = World::supervised_by("remade", REMAKING_SUPERVISOR)?;
+    let first_id = std::fs::metadata(&w.target.path)?.ino();
+    let ended = w.attack(&["--every", "1s", "--duration", "3300ms"])?.wait(Duration::from_secs(30))?;
+    let stop = stop_event(&ended)?;
+    eprint!(
+        "[{} rounds, {} restarts, cgroup removed {} times, {} processes killed] ",
+        counter(stop, "rounds"),
+        counter(stop, "restarts"),
+        counter(stop, "removed"),
+        counter(stop, "injected")
+    );
+    anyhow::ensure!(counter(stop, "rounds") == 4 && counter(stop, "failed_rounds") == 0, "counters: {stop}");
+    anyhow::ensure!((3..=4).contains(&counter(stop, "restarts")), "counters: {stop}");
+    anyhow::ensure!((3..=4).contains(&counter(stop, "removed")), "counters: {stop}");
+    // Rounds 2 and 3 (and 4, unless it came while the service was being
+    // restarted) killed it in a cgroup made again: a round on the old id
+    // would fail (cgroup.kill is written after the id is checked).
+    anyhow::ensure!(counter(stop, "injected") >= 3 * 3, "counters: {stop}");
+    w.service(Duration::from_secs(10))?;
+    let id = std::fs::metadata(&w.target.path)?.ino();
+    anyhow::ensure!(id != first_id, "the cgroup was not made again (id {id})");
     w.bystanders_alive()
 }
 
