@@ -24,6 +24,7 @@ APT_PACKAGES=(
   gcc python3 openssl libfaketime # clock-skew: tests' C probe, python, openssl verify; bench baseline
   sqlite3 strace # io-error: a real program under test; the ptrace baseline of the benchmark
   curl # net-refuse: a real client whose connections are refused
+  nginx # pause: a real service whose health check a freeze trips
   dnsmasq-base bind9-dnsutils # dns-error: a real resolver to fail lookups against, and dig
   prometheus # promtool: the tests lint the metrics exposition with `promtool check metrics`
   # containers as targets: real runtimes for the tests in the VMs (they do not

@@ -25,7 +25,7 @@ use crate::{
     harness::Ctx,
     helpers::{
         echo::{Chat, Echo},
-        http, monotonic_ns,
+        monotonic_ns,
     },
 };
 
@@ -273,22 +273,68 @@ pub fn a_hung_chaos_is_thawed_at_the_deadline(_ctx: &mut Ctx) -> anyhow::Result<
     Ok(())
 }
 
-/// An experiment whose hypothesis is an HTTP health check of a service in
-/// the target: the pause stops its answers, the probe's timeouts violate
-/// the hypothesis, and the runner aborts — the target thawed at once, its
-/// service answering again within the recovery window — with exit 1 and
-/// the verdict `violated`. (A TCP-connect probe would not notice: the
-/// kernel completes a frozen process's handshakes.)
+/// nginx's configuration for [`trips_an_http_hypothesis_and_rolls_back`]:
+/// in the foreground, everything it writes under `{dir}` (the VM's root
+/// filesystem is read-only), a health endpoint, and an access log the
+/// test counts the answers in.
+const NGINX_CONF: &str = r#"daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr;
+events { worker_connections 64; }
+http {
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {
+        listen 127.0.0.1:7080;
+        location = /health { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+"#;
+
+/// An experiment whose hypothesis is an HTTP health check of nginx in the
+/// target (its master and worker both there): the pause stops its
+/// answers, the probe's timeouts violate the hypothesis, and the runner
+/// aborts — the target thawed at once, nginx answering again within the
+/// recovery window — with exit 1 and the verdict `violated`. (A
+/// TCP-connect probe would not notice: the kernel completes a frozen
+/// process's handshakes.)
 pub fn trips_an_http_hypothesis_and_rolls_back(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let w = World::new()?;
-    let svc = http::Server::start(
-        Place { netns: Some(&w.ns), cgroup: Some(&w.target) },
-        "127.0.0.1:7080".parse()?,
-        false,
-    )?;
     let dir = std::env::temp_dir().join(format!("chaos-test-{}-pause", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _dir = Removed(dir.clone());
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, NGINX_CONF.replace("{dir}", &dir.display().to_string()))?;
+    let mut nginx = std::process::Command::new("nginx");
+    nginx.args(["-e", "stderr", "-p"]).arg(&dir).arg("-c").arg(&conf);
+    nginx.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    nginx.stderr(std::fs::File::create(dir.join("stderr"))?);
+    let _nginx = Killed(Place { netns: Some(&w.ns), cgroup: Some(&w.target) }.spawn(&mut nginx)?);
+    let answers = || {
+        std::fs::read_to_string(dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("GET /health") && l.contains("\" 200 "))
+            .count()
+    };
+    // Ready when it answers curl in the namespace.
+    let ready = Instant::now();
+    while !http_ok(&w.ns, "127.0.0.1:7080")? {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(20),
+            "nginx does not answer: {}",
+            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = answers();
+    let in_target = std::fs::read_to_string(w.target.procs_file())?.lines().count();
+    anyhow::ensure!(in_target >= 2, "nginx's master and worker are not both in the target: {in_target}");
     let yaml = format!(
         "name: pause-trips\n\
          targets:\n  app:\n    cgroup: {cgroup}\n\
@@ -308,7 +354,7 @@ pub fn trips_an_http_hypothesis_and_rolls_back(_ctx: &mut Ctx) -> anyhow::Result
     let ended = runner::run(&["run", &file, "--report", &report_arg, "--no-live"])?;
     let took = started.elapsed();
     let after = w.freeze_value();
-    let answered = svc.finish()?;
+    let answered = answers() - before;
     anyhow::ensure!(ended.code() == Some(1), "exit {:?}, expected 1: {}", ended.code(), ended.stderr);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     anyhow::ensure!(report["verdict"] == "violated", "verdict {}", report["verdict"]);
@@ -318,14 +364,39 @@ pub fn trips_an_http_hypothesis_and_rolls_back(_ctx: &mut Ctx) -> anyhow::Result
     anyhow::ensure!(attack["status"] == "aborted", "attack: {attack}");
     anyhow::ensure!(after == "0", "cgroup.freeze is {after} after the experiment");
     anyhow::ensure!(took < Duration::from_secs(30), "the 60 s pause was not aborted: the run took {took:?}");
-    // The steady state before, and the recovery after the thaw.
-    anyhow::ensure!(answered >= 2, "the service answered {answered} requests");
+    // The steady state before, and the recovery after the thaw: nginx's
+    // own log of the probe's requests it answered.
+    anyhow::ensure!(answered >= 2, "nginx answered {answered} of the probe's requests");
     eprint!(
-        "[aborted after {:.1} s; inert {} us after the decision] ",
+        "[nginx answered {answered} probes; aborted after {:.1} s; inert {} us after the decision] ",
         took.as_secs_f64(),
         abort["inert_after_decision_us"]
     );
     Ok(())
+}
+
+/// Whether an HTTP GET of /health at `to`, from `ns`, is answered 200.
+fn http_ok(ns: &Netns, to: &str) -> anyhow::Result<bool> {
+    let out = Place { netns: Some(ns), cgroup: None }
+        .spawn(
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"])
+                .arg(format!("http://{to}/health"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null()),
+        )?
+        .wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout) == "200")
+}
+
+/// nginx, killed with its worker when the test ends (the master's SIGKILL
+/// leaves the worker; the target cgroup's removal kills it).
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 struct Removed(std::path::PathBuf);
