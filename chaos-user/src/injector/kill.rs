@@ -434,4 +434,54 @@ mod tests {
         let named = KillFault { victims: Victims::Named(comm(me).unwrap()), ..main.clone() };
         assert_eq!(picked(&named, &[me, ppid]).first(), Some(&me));
     }
+
+    /// A directory standing for the cgroup (a `cgroup.procs` in it): its
+    /// removal counts once however often it is looked at, and a directory
+    /// made again at the same path is taken, with its new inode as the id,
+    /// and compared with nothing (everything in it is new).
+    #[test]
+    fn a_cgroup_made_again_is_followed() {
+        use std::os::unix::fs::MetadataExt as _;
+        let base = crate::safe_fs::private_dir(&std::env::temp_dir(), "chaos-kill-follow-test").unwrap();
+        let dir = base.join("app");
+        let make = || {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+            std::fs::metadata(&dir).unwrap().ino()
+        };
+        let first = make();
+        let mut target = Target { path: dir.clone(), id: first, level: 1, workload: None };
+        let mut round = Round {
+            at: Instant::now(),
+            before: HashSet::from([1, 2]),
+            killed: HashSet::from([2]),
+            watching: true,
+            exiting: true,
+            gone: false,
+        };
+        let tally = Tally::default();
+        follow(&mut target, &mut round, &tally);
+        assert!(!round.gone && target.id == first && tally.removed.load(Relaxed) == 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for _ in 0..3 {
+            follow(&mut target, &mut round, &tally);
+        }
+        assert!(round.gone && !round.exiting, "the removal ends the killed processes' exit");
+        assert_eq!(tally.removed.load(Relaxed), 1);
+        // A placeholder takes the freed inode number, which a filesystem
+        // may give to the next directory (cgroupfs never reuses an id).
+        std::fs::create_dir_all(base.join("keep1")).unwrap();
+        let again = make();
+        follow(&mut target, &mut round, &tally);
+        assert!(!round.gone && round.watching && round.before.is_empty());
+        assert_eq!((target.id, tally.removed.load(Relaxed)), (again, 1));
+        assert_ne!(again, first);
+        // Removed and made again between two looks: one removal more.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(base.join("keep2")).unwrap();
+        let third = make();
+        follow(&mut target, &mut round, &tally);
+        assert_eq!((target.id, tally.removed.load(Relaxed)), (third, 2));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
