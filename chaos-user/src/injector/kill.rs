@@ -237,36 +237,35 @@ fn rounds(
 /// nothing.
 fn follow(target: &mut Target, round: &mut Round, tally: &Tally) {
     use std::os::unix::fs::MetadataExt as _;
-    let ms = || round.at.elapsed().as_millis();
-    match std::fs::metadata(target.path.join("cgroup.procs")).and_then(|_| std::fs::metadata(&target.path)) {
-        Ok(m) if m.ino() == target.id => {}
-        Ok(m) => {
-            if !round.gone {
-                tally.removed.fetch_add(1, Relaxed);
-            }
+    let now =
+        std::fs::metadata(target.path.join("cgroup.procs")).and_then(|_| std::fs::metadata(&target.path));
+    let again = match now {
+        Ok(m) if m.ino() == target.id => return,
+        Ok(m) => Some(m.ino()),
+        Err(_) if round.gone => return,
+        Err(_) => None,
+    };
+    let ms = u64::try_from(round.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if !round.gone {
+        tally.removed.fetch_add(1, Relaxed);
+    }
+    // A cgroup is removed only once it holds no process.
+    if round.exiting {
+        round.exiting = false;
+        tally.exited_ms.store(ms, Relaxed);
+    }
+    match again {
+        Some(id) => {
             tracing::info!(
-                "kill on {target}: made again under the same path ({} ms after the round), new id {}",
-                ms(),
-                m.ino()
+                "kill on {target}: made again under the same path ({ms} ms after the round), new id {id}"
             );
-            target.id = m.ino();
+            target.id = id;
             round.gone = false;
             round.before.clear();
-            if round.exiting {
-                round.exiting = false;
-                tally.exited_ms.store(u64::try_from(ms()).unwrap_or(u64::MAX), Relaxed);
-            }
         }
-        Err(_) if round.gone => {}
-        Err(_) => {
-            tally.removed.fetch_add(1, Relaxed);
-            tracing::info!("kill on {target}: the cgroup is gone ({} ms after the round)", ms());
+        None => {
+            tracing::info!("kill on {target}: the cgroup is gone ({ms} ms after the round)");
             round.gone = true;
-            // A cgroup is removed only once it holds no process.
-            if round.exiting {
-                round.exiting = false;
-                tally.exited_ms.store(u64::try_from(ms()).unwrap_or(u64::MAX), Relaxed);
-            }
         }
     }
 }

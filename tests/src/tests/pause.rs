@@ -21,6 +21,7 @@ use crate::{
         netns::Netns,
         process::Place,
         runner::{self, ChaosRun},
+        scratch::Killed,
     },
     harness::Ctx,
     helpers::{
@@ -314,6 +315,8 @@ pub fn trips_an_http_hypothesis_and_rolls_back(_ctx: &mut Ctx) -> anyhow::Result
     nginx.args(["-e", "stderr", "-p"]).arg(&dir).arg("-c").arg(&conf);
     nginx.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
     nginx.stderr(std::fs::File::create(dir.join("stderr"))?);
+    // Killed with the test; its worker, which outlives the master's
+    // SIGKILL, with the target cgroup.
     let _nginx = Killed(Place { netns: Some(&w.ns), cgroup: Some(&w.target) }.spawn(&mut nginx)?);
     let answers = || {
         std::fs::read_to_string(dir.join("access.log"))
@@ -387,16 +390,6 @@ fn http_ok(ns: &Netns, to: &str) -> anyhow::Result<bool> {
         )?
         .wait_with_output()?;
     Ok(String::from_utf8_lossy(&out.stdout) == "200")
-}
-
-/// nginx, killed with its worker when the test ends (the master's SIGKILL
-/// leaves the worker; the target cgroup's removal kills it).
-struct Killed(std::process::Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Removed(std::path::PathBuf);
