@@ -201,3 +201,17 @@ if vm_missing; then
     done
   fi
 fi
+
+# The Kubernetes API schemas, to check deploy/ offline (./x test's lint
+# section): kubernetes-validate carries every release's schemas, so no
+# cluster and no network is needed once it is installed. Its own venv, as
+# virtme-ng's.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+if [[ $EUID -eq 0 ]] && ! compgen -G "$VM_CACHE/kubernetes-validate/lib/python3*/site-packages/kubernetes_validate-$KUBERNETES_VALIDATE_VERSION.dist-info" >/dev/null; then
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VM_CACHE/kubernetes-validate"
+  mkdir -p "$VM_CACHE"
+  /usr/bin/python3 -m venv --clear "$VM_CACHE/kubernetes-validate" \
+    && "$VM_CACHE/kubernetes-validate/bin/pip" install --quiet --disable-pip-version-check \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    || log "WARNING: could not install kubernetes-validate: the manifest check will fail"
+fi

@@ -137,8 +137,34 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]),
-    )
+    )?;
+    // deploy/'s manifests against the Kubernetes API's own schemas, offline
+    // (setup.sh installs the validator): the oldest release chaos-kube is
+    // built for (k8s-openapi's `earliest`) and the newest the validator
+    // knows. The custom resources' own objects are checked by chaos-kube's
+    // unit tests, against the CRDs generated there.
+    let validator = crate::kernels::cache_dir().join("kubernetes-validate/bin/kubernetes-validate");
+    for version in KUBERNETES_VERSIONS {
+        if !validator.is_file() {
+            eprintln!("!! {} is missing: `sudo ./x setup` installs it", validator.display());
+            summary.record("lint", Counts::one("failed"), 0.0);
+            continue;
+        }
+        check(
+            summary,
+            "lint",
+            &format!("kubernetes-validate {version} (deploy/)"),
+            Command::new(&validator).args(["--strict", "--quiet", "-k", version]).args(MANIFESTS),
+        )?;
+    }
+    Ok(())
 }
+
+/// deploy/'s manifests of built-in kinds (the CRDs, for now).
+const MANIFESTS: &[&str] = &["deploy/crds.yaml"];
+
+/// The Kubernetes releases deploy/ is validated against.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
 
 fn unit(summary: &mut Summary) -> anyhow::Result<()> {
     eprintln!("== unit tests");

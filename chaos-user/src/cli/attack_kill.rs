@@ -72,9 +72,10 @@ pub struct KillParams {
     #[arg(long, value_name = "WHICH", value_enum, default_value = "all")]
     pub process: Process,
 
-    /// Only the processes with this name (as `ps -o comm` shows it).
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    /// Only the processes with this name (as `ps -o comm` shows it). In
+    /// experiment files: `process-name` (a step's `name` is its id).
+    #[arg(id = "process_name", long = "name", value_name = "NAME")]
+    pub process_name: Option<String>,
 
     /// The signal: KILL, TERM, INT, HUP, QUIT, ABRT, SEGV, USR1 or USR2.
     #[arg(long, value_name = "SIGNAL", default_value = "KILL")]
@@ -89,7 +90,8 @@ pub struct KillParams {
 impl FaultParams for KillParams {
     fn build(&self, _kind: &str, _source: Source) -> Result<Built, String> {
         let signal = Signal::parse(&self.signal)?;
-        let fault = Kill::new(self.process == Process::Main, self.name.as_deref(), signal, self.every)?;
+        let fault =
+            Kill::new(self.process == Process::Main, self.process_name.as_deref(), signal, self.every)?;
         Ok(Built { fault: Fault::Kill(fault) })
     }
 }

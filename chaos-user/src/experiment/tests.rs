@@ -828,3 +828,42 @@ fn one_attack_is_a_one_step_experiment_without_hypothesis() {
     assert_eq!(e.method_length(), d);
     assert!(e.max_duration > d, "the runner must not cut the attack short");
 }
+
+/// A `ChaosExperiment` object (what `kubectl apply` takes) is the same
+/// experiment: `spec` is the document, `metadata.name` its name, and a
+/// problem in it is reported at its own line.
+#[test]
+fn a_chaos_experiment_object_is_the_experiment_it_wraps() {
+    let body = "targets: {app: {pod-selector: app=web}}\nhypothesis:\n  probes:\n    - name: up\n      tcp: {address: 'web:80'}\nmethod:\n  - {fault: kill, name: restart, process-name: nginx, duration: 30s}\n";
+    let bare = ok(&format!("name: restarts\n{body}"));
+    let indented: String = body.lines().map(|l| format!("  {l}\n")).collect();
+    let wrapped = format!(
+        "apiVersion: chaos.dev/v1alpha1\nkind: ChaosExperiment\nmetadata:\n  name: restarts\n  namespace: shop\n  labels: {{team: web}}\nspec:\n{indented}"
+    );
+    let e = ok(&wrapped);
+    assert_eq!((e.name.as_str(), e.targets.len(), e.method.len()), ("restarts", 1, 1));
+    assert_eq!(e.method[0].attacks[0].id, "restart");
+    assert_eq!(e.method[0].attacks[0].fault, bare.method[0].attacks[0].fault);
+    assert_eq!(e.targets[0].selector, bare.targets[0].selector);
+
+    // The step is on line 14 of the wrapped file: messages keep its lines.
+    let d = errors(&wrapped.replace("duration: 30s", "duration: 30"));
+    assert!(d.list.iter().any(|p| p.span.start.line == 14), "{d}");
+    let h = has(
+        &errors(&wrapped.replace("chaos.dev/v1alpha1", "chaos.dev/v1")),
+        "`apiVersion` is `chaos.dev/v1`",
+        1,
+        13,
+    );
+    assert!(h.unwrap().contains("apiVersion: chaos.dev/v1alpha1"));
+    has(&errors(&wrapped.replace("kind: ChaosExperiment", "kind: ChaosAttack")), "not ChaosExperiment", 2, 7);
+    has(&errors(&wrapped.replace("spec:\n", "spec:\n  name: other\n")), "its name is `metadata.name`", 8, 3);
+    has(&errors(&wrapped.replace("  name: restarts\n", "")), "missing field `name` in the metadata", 4, 3);
+    has(&errors(&wrapped.replace("metadata:", "metdata:")), "unknown field `metdata`", 3, 1);
+    has(
+        &errors("apiVersion: chaos.dev/v1alpha1\nkind: ChaosExperiment\nmetadata: {name: x}\nspec: [a]\n"),
+        "the spec of a ChaosExperiment must be a mapping",
+        4,
+        7,
+    );
+}

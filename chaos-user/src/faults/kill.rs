@@ -89,7 +89,7 @@ pub struct Kill {
 }
 
 /// As a step of an experiment file writes it: `process: all|main` or
-/// `name: NAME`, `signal`, `every`.
+/// `process-name: NAME`, `signal`, `every`.
 impl Serialize for Kill {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -97,7 +97,7 @@ impl Serialize for Kill {
         match &self.victims {
             Victims::All => m.serialize_entry("process", "all")?,
             Victims::Main => m.serialize_entry("process", "main")?,
-            Victims::Named(n) => m.serialize_entry("name", n)?,
+            Victims::Named(n) => m.serialize_entry("process-name", n)?,
         }
         m.serialize_entry("signal", &self.signal)?;
         if let Some(every) = self.every {
@@ -181,12 +181,13 @@ mod tests {
     #[test]
     fn steps_build_the_same_fault_as_the_flags() {
         use crate::faults::{Fault, fault_of_step as parse};
-        let f = parse("{fault: kill, name: nginx, signal: TERM, every: 30s, duration: 5m}").unwrap();
+        let f = parse("{fault: kill, name: k, process-name: nginx, signal: TERM, every: 30s, duration: 5m}")
+            .unwrap();
         let want = Kill::new(false, Some("nginx"), Signal("TERM"), Some(Duration::from_secs(30))).unwrap();
         assert_eq!(f, Fault::Kill(want));
         assert_eq!(
             serde_json::to_string(&f).unwrap(),
-            r#"{"fault":"kill","name":"nginx","signal":"TERM","every":"30s"}"#
+            r#"{"fault":"kill","process-name":"nginx","signal":"TERM","every":"30s"}"#
         );
         assert_eq!(
             parse("{fault: kill, process: main, duration: 1m}").unwrap(),

@@ -22,20 +22,27 @@ use crate::{
     units::{AttackDuration, MAX_DURATION, format_duration, parse_duration},
 };
 
+mod envelope;
 mod fault_kinds;
 mod method;
 mod probe;
 
-pub use self::fault_kinds::fault_kinds;
+pub use self::{
+    envelope::{API_VERSION, KIND},
+    fault_kinds::fault_kinds,
+};
 
 /// Parse and validate an experiment file. `file` names it in messages;
 /// `overrides` are the `--set` pairs.
 pub fn parse(file: &str, text: &str, overrides: &[(String, String)]) -> Result<Experiment, Diagnostics> {
-    let (mut root, problems) = match yaml::parse(text) {
+    let (root, problems) = match yaml::parse(text) {
         Ok(parsed) => parsed,
         Err(d) => return Err(Diagnostics::new(file, text, vec![d])),
     };
     let mut c = Conv { problems };
+    let Some(mut root) = c.unwrap_envelope(root) else {
+        return Err(Diagnostics::new(file, text, c.problems));
+    };
     let top = Span::at(Pos { line: 1, col: 1 });
     let Some(entries) = root.as_map() else {
         c.err(
