@@ -42,6 +42,18 @@ impl SignalWatch {
         Ok(Self { rx, tx: waker })
     }
 
+    /// A watch that no process signal reaches, and a handle that asks it to
+    /// stop as SIGTERM would: for a run inside a process that lives longer
+    /// than it (the Kubernetes agent runs one per attack, and stops one
+    /// when its object is deleted).
+    pub fn detached() -> (Self, impl Fn() + Send + Sync + 'static) {
+        let (tx, rx) = mpsc::channel();
+        let stop = tx.clone();
+        (Self { rx, tx }, move || {
+            let _ = stop.send(SIGTERM);
+        })
+    }
+
     /// A handle that ends the current (or next) [`Self::wait`] early with
     /// [`Wake::Tick`], from any thread: a health probe that turns unhealthy
     /// wakes the controller at once instead of at its next tick.

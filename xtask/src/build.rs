@@ -27,7 +27,18 @@ pub struct Binaries {
 
 /// Build the release binaries.
 pub fn release() -> anyhow::Result<Binaries> {
-    cargo(&["build", "--release", "--package", "chaos-user", "--package", "chaos-integration"])?;
+    // chaos-kube: the agent, which the kube:: tests run next to the test
+    // binary, as they run chaos.
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "chaos-user",
+        "--package",
+        "chaos-kube",
+        "--package",
+        "chaos-integration",
+    ])?;
     let dir = root().join("target/release");
     Ok(Binaries { chaos: dir.join("chaos"), integration: dir.join("chaos-integration") })
 }

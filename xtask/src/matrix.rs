@@ -202,6 +202,8 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::targets_lists", Kernel::Debian6_1),
     ("containers::io_error_and_clock_skew", Kernel::Debian6_12),
     ("containers::kill_follows", Kernel::Debian6_1),
+    // The agent on a CRI pod: the same code on every kernel that pauses.
+    ("kube::agent_runs", Kernel::Debian6_1),
     ("pause::", Kernel::Debian6_12),
     ("cpu_starve::", Kernel::Debian6_12),
     ("memory_pressure::", Kernel::Debian6_12),

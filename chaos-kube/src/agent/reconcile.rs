@@ -25,6 +25,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use chaos::units::{MAX_DURATION, format_duration};
 use kube::ResourceExt;
 
 use crate::resources::{AttackPhase, ChaosAttack};
@@ -117,6 +118,11 @@ fn decide(attack: &ChaosAttack, uid: String, phase: AttackPhase, node: &str, now
     }
     let deadline = SystemTime::from(spec.deadline.0);
     match deadline.duration_since(now) {
+        Ok(remaining) if remaining > MAX_DURATION => refuse(format!(
+            "spec.deadline is {} away, more than the longest attack ({}): set a deadline closer than that",
+            format_duration(remaining),
+            format_duration(MAX_DURATION)
+        )),
         Ok(remaining) if !remaining.is_zero() => {
             Action::Start { uid, remaining, resume: phase == AttackPhase::Running }
         }
@@ -236,6 +242,18 @@ mod tests {
                 message: None
             }]
         );
+    }
+
+    #[test]
+    fn a_deadline_further_than_the_longest_attack_is_refused() {
+        let seen =
+            [recorded("u1", None, "2026-12-06T12:00:01Z"), recorded("u2", None, "2026-12-06T12:00:00Z")];
+        let actions = reconcile(&seen, &BTreeMap::new(), NODE, at(NOW));
+        assert!(
+            matches!(&actions[0], Action::Report { phase: AttackPhase::Refused, message: Some(m), .. } if m.contains("longest attack (24h)")),
+            "{actions:?}"
+        );
+        assert!(matches!(actions[1], Action::Start { .. }), "{actions:?}");
     }
 
     #[test]

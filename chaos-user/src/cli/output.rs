@@ -126,6 +126,7 @@ impl OutputArgs {
             junit: self.junit.clone(),
             metrics_addr: self.metrics_addr,
             live: !self.no_live && out.live(),
+            ends_by: None,
         }
     }
 }

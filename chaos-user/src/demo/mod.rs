@@ -159,6 +159,7 @@ pub fn run(out: Option<PathBuf>, live: bool, host: Host) -> Result<ExitCode> {
             junit: Some(out.join(format!("{stem}-junit.xml"))),
             metrics_addr: None,
             live,
+            ends_by: None,
         };
         let (_, report) = execute(&exp, &options, &events, &signals)?;
         println!();

@@ -24,6 +24,6 @@ mod tests;
 
 pub use self::{
     model::{AttackSpec, Experiment, Hypothesis, Selector, Step, TargetSpec},
-    parse::{load, parse},
+    parse::{load, parse, step_fault},
     run::{Options, Outcome, Verdict, run},
 };

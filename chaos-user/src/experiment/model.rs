@@ -158,6 +158,44 @@ impl Experiment {
         }
     }
 
+    /// One fault on several targets at once, as `chaos attack` runs it on
+    /// one: the Kubernetes agent's `ChaosAttack` (one target per pod). The
+    /// attacks are `name` with one target, `name.1`, `name.2`... with more.
+    pub fn one_fault_on(
+        name: &str,
+        fault: Fault,
+        targets: Vec<(String, Selector)>,
+        duration: Duration,
+    ) -> Self {
+        let many = targets.len() > 1;
+        let attacks = targets
+            .iter()
+            .enumerate()
+            .map(|(i, (target, _))| AttackSpec {
+                id: if many { format!("{name}.{}", i + 1) } else { name.to_owned() },
+                fault: fault.clone(),
+                target: target.clone(),
+                duration,
+                span: Span::default(),
+            })
+            .collect();
+        let targets = targets
+            .into_iter()
+            .map(|(name, selector)| TargetSpec { name, selector, allow_host: false, span: Span::default() })
+            .collect();
+        Self {
+            method: vec![Step {
+                name: name.to_owned(),
+                delay: Duration::ZERO,
+                attacks,
+                span: Span::default(),
+            }],
+            targets,
+            name: name.to_owned(),
+            ..Self::one_attack(fault, Selector::Pid(0), false, duration)
+        }
+    }
+
     /// How long the method takes when nothing goes wrong.
     pub fn method_length(&self) -> Duration {
         self.method.iter().map(Step::length).sum()

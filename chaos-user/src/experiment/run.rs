@@ -70,6 +70,11 @@ pub struct Options {
     pub metrics_addr: Option<SocketAddr>,
     /// Redraw a live view on stderr (a terminal).
     pub live: bool,
+    /// No attack runs past this time of day, however late it starts: each
+    /// is shortened, when its rule is written, to what is left (see
+    /// [`Injector::ends_by`]). The Kubernetes agent's `ChaosAttack` carries
+    /// such a deadline, chosen by its creator.
+    pub ends_by: Option<SystemTime>,
 }
 
 /// The outcome of a run.
@@ -422,6 +427,7 @@ impl<'a> Runner<'a> {
         let attacks: Vec<Attack> = plan.iter().flatten().map(|(a, _)| a.clone()).collect();
         let ancestry = Ancestry::of(plan.iter().flatten().map(|(_, p)| p));
         let mut injector = session::open(&attacks, ancestry)?;
+        injector.ends_by = self.opts.ends_by;
         let wake = self.signals.waker();
         let mut monitor = Monitor::start(probes, self.bus.clone(), Arc::new(wake));
         self.bus.emit(RunEvent::Phase { phase: Phase::Method });

@@ -6,25 +6,40 @@
 //! and a handle per running attack. The injector allocates the counter slot
 //! and the deadline, and dispatches here.
 
-use std::{cell::Cell, time::Instant};
+use std::{
+    cell::Cell,
+    time::{Duration, Instant, SystemTime},
+};
 
 use super::Shared;
 use crate::{attack::Attack, counters::Counters, error::Result, timebase::monotonic_ns};
 
-/// Where an attack starts: the attack, its counter slot, and where its
-/// deadline goes once fixed.
+/// When a rule was written: its CLOCK_MONOTONIC deadline, the instant, and
+/// the duration it got.
+pub(super) type Fixed = (u64, Instant, Duration);
+
+/// Where an attack starts: the attack, its counter slot, where its
+/// deadline goes once fixed, and the time of day it may not outlive.
 #[derive(Clone, Copy)]
 pub(super) struct At<'a> {
     pub attack: &'a Attack,
     pub slot: u32,
-    pub deadline: &'a Cell<Option<(u64, Instant)>>,
+    pub deadline: &'a Cell<Option<Fixed>>,
+    pub ends_by: Option<SystemTime>,
 }
 
 impl<'a> At<'a> {
     /// The start of family `F`, with the fault and mechanism the planner
     /// paired.
     pub fn with<F: FamilyInjector>(self, mechanism: &'a F::Mechanism, fault: &'a F::Fault) -> Start<'a, F> {
-        Start { attack: self.attack, fault, mechanism, slot: self.slot, deadline: self.deadline }
+        Start {
+            attack: self.attack,
+            fault,
+            mechanism,
+            slot: self.slot,
+            deadline: self.deadline,
+            ends_by: self.ends_by,
+        }
     }
 }
 
@@ -35,7 +50,8 @@ pub(super) struct Start<'a, F: FamilyInjector> {
     pub fault: &'a F::Fault,
     pub mechanism: &'a F::Mechanism,
     pub slot: u32,
-    deadline: &'a Cell<Option<(u64, Instant)>>,
+    deadline: &'a Cell<Option<Fixed>>,
+    ends_by: Option<SystemTime>,
 }
 
 impl<F: FamilyInjector> Start<'_, F> {
@@ -43,12 +59,21 @@ impl<F: FamilyInjector> Start<'_, F> {
     /// from the moment its rule is written. A family calls it just before
     /// writing the rule, after what may take long (loading and verifying
     /// programs: seconds on an emulated CPU), so that the fault acts for
-    /// its whole duration.
+    /// its whole duration — or, with an `ends_by`, until then if sooner:
+    /// the time of day the attack's creator chose is not moved by the load.
     pub fn deadline_from_now(&self) -> u64 {
         let now = Instant::now();
-        let duration = u64::try_from(self.attack.duration.as_nanos()).unwrap_or(u64::MAX);
-        let ns = monotonic_ns().saturating_add(duration);
-        self.deadline.set(Some((ns, now)));
+        let duration = match self.ends_by {
+            // At least a millisecond: a rule of no length would be a
+            // rule past its deadline, which the programs pass untouched.
+            Some(by) => self
+                .attack
+                .duration
+                .min(by.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_millis(1))),
+            None => self.attack.duration,
+        };
+        let ns = monotonic_ns().saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
+        self.deadline.set(Some((ns, now, duration)));
         ns
     }
 }

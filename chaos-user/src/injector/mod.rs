@@ -110,6 +110,10 @@ pub struct Shared {
 }
 
 pub struct Injector {
+    /// No attack's rule is written for longer than until this time of day
+    /// (`experiment::Options::ends_by`): a deadline chosen by someone else,
+    /// which loading the programs must not push back.
+    pub ends_by: Option<std::time::SystemTime>,
     shared: Shared,
     net: net::Net,
     conn: conn::Conn,
@@ -151,6 +155,7 @@ impl Injector {
     pub fn new(state: StateFile, ancestry: Ancestry) -> Result<Self> {
         let ebpf = ebpf::load_faults(&crate::ancestry::global(ancestry)?)?;
         Ok(Self {
+            ends_by: None,
             shared: Shared { ebpf, state },
             net: net::Net::default(),
             conn: conn::Conn::default(),
@@ -173,11 +178,11 @@ impl Injector {
 
     /// Start `attack` as `planned`. On failure nothing of this attack
     /// remains injected or attached.
-    pub fn start(&mut self, attack: Attack, planned: Planned) -> Result<Running> {
+    pub fn start(&mut self, mut attack: Attack, planned: Planned) -> Result<Running> {
         let slot = self.take_slot()?;
         let shared = &mut self.shared;
         let deadline = std::cell::Cell::new(None);
-        let at = family::At { attack: &attack, slot, deadline: &deadline };
+        let at = family::At { attack: &attack, slot, deadline: &deadline, ends_by: self.ends_by };
         let result = match &planned {
             Planned::Net(m, f) => family::start(&mut self.net, shared, at.with(m, f)).map(Part::Net),
             Planned::Conn(m, f) => family::start(&mut self.conn, shared, at.with(m, f)).map(Part::Conn),
@@ -196,10 +201,12 @@ impl Injector {
             Ok(part) => {
                 // When the rule was written: the controller's stop comes
                 // one duration later, with the kernel's deadline.
-                let (deadline_ns, started) = deadline.get().unwrap_or_else(|| {
+                let (deadline_ns, started, duration) = deadline.get().unwrap_or_else(|| {
                     debug_assert!(false, "the family wrote no rule");
-                    (monotonic_ns(), Instant::now())
+                    (monotonic_ns(), Instant::now(), attack.duration)
                 });
+                // Shortened to `ends_by`: the controller stops it then too.
+                attack.duration = duration;
                 Ok(Running { attack, mechanism, deadline_ns, started, slot, part })
             }
             Err(e) => {

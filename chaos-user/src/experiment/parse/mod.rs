@@ -26,10 +26,12 @@ mod envelope;
 mod fault_kinds;
 mod method;
 mod probe;
+mod step;
 
 pub use self::{
     envelope::{API_VERSION, KIND},
     fault_kinds::fault_kinds,
+    step::step_fault,
 };
 
 /// Parse and validate an experiment file. `file` names it in messages;

@@ -1,0 +1,334 @@
+//! chaos on Kubernetes, the node side: `chaos-kube agent` against a
+//! stand-in API server (no control plane runs here: see
+//! fixtures/kube_api.rs), attacking a pod made through containerd's CRI
+//! as a kubelet makes one. The effect is measured from outside: the pod's
+//! CPU time (its cgroup's cpu.stat, kept by the kernel whatever chaos
+//! does) stands still while it is paused, and grows again after.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde_json::{Value, json};
+
+use crate::{
+    fixtures::{
+        cri::{self, Pod},
+        kube_api::StandInApi,
+        runner,
+        scratch::PrivDir,
+    },
+    harness::Ctx,
+};
+
+const NODE: &str = "node-a";
+
+/// The agent binary: next to the test binary, as chaos is.
+fn agent_bin() -> PathBuf {
+    runner::bin().with_file_name("chaos-kube")
+}
+
+/// The agent process. Dropped (a failed test): SIGTERM, as the kubelet
+/// stops a pod, SIGKILL if it lingers, then `chaos recover` for what a
+/// killed one left.
+struct Agent(Option<Child>);
+
+impl Agent {
+    fn spawn(kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        Ok(Self(Some(
+            Command::new(agent_bin())
+                .args(["agent", "--node", NODE])
+                .env("KUBECONFIG", kubeconfig)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+        )))
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.0 {
+            // SAFETY: kill(2) with a child's pid and a signal.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Wait up to `within` for it to exit.
+    fn wait(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(c) = self.0.as_mut() else { return Ok(None) };
+        let t = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait()? {
+                self.0 = None;
+                return Ok(Some(status));
+            }
+            if t.elapsed() >= within {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.0.is_none() {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        if !matches!(self.wait(Duration::from_secs(10)), Ok(Some(_))) {
+            self.signal(libc::SIGKILL);
+            let _ = self.wait(Duration::from_secs(5));
+            let _ = runner::recover();
+        }
+    }
+}
+
+/// `after` from now, rounded up to a whole second: the deadline as written
+/// (RFC 3339, whole seconds) is then the same instant as the one the test
+/// measures against.
+fn deadline_in(after: Duration) -> SystemTime {
+    let t = (SystemTime::now() + after).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_secs(t.as_secs() + 1)
+}
+
+/// How far from `deadline` the pod was thawed (the pod's own cgroup.events
+/// polled every 10 ms), as milliseconds after it (negative: before).
+fn thawed_vs(pod: &Pod, deadline: SystemTime, within: Duration) -> Option<i64> {
+    wait_frozen(pod, false, within)?;
+    let now = SystemTime::now();
+    Some(match now.duration_since(deadline) {
+        Ok(after) => after.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    })
+}
+
+/// The thaw at a deadline: the attack's own end (pause's thread and its
+/// guardian, each waking at the deadline) — within the bound pause's tests
+/// hold a thaw to (tests/src/tests/pause.rs, AT_ONCE_NS: 500 ms), and not
+/// before the deadline by more than the polling step.
+fn at_the_deadline(thawed: Option<i64>, what: &str, log: &str) -> anyhow::Result<()> {
+    eprint!("[{what}: thawed {thawed:?} ms after the deadline] ");
+    anyhow::ensure!(
+        thawed.is_some_and(|ms| (-20..=500).contains(&ms)),
+        "{what}: thawed {thawed:?} ms after the deadline, not within [-20, 500]\n{log}"
+    );
+    Ok(())
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    chrono_like(secs)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (civil-from-days, Howard Hinnant's
+/// algorithm), without a date crate in the tests.
+fn chrono_like(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn attack(name: &str, pod: &Pod, fault: Value, deadline: SystemTime) -> Value {
+    json!({
+        "apiVersion": "chaos.dev/v1alpha1", "kind": "ChaosAttack",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"chaos.dev/node": NODE}},
+        "spec": {
+            "nodeName": NODE,
+            "pods": [{"namespace": "shop", "name": pod.name, "uid": pod.uid}],
+            "fault": fault,
+            "deadline": rfc3339(deadline),
+        },
+    })
+}
+
+/// The pod's CPU time so far (µs), from the kernel's accounting.
+fn cpu_usec(pod: &Pod) -> u64 {
+    let stat = std::fs::read_to_string(pod.cgroup.join("cpu.stat")).unwrap_or_default();
+    stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// CPU time used by the pod over `window`.
+fn cpu_over(pod: &Pod, window: Duration) -> u64 {
+    let before = cpu_usec(pod);
+    std::thread::sleep(window);
+    cpu_usec(pod).saturating_sub(before)
+}
+
+fn frozen(pod: &Pod) -> bool {
+    std::fs::read_to_string(pod.cgroup.join("cgroup.events"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == "frozen 1")
+}
+
+/// Wait for `want` frozen state; how long it took.
+fn wait_frozen(pod: &Pod, want: bool, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if frozen(pod) == want {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn phase(s: &Value) -> &str {
+    s["phase"].as_str().unwrap_or("")
+}
+
+/// Every way a ChaosAttack ends, on one pod: by its deadline; by its
+/// deletion (the rollback), long before it; with the agent killed (-9) in
+/// the middle, the fault ends at once (pause's guardian) and the next agent
+/// resumes it for the time left; refused with the parser's reason; never
+/// run when its deadline passed before any agent saw it.
+pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut node = cri::Node::start()?;
+    let web = node.run_pod("shop", "web-0", &[("app", "web")])?;
+    // Busy enough to be measured, light enough for an emulated CPU.
+    node.start_container_running(
+        &web,
+        "app",
+        0,
+        &["/bin/busybox", "sh", "-c", "while :; do /bin/busybox usleep 20000; done"],
+    )?;
+    let dir = PrivDir::new("kube")?;
+    let api = StandInApi::start()?;
+    let kubeconfig = api.kubeconfig(dir.dir())?;
+    let log = dir.path("agent.log");
+    let mut agent = Agent::spawn(&kubeconfig, &log)?;
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let running = |s: &Value| phase(s) == "Running";
+    let ended = |s: &Value| matches!(phase(s), "Ended" | "Refused" | "Failed");
+    // The agent's first list, the CRI lookup and the programs' load take
+    // seconds under emulation.
+    let start_within = Duration::from_secs(60);
+
+    anyhow::ensure!(cpu_over(&web, Duration::from_secs(1)) > 0, "the pod uses no CPU before any attack");
+
+    // 1. By its deadline.
+    let deadline = deadline_in(Duration::from_secs(12));
+    api.create(attack("pause-deadline", &web, json!({"fault": "pause"}), deadline));
+    let (ok, s) = api.wait_status("pause-deadline", start_within, running);
+    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "Running but not frozen\n{}",
+        agent_log()
+    );
+    let still = cpu_over(&web, Duration::from_secs(1));
+    anyhow::ensure!(still == 0, "the pod used {still} µs of CPU while paused");
+    at_the_deadline(thawed_vs(&web, deadline, Duration::from_secs(30)), "deadline", &agent_log())?;
+    let (ok, s) = api.wait_status("pause-deadline", Duration::from_secs(60), ended);
+    anyhow::ensure!(ok && phase(&s) == "Ended" && s["reason"] == "deadline", "status {s}\n{}", agent_log());
+    anyhow::ensure!(
+        s["pods"][0]["uid"] == web.uid.as_str() && s["pods"][0]["cgroupId"].as_u64().is_some_and(|id| id > 0),
+        "status pods: {s}"
+    );
+    anyhow::ensure!(s["counters"]["injected"].as_u64().is_some_and(|n| n >= 1), "counters: {s}");
+    anyhow::ensure!(cpu_over(&web, Duration::from_secs(1)) > 0, "the pod uses no CPU after the attack");
+
+    // Only this node's attacks are asked for (the label, URL-encoded).
+    let watches: Vec<String> = api.requests().into_iter().filter(|r| r.contains("watch=true")).collect();
+    anyhow::ensure!(
+        !watches.is_empty() && watches.iter().all(|r| r.contains("labelSelector=chaos.dev%2Fnode%3Dnode-a")),
+        "watch requests: {watches:?}"
+    );
+
+    // 2. Deleted: the rollback, 50 s before the deadline.
+    api.create(attack(
+        "pause-deleted",
+        &web,
+        json!({"fault": "pause"}),
+        SystemTime::now() + Duration::from_secs(60),
+    ));
+    let (ok, s) = api.wait_status("pause-deleted", start_within, running);
+    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "Running but not frozen\n{}",
+        agent_log()
+    );
+    api.delete("pause-deleted");
+    let thawed = wait_frozen(&web, false, Duration::from_secs(20));
+    eprint!("[deleted: thawed {thawed:.1?} after] ");
+    anyhow::ensure!(thawed.is_some(), "still frozen 20 s after the deletion\n{}", agent_log());
+
+    // 3. The agent killed in the middle, and started again.
+    let deadline = deadline_in(Duration::from_secs(40));
+    api.create(attack("pause-resumed", &web, json!({"fault": "pause"}), deadline));
+    let (ok, s) = api.wait_status("pause-resumed", start_within, running);
+    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "Running but not frozen\n{}",
+        agent_log()
+    );
+    agent.signal(libc::SIGKILL);
+    anyhow::ensure!(agent.wait(Duration::from_secs(10))?.is_some(), "the agent outlived SIGKILL");
+    let thawed = wait_frozen(&web, false, Duration::from_secs(5));
+    eprint!("[agent killed: thawed {thawed:.1?} after] ");
+    anyhow::ensure!(thawed.is_some(), "still frozen 5 s after the agent was killed");
+    agent = Agent::spawn(&kubeconfig, &log)?;
+    let (ok, s) = api.wait_status("pause-resumed", start_within, |s| s["agentRestarts"] == 1);
+    anyhow::ensure!(ok && running(&s), "not resumed: {s}\n{}", agent_log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "resumed but not frozen\n{}",
+        agent_log()
+    );
+    at_the_deadline(thawed_vs(&web, deadline, Duration::from_secs(60)), "resumed", &agent_log())?;
+    let (ok, s) = api.wait_status("pause-resumed", Duration::from_secs(60), ended);
+    anyhow::ensure!(ok && s["reason"] == "deadline", "status {s}\n{}", agent_log());
+
+    // 4. Refused: the parser's reason, nothing injected.
+    api.create(attack(
+        "loss-refused",
+        &web,
+        json!({"fault": "net-loss"}),
+        SystemTime::now() + Duration::from_secs(60),
+    ));
+    let (ok, s) = api.wait_status("loss-refused", start_within, ended);
+    anyhow::ensure!(
+        ok && phase(&s) == "Refused" && s["message"].as_str().is_some_and(|m| m.contains("percent")),
+        "status {s}"
+    );
+    // 5. Missed: its deadline passed before any agent saw it.
+    api.create(attack(
+        "pause-missed",
+        &web,
+        json!({"fault": "pause"}),
+        SystemTime::now() - Duration::from_secs(1),
+    ));
+    let (ok, s) = api.wait_status("pause-missed", start_within, ended);
+    anyhow::ensure!(ok && s["reason"] == "missed", "status {s}");
+    anyhow::ensure!(!frozen(&web), "a missed attack froze the pod");
+    anyhow::ensure!(
+        api.patches("pause-missed").iter().all(|p| p["status"]["phase"] != "Running"),
+        "a missed attack was started: {:?}",
+        api.patches("pause-missed")
+    );
+
+    // SIGTERM: the agent exits cleanly.
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait(Duration::from_secs(20))?;
+    anyhow::ensure!(
+        status.is_some_and(|s| s.success()),
+        "the agent exited {status:?} on SIGTERM\n{}",
+        agent_log()
+    );
+    runner::recover_finds_nothing()?;
+    Ok(())
+}
