@@ -160,8 +160,8 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// deploy/'s manifests of built-in kinds (the CRDs, for now).
-const MANIFESTS: &[&str] = &["deploy/crds.yaml"];
+/// deploy/'s manifests of built-in kinds.
+const MANIFESTS: &[&str] = &["deploy/crds.yaml", "deploy/agent.yaml"];
 
 /// The Kubernetes releases deploy/ is validated against.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];

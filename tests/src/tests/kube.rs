@@ -190,7 +190,8 @@ fn phase(s: &Value) -> &str {
 }
 
 /// Every way a ChaosAttack ends, on one pod: by its deadline; by its
-/// deletion (the rollback), long before it; with the agent killed (-9) in
+/// deletion (the rollback), long before it; by a deletion made while the
+/// API server was unreachable, once it is back; with the agent killed (-9) in
 /// the middle, the fault ends at once (pause's guardian) and the next agent
 /// resumes it for the time left; refused with the parser's reason; never
 /// run when its deadline passed before any agent saw it.
@@ -215,19 +216,24 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
     // The agent's first list, the CRI lookup and the programs' load take
     // seconds under emulation.
     let start_within = Duration::from_secs(60);
+    // A pause until `deadline`, seen Running and the pod frozen.
+    let paused = |name: &str, deadline: SystemTime| -> anyhow::Result<()> {
+        api.create(attack(name, &web, json!({"fault": "pause"}), deadline));
+        let (ok, s) = api.wait_status(name, start_within, running);
+        anyhow::ensure!(ok, "{name} not Running: {s}\n{}", agent_log());
+        anyhow::ensure!(
+            wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+            "{name}: Running but not frozen\n{}",
+            agent_log()
+        );
+        Ok(())
+    };
 
     anyhow::ensure!(cpu_over(&web, Duration::from_secs(1)) > 0, "the pod uses no CPU before any attack");
 
     // 1. By its deadline.
     let deadline = deadline_in(Duration::from_secs(12));
-    api.create(attack("pause-deadline", &web, json!({"fault": "pause"}), deadline));
-    let (ok, s) = api.wait_status("pause-deadline", start_within, running);
-    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
-    anyhow::ensure!(
-        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
-        "Running but not frozen\n{}",
-        agent_log()
-    );
+    paused("pause-deadline", deadline)?;
     let still = cpu_over(&web, Duration::from_secs(1));
     anyhow::ensure!(still == 0, "the pod used {still} µs of CPU while paused");
     at_the_deadline(thawed_vs(&web, deadline, Duration::from_secs(30)), "deadline", &agent_log())?;
@@ -248,34 +254,28 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
     );
 
     // 2. Deleted: the rollback, 50 s before the deadline.
-    api.create(attack(
-        "pause-deleted",
-        &web,
-        json!({"fault": "pause"}),
-        SystemTime::now() + Duration::from_secs(60),
-    ));
-    let (ok, s) = api.wait_status("pause-deleted", start_within, running);
-    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
-    anyhow::ensure!(
-        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
-        "Running but not frozen\n{}",
-        agent_log()
-    );
+    paused("pause-deleted", deadline_in(Duration::from_secs(60)))?;
     api.delete("pause-deleted");
     let thawed = wait_frozen(&web, false, Duration::from_secs(20));
     eprint!("[deleted: thawed {thawed:.1?} after] ");
     anyhow::ensure!(thawed.is_some(), "still frozen 20 s after the deletion\n{}", agent_log());
 
-    // 3. The agent killed in the middle, and started again.
+    // 3. The API server gone: the attack goes on (nobody can tell the agent
+    // it was deleted), and the deletion made meanwhile is applied when the
+    // agent's watcher is back (kube's default backoff: at most 30 s).
+    paused("pause-outage", deadline_in(Duration::from_secs(90)))?;
+    api.set_down(true);
+    api.delete("pause-outage");
+    std::thread::sleep(Duration::from_secs(3));
+    anyhow::ensure!(frozen(&web), "thawed during the outage, before the agent could know of the deletion");
+    api.set_down(false);
+    let thawed = wait_frozen(&web, false, Duration::from_secs(45));
+    eprint!("[outage: thawed {thawed:.1?} after the API came back] ");
+    anyhow::ensure!(thawed.is_some(), "still frozen 45 s after the API server came back\n{}", agent_log());
+
+    // 4. The agent killed in the middle, and started again.
     let deadline = deadline_in(Duration::from_secs(40));
-    api.create(attack("pause-resumed", &web, json!({"fault": "pause"}), deadline));
-    let (ok, s) = api.wait_status("pause-resumed", start_within, running);
-    anyhow::ensure!(ok, "not Running: {s}\n{}", agent_log());
-    anyhow::ensure!(
-        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
-        "Running but not frozen\n{}",
-        agent_log()
-    );
+    paused("pause-resumed", deadline)?;
     agent.signal(libc::SIGKILL);
     anyhow::ensure!(agent.wait(Duration::from_secs(10))?.is_some(), "the agent outlived SIGKILL");
     let thawed = wait_frozen(&web, false, Duration::from_secs(5));
@@ -293,7 +293,7 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
     let (ok, s) = api.wait_status("pause-resumed", Duration::from_secs(60), ended);
     anyhow::ensure!(ok && s["reason"] == "deadline", "status {s}\n{}", agent_log());
 
-    // 4. Refused: the parser's reason, nothing injected.
+    // 5. Refused: the parser's reason, nothing injected.
     api.create(attack(
         "loss-refused",
         &web,
@@ -305,7 +305,7 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
         ok && phase(&s) == "Refused" && s["message"].as_str().is_some_and(|m| m.contains("percent")),
         "status {s}"
     );
-    // 5. Missed: its deadline passed before any agent saw it.
+    // 6. Missed: its deadline passed before any agent saw it.
     api.create(attack(
         "pause-missed",
         &web,
