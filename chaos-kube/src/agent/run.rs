@@ -39,8 +39,8 @@ struct Agent {
     seen: BTreeMap<String, ChaosAttack>,
     local: BTreeMap<String, Local>,
     started: BTreeMap<String, Started>,
-    /// Ends reported by injections, with what to write.
-    ended: BTreeMap<String, Finished>,
+    /// Ends reported by injections: when, and what to write.
+    ended: BTreeMap<String, (SystemTime, Finished)>,
     updates: mpsc::UnboundedSender<(String, Update)>,
 }
 
@@ -133,7 +133,7 @@ impl Agent {
                 }
                 Action::Report { uid, phase, reason, message } => {
                     let patch = match self.ended.get(&uid) {
-                        Some(f) => status::finished(SystemTime::now(), f),
+                        Some((at, f)) => status::finished(*at, f),
                         None => {
                             status::decided(SystemTime::now(), phase, reason.as_deref(), message.as_deref())
                         }
@@ -178,15 +178,16 @@ impl Agent {
             s.injection.join();
         }
         tracing::info!(uid, phase = ?f.phase, reason = ?f.reason, message = ?f.message, "ended");
+        let at = SystemTime::now();
         // Gone from the API already (deleted): nothing to write.
         if self.seen.contains_key(&uid) {
-            self.patch(&uid, status::finished(SystemTime::now(), &f)).await;
+            self.patch(&uid, status::finished(at, &f)).await;
         }
         self.local.insert(
             uid.clone(),
             Local::Ended { phase: f.phase, reason: f.reason.clone().unwrap_or_default() },
         );
-        self.ended.insert(uid, f);
+        self.ended.insert(uid, (at, f));
     }
 
     async fn patch(&self, uid: &str, patch: serde_json::Value) {

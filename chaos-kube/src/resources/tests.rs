@@ -200,3 +200,13 @@ fn misfits_are_found() {
         assert!(found.iter().any(|f| f.starts_with(want)), "{want} not in {found:#?}");
     }
 }
+
+/// `chaos run` recognizes the envelope by the same group, version and kind
+/// as the resource declares.
+#[test]
+fn chaos_reads_the_envelope_this_crate_declares() {
+    use kube::Resource;
+    assert_eq!(chaos::experiment::parse::API_VERSION, ChaosExperiment::api_version(&()));
+    assert_eq!(chaos::experiment::parse::KIND, ChaosExperiment::kind(&()));
+    assert_eq!(format!("{GROUP}/{VERSION}"), ChaosAttack::api_version(&()));
+}
