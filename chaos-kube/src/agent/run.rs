@@ -27,18 +27,14 @@ use super::{
 };
 use crate::resources::{ChaosAttack, NODE_LABEL};
 
-/// What the loop holds for each attack it started.
-struct Started {
-    injection: Injection,
-}
-
 struct Agent {
     client: Client,
     node: String,
     /// The watcher's view: every attack of this node, by uid.
     seen: BTreeMap<String, ChaosAttack>,
     local: BTreeMap<String, Local>,
-    started: BTreeMap<String, Started>,
+    /// The injections this process started and that have not ended.
+    started: BTreeMap<String, Injection>,
     /// Ends reported by injections: when, and what to write.
     ended: BTreeMap<String, (SystemTime, Finished)>,
     updates: mpsc::UnboundedSender<(String, Update)>,
@@ -126,9 +122,9 @@ impl Agent {
             match action {
                 Action::Start { uid, remaining, resume } => self.start(&uid, remaining, resume).await,
                 Action::Stop { uid } => {
-                    if let Some(s) = self.started.get(&uid) {
+                    if let Some(injection) = self.started.get(&uid) {
                         tracing::info!(uid, "deleted: stopping its attack");
-                        s.injection.stop();
+                        injection.stop();
                     }
                 }
                 Action::Report { uid, phase, reason, message } => {
@@ -151,7 +147,6 @@ impl Agent {
     async fn start(&mut self, uid: &str, remaining: Duration, resume: bool) {
         let Some(attack) = self.seen.get(uid).cloned() else { return };
         let restarts = attack.status.as_ref().map_or(0, |s| s.agent_restarts) + u32::from(resume);
-        let deadline = SystemTime::from(attack.spec.deadline.0);
         let (injected, done) = (self.updates.clone(), self.updates.clone());
         let (a, b) = (uid.to_owned(), uid.to_owned());
         let started = inject::start(
@@ -166,16 +161,16 @@ impl Agent {
         match started {
             Ok(injection) => {
                 tracing::info!(uid, name = attack.name_any(), ?remaining, resume, "starting");
-                self.local.insert(uid.to_owned(), Local::Running { deadline });
-                self.started.insert(uid.to_owned(), Started { injection });
+                self.local.insert(uid.to_owned(), Local::Running);
+                self.started.insert(uid.to_owned(), injection);
             }
             Err(e) => tracing::error!(uid, "cannot start a thread for the attack: {e}"),
         }
     }
 
     async fn finish(&mut self, uid: String, f: Finished) {
-        if let Some(s) = self.started.remove(&uid) {
-            s.injection.join();
+        if let Some(injection) = self.started.remove(&uid) {
+            injection.join();
         }
         tracing::info!(uid, phase = ?f.phase, reason = ?f.reason, message = ?f.message, "ended");
         let at = SystemTime::now();
@@ -203,13 +198,13 @@ impl Agent {
     }
 
     async fn shutdown(&mut self) {
-        for s in self.started.values() {
-            s.injection.stop();
+        for injection in self.started.values() {
+            injection.stop();
         }
         let started = std::mem::take(&mut self.started);
         let _ = tokio::task::spawn_blocking(move || {
-            for s in started.into_values() {
-                s.injection.join();
+            for injection in started.into_values() {
+                injection.join();
             }
         })
         .await;

@@ -137,25 +137,9 @@ impl Experiment {
     /// is `completed` or `aborted`.
     pub fn one_attack(fault: Fault, selector: Selector, allow_host: bool, duration: Duration) -> Self {
         let id = format!("{}-1", fault.kind());
-        let target = "target".to_owned();
-        Self {
-            origin: Origin::Attack,
-            file: "(command line)".into(),
-            name: id.clone(),
-            description: None,
-            tags: Vec::new(),
-            variables: Vars::default(),
-            targets: vec![TargetSpec { name: target.clone(), selector, allow_host, span: Span::default() }],
-            hypothesis: Hypothesis { probes: Vec::new(), recover_within: Duration::ZERO },
-            method: vec![Step {
-                name: id.clone(),
-                delay: Duration::ZERO,
-                attacks: vec![AttackSpec { id, fault, target, duration, span: Span::default() }],
-                span: Span::default(),
-            }],
-            abort: Vec::new(),
-            max_duration: duration + ATTACK_SLACK,
-        }
+        let mut exp = Self::one_fault_on(&id, fault, vec![("target".to_owned(), selector)], duration);
+        exp.targets[0].allow_host = allow_host;
+        exp
     }
 
     /// One fault on several targets at once, as `chaos attack` runs it on
@@ -179,20 +163,31 @@ impl Experiment {
                 span: Span::default(),
             })
             .collect();
-        let targets = targets
-            .into_iter()
-            .map(|(name, selector)| TargetSpec { name, selector, allow_host: false, span: Span::default() })
-            .collect();
         Self {
+            origin: Origin::Attack,
+            file: "(command line)".into(),
+            name: name.to_owned(),
+            description: None,
+            tags: Vec::new(),
+            variables: Vars::default(),
+            targets: targets
+                .into_iter()
+                .map(|(name, selector)| TargetSpec {
+                    name,
+                    selector,
+                    allow_host: false,
+                    span: Span::default(),
+                })
+                .collect(),
+            hypothesis: Hypothesis { probes: Vec::new(), recover_within: Duration::ZERO },
             method: vec![Step {
                 name: name.to_owned(),
                 delay: Duration::ZERO,
                 attacks,
                 span: Span::default(),
             }],
-            targets,
-            name: name.to_owned(),
-            ..Self::one_attack(fault, Selector::Pid(0), false, duration)
+            abort: Vec::new(),
+            max_duration: duration + ATTACK_SLACK,
         }
     }
 

@@ -306,7 +306,7 @@ mod experiment_files {
             ("{fault: clock-skew, offset: +90s, percent: 5, duration: 1m}", "percent"),
         ] {
             let err = parse(step).unwrap_err();
-            assert!(err.contains(says) && err.contains("x.yaml:"), "{step}: {err}");
+            assert!(err.contains(says) && err.contains("step.yaml:"), "{step}: {err}");
         }
     }
 }

@@ -564,7 +564,7 @@ mod experiment_files {
             ),
         ] {
             let err = parse(step).unwrap_err();
-            assert!(err.contains(says) && err.contains("x.yaml:"), "{step}: {err}");
+            assert!(err.contains(says) && err.contains("step.yaml:"), "{step}: {err}");
         }
     }
 }

@@ -198,11 +198,5 @@ impl Family {
 /// tests that check a step and its `chaos attack` flags agree.
 #[cfg(test)]
 pub(crate) fn fault_of_step(step: &str) -> Result<Fault, String> {
-    let text = format!(
-        "name: n\ntargets: {{a: {{cgroup: /a}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: \
-         'h:1'}}\nmethod:\n  - {step}\n"
-    );
-    crate::experiment::parse("x.yaml", &text, &[])
-        .map(|e| e.method[0].attacks[0].fault.clone())
-        .map_err(|d| d.to_string())
+    crate::experiment::parse::fault_of(step).map_err(|d| d.to_string())
 }

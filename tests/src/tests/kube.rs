@@ -119,27 +119,6 @@ fn at_the_deadline(thawed: Option<i64>, what: &str, log: &str) -> anyhow::Result
     Ok(())
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
-    chrono_like(secs)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (civil-from-days, Howard Hinnant's
-/// algorithm), without a date crate in the tests.
-fn chrono_like(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 fn attack(name: &str, pod: &Pod, fault: Value, deadline: SystemTime) -> Value {
     json!({
         "apiVersion": "chaos.dev/v1alpha1", "kind": "ChaosAttack",
@@ -148,7 +127,7 @@ fn attack(name: &str, pod: &Pod, fault: Value, deadline: SystemTime) -> Value {
             "nodeName": NODE,
             "pods": [{"namespace": "shop", "name": pod.name, "uid": pod.uid}],
             "fault": fault,
-            "deadline": rfc3339(deadline),
+            "deadline": chaos::timebase::rfc3339(deadline),
         },
     })
 }

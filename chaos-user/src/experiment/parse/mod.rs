@@ -28,6 +28,9 @@ mod method;
 mod probe;
 mod step;
 
+/// For the unit tests that check a step and its `chaos attack` flags agree.
+#[cfg(test)]
+pub(crate) use self::step::fault_of;
 pub use self::{
     envelope::{API_VERSION, KIND},
     fault_kinds::fault_kinds,

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::faults::Fault;
+use crate::{experiment::diag::Diagnostics, faults::Fault};
 
 /// Fields of a step that are not the fault's: whoever gives a fault alone
 /// says the target and the time otherwise.
@@ -23,11 +23,8 @@ pub fn step_fault(fields: &Map<String, Value>) -> Result<Fault, String> {
     // JSON is YAML's flow style: one line, every string quoted, so nothing
     // in a value can end the step early.
     let step = serde_json::to_string(&step).map_err(|e| e.to_string())?;
-    let text = format!(
-        "name: fault\ntargets: {{t: {{cgroup: /t}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: 'h:1'}}\nmethod:\n  - {step}\n"
-    );
-    match super::parse("fault", &text, &[]) {
-        Ok(e) => Ok(e.method[0].attacks[0].fault.clone()),
+    match fault_of(&step) {
+        Ok(f) => Ok(f),
         Err(d) => Err(d
             .list
             .iter()
@@ -38,6 +35,16 @@ pub fn step_fault(fields: &Map<String, Value>) -> Result<Fault, String> {
             .collect::<Vec<_>>()
             .join("; ")),
     }
+}
+
+/// The fault of one step, `step` written as a flow mapping on one line
+/// (with its `duration`): the only way in is a whole experiment, so the
+/// step goes into the smallest one.
+pub(crate) fn fault_of(step: &str) -> Result<Fault, Diagnostics> {
+    let text = format!(
+        "name: fault\ntargets: {{t: {{cgroup: /t}}}}\nhypothesis:\n  probes:\n    - name: p\n      tcp: {{address: 'h:1'}}\nmethod:\n  - {step}\n"
+    );
+    super::parse("step.yaml", &text, &[]).map(|e| e.method[0].attacks[0].fault.clone())
 }
 
 #[cfg(test)]
