@@ -63,12 +63,29 @@ fn main() -> ExitCode {
 
 fn agent(node: String) -> anyhow::Result<()> {
     chaos::session::require_root("chaos-kube agent")?;
-    for a in chaos::recover::recover(&chaos::state::checked_state_dir()?)? {
-        tracing::info!(object = a.object, outcome = a.outcome, "recovered what an earlier process left");
+    // First, with one thread (it may setns into the node's cgroup namespace).
+    let checked = chaos_kube::agent::preflight::check();
+    for m in &checked.missing {
+        tracing::warn!("{}", m.what);
+    }
+    if let Some(dir) = &checked.guardians {
+        chaos::guardian::place_in(dir.clone());
+    }
+    if let Some(dir) = &checked.home {
+        chaos::capabilities::programs::scratch_in(dir.clone());
+    }
+    if let Some(state) = &checked.state {
+        for a in chaos::recover::recover(state)? {
+            tracing::info!(object = a.object, outcome = a.outcome, "recovered what an earlier process left");
+        }
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let ran = runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
-        chaos_kube::agent::run(client, node).await
-    })
+        chaos_kube::agent::run(client, node, checked.missing).await
+    });
+    if let Some(dir) = &checked.guardians {
+        chaos_kube::agent::preflight::remove_guardians(dir);
+    }
+    ran
 }

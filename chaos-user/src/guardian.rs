@@ -42,6 +42,20 @@ use crate::{
     timebase::monotonic_ns,
 };
 
+/// Where guardians live when not in their caller's cgroup
+/// ([`place_in`]).
+static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Start every guardian of this process in cgroup `dir` (a cgroup v2
+/// directory) rather than in the caller's own. For a caller whose cgroup
+/// is killed whole — a container stopped or killed by its runtime takes
+/// every process of its cgroup (runc's `signalAllProcesses`) — a guardian
+/// left beside it would die with it and restore nothing. Set once; later
+/// calls are ignored.
+pub fn place_in(dir: std::path::PathBuf) {
+    let _ = HOME.set(dir);
+}
+
 /// What the guardian is told first; the deadline follows
 /// ([`Guardian::deadline`]), fixed once the guardian is ready, just before
 /// the first control is changed.
@@ -85,7 +99,15 @@ impl Guardian {
             });
         }
         let mut child = cmd.spawn()?;
-        let pidfd = match pidfd_open(child.id() as i32) {
+        let placed = match HOME.get() {
+            // Before it holds anything: a guardian that cannot leave the
+            // caller's cgroup would die with it.
+            Some(home) => std::fs::write(home.join("cgroup.procs"), child.id().to_string()).map_err(|e| {
+                io::Error::new(e.kind(), format!("moving the guardian into {}: {e}", home.display()))
+            }),
+            None => Ok(()),
+        };
+        let pidfd = match placed.and_then(|()| pidfd_open(child.id() as i32)) {
             Ok(fd) => fd,
             Err(e) => {
                 let _ = child.kill();

@@ -94,14 +94,16 @@ pub fn recover_locked(dir: &Path) -> Vec<Action> {
 /// `capabilities::programs::remove_dead_scratch`).
 fn dead_scratch_cgroups() -> Vec<Action> {
     let Ok(fs) = crate::targets::CgroupFs::discover() else { return Vec::new() };
-    crate::capabilities::programs::remove_dead_scratch(&fs.mount)
-        .into_iter()
-        .map(|(path, pid)| Action {
-            owner_pid: Some(pid),
-            object: format!("cgroup {}", path.display()),
-            outcome: Outcome::Removed.text(),
-        })
-        .collect()
+    crate::capabilities::programs::remove_dead_scratch(&crate::capabilities::programs::scratch_home(
+        &fs.mount,
+    ))
+    .into_iter()
+    .map(|(path, pid)| Action {
+        owner_pid: Some(pid),
+        object: format!("cgroup {}", path.display()),
+        outcome: Outcome::Removed.text(),
+    })
+    .collect()
 }
 
 /// Settle the leftovers of the dead files among `found` with `settle_one`,

@@ -204,6 +204,9 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     ("containers::kill_follows", Kernel::Debian6_1),
     // The agent on a CRI pod: the same code on every kernel that pauses.
     ("kube::agent_runs", Kernel::Debian6_1),
+    // The agent's image in a CRI pod: on 6.12, beside the other runtimes'
+    // tests there, for the lanes' balance.
+    ("kube_daemonset::", Kernel::Debian6_12),
     ("pause::", Kernel::Debian6_12),
     ("cpu_starve::", Kernel::Debian6_12),
     ("memory_pressure::", Kernel::Debian6_12),

@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     thread::JoinHandle,
     time::{Duration, SystemTime},
 };
@@ -18,6 +19,7 @@ use chaos::{
 use kube::ResourceExt;
 use serde_json::Value;
 
+use super::preflight::{self, Missing};
 use crate::resources::{AttackPhase, AttackedPod, ChaosAttack};
 
 /// How an attack ended here, for its status.
@@ -71,6 +73,7 @@ impl Subscriber for OnStart {
 /// comes out of the attack.
 pub fn start(
     attack: &ChaosAttack,
+    missing: Arc<Vec<Missing>>,
     injected: impl FnOnce() + Send + 'static,
     done: impl FnOnce(Finished) + Send + 'static,
 ) -> std::io::Result<Injection> {
@@ -78,11 +81,16 @@ pub fn start(
     let attack = attack.clone();
     let thread = std::thread::Builder::new()
         .name(format!("attack {}", attack.name_any()))
-        .spawn(move || done(run(&attack, &signals, Box::new(injected))))?;
+        .spawn(move || done(run(&attack, &missing, &signals, Box::new(injected))))?;
     Ok(Injection { stop: Box::new(stop), thread })
 }
 
-fn run(attack: &ChaosAttack, signals: &SignalWatch, injected: Box<dyn FnOnce() + Send>) -> Finished {
+fn run(
+    attack: &ChaosAttack,
+    missing: &[Missing],
+    signals: &SignalWatch,
+    injected: Box<dyn FnOnce() + Send>,
+) -> Finished {
     let refused = |message: String| Finished {
         phase: AttackPhase::Refused,
         message: Some(message),
@@ -92,6 +100,9 @@ fn run(attack: &ChaosAttack, signals: &SignalWatch, injected: Box<dyn FnOnce() +
         Ok(f) => f,
         Err(e) => return refused(format!("spec.fault: {e}")),
     };
+    if let Some(why) = preflight::refusal(fault.kind(), missing) {
+        return refused(why);
+    }
     // One target per pod, named NAMESPACE/NAME; found by uid through the
     // node's CRI, as `--pod-uid` finds one.
     let targets: Vec<(String, Selector)> = attack

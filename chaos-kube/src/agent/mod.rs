@@ -5,6 +5,7 @@
 //! [`run`] is the wiring to the API server.
 
 pub mod inject;
+pub mod preflight;
 pub mod reconcile;
 pub mod run;
 pub mod status;

@@ -9,6 +9,7 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -22,6 +23,7 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use super::{
     inject::{self, Finished, Injection},
+    preflight::Missing,
     reconcile::{Action, Local, reconcile},
     status,
 };
@@ -38,6 +40,8 @@ struct Agent {
     /// Ends reported by injections: when, and what to write.
     ended: BTreeMap<String, (SystemTime, Finished)>,
     updates: mpsc::UnboundedSender<(String, Update)>,
+    /// What this agent's pod lacks (preflight): attacks needing it are refused.
+    missing: Arc<Vec<Missing>>,
 }
 
 /// What an attack's thread tells the loop.
@@ -53,7 +57,7 @@ enum Update {
 /// Run until SIGTERM or SIGINT. Attacks running then are stopped and left
 /// Running in their status: the next agent on this node resumes them for
 /// the time left (a DaemonSet's rolling update), or their deadline passes.
-pub async fn run(client: Client, node: String) -> anyhow::Result<()> {
+pub async fn run(client: Client, node: String, missing: Vec<Missing>) -> anyhow::Result<()> {
     let api: Api<ChaosAttack> = Api::all(client.clone());
     let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={node}"));
     let mut events = watcher(api, config).default_backoff().boxed();
@@ -66,6 +70,7 @@ pub async fn run(client: Client, node: String) -> anyhow::Result<()> {
         started: BTreeMap::new(),
         ended: BTreeMap::new(),
         updates,
+        missing: Arc::new(missing),
     };
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -151,6 +156,7 @@ impl Agent {
         let (a, b) = (uid.to_owned(), uid.to_owned());
         let started = inject::start(
             &attack,
+            self.missing.clone(),
             move || {
                 let _ = injected.send((a, Update::Injected { at: SystemTime::now(), restarts }));
             },

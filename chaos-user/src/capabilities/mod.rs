@@ -10,7 +10,7 @@
 
 pub(crate) mod environment;
 mod fmod_ret;
-pub(crate) mod programs;
+pub mod programs;
 mod qdisc;
 
 use std::{fmt, path::Path};

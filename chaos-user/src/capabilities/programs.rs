@@ -75,8 +75,24 @@ pub fn tc_netlink() -> Outcome {
     .map_err(|e| format!("cannot create a private network namespace: {e}"))?
 }
 
+/// Where scratch cgroups are made when not under the root ([`scratch_in`]).
+static SCRATCH_HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Make this process's probes' scratch cgroups in cgroup `dir` rather than
+/// under the root: a process without CAP_DAC_OVERRIDE (the node agent in
+/// its container) cannot make a directory at a hierarchy's root, which
+/// kernfs makes 0555 (fs/kernfs/dir.c, `kernfs_create_root`). Set once.
+pub fn scratch_in(dir: PathBuf) {
+    let _ = SCRATCH_HOME.set(dir);
+}
+
+/// Where this process makes its scratch cgroups, under hierarchy `mount`.
+pub fn scratch_home(mount: &std::path::Path) -> PathBuf {
+    SCRATCH_HOME.get().cloned().unwrap_or_else(|| mount.to_owned())
+}
+
 /// A cgroup made for the probe and removed after it:
-/// `chaos-probe-<pid>-<random>` under the root, so that a leftover (of a
+/// `chaos-probe-<pid>-<random>` under the root (or [`scratch_in`]), so that a leftover (of a
 /// probe that was killed, or planted by someone) can never be the name a
 /// probe needs — `mkdir` then fails and the capability would read as
 /// missing. Leftovers of dead chaos processes, in that exact form and
@@ -88,9 +104,10 @@ const SCRATCH_PREFIX: &str = "chaos-probe-";
 impl ScratchCgroup {
     fn new() -> Result<Self, String> {
         let fs = CgroupFs::discover().map_err(|e| e.to_string())?;
-        let _ = remove_dead_scratch(&fs.mount);
+        let home = scratch_home(&fs.mount);
+        let _ = remove_dead_scratch(&home);
         let suffix = crate::safe_fs::random_suffix().map_err(|e| format!("getrandom: {e}"))?;
-        let dir = fs.mount.join(format!("{SCRATCH_PREFIX}{}-{suffix}", std::process::id()));
+        let dir = home.join(format!("{SCRATCH_PREFIX}{}-{suffix}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(Self(dir))
     }

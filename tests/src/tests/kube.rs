@@ -26,7 +26,7 @@ use crate::{
 const NODE: &str = "node-a";
 
 /// The agent binary: next to the test binary, as chaos is.
-fn agent_bin() -> PathBuf {
+pub(super) fn agent_bin() -> PathBuf {
     runner::bin().with_file_name("chaos-kube")
 }
 
@@ -90,14 +90,14 @@ impl Drop for Agent {
 /// `after` from now, rounded up to a whole second: the deadline as written
 /// (RFC 3339, whole seconds) is then the same instant as the one the test
 /// measures against.
-fn deadline_in(after: Duration) -> SystemTime {
+pub(super) fn deadline_in(after: Duration) -> SystemTime {
     let t = (SystemTime::now() + after).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     SystemTime::UNIX_EPOCH + Duration::from_secs(t.as_secs() + 1)
 }
 
 /// How far from `deadline` the pod was thawed (the pod's own cgroup.events
 /// polled every 10 ms), as milliseconds after it (negative: before).
-fn thawed_vs(pod: &Pod, deadline: SystemTime, within: Duration) -> Option<i64> {
+pub(super) fn thawed_vs(pod: &Pod, deadline: SystemTime, within: Duration) -> Option<i64> {
     wait_frozen(pod, false, within)?;
     let now = SystemTime::now();
     Some(match now.duration_since(deadline) {
@@ -110,7 +110,7 @@ fn thawed_vs(pod: &Pod, deadline: SystemTime, within: Duration) -> Option<i64> {
 /// guardian, each waking at the deadline) — within the bound pause's tests
 /// hold a thaw to (tests/src/tests/pause.rs, AT_ONCE_NS: 500 ms), and not
 /// before the deadline by more than the polling step.
-fn at_the_deadline(thawed: Option<i64>, what: &str, log: &str) -> anyhow::Result<()> {
+pub(super) fn at_the_deadline(thawed: Option<i64>, what: &str, log: &str) -> anyhow::Result<()> {
     eprint!("[{what}: thawed {thawed:?} ms after the deadline] ");
     anyhow::ensure!(
         thawed.is_some_and(|ms| (-20..=500).contains(&ms)),
@@ -120,11 +120,16 @@ fn at_the_deadline(thawed: Option<i64>, what: &str, log: &str) -> anyhow::Result
 }
 
 fn attack(name: &str, pod: &Pod, fault: Value, deadline: SystemTime) -> Value {
+    attack_on(NODE, name, pod, fault, deadline)
+}
+
+/// A ChaosAttack of `fault` on `pod`, for node `node`'s agent.
+pub(super) fn attack_on(node: &str, name: &str, pod: &Pod, fault: Value, deadline: SystemTime) -> Value {
     json!({
         "apiVersion": "chaos.dev/v1alpha1", "kind": "ChaosAttack",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"chaos.dev/node": NODE}},
+        "metadata": {"name": name, "namespace": "shop", "labels": {"chaos.dev/node": node}},
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node,
             "pods": [{"namespace": "shop", "name": pod.name, "uid": pod.uid}],
             "fault": fault,
             "deadline": chaos::timebase::rfc3339(deadline),
@@ -139,13 +144,13 @@ fn cpu_usec(pod: &Pod) -> u64 {
 }
 
 /// CPU time used by the pod over `window`.
-fn cpu_over(pod: &Pod, window: Duration) -> u64 {
+pub(super) fn cpu_over(pod: &Pod, window: Duration) -> u64 {
     let before = cpu_usec(pod);
     std::thread::sleep(window);
     cpu_usec(pod).saturating_sub(before)
 }
 
-fn frozen(pod: &Pod) -> bool {
+pub(super) fn frozen(pod: &Pod) -> bool {
     std::fs::read_to_string(pod.cgroup.join("cgroup.events"))
         .unwrap_or_default()
         .lines()
@@ -153,7 +158,7 @@ fn frozen(pod: &Pod) -> bool {
 }
 
 /// Wait for `want` frozen state; how long it took.
-fn wait_frozen(pod: &Pod, want: bool, within: Duration) -> Option<Duration> {
+pub(super) fn wait_frozen(pod: &Pod, want: bool, within: Duration) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < within {
         if frozen(pod) == want {
@@ -164,7 +169,7 @@ fn wait_frozen(pod: &Pod, want: bool, within: Duration) -> Option<Duration> {
     None
 }
 
-fn phase(s: &Value) -> &str {
+pub(super) fn phase(s: &Value) -> &str {
     s["phase"].as_str().unwrap_or("")
 }
 

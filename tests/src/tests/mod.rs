@@ -21,6 +21,7 @@ pub mod io_error;
 mod io_throttle;
 mod kill;
 mod kube;
+mod kube_daemonset;
 mod memory_pressure;
 mod net_burst;
 pub mod net_corrupt;
@@ -161,6 +162,7 @@ crate::harness::register! {
     containers::io_error_and_clock_skew_by_name,
     containers::kill_follows_a_docker_restart,
     kube::agent_runs_chaos_attacks_from_a_stand_in_api,
+    kube_daemonset::agent_pod_with_the_daemonsets_security_context,
     containers::pod_covers_its_containers_even_restarted,
     containers::cri_o_containers_by_name_through_a_stand_in,
     demo::falls_back_to_a_process_without_a_container_runtime,

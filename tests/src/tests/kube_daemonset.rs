@@ -1,0 +1,241 @@
+//! The agent as Kubernetes runs it: its image (deploy/Containerfile, FROM
+//! scratch) run through containerd's CRI with exactly the pod spec of
+//! deploy/agent.yaml's DaemonSet (fixtures/daemonset.rs translates it as
+//! the kubelet does), against a stand-in API server (no control plane runs
+//! here), attacking a pod made through the same CRI. Then the same pod spec
+//! with each capability, host namespace and host path taken away in turn:
+//! the agent must refuse its attacks naming what is missing.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use serde_json::{Value, json};
+
+use super::kube::{
+    agent_bin, at_the_deadline, attack_on, cpu_over, deadline_in, frozen, phase, thawed_vs, wait_frozen,
+};
+use crate::{
+    fixtures::{
+        containers::CNI_GATEWAY,
+        cri::{self, Pod},
+        daemonset::{self, AgentPod, Item},
+        kube_api::StandInApi,
+        runner,
+        scratch::PrivDir,
+    },
+    harness::Ctx,
+};
+
+/// Where the test's kubeconfig is mounted in the agent's container: the
+/// one addition to the DaemonSet's pod spec (in a cluster, the service
+/// account's token and the in-cluster address stand for it).
+const KUBECONFIG: &str = "/etc/chaos-test/kubeconfig";
+const CA: &str = "/etc/chaos-test/ca.crt";
+
+/// The test's files the agent's container gets.
+struct Files {
+    kubeconfig: PathBuf,
+    ca: PathBuf,
+}
+
+/// The guardians' cgroup in the agent's pod (chaos-kube's
+/// agent/preflight.rs).
+const GUARDIANS: &str = "chaos-guardians";
+
+/// An agent's pod on `node`: its sandbox, its container, its log.
+struct AgentRun {
+    pod: Pod,
+    container: String,
+    logs: PathBuf,
+}
+
+impl AgentRun {
+    fn start(
+        node: &mut cri::Node,
+        name: &str,
+        spec: &AgentPod,
+        files: &Files,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let logs = dir.join(name);
+        std::fs::create_dir_all(&logs)?;
+        let pod = node.run_pod_with(
+            "chaos-system",
+            name,
+            &[("app.kubernetes.io/name", "chaos-agent")],
+            &spec.pod_options(&logs),
+        )?;
+        let mut run = Self { pod, container: String::new(), logs };
+        run.restart(node, spec, files, 0)?;
+        Ok(run)
+    }
+
+    /// Start its container (again: `attempt`, as the kubelet restarts one).
+    fn restart(
+        &mut self,
+        node: &cri::Node,
+        spec: &AgentPod,
+        files: &Files,
+        attempt: u32,
+    ) -> anyhow::Result<()> {
+        let config = spec.container(
+            attempt,
+            &[("KUBECONFIG", KUBECONFIG)],
+            &[(&files.kubeconfig, KUBECONFIG), (&files.ca, CA)],
+        )?;
+        self.container = node.start_container_config(&self.pod, config)?;
+        Ok(())
+    }
+
+    /// What the agent wrote, every attempt.
+    fn log(&self) -> String {
+        let mut text = String::new();
+        for attempt in 0..4 {
+            if let Ok(t) = std::fs::read_to_string(self.logs.join(format!("agent-{attempt}.log"))) {
+                text += &t;
+            }
+        }
+        text
+    }
+}
+
+/// The web pod's pings to its gateway (the node) are answered (busybox's
+/// ping: its exit status is 0 when a reply came).
+fn reaches(node: &cri::Node, app: &str) -> bool {
+    let answer = node.exec(app, &["/bin/busybox", "ping", "-q", "-c", "3", "-W", "2", CNI_GATEWAY]);
+    answer.is_ok_and(|(code, _)| code == 0)
+}
+
+/// The word a refusal must contain when `item` is missing.
+fn named(item: &Item) -> String {
+    match item {
+        Item::HostPid => "hostPID".into(),
+        Item::Capability(c) => format!("CAP_{c}"),
+        Item::Mount(path) => path.clone(),
+    }
+}
+
+pub fn agent_pod_with_the_daemonsets_security_context(_ctx: &mut Ctx) -> anyhow::Result<()> {
+    let mut node = cri::Node::start()?;
+    let dir = PrivDir::new("kube-pod")?;
+    let manifest = daemonset::manifest();
+    let spec = AgentPod::read(&manifest, "node-a")?;
+    let context = daemonset::image_context(dir.dir(), &agent_bin())?;
+    node.runtime().add_image(&spec.image, &context)?;
+
+    let web = node.run_pod("shop", "web-0", &[("app", "web")])?;
+    let app = node.start_container_running(
+        &web,
+        "app",
+        0,
+        &["/bin/busybox", "sh", "-c", "while :; do /bin/busybox usleep 20000; done"],
+    )?;
+    let api = StandInApi::start_on("0.0.0.0")?;
+    // A CA for the kubeconfig (see kubeconfig_at), made by openssl.
+    let ca = dir.path("ca.crt");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=chaos-test-stand-in", "-keyout"])
+        .arg(dir.path("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .output()?;
+    anyhow::ensure!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let kubeconfig = api.kubeconfig_at(dir.dir(), CNI_GATEWAY, Some(CA))?;
+    let files = Files { kubeconfig, ca };
+    anyhow::ensure!(reaches(&node, &app), "the web pod cannot ping its gateway before any attack");
+
+    let mut agent = AgentRun::start(&mut node, "chaos-agent-a", &spec, &files, dir.dir())?;
+    let start_within = Duration::from_secs(90);
+    let running = |s: &Value| phase(s) == "Running";
+    let ended = |s: &Value| matches!(phase(s), "Ended" | "Refused" | "Failed");
+
+    // 1. An eBPF fault from the container: every packet the web pod sends
+    // is lost, then none.
+    let deadline = deadline_in(Duration::from_secs(20));
+    api.create(attack_on("node-a", "loss", &web, json!({"fault": "net-loss", "percent": 100}), deadline));
+    let (ok, s) = api.wait_status("loss", start_within, running);
+    anyhow::ensure!(ok, "net-loss not Running: {s}\n{}", agent.log());
+    anyhow::ensure!(!reaches(&node, &app), "the web pod pings its gateway through 100% loss");
+    let (ok, s) = api.wait_status("loss", Duration::from_secs(60), ended);
+    anyhow::ensure!(ok && s["reason"] == "deadline", "net-loss status {s}\n{}", agent.log());
+    anyhow::ensure!(reaches(&node, &app), "the web pod cannot ping its gateway after net-loss");
+
+    // 2. A pause, and the agent's container killed (SIGKILL, as a node
+    // under memory pressure or `crictl stop -t 0` does): the guardian
+    // outside the container thaws the pod at once; the container started
+    // again resumes the attack until its deadline.
+    let deadline = deadline_in(Duration::from_secs(45));
+    api.create(attack_on("node-a", "pause", &web, json!({"fault": "pause"}), deadline));
+    let (ok, s) = api.wait_status("pause", start_within, running);
+    anyhow::ensure!(ok, "pause not Running: {s}\n{}", agent.log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "Running but not frozen\n{}",
+        agent.log()
+    );
+    let still = cpu_over(&web, Duration::from_secs(1));
+    anyhow::ensure!(still == 0, "the pod used {still} µs of CPU while paused");
+    node.stop_container(&agent.container, Duration::ZERO)?;
+    let thawed = wait_frozen(&web, false, Duration::from_secs(5));
+    eprint!("[container killed: thawed {thawed:.1?} after] ");
+    anyhow::ensure!(
+        thawed.is_some(),
+        "still frozen 5 s after the agent's container was killed\n{}",
+        agent.log()
+    );
+    agent.restart(&node, &spec, &files, 1)?;
+    let (ok, s) = api.wait_status("pause", start_within, |s| s["agentRestarts"] == 1);
+    anyhow::ensure!(ok && running(&s), "not resumed: {s}\n{}", agent.log());
+    anyhow::ensure!(
+        wait_frozen(&web, true, Duration::from_secs(5)).is_some(),
+        "resumed but not frozen\n{}",
+        agent.log()
+    );
+    at_the_deadline(thawed_vs(&web, deadline, Duration::from_secs(60)), "resumed", &agent.log())?;
+    let (ok, s) = api.wait_status("pause", Duration::from_secs(60), ended);
+    anyhow::ensure!(ok && s["reason"] == "deadline", "pause status {s}\n{}", agent.log());
+
+    // Stopped as the kubelet stops a pod (SIGTERM, a grace period).
+    node.stop_container(&agent.container, Duration::from_secs(20))?;
+    let guardians = agent.pod.cgroup.join(GUARDIANS);
+    anyhow::ensure!(!guardians.exists(), "the agent left {}\n{}", guardians.display(), agent.log());
+    node.remove_pod(&agent.pod);
+
+    // 3. Each item taken away, all at once (one node name each, so that
+    // each agent sees only its own attack).
+    let items = spec.items();
+    anyhow::ensure!(items.len() >= 8, "the DaemonSet gives only {items:?}");
+    let mut runs = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = format!("node-{i}");
+        let without = AgentPod::read(&manifest, &name)?.without(item);
+        runs.push(AgentRun::start(&mut node, &format!("chaos-agent-{i}"), &without, &files, dir.dir())?);
+        // `kill` for what only kill needs.
+        let fault = match item {
+            Item::Capability(c) if c == "KILL" => json!({"fault": "kill"}),
+            _ => json!({"fault": "pause"}),
+        };
+        let until = SystemTime::now() + Duration::from_secs(120);
+        api.create(attack_on(&name, &format!("without-{i}"), &web, fault, until));
+    }
+    let mut failures = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let (ok, s) = api.wait_status(&format!("without-{i}"), start_within, ended);
+        let message = s["message"].as_str().unwrap_or_default();
+        eprint!("[without {item:?}: {} {message:?}] ", phase(&s));
+        if !(ok && phase(&s) == "Refused" && message.contains(&named(item))) {
+            failures.push(format!("without {item:?}: status {s}\n{}", runs[i].log()));
+        }
+    }
+    anyhow::ensure!(!frozen(&web), "an agent without some item froze the pod");
+    for run in &runs {
+        node.stop_container(&run.container, Duration::from_secs(20))?;
+        node.remove_pod(&run.pod);
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    runner::recover_finds_nothing()?;
+    Ok(())
+}
