@@ -4,6 +4,7 @@
 //! attacks listed, what this process runs or has ended, and the time;
 //! [`run`] is the wiring to the API server.
 
+pub mod events;
 pub mod inject;
 pub mod preflight;
 pub mod reconcile;

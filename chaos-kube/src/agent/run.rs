@@ -8,20 +8,26 @@
 //! watcher lists again and the reconcile stops what was deleted meanwhile.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{
+        WatchStreamExt,
+        events::{Recorder, Reporter},
+        watcher,
+    },
 };
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use super::{
+    events,
     inject::{self, Finished, Injection},
     preflight::Missing,
     reconcile::{Action, Local, reconcile},
@@ -35,8 +41,12 @@ struct Agent {
     /// The watcher's view: every attack of this node, by uid.
     seen: BTreeMap<String, ChaosAttack>,
     local: BTreeMap<String, Local>,
-    /// The injections this process started and that have not ended.
-    started: BTreeMap<String, Injection>,
+    /// The injections this process started and that have not ended, with
+    /// their attack as started (for its events, even once deleted).
+    started: BTreeMap<String, (Injection, ChaosAttack)>,
+    /// Attacks whose decided end (refused, missed) has had its event.
+    told: BTreeSet<String>,
+    recorder: Recorder,
     /// Ends reported by injections: when, and what to write.
     ended: BTreeMap<String, (SystemTime, Finished)>,
     updates: mpsc::UnboundedSender<(String, Update)>,
@@ -62,12 +72,18 @@ pub async fn run(client: Client, node: String, missing: Vec<Missing>) -> anyhow:
     let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={node}"));
     let mut events = watcher(api, config).default_backoff().boxed();
     let (updates, mut from_attacks) = mpsc::unbounded_channel();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "chaos-agent".into(), instance: Some(node.clone()) },
+    );
     let mut agent = Agent {
         client,
         node,
+        recorder,
         seen: BTreeMap::new(),
         local: BTreeMap::new(),
         started: BTreeMap::new(),
+        told: BTreeSet::new(),
         ended: BTreeMap::new(),
         updates,
         missing: Arc::new(missing),
@@ -105,7 +121,12 @@ pub async fn run(client: Client, node: String, missing: Vec<Missing>) -> anyhow:
                 None => anyhow::bail!("the ChaosAttack watch ended"),
             },
             Some((uid, update)) = from_attacks.recv() => match update {
-                Update::Injected { at, restarts } => agent.patch(&uid, status::running(at, restarts)).await,
+                Update::Injected { at, restarts } => {
+                    agent.patch(&uid, status::running(at, restarts)).await;
+                    if let Some((_, attack)) = agent.started.get(&uid) {
+                        agent.record(events::injected(attack)).await;
+                    }
+                }
                 Update::Finished(f) => agent.finish(uid, f).await,
             },
             _ = tick.tick() => {}
@@ -127,7 +148,7 @@ impl Agent {
             match action {
                 Action::Start { uid, remaining, resume } => self.start(&uid, remaining, resume).await,
                 Action::Stop { uid } => {
-                    if let Some(injection) = self.started.get(&uid) {
+                    if let Some((injection, _)) = self.started.get(&uid) {
                         tracing::info!(uid, "deleted: stopping its attack");
                         injection.stop();
                     }
@@ -136,6 +157,17 @@ impl Agent {
                     let patch = match self.ended.get(&uid) {
                         Some((at, f)) => status::finished(*at, f),
                         None => {
+                            if let Some(attack) = self.seen.get(&uid)
+                                && self.told.insert(uid.clone())
+                            {
+                                let f = Finished {
+                                    phase,
+                                    reason: reason.clone(),
+                                    message: message.clone(),
+                                    ..Default::default()
+                                };
+                                self.record(events::finished(attack, &f)).await;
+                            }
                             status::decided(SystemTime::now(), phase, reason.as_deref(), message.as_deref())
                         }
                     };
@@ -144,6 +176,7 @@ impl Agent {
                 Action::Forget { uid } => {
                     self.local.remove(&uid);
                     self.ended.remove(&uid);
+                    self.told.remove(&uid);
                 }
             }
         }
@@ -168,15 +201,16 @@ impl Agent {
             Ok(injection) => {
                 tracing::info!(uid, name = attack.name_any(), ?remaining, resume, "starting");
                 self.local.insert(uid.to_owned(), Local::Running);
-                self.started.insert(uid.to_owned(), injection);
+                self.started.insert(uid.to_owned(), (injection, attack));
             }
             Err(e) => tracing::error!(uid, "cannot start a thread for the attack: {e}"),
         }
     }
 
     async fn finish(&mut self, uid: String, f: Finished) {
-        if let Some(injection) = self.started.remove(&uid) {
+        if let Some((injection, attack)) = self.started.remove(&uid) {
             injection.join();
+            self.record(events::finished(&attack, &f)).await;
         }
         tracing::info!(uid, phase = ?f.phase, reason = ?f.reason, message = ?f.message, "ended");
         let at = SystemTime::now();
@@ -203,13 +237,23 @@ impl Agent {
         }
     }
 
+    /// Record `events`; one the API refuses is only logged (the status
+    /// says the same).
+    async fn record(&self, events: Vec<(kube::runtime::events::Event, ObjectReference)>) {
+        for (event, on) in events {
+            if let Err(e) = self.recorder.publish(&event, &on).await {
+                tracing::warn!("recording event {} on {:?} {:?}: {e}", event.reason, on.kind, on.name);
+            }
+        }
+    }
+
     async fn shutdown(&mut self) {
-        for injection in self.started.values() {
+        for (injection, _) in self.started.values() {
             injection.stop();
         }
         let started = std::mem::take(&mut self.started);
         let _ = tokio::task::spawn_blocking(move || {
-            for injection in started.into_values() {
+            for (injection, _) in started.into_values() {
                 injection.join();
             }
         })

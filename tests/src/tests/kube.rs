@@ -229,6 +229,21 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
     );
     anyhow::ensure!(s["counters"]["injected"].as_u64().is_some_and(|n| n >= 1), "counters: {s}");
     anyhow::ensure!(cpu_over(&web, Duration::from_secs(1)) > 0, "the pod uses no CPU after the attack");
+    // Its Events, on the pod: injected, then ended, by this node's agent.
+    let on_pod: Vec<String> = api
+        .events()
+        .iter()
+        .filter(|e| e["regarding"]["uid"] == web.uid.as_str() && e["related"]["name"] == "pause-deadline")
+        .filter(|e| e["reportingController"] == "chaos-agent" && e["reportingInstance"] == NODE)
+        .map(|e| format!("{}: {}", e["reason"].as_str().unwrap_or(""), e["note"].as_str().unwrap_or("")))
+        .collect();
+    anyhow::ensure!(
+        on_pod.len() == 2
+            && on_pod[0].starts_with("ChaosInjected: pause")
+            && on_pod[1].ends_with("ended: deadline"),
+        "the pod's events: {on_pod:?}\n{:?}",
+        api.events()
+    );
 
     // Only this node's attacks are asked for (the label, URL-encoded).
     let watches: Vec<String> = api.requests().into_iter().filter(|r| r.contains("watch=true")).collect();
@@ -289,6 +304,16 @@ pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::R
         ok && phase(&s) == "Refused" && s["message"].as_str().is_some_and(|m| m.contains("percent")),
         "status {s}"
     );
+    // A Warning on the attack itself: nothing reached the pod.
+    let warned = |name: &str| {
+        api.events().iter().any(|e| {
+            e["type"] == "Warning"
+                && e["reason"] == "ChaosRefused"
+                && e["regarding"]["kind"] == "ChaosAttack"
+                && e["regarding"]["name"] == name
+        })
+    };
+    anyhow::ensure!(warned("loss-refused"), "no ChaosRefused event: {:?}", api.events());
     // 6. Missed: its deadline passed before any agent saw it.
     api.create(attack(
         "pause-missed",
