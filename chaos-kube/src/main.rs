@@ -31,6 +31,11 @@ enum Command {
         /// spec.nodeName).
         #[arg(long, env = "NODE_NAME", value_name = "NODE")]
         node: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+        /// 0.0.0.0:9464): each attack's counters (matched, injected,
+        /// expired) by attack, fault and pod, live while it runs.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// An attack's guardian: the limit families (pause, cpu-starve,
     /// memory-pressure, io-throttle) start one from the binary that runs
@@ -49,7 +54,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Crds => chaos_kube::resources::crds_yaml().map(|text| print!("{text}")),
-        Command::Agent { node } => agent(node),
+        Command::Agent { node, metrics_addr } => agent(node, metrics_addr),
         Command::Guardian => chaos::guardian::run().map_err(anyhow::Error::from),
     };
     match result {
@@ -61,7 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn agent(node: String) -> anyhow::Result<()> {
+fn agent(node: String, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     chaos::session::require_root("chaos-kube agent")?;
     // First, with one thread (it may setns into the node's cgroup namespace).
     let checked = chaos_kube::agent::preflight::check();
@@ -79,10 +84,20 @@ fn agent(node: String) -> anyhow::Result<()> {
             tracing::info!(object = a.object, outcome = a.outcome, "recovered what an earlier process left");
         }
     }
+    // Every attack's events feed one exposition (chaos's own metrics).
+    let metrics = chaos::metrics::Metrics::new("chaos-agent");
+    let _server = match metrics_addr {
+        Some(addr) => {
+            let server = chaos::metrics::serve(addr, metrics.clone())?;
+            tracing::info!("metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let ran = runtime.block_on(async move {
         let client = kube::Client::try_default().await?;
-        chaos_kube::agent::run(client, node, checked.missing).await
+        chaos_kube::agent::run(client, node, checked.missing, metrics).await
     });
     if let Some(dir) = &checked.guardians {
         chaos_kube::agent::preflight::remove_guardians(dir);

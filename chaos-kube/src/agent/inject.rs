@@ -13,6 +13,7 @@ use chaos::{
     error::ExitCode,
     events::{Events, RunEvent, Subscriber},
     experiment::{Experiment, Options, Selector, Verdict, step_fault},
+    metrics::Metrics,
     runtime::PodQuery,
     signals::SignalWatch,
 };
@@ -74,6 +75,7 @@ impl Subscriber for OnStart {
 pub fn start(
     attack: &ChaosAttack,
     missing: Arc<Vec<Missing>>,
+    metrics: Metrics,
     injected: impl FnOnce() + Send + 'static,
     done: impl FnOnce(Finished) + Send + 'static,
 ) -> std::io::Result<Injection> {
@@ -81,13 +83,14 @@ pub fn start(
     let attack = attack.clone();
     let thread = std::thread::Builder::new()
         .name(format!("attack {}", attack.name_any()))
-        .spawn(move || done(run(&attack, &missing, &signals, Box::new(injected))))?;
+        .spawn(move || done(run(&attack, &missing, metrics, &signals, Box::new(injected))))?;
     Ok(Injection { stop: Box::new(stop), thread })
 }
 
 fn run(
     attack: &ChaosAttack,
     missing: &[Missing],
+    metrics: Metrics,
     signals: &SignalWatch,
     injected: Box<dyn FnOnce() + Send>,
 ) -> Finished {
@@ -123,6 +126,7 @@ fn run(
     let exp = Experiment::one_fault_on(&attack.name_any(), fault, targets, remaining);
     let events = Events::new(Box::new(std::io::stdout()));
     events.subscribe(Box::new(OnStart(Some(injected))));
+    events.subscribe(Box::new(metrics));
     let options = Options { ends_by: Some(deadline), ..Options::default() };
     match chaos::experiment::run(&exp, &options, &events, signals) {
         Ok(outcome) => {

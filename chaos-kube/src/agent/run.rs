@@ -13,6 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use chaos::metrics::Metrics;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -52,6 +53,8 @@ struct Agent {
     updates: mpsc::UnboundedSender<(String, Update)>,
     /// What this agent's pod lacks (preflight): attacks needing it are refused.
     missing: Arc<Vec<Missing>>,
+    /// Fed by every attack's events.
+    metrics: Metrics,
 }
 
 /// What an attack's thread tells the loop.
@@ -67,7 +70,12 @@ enum Update {
 /// Run until SIGTERM or SIGINT. Attacks running then are stopped and left
 /// Running in their status: the next agent on this node resumes them for
 /// the time left (a DaemonSet's rolling update), or their deadline passes.
-pub async fn run(client: Client, node: String, missing: Vec<Missing>) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    node: String,
+    missing: Vec<Missing>,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
     let api: Api<ChaosAttack> = Api::all(client.clone());
     let config = watcher::Config::default().labels(&format!("{NODE_LABEL}={node}"));
     let mut events = watcher(api, config).default_backoff().boxed();
@@ -87,6 +95,7 @@ pub async fn run(client: Client, node: String, missing: Vec<Missing>) -> anyhow:
         ended: BTreeMap::new(),
         updates,
         missing: Arc::new(missing),
+        metrics,
     };
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -190,6 +199,7 @@ impl Agent {
         let started = inject::start(
             &attack,
             self.missing.clone(),
+            self.metrics.clone(),
             move || {
                 let _ = injected.send((a, Update::Injected { at: SystemTime::now(), restarts }));
             },

@@ -108,6 +108,17 @@ fn reaches(node: &cri::Node, app: &str) -> bool {
     answer.is_ok_and(|(code, _)| code == 0)
 }
 
+/// GET http://`addr`/metrics.
+fn scrape(addr: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// The word a refusal must contain when `item` is missing.
 fn named(item: &Item) -> String {
     match item {
@@ -159,6 +170,18 @@ pub fn agent_pod_with_the_daemonsets_security_context(_ctx: &mut Ctx) -> anyhow:
     let (ok, s) = api.wait_status("loss", start_within, running);
     anyhow::ensure!(ok, "net-loss not Running: {s}\n{}", agent.log());
     anyhow::ensure!(!reaches(&node, &app), "the web pod pings its gateway through 100% loss");
+    // The pings lost, counted by the kernel, at the port the DaemonSet's
+    // annotations give Prometheus.
+    let ip = node.pod_ip(&agent.pod)?;
+    let metrics = scrape(&format!("{ip}:9464"))?;
+    let injected = metrics
+        .lines()
+        .find(|l| l.starts_with("chaos_attack_injected_total{") && l.contains("attack=\"loss\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    anyhow::ensure!(
+        injected.is_some_and(|n| n >= 3),
+        "injected {injected:?} in the agent's metrics:\n{metrics}"
+    );
     let (ok, s) = api.wait_status("loss", Duration::from_secs(60), ended);
     anyhow::ensure!(ok && s["reason"] == "deadline", "net-loss status {s}\n{}", agent.log());
     anyhow::ensure!(reaches(&node, &app), "the web pod cannot ping its gateway after net-loss");
