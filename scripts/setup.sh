@@ -27,6 +27,7 @@ APT_PACKAGES=(
   nginx # pause: a real service whose health check a freeze trips
   dnsmasq-base bind9-dnsutils # dns-error: a real resolver to fail lookups against, and dig
   prometheus # promtool: the tests lint the metrics exposition with `promtool check metrics`
+  shellcheck # lint: deploy/e2e.sh, which needs a cluster and is not run here
   # containers as targets: real runtimes for the tests in the VMs (they do not
   # run on this host; see tests/src/fixtures/containers.rs), and protoc, which
   # the containerd client's build script needs for containerd's API

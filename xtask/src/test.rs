@@ -157,8 +157,14 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
             Command::new(&validator).args(["--strict", "--quiet", "-k", version]).args(MANIFESTS),
         )?;
     }
+    // The scripts users run as they are, though not run here (deploy/e2e.sh
+    // needs a cluster): shellcheck, which setup.sh installs.
+    check(summary, "lint", "shellcheck (deploy/)", Command::new("shellcheck").args(SCRIPTS))?;
     Ok(())
 }
+
+/// deploy/'s scripts.
+const SCRIPTS: &[&str] = &["deploy/e2e.sh"];
 
 /// deploy/'s manifests of built-in kinds.
 const MANIFESTS: &[&str] = &["deploy/crds.yaml", "deploy/agent.yaml"];

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# End to end on a real cluster: kind (or any cluster whose nodes run
+# containerd and can load a local image), from a clone of chaos, as a user
+# with docker (or podman) and kubectl pointing at a scratch cluster:
+#
+#   kind create cluster --name chaos-e2e
+#   deploy/e2e.sh                  # KIND_CLUSTER=chaos-e2e by default
+#
+# It builds the agent's image (deploy/Containerfile), loads it into the
+# cluster's nodes, applies deploy/crds.yaml and deploy/agent.yaml, starts a
+# busy pod, pauses it for 20 s with a ChaosAttack, and checks from outside
+# chaos that the pod's container was frozen (its CPU time stood still,
+# read from the node's cgroup), that the attack ended by its deadline with
+# its Events, and that deleting everything leaves nothing: no chaos
+# namespace, CRD, cluster role or frozen cgroup. Exits non-zero at the
+# first check that fails.
+#
+# NOT RUN on the machines chaos is built on (no control plane can be
+# installed there); its node side is what kube_daemonset:: tests through
+# the CRI.
+set -euo pipefail
+
+cluster=${KIND_CLUSTER:-chaos-e2e}
+image=localhost/chaos-kube:0.1.0
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+
+step "the image"
+cargo build --release -p chaos-kube --manifest-path "$here/Cargo.toml"
+bin=$here/target/release/chaos-kube
+mkdir -p "$work/rootfs/usr/bin"
+cp "$bin" "$work/rootfs/usr/bin/"
+for f in $(ldd "$bin" | grep -o '/[^ ]*'); do install -D "$f" "$work/rootfs$f"; done
+cp "$here/deploy/Containerfile" "$work/"
+builder=$(command -v docker || command -v podman) || fail "neither docker nor podman"
+"$builder" build -t "$image" "$work"
+"$builder" save "$image" -o "$work/image.tar"
+kind load image-archive "$work/image.tar" --name "$cluster"
+
+step "chaos on the cluster"
+kubectl apply -f "$here/deploy/crds.yaml"
+kubectl wait --for condition=established --timeout=60s crd/chaosattacks.chaos.dev
+kubectl apply -f "$here/deploy/agent.yaml"
+kubectl -n chaos-system rollout status daemonset/chaos-agent --timeout=180s
+
+step "a busy pod"
+kubectl create namespace chaos-e2e
+kubectl -n chaos-e2e run busy --image=busybox:1.36 --restart=Never \
+  -- sh -c 'while :; do usleep 20000; done'
+kubectl -n chaos-e2e wait --for condition=Ready --timeout=120s pod/busy
+node=$(kubectl -n chaos-e2e get pod busy -o jsonpath='{.spec.nodeName}')
+uid=$(kubectl -n chaos-e2e get pod busy -o jsonpath='{.metadata.uid}')
+# The pod's cgroup on its node (kind's nodes are containers: docker exec).
+cgroup=$(docker exec "$node" sh -c "find /sys/fs/cgroup -type d -name '*pod${uid//-/_}*' -o -type d -name '*pod$uid' | head -1")
+[ -n "$cgroup" ] || fail "no cgroup for pod $uid on $node"
+usage() { docker exec "$node" sh -c "sed -n 's/^usage_usec //p' $cgroup/cpu.stat"; }
+
+step "pause it for 20 s"
+deadline=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
+kubectl apply -f - <<EOF
+apiVersion: chaos.dev/v1alpha1
+kind: ChaosAttack
+metadata:
+  name: pause-busy
+  namespace: chaos-e2e
+  labels: {chaos.dev/node: $node}
+spec:
+  nodeName: $node
+  pods: [{namespace: chaos-e2e, name: busy, uid: $uid}]
+  fault: {fault: pause}
+  deadline: "$deadline"
+EOF
+kubectl -n chaos-e2e wait --for jsonpath='{.status.phase}'=Running --timeout=60s chaosattack/pause-busy
+a=$(usage); sleep 2; b=$(usage)
+[ "$a" = "$b" ] || fail "the pod used CPU while paused ($a -> $b µs)"
+kubectl -n chaos-e2e wait --for jsonpath='{.status.phase}'=Ended --timeout=60s chaosattack/pause-busy
+reason=$(kubectl -n chaos-e2e get chaosattack pause-busy -o jsonpath='{.status.reason}')
+[ "$reason" = deadline ] || fail "ended with reason '$reason', not deadline"
+a=$(usage); sleep 2; b=$(usage)
+[ "$a" != "$b" ] || fail "the pod uses no CPU after the attack"
+kubectl -n chaos-e2e get events --field-selector involvedObject.name=busy -o name | grep -q . \
+  || fail "no events on the pod"
+kubectl -n chaos-e2e get events --field-selector reason=ChaosInjected -o name | grep -q . \
+  || fail "no ChaosInjected event"
+
+step "nothing left"
+kubectl delete namespace chaos-e2e --wait=true
+kubectl delete -f "$here/deploy/agent.yaml" --wait=true
+kubectl delete -f "$here/deploy/crds.yaml" --wait=true
+! kubectl get namespace chaos-system 2>/dev/null || fail "chaos-system is still there"
+! kubectl get crd chaosattacks.chaos.dev 2>/dev/null || fail "the CRD is still there"
+! kubectl get clusterrole chaos-agent 2>/dev/null || fail "the cluster role is still there"
+left=$(docker exec "$node" sh -c 'grep -l "^frozen 1" $(find /sys/fs/cgroup -name cgroup.events) 2>/dev/null || true')
+[ -z "$left" ] || fail "frozen cgroups left: $left"
+echo "e2e: ok"
