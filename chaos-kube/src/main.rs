@@ -77,7 +77,7 @@ fn agent(node: String, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Re
         chaos::guardian::place_in(dir.clone());
     }
     if let Some(dir) = &checked.home {
-        chaos::capabilities::programs::scratch_in(dir.clone());
+        chaos::capabilities::scratch_in(dir.clone());
     }
     if let Some(state) = &checked.state {
         for a in chaos::recover::recover(state)? {

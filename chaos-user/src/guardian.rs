@@ -50,7 +50,7 @@ static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new(
 /// directory) rather than in the caller's own. For a caller whose cgroup
 /// is killed whole — a container stopped or killed by its runtime takes
 /// every process of its cgroup (runc's `signalAllProcesses`) — a guardian
-/// left beside it would die with it and restore nothing. Set once; later
+/// left in that cgroup would die with it and restore nothing. Set once; later
 /// calls are ignored.
 pub fn place_in(dir: std::path::PathBuf) {
     let _ = HOME.set(dir);

@@ -50,22 +50,32 @@ fn label(attack: &ChaosAttack) -> String {
     format!("ChaosAttack {}/{}", attack.namespace().unwrap_or_default(), attack.name_any())
 }
 
-/// The fault is in the kernel for the attack's pods.
-pub fn injected(attack: &ChaosAttack) -> Vec<(Event, ObjectReference)> {
-    let text = format!("{} from {}, until {}", fault_kind(attack), label(attack), attack.spec.deadline.0);
-    pods(attack)
-        .into_iter()
+/// A Normal event on each of `pods`, related to the attack.
+fn on_pods(
+    attack: &ChaosAttack,
+    pods: impl IntoIterator<Item = ObjectReference>,
+    reason: &str,
+    action: &str,
+    text: String,
+) -> Vec<(Event, ObjectReference)> {
+    pods.into_iter()
         .map(|pod| {
             let event = Event {
                 type_: EventType::Normal,
-                reason: "ChaosInjected".into(),
+                reason: reason.into(),
                 note: note(text.clone()),
-                action: "Inject".into(),
+                action: action.into(),
                 secondary: Some(attack.object_ref(&())),
             };
             (event, pod)
         })
         .collect()
+}
+
+/// The fault is in the kernel for the attack's pods.
+pub fn injected(attack: &ChaosAttack) -> Vec<(Event, ObjectReference)> {
+    let text = format!("{} from {}, until {}", fault_kind(attack), label(attack), attack.spec.deadline.0);
+    on_pods(attack, pods(attack), "ChaosInjected", "Inject", text)
 }
 
 /// How the attack ended here.
@@ -85,20 +95,11 @@ pub fn finished(attack: &ChaosAttack, f: &Finished) -> Vec<(Event, ObjectReferen
         }
         _ => {
             let text = format!("{} from {} ended: {why}", fault_kind(attack), label(attack));
-            pods(attack)
+            // Only the pods the fault reached.
+            let reached = pods(attack)
                 .into_iter()
-                .filter(|pod| f.pods.iter().any(|p| Some(&p.uid) == pod.uid.as_ref()))
-                .map(|pod| {
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "ChaosEnded".into(),
-                        note: note(text.clone()),
-                        action: "Restore".into(),
-                        secondary: Some(attack.object_ref(&())),
-                    };
-                    (event, pod)
-                })
-                .collect()
+                .filter(|pod| f.pods.iter().any(|p| Some(&p.uid) == pod.uid.as_ref()));
+            on_pods(attack, reached, "ChaosEnded", "Restore", text)
         }
     }
 }

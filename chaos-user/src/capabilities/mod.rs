@@ -10,8 +10,10 @@
 
 pub(crate) mod environment;
 mod fmod_ret;
-pub mod programs;
+pub(crate) mod programs;
 mod qdisc;
+
+pub use programs::scratch_in;
 
 use std::{fmt, path::Path};
 

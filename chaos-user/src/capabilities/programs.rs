@@ -92,10 +92,10 @@ pub fn scratch_home(mount: &std::path::Path) -> PathBuf {
 }
 
 /// A cgroup made for the probe and removed after it:
-/// `chaos-probe-<pid>-<random>` under the root (or [`scratch_in`]), so that a leftover (of a
-/// probe that was killed, or planted by someone) can never be the name a
-/// probe needs — `mkdir` then fails and the capability would read as
-/// missing. Leftovers of dead chaos processes, in that exact form and
+/// `chaos-probe-<pid>-<random>` under the root (or [`scratch_in`]'s
+/// cgroup), so that a leftover (of a probe that was killed, or planted by
+/// someone) can never be the name a probe needs — `mkdir` then fails and
+/// the capability would read as missing. Leftovers of dead chaos processes, in that exact form and
 /// empty (rmdir refuses a cgroup with processes or children), are removed.
 struct ScratchCgroup(PathBuf);
 
