@@ -7,8 +7,11 @@
 //!   absolute deadline; deleting it is the rollback.
 //!
 //! The node agent's decisions are a pure function ([`agent::reconcile`]),
-//! tested on recorded objects; the CRD manifests (deploy/crds.yaml) are
+//! and so are the runner's ([`runner::reconcile`], [`runner::pods`],
+//! [`runner::lease`]), tested on recorded objects; the CRD manifests (deploy/crds.yaml) are
 //! generated from the types here (`chaos-kube crds`).
 
 pub mod agent;
 pub mod resources;
+pub mod runner;
+pub mod submit;

@@ -1,12 +1,16 @@
 //! `chaos-kube`: chaos's Kubernetes side (docs/kubernetes-plan.md): the
-//! CRD manifests and the node agent. The runner comes next.
+//! CRD manifests, the node agent and the experiment runner.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "chaos-kube", version, about = "chaos on Kubernetes: custom resources and the node agent")]
+#[command(
+    name = "chaos-kube",
+    version,
+    about = "chaos on Kubernetes: custom resources, the node agent and the experiment runner"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +41,56 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
+    /// Run the experiment runner: watch ChaosExperiments and run each new
+    /// one as `chaos run` runs a file — the steady state checked from here,
+    /// one ChaosAttack per node and step (owned by the experiment, with
+    /// its deadline), the probes watched, the attacks deleted to roll back,
+    /// the verdict and exit code in the status and the reports in the
+    /// ConfigMap `chaos-report-NAME`.
+    ///
+    /// Replicas share the work through a Lease: one runs experiments, the
+    /// others wait to take over. An experiment left Running by a runner
+    /// that stopped is rolled back (its attacks deleted) and ends
+    /// `aborted`, never resumed half-checked.
+    Controller {
+        /// Only this namespace's experiments (default: every namespace's).
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// The namespace of the Lease (in a Deployment: the pod's own,
+        /// from the downward API).
+        #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE", default_value = "chaos-system")]
+        lease_namespace: String,
+        /// The Lease's name: replicas with the same one share the work.
+        #[arg(long, value_name = "NAME", default_value = "chaos-runner")]
+        lease: String,
+        /// This replica's name in the Lease and the statuses (in a
+        /// Deployment: the pod's name; default: HOSTNAME-PID).
+        #[arg(long, env = "POD_NAME", value_name = "NAME")]
+        identity: Option<String>,
+    },
+    /// Run an experiment file on the cluster and exit as `chaos run` does
+    /// (0 held, 1 violated, 2 aborted or not started, 3 invalid, 5 an
+    /// error): the file (an experiment, or a ChaosExperiment object) is
+    /// validated here, created as the ChaosExperiment `NAME-xxxxx`, and
+    /// followed until the runner's verdict. Ctrl-C deletes it, which rolls
+    /// its faults back.
+    Run {
+        /// The experiment file.
+        file: std::path::PathBuf,
+        /// Set a variable: `--set loss=5` (repeatable).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = chaos::experiment::vars::parse_set)]
+        set: Vec<(String, String)>,
+        /// The namespace to run in (default: the file's, else the
+        /// kubeconfig's); the targets are pods of this namespace.
+        #[arg(long, short = 'n', value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// Write the JSON report here.
+        #[arg(long, value_name = "FILE")]
+        report: Option<std::path::PathBuf>,
+        /// Write the JUnit XML report here.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
+    },
     /// An attack's guardian: the limit families (pause, cpu-starve,
     /// memory-pressure, io-throttle) start one from the binary that runs
     /// the attack (chaos-user/src/guardian.rs), which is this one here.
@@ -55,15 +109,36 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds => chaos_kube::resources::crds_yaml().map(|text| print!("{text}")),
         Command::Agent { node, metrics_addr } => agent(node, metrics_addr),
+        Command::Controller { namespace, lease_namespace, lease, identity } => {
+            controller(chaos_kube::runner::Options {
+                namespace,
+                lease_namespace,
+                lease_name: lease,
+                identity: identity.unwrap_or_else(default_identity),
+            })
+        }
+        Command::Run { file, set, namespace, report, junit } => {
+            let submit = chaos_kube::submit::Submit { file, set, namespace, report, junit };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return fail(e.into()),
+            };
+            return match runtime.block_on(chaos_kube::submit::run(submit)) {
+                Ok(code) => code,
+                Err(e) => fail(e),
+            };
+        }
         Command::Guardian => chaos::guardian::run().map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chaos-kube: {e:#}");
-            ExitCode::from(5)
-        }
+        Err(e) => fail(e),
     }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("chaos-kube: {e:#}");
+    ExitCode::from(5)
 }
 
 fn agent(node: String, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
@@ -103,4 +178,20 @@ fn agent(node: String, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Re
         chaos_kube::agent::preflight::remove_guardians(dir);
     }
     ran
+}
+
+fn controller(opts: chaos_kube::runner::Options) -> anyhow::Result<()> {
+    // Worker threads: each experiment's run blocks on its API calls from a
+    // thread of its own, which the runtime's workers serve.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        let client = kube::Client::try_default().await?;
+        chaos_kube::runner::run(client, opts).await
+    })
+}
+
+/// `HOSTNAME-PID`: unique on a machine, readable in a status.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }

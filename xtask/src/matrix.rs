@@ -165,7 +165,9 @@ pub const HOST_COVERED: &[&str] = &[
     "kill::",
 ];
 
-/// Tests that one VM kernel covers, each with the kernel that runs it:
+/// Tests that one VM kernel covers, each with the kernel that runs it (or
+/// this machine alone, `Kernel::Host`: what needs neither a kernel
+/// mechanism nor a container runtime, which a VM would only repeat):
 ///
 /// - those that need a VM for a container runtime, not for a kernel
 ///   mechanism (the runtimes run only in the VMs here: see
@@ -207,6 +209,10 @@ pub const ONE_VM: &[(&str, Kernel)] = &[
     // The agent's image in a CRI pod: on 6.12, beside the other runtimes'
     // tests there, for the lanes' balance.
     ("kube_daemonset::", Kernel::Debian6_12),
+    // The runner's own decisions need no kernel and no runtime: this
+    // machine; with the agent on a CRI pod: 6.1, beside the agent's test.
+    ("kube_controller::runner_verdicts", Kernel::Host),
+    ("kube_controller::runner_and_agent", Kernel::Debian6_1),
     ("pause::", Kernel::Debian6_12),
     ("cpu_starve::", Kernel::Debian6_12),
     ("memory_pressure::", Kernel::Debian6_12),
@@ -531,6 +537,12 @@ mod tests {
         }
         // What 6.12 leaves to the host runs on the host.
         assert!(filters_for(Kernel::Host, &[]).is_empty());
+        // What the host alone runs, no VM runs.
+        for (f, _) in ONE_VM.iter().filter(|(_, k)| *k == Kernel::Host) {
+            for k in [Kernel::Debian6_1, Kernel::Debian6_12] {
+                assert!(filters_for(k, &[]).chunks(2).any(|p| p[1] == *f), "{f} runs on {k:?}");
+            }
+        }
         // The kill -9 tests of the experiment runner stay on every kernel.
         assert!(!names.iter().any(|n| n.contains("kill9") && HOST_COVERED.iter().any(|f| n.contains(f))));
         // The reduced tier stays short (see REDUCED).
@@ -541,12 +553,19 @@ mod tests {
         assert!(REDUCED.contains(&"doctor::") && REDUCED.contains(&"safety::"));
         let selected = names.iter().filter(|n| REDUCED.iter().any(|f| n.contains(f))).count();
         assert!(selected < names.len(), "{selected} of {}", names.len());
-        // Each container, pause, cpu-starve, memory-pressure and io-throttle test runs on
-        // exactly one VM kernel.
+        // Each container, pause, cpu-starve, memory-pressure, io-throttle
+        // and agent test runs on exactly one VM kernel.
         for n in names.iter().filter(|n| {
-            ["containers::", "pause::", "cpu_starve::", "memory_pressure::", "io_throttle::"]
-                .iter()
-                .any(|p| n.starts_with(p))
+            [
+                "containers::",
+                "pause::",
+                "cpu_starve::",
+                "memory_pressure::",
+                "io_throttle::",
+                "kube_controller::runner_and",
+            ]
+            .iter()
+            .any(|p| n.starts_with(p))
         }) {
             let on = [Kernel::Debian6_1, Kernel::Debian6_12]
                 .into_iter()
@@ -565,10 +584,14 @@ mod tests {
         assert_eq!(filters_for(Kernel::Debian5_10, &user), user);
         assert_eq!(filters_for(Kernel::Debian7_2, &[]).len(), REDUCED.len() + 2 * REDUCED_SKIPS.len());
         let given = |k: Kernel| ONE_VM.iter().filter(|(_, on)| *on == k).count();
-        assert_eq!(filters_for(Kernel::Debian6_1, &[]).len(), 2 * given(Kernel::Debian6_12));
+        // A VM skips what another VM or the host alone runs.
+        assert_eq!(
+            filters_for(Kernel::Debian6_1, &[]).len(),
+            2 * (given(Kernel::Debian6_12) + given(Kernel::Host))
+        );
         assert_eq!(
             filters_for(Kernel::Debian6_12, &[]).len(),
-            2 * (HOST_COVERED.len() + given(Kernel::Debian6_1))
+            2 * (HOST_COVERED.len() + given(Kernel::Debian6_1) + given(Kernel::Host))
         );
         assert_eq!(filters_for(Kernel::Debian6_12, &user), user);
         assert!(filters_for(Kernel::Host, &[]).is_empty());

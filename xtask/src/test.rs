@@ -167,7 +167,7 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
 const SCRIPTS: &[&str] = &["deploy/e2e.sh"];
 
 /// deploy/'s manifests of built-in kinds.
-const MANIFESTS: &[&str] = &["deploy/crds.yaml", "deploy/agent.yaml"];
+const MANIFESTS: &[&str] = &["deploy/crds.yaml", "deploy/agent.yaml", "deploy/controller.yaml"];
 
 /// The Kubernetes releases deploy/ is validated against.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];

@@ -97,6 +97,20 @@ pub struct ClusterTarget {
     /// Allow a cgroup that stands for the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_host: Option<bool>,
+    /// With `pod-selector`: only pods on nodes with all the labels
+    /// `KEY=VALUE,...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    /// With `pod-selector`: this many of the matching pods, drawn at random
+    /// when each step starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "step_schema::anything")]
+    pub count: Option<Value>,
+    /// With `pod-selector`: this percentage of the matching pods (rounded
+    /// up, at least one), drawn at random when each step starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "step_schema::anything")]
+    pub percent: Option<Value>,
 }
 
 /// What the runner reports.
@@ -106,9 +120,28 @@ pub struct ChaosExperimentStatus {
     /// Pending, Running or Done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// held, violated, aborted, not-started: as a local run's report.
+    /// held, violated, aborted, not-started, invalid or error: as a local
+    /// run's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// The exit code `chaos run` gives for this verdict (README, "Exit
+    /// codes"): what `chaos-kube run` exits with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u8>,
+    /// The runner running it (its pod), so that another one knows it was
+    /// left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    /// The pods each attack of the step running was drawn from and took,
+    /// one line per attack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub picked: Vec<String>,
+    /// The ChaosAttacks of the step running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<String>,
+    /// The ConfigMap holding the report (`report.json`, `junit.xml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
     /// The step running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,

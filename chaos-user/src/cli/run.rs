@@ -83,18 +83,63 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", requires = "dry_run")]
     pub capabilities: Option<PathBuf>,
 
+    /// Run it on the Kubernetes cluster of the kubeconfig instead of this
+    /// machine, with the same exit codes: its targets are pods, the runner
+    /// (`chaos-kube controller`) runs it. This runs `chaos-kube run`
+    /// (found next to chaos, else in PATH), which says more.
+    #[arg(long, conflicts_with_all = ["dry_run", "capabilities"])]
+    pub kube: bool,
+
+    /// With --kube: the namespace to run in and whose pods are the targets
+    /// (default: the file's, else the kubeconfig's).
+    #[arg(long, value_name = "NAMESPACE", requires = "kube")]
+    pub namespace: Option<String>,
+
     #[command(flatten)]
     pub output: OutputArgs,
 }
 
 impl RunArgs {
     pub fn run(self) -> Result<ExitCode> {
+        if self.kube {
+            return Err(self.on_kube());
+        }
         let exp = experiment::load(&self.file, &self.set)?;
         let capabilities = self.capabilities.as_deref().map(CapabilitySet::load).transpose()?;
         let output = self.output.open()?;
         let signals = SignalWatch::install().map_err(|e| Error::kernel("installing signal handlers", e))?;
         let options = self.output.run_options(&output, self.dry_run, capabilities);
         execute(&exp, &options, &output.events, &signals).map(|(code, _)| code)
+    }
+
+    /// `--kube`: become `chaos-kube run` with the same file, variables and
+    /// report paths; returns only when that cannot be started. The binary
+    /// lives in a separate crate so that chaos does not carry a Kubernetes
+    /// client.
+    fn on_kube(&self) -> Error {
+        use std::os::unix::process::CommandExt;
+        let beside =
+            std::env::current_exe().ok().map(|p| p.with_file_name("chaos-kube")).filter(|p| p.is_file());
+        let program = beside.unwrap_or_else(|| PathBuf::from("chaos-kube"));
+        let mut cmd = std::process::Command::new(&program);
+        cmd.arg("run").arg(&self.file);
+        for (k, v) in &self.set {
+            cmd.arg("--set").arg(format!("{k}={v}"));
+        }
+        if let Some(ns) = &self.namespace {
+            cmd.arg("--namespace").arg(ns);
+        }
+        if let Some(p) = &self.output.report {
+            cmd.arg("--report").arg(p);
+        }
+        if let Some(p) = &self.output.junit {
+            cmd.arg("--junit").arg(p);
+        }
+        let e = cmd.exec();
+        Error::environment(format!(
+            "--kube runs `chaos-kube run`, and {} cannot be started ({e}): install chaos-kube next to chaos or in PATH",
+            program.display()
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ pub mod yaml;
 mod tests;
 
 pub use self::{
-    model::{AttackSpec, Experiment, Hypothesis, Selector, Step, TargetSpec},
+    model::{AttackSpec, Experiment, Hypothesis, Pick, Selector, Step, TargetSpec},
     parse::{load, parse, step_fault},
     run::{Options, Outcome, Verdict, run},
 };

@@ -63,7 +63,66 @@ pub struct TargetSpec {
     pub name: String,
     pub selector: Selector,
     pub allow_host: bool,
+    /// Which of the pods a `pod-selector` matches are attacked.
+    pub pick: Pick,
+    /// Only pods on nodes with all these labels (a cluster's runner;
+    /// refused on one machine).
+    pub node_selector: Vec<(String, String)>,
     pub span: Span,
+}
+
+/// How many of the pods a `pod-selector` matches an attack takes (`count`,
+/// `percent`): drawn at random, in a cluster when each step starts (pods
+/// come and go between steps), on one machine once, when the run resolves
+/// its targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Pick {
+    #[default]
+    All,
+    Count(u32),
+    /// Of the matching pods, rounded up: 25% of 3 pods is 1 pod.
+    Percent(f64),
+}
+
+impl Pick {
+    /// How many of `matched` pods: never more than matched, at least one
+    /// when any matched (a percentage of a few pods must not round to
+    /// none: the experiment would then test nothing).
+    pub fn size(self, matched: usize) -> usize {
+        match self {
+            Self::All => matched,
+            Self::Count(n) => (n as usize).min(matched),
+            Self::Percent(p) => ((matched as f64 * p / 100.0).ceil() as usize).clamp(matched.min(1), matched),
+        }
+    }
+
+    /// A sample of `items`, drawn with `rng`, in their original order.
+    pub fn sample<T>(self, items: Vec<T>, rng: &mut fastrand::Rng) -> Vec<T> {
+        let k = self.size(items.len());
+        if k == items.len() {
+            return items;
+        }
+        let mut chosen = rng.choose_multiple(0..items.len(), k);
+        chosen.sort_unstable();
+        let mut chosen = chosen.into_iter().peekable();
+        let mut out = Vec::with_capacity(k);
+        for (i, item) in items.into_iter().enumerate() {
+            if chosen.next_if_eq(&i).is_some() {
+                out.push(item);
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Pick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::All => f.write_str("every matching pod"),
+            Self::Count(n) => write!(f, "{n} of the matching pods"),
+            Self::Percent(p) => write!(f, "{p}% of the matching pods"),
+        }
+    }
 }
 
 /// How a target is found on the machine.
@@ -124,6 +183,11 @@ pub struct AttackSpec {
     /// Unique within the experiment: the step's `name`, or `<fault>-<n>`.
     pub id: String,
     pub fault: Fault,
+    /// The fault as the step wrote it, variables substituted: `fault` and
+    /// the kind's own fields (what a cluster's `ChaosAttack` carries to its
+    /// agent, which parses it as this parser did). Empty for `chaos
+    /// attack`'s flags.
+    pub fields: serde_json::Map<String, serde_json::Value>,
     /// A key of `targets`.
     pub target: String,
     pub duration: Duration,
@@ -158,6 +222,7 @@ impl Experiment {
             .map(|(i, (target, _))| AttackSpec {
                 id: if many { format!("{name}.{}", i + 1) } else { name.to_owned() },
                 fault: fault.clone(),
+                fields: serde_json::Map::new(),
                 target: target.clone(),
                 duration,
                 span: Span::default(),
@@ -176,6 +241,8 @@ impl Experiment {
                     name,
                     selector,
                     allow_host: false,
+                    pick: Pick::All,
+                    node_selector: Vec::new(),
                     span: Span::default(),
                 })
                 .collect(),

@@ -231,40 +231,23 @@ struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
-    /// The steady state before injecting: every probe, in parallel, until
-    /// it passes or has failed `failures` checks in a row, `interval`
-    /// apart — the threshold that makes it unhealthy while it is watched,
-    /// so one slow answer does not refuse a run that the same answer would
-    /// not abort. The last sample of each; `Err(signal)` if one came.
+    /// [`steady_state`], interrupted by a signal: `Err(signal)`.
     fn steady_state(&self, probes: &[&Probe]) -> std::result::Result<Vec<Sample>, i32> {
-        let mut samples = probes::run_all_once(probes);
-        let mut failed: Vec<Vec<String>> = vec![Vec::new(); probes.len()];
-        let mut round: Vec<usize> = (0..probes.len()).collect();
-        loop {
-            for &i in &round {
-                if !samples[i].ok {
-                    failed[i].push(samples[i].detail.clone());
-                }
-            }
-            round.retain(|&i| !samples[i].ok && (failed[i].len() as u32) < probes[i].failures);
-            let Some(pause) = round.iter().map(|&i| probes[i].interval).min() else { break };
+        let mut signal = None;
+        let pause = |pause: Duration| {
             let until = Instant::now() + pause;
             loop {
                 match self.signals.wait(until, pause) {
-                    Wake::Signal(sig) => return Err(sig),
-                    Wake::Deadline => break,
+                    Wake::Signal(sig) => {
+                        signal = Some(sig);
+                        return false;
+                    }
+                    Wake::Deadline => return true,
                     Wake::Tick => {}
                 }
             }
-            let again: Vec<&Probe> = round.iter().map(|&i| probes[i]).collect();
-            for (&i, s) in round.iter().zip(probes::run_all_once(&again)) {
-                samples[i] = s;
-            }
-        }
-        for (s, f) in samples.iter_mut().zip(&failed) {
-            s.detail = steady_detail(&s.detail, s.ok, f);
-        }
-        Ok(samples)
+        };
+        steady_state(probes, pause).ok_or_else(|| signal.unwrap_or(libc::SIGTERM))
     }
 
     /// Step 2, the steady state before anything is injected: `Some`
@@ -283,17 +266,7 @@ impl<'a> Runner<'a> {
                 ));
             }
         };
-        let checks: Vec<ProbeCheck> = probes
-            .iter()
-            .zip(&samples)
-            .map(|((p, role), s)| ProbeCheck {
-                name: p.name.clone(),
-                role: role.label().into(),
-                ok: s.ok,
-                latency_ms: s.latency.as_secs_f64() * 1000.0,
-                detail: s.detail.clone(),
-            })
-            .collect();
+        let checks = steady_checks(probes, &samples);
         let held = checks.iter().all(|c| c.ok);
         self.bus.emit(RunEvent::SteadyState { phase: "before".into(), held, probes: checks.clone() });
         self.report.steady_state = Some(SteadyState { held, probes: checks.clone() });
@@ -492,9 +465,22 @@ impl<'a> Runner<'a> {
     fn resolve_targets(&mut self) -> Result<BTreeMap<String, Vec<Target>>> {
         let fs = CgroupFs::discover()?;
         let mut out = BTreeMap::new();
+        let mut rng = fastrand::Rng::new();
         for t in &self.exp.targets {
+            if !t.node_selector.is_empty() {
+                return Err(self.at(
+                    t.span,
+                    &format!("target `{}`", t.name),
+                    Error::invalid(
+                        "`node-selector` chooses among the nodes of a cluster, and on one machine every pod is on \
+                         this node: drop it, or run the experiment on the cluster (`kubectl apply -f FILE`, \
+                         `chaos-kube run FILE`)",
+                    ),
+                ));
+            }
             let resolved = crate::runtime::resolve(&t.selector, &fs, AllowHost(t.allow_host))
                 .map_err(|e| self.at(t.span, &format!("target `{}`", t.name), e))?;
+            let resolved = t.pick.sample(resolved, &mut rng);
             for target in &resolved {
                 self.report.targets.push(TargetInfo {
                     name: t.name.clone(),
@@ -608,27 +594,7 @@ impl<'a> Runner<'a> {
                     .collect(),
             })
             .collect();
-        self.report.probes = self
-            .probes()
-            .iter()
-            .map(|(p, role)| ProbeRecord {
-                name: p.name.clone(),
-                role: match role {
-                    Role::Hypothesis => "hypothesis",
-                    Role::Abort => "abort",
-                }
-                .into(),
-                kind: p.check.kind().into(),
-                check: p.check.describe(),
-                interval: dur(p.interval),
-                timeout: dur(p.timeout),
-                failures: p.failures,
-                stats: Default::default(),
-                latency_ms_avg: None,
-                outcome: "not-run".into(),
-                outcome_detail: String::new(),
-            })
-            .collect();
+        self.report.probes = probe_records(&self.probes());
     }
 
     /// Run the method's steps; `Some` when something stopped it early.
@@ -782,28 +748,8 @@ impl<'a> Runner<'a> {
             self.screen.say(&format!("ABORT: {}", d.cause.describe(self.exp.max_duration)));
             return Err(d);
         }
-        let missing: Vec<(String, String)> = monitor
-            .watched
-            .iter()
-            .filter(|w| w.role == Role::Hypothesis)
-            .filter_map(|w| {
-                let s = w.stats();
-                s.first_ok_after_mark.is_none().then(|| (w.probe.name.clone(), s.last_detail.clone()))
-            })
-            .collect();
-        let after = monitor
-            .watched
-            .iter()
-            .filter_map(|w| w.stats().first_ok_after_mark)
-            .max()
-            .map(|t| t.saturating_duration_since(end).as_millis() as u64);
+        let (missing, after, detail) = recovery(monitor, end);
         let recovered = missing.is_empty();
-        let detail = if recovered {
-            format!("recovered {}ms after the method", after.unwrap_or(0))
-        } else {
-            let m: Vec<String> = missing.iter().map(|(n, d)| format!("{n}: {d}")).collect();
-            format!("not recovered: {}", m.join("; "))
-        };
         self.screen.say(&detail);
         self.bus.emit(RunEvent::Recovery { recovered, after_ms: after, detail: detail.clone() });
         self.report.recovery = Some(RecoveryRecord {
@@ -894,21 +840,8 @@ impl<'a> Runner<'a> {
         decision: Option<&Decision>,
         missing: Option<&[(String, String)]>,
     ) {
-        for w in &monitor.watched {
-            let s = w.stats();
-            let Some(rec) = self.report.probes.iter_mut().find(|p| p.name == w.probe.name) else { continue };
-            rec.latency_ms_avg = s.latency_ms_avg();
-            let tripped = decision.and_then(|d| d.cause.probe()).is_some_and(|p| p == w.probe.name);
-            let not_recovered = missing.and_then(|m| m.iter().find(|(n, _)| *n == w.probe.name));
-            (rec.outcome, rec.outcome_detail) = match (w.role, tripped, not_recovered) {
-                (Role::Hypothesis, true, _) => ("violated".into(), failing(&s, w.probe.failures)),
-                (Role::Abort, true, _) => ("triggered".into(), failing(&s, w.probe.failures)),
-                (_, _, Some((_, detail))) => ("not-recovered".into(), detail.clone()),
-                (Role::Hypothesis, false, None) => ("held".into(), String::new()),
-                (Role::Abort, false, None) => ("ok".into(), String::new()),
-            };
-            rec.stats = s;
-        }
+        let tripped = decision.and_then(|d| d.cause.probe());
+        finish_probe_records(&mut self.report.probes, monitor, tripped.as_deref(), missing);
     }
 
     fn finish(&mut self, verdict: &str, code: ExitCode, reason: String) {
@@ -933,8 +866,132 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The steady state before injecting: every probe, in parallel, until it
+/// passes or has failed `failures` checks in a row, `interval` apart — the
+/// threshold that makes it unhealthy while it is watched, so one slow
+/// answer does not refuse a run that the same answer would not abort. The
+/// last sample of each; `None` when `pause` (between rounds) says to stop.
+/// The Kubernetes runner checks a cluster's steady state with it too.
+pub fn steady_state(probes: &[&Probe], mut pause: impl FnMut(Duration) -> bool) -> Option<Vec<Sample>> {
+    let mut samples = probes::run_all_once(probes);
+    let mut failed: Vec<Vec<String>> = vec![Vec::new(); probes.len()];
+    let mut round: Vec<usize> = (0..probes.len()).collect();
+    loop {
+        for &i in &round {
+            if !samples[i].ok {
+                failed[i].push(samples[i].detail.clone());
+            }
+        }
+        round.retain(|&i| !samples[i].ok && (failed[i].len() as u32) < probes[i].failures);
+        let Some(wait) = round.iter().map(|&i| probes[i].interval).min() else { break };
+        if !pause(wait) {
+            return None;
+        }
+        let again: Vec<&Probe> = round.iter().map(|&i| probes[i]).collect();
+        for (&i, s) in round.iter().zip(probes::run_all_once(&again)) {
+            samples[i] = s;
+        }
+    }
+    for (s, f) in samples.iter_mut().zip(&failed) {
+        s.detail = steady_detail(&s.detail, s.ok, f);
+    }
+    Some(samples)
+}
+
+/// The steady state's checks, as events and reports give them.
+pub fn steady_checks(probes: &[(Probe, Role)], samples: &[Sample]) -> Vec<ProbeCheck> {
+    probes
+        .iter()
+        .zip(samples)
+        .map(|((p, role), s)| ProbeCheck {
+            name: p.name.clone(),
+            role: role.label().into(),
+            ok: s.ok,
+            latency_ms: s.latency.as_secs_f64() * 1000.0,
+            detail: s.detail.clone(),
+        })
+        .collect()
+}
+
+/// The report's record of each probe, before it runs.
+pub fn probe_records(probes: &[(Probe, Role)]) -> Vec<ProbeRecord> {
+    probes
+        .iter()
+        .map(|(p, role)| ProbeRecord {
+            name: p.name.clone(),
+            role: match role {
+                Role::Hypothesis => "hypothesis",
+                Role::Abort => "abort",
+            }
+            .into(),
+            kind: p.check.kind().into(),
+            check: p.check.describe(),
+            interval: dur(p.interval),
+            timeout: dur(p.timeout),
+            failures: p.failures,
+            stats: Default::default(),
+            latency_ms_avg: None,
+            outcome: "not-run".into(),
+            outcome_detail: String::new(),
+        })
+        .collect()
+}
+
+/// Each probe's outcome and statistics into its record: `tripped` names
+/// the probe that stopped the run, `missing` those that did not recover.
+pub fn finish_probe_records(
+    records: &mut [ProbeRecord],
+    monitor: &Monitor,
+    tripped: Option<&str>,
+    missing: Option<&[(String, String)]>,
+) {
+    for w in &monitor.watched {
+        let s = w.stats();
+        let Some(rec) = records.iter_mut().find(|p| p.name == w.probe.name) else { continue };
+        rec.latency_ms_avg = s.latency_ms_avg();
+        let tripped = tripped == Some(w.probe.name.as_str());
+        let not_recovered = missing.and_then(|m| m.iter().find(|(n, _)| *n == w.probe.name));
+        (rec.outcome, rec.outcome_detail) = match (w.role, tripped, not_recovered) {
+            (Role::Hypothesis, true, _) => ("violated".into(), failing(&s, w.probe.failures)),
+            (Role::Abort, true, _) => ("triggered".into(), failing(&s, w.probe.failures)),
+            (_, _, Some((_, detail))) => ("not-recovered".into(), detail.clone()),
+            (Role::Hypothesis, false, None) => ("held".into(), String::new()),
+            (Role::Abort, false, None) => ("ok".into(), String::new()),
+        };
+        rec.stats = s;
+    }
+}
+
+/// After the method ended at `end` (the hypothesis probes marked then):
+/// the probes that have not passed since, with their last detail; how
+/// long after `end` the last of the others passed; and a sentence.
+pub fn recovery(monitor: &Monitor, end: Instant) -> (Vec<(String, String)>, Option<u64>, String) {
+    let missing: Vec<(String, String)> = monitor
+        .watched
+        .iter()
+        .filter(|w| w.role == Role::Hypothesis)
+        .filter_map(|w| {
+            let s = w.stats();
+            s.first_ok_after_mark.is_none().then(|| (w.probe.name.clone(), s.last_detail.clone()))
+        })
+        .collect();
+    let after = monitor
+        .watched
+        .iter()
+        .filter_map(|w| w.stats().first_ok_after_mark)
+        .max()
+        .map(|t| t.saturating_duration_since(end).as_millis() as u64);
+    let detail = if missing.is_empty() {
+        format!("recovered {}ms after the method", after.unwrap_or(0))
+    } else {
+        let m: Vec<String> = missing.iter().map(|(n, d)| format!("{n}: {d}")).collect();
+        format!("not recovered: {}", m.join("; "))
+    };
+    (missing, after, detail)
+}
+
 /// "3 failed checks in a row (tolerated: 2); last: timed out ..."
-fn failing(s: &probes::Stats, failures: u32) -> String {
+pub fn failing(s: &probes::Stats, failures: u32) -> String {
     let what = s.violation.as_ref().map_or(s.last_detail.as_str(), |v| v.detail.as_str());
     if failures <= 1 {
         what.to_owned()

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use super::{diag::Diagnostics, model::Selector, parse};
+use super::{
+    diag::Diagnostics,
+    model::{Pick, Selector},
+    parse,
+};
 use crate::{
     faults::{Fault, NetLoss},
     probes::Check,
@@ -275,6 +279,70 @@ fn missing_targets_are_reported() {
     has(&errors(&two), "gives pod and pod-uid; give exactly one", 6, 11);
     let two = base.replace("method:", "targets: {a: {container: web, pid: 1}}\nmethod:");
     has(&errors(&two), "gives pid and container; give exactly one", 6, 11);
+}
+
+/// `count`, `percent` and `node-selector` narrow a `pod-selector`, and
+/// nothing else.
+#[test]
+fn targets_narrowed_by_count_percent_and_node_selector() {
+    let base = "name: n\nhypothesis:\n  probes:\n    - name: p\n      tcp: {address: 'h:1'}\nmethod:\n  - {fault: net-loss, percent: 1, duration: 1m}\n";
+    let with = |t: &str| base.replace("method:", &format!("targets: {{a: {{{t}}}}}\nmethod:"));
+    let e = ok(&with("pod-selector: app=web, count: 2, node-selector: 'zone=a, disk=ssd'"));
+    assert_eq!(e.targets[0].pick, Pick::Count(2));
+    assert_eq!(e.targets[0].node_selector, vec![("zone".into(), "a".into()), ("disk".into(), "ssd".into())]);
+    assert_eq!(ok(&with("pod-selector: app=web, percent: 25%")).targets[0].pick, Pick::Percent(25.0));
+    assert_eq!(ok(&with("pod-selector: app=web")).targets[0].pick, Pick::All);
+    has(
+        &errors(&with("pod: a/b, count: 1")),
+        "`count` in target `a` narrows the pods `pod-selector` matches",
+        6,
+        25,
+    );
+    has(&errors(&with("cgroup: /a, node-selector: x=y")), "`node-selector` in target `a` narrows", 6, 27);
+    has(
+        &errors(&with("pod-selector: a=b, count: 1, percent: 5")),
+        "gives `count` and `percent`; give one",
+        6,
+        44,
+    );
+    has(
+        &errors(&with("pod-selector: a=b, percent: 0")),
+        "`0` is not a percentage above 0 and at most 100",
+        6,
+        43,
+    );
+    has(&errors(&with("pod-selector: a=b, percent: 101")), "`101` is not a percentage", 6, 43);
+    has(&errors(&with("pod-selector: a=b, count: 0")), "`0` is not a whole number from 1 to 1000", 6, 41);
+    has(
+        &errors(&with("pod-selector: a=b, node-selector: ','")),
+        "an empty selector would match every node",
+        6,
+        49,
+    );
+}
+
+/// Sampling: never more than matched, at least one of some, rounded up,
+/// the original order kept.
+#[test]
+fn pick_sizes_and_samples() {
+    assert_eq!(Pick::All.size(7), 7);
+    assert_eq!(Pick::Count(3).size(7), 3);
+    assert_eq!(Pick::Count(9).size(7), 7);
+    assert_eq!(Pick::Percent(25.0).size(3), 1);
+    assert_eq!(Pick::Percent(50.0).size(5), 3);
+    assert_eq!(Pick::Percent(100.0).size(5), 5);
+    assert_eq!(Pick::Percent(1.0).size(0), 0);
+    assert_eq!(Pick::Percent(0.1).size(2), 1);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let s = Pick::Count(2).sample((0..5).collect::<Vec<u32>>(), &mut rng);
+        assert_eq!(s.len(), 2);
+        assert!(s[0] < s[1], "order kept: {s:?}");
+        seen.insert(s);
+    }
+    // Every pair of five is drawn (10 of them), not a fixed one.
+    assert_eq!(seen.len(), 10);
 }
 
 #[test]

@@ -77,6 +77,31 @@ impl Node {
         }
     }
 
+    /// As JSON, typed as YAML 1.2's core schema types a plain scalar
+    /// (null, booleans, numbers; anything else a string); a quoted scalar
+    /// is always a string.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries.iter().map(|(k, v)| (k.text().unwrap_or_default().to_owned(), v.to_json())).collect(),
+            ),
+            Kind::Scalar(s) if s.quoted => Value::String(s.text.clone()),
+            Kind::Scalar(_) if self.is_null() => Value::Null,
+            Kind::Scalar(s) => match s.text.as_str() {
+                "true" | "True" | "TRUE" => Value::Bool(true),
+                "false" | "False" | "FALSE" => Value::Bool(false),
+                t => t
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .ok()
+                    .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from))
+                    .unwrap_or_else(|| Value::String(t.to_owned())),
+            },
+        }
+    }
+
     /// What the node is, for "expected X, found Y" messages.
     pub fn describe(&self) -> String {
         match &self.kind {

@@ -369,19 +369,7 @@ impl PodQuery {
 
     /// `KEY=VALUE,KEY=VALUE` (all must match).
     pub fn selector(text: &str) -> std::result::Result<Self, String> {
-        let mut pairs = Vec::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            match part.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    pairs.push((k.trim().to_owned(), v.trim().to_owned()))
-                }
-                _ => return Err(format!("`{part}` is not KEY=VALUE (e.g. app=web,tier=front)")),
-            }
-        }
-        if pairs.is_empty() {
-            return Err("an empty selector would match every pod; give KEY=VALUE,...".into());
-        }
-        Ok(Self::Selector(pairs))
+        label_pairs(text, "pod").map(Self::Selector)
     }
 
     fn matches(&self, pod: &cri::Pod) -> bool {
@@ -391,6 +379,21 @@ impl PodQuery {
             Self::Selector(pairs) => pairs.iter().all(|(k, v)| pod.labels.get(k) == Some(v)),
         }
     }
+}
+
+/// `KEY=VALUE,KEY=VALUE`: a label selector of `things` (all must match).
+pub fn label_pairs(text: &str, things: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => pairs.push((k.trim().to_owned(), v.trim().to_owned())),
+            _ => return Err(format!("`{part}` is not KEY=VALUE (e.g. app=web,tier=front)")),
+        }
+    }
+    if pairs.is_empty() {
+        return Err(format!("an empty selector would match every {things}; give KEY=VALUE,..."));
+    }
+    Ok(pairs)
 }
 
 impl std::fmt::Display for PodQuery {
@@ -454,7 +457,7 @@ pub fn pod_targets(
     let all = ask_cri(&socket, async |ch| cri::pods(ch, &HashMap::new()).await)?;
     let ready: Vec<&cri::Pod> = all.iter().filter(|p| p.ready && query.matches(p)).collect();
     if ready.is_empty() {
-        let mut msg = format!("no ready {query} on this node");
+        let mut msg = format!("not on this node, or not ready: {query}");
         if let Some(p) = all.iter().find(|p| query.matches(p)) {
             msg += &format!(" ({} is not ready: its sandbox is stopped)", p.label());
         } else if let PodQuery::Name { namespace, name } = query {

@@ -30,17 +30,28 @@ pub(super) fn agent_bin() -> PathBuf {
     runner::bin().with_file_name("chaos-kube")
 }
 
-/// The agent process. Dropped (a failed test): SIGTERM, as the kubelet
-/// stops a pod, SIGKILL if it lingers, then `chaos recover` for what a
-/// killed one left.
-struct Agent(Option<Child>);
+/// A `chaos-kube` process (the agent, the runner). Dropped (a failed
+/// test): SIGTERM, as the kubelet stops a pod, SIGKILL if it lingers, then
+/// `chaos recover` for what a killed agent left.
+pub(super) struct Process(Option<Child>);
+
+/// The agent of [`NODE`].
+struct Agent;
 
 impl Agent {
-    fn spawn(kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
+    fn spawn(kubeconfig: &Path, log: &Path) -> anyhow::Result<Process> {
+        Process::spawn(&["agent", "--node", NODE], kubeconfig, log)
+    }
+}
+
+impl Process {
+    /// `chaos-kube ARGS` with the stand-in's kubeconfig, its output
+    /// appended to `log`.
+    pub(super) fn spawn(args: &[&str], kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         Ok(Self(Some(
             Command::new(agent_bin())
-                .args(["agent", "--node", NODE])
+                .args(args)
                 .env("KUBECONFIG", kubeconfig)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -49,7 +60,7 @@ impl Agent {
         )))
     }
 
-    fn signal(&self, sig: i32) {
+    pub(super) fn signal(&self, sig: i32) {
         if let Some(c) = &self.0 {
             // SAFETY: kill(2) with a child's pid and a signal.
             unsafe { libc::kill(c.id() as i32, sig) };
@@ -57,7 +68,7 @@ impl Agent {
     }
 
     /// Wait up to `within` for it to exit.
-    fn wait(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    pub(super) fn wait(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
         let Some(c) = self.0.as_mut() else { return Ok(None) };
         let t = Instant::now();
         loop {
@@ -73,7 +84,7 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
+impl Drop for Process {
     fn drop(&mut self) {
         if self.0.is_none() {
             return;

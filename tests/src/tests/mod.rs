@@ -21,6 +21,7 @@ pub mod io_error;
 mod io_throttle;
 mod kill;
 mod kube;
+mod kube_controller;
 mod kube_daemonset;
 mod memory_pressure;
 mod net_burst;
@@ -163,6 +164,8 @@ crate::harness::register! {
     containers::kill_follows_a_docker_restart,
     kube::agent_runs_chaos_attacks_from_a_stand_in_api,
     kube_daemonset::agent_pod_with_the_daemonsets_security_context,
+    kube_controller::runner_verdicts_refusals_and_takeover_stand_in_api,
+    kube_controller::runner_and_agent_on_a_cri_pod_stand_in_api,
     containers::pod_covers_its_containers_even_restarted,
     containers::cri_o_containers_by_name_through_a_stand_in,
     demo::falls_back_to_a_process_without_a_container_runtime,

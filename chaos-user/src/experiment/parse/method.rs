@@ -194,7 +194,15 @@ impl Conv {
                 Some("attack names are unique within an experiment".into()),
             );
         }
-        Some((AttackSpec { id, fault: built.fault, target, duration, span: node.span }, delay))
+        // The fault as written, `fault` and the kind's own fields: what a
+        // cluster's runner puts in a ChaosAttack for its agent to parse.
+        let fields = entries
+            .iter()
+            .filter_map(|(k, v)| k.text().map(|k| (k, v)))
+            .filter(|(k, _)| *k == "fault" || !STEP_FIELDS.contains(k))
+            .map(|(k, v)| (k.to_owned(), v.to_json()))
+            .collect();
+        Some((AttackSpec { id, fault: built.fault, fields, target, duration, span: node.span }, delay))
     }
 
     /// The step's `target`, which must name one of `targets`; it may be

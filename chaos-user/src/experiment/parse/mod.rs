@@ -13,12 +13,12 @@ use regex::Regex;
 
 use super::{
     diag::{Diagnostic, Diagnostics, Pos, Span, did_you_mean},
-    model::{Experiment, Origin, Selector, Step, TargetSpec},
+    model::{Experiment, Origin, Pick, Selector, Step, TargetSpec},
     vars,
     yaml::{self, Node},
 };
 use crate::{
-    runtime::{PodQuery, Runtime},
+    runtime::{PodQuery, Runtime, label_pairs},
     units::{AttackDuration, MAX_DURATION, format_duration, parse_duration},
 };
 
@@ -388,7 +388,19 @@ impl Conv {
                 v,
                 k.span,
                 &what,
-                &["cgroup", "pid", "container", "runtime", "pod", "pod-uid", "pod-selector", "allow-host"],
+                &[
+                    "cgroup",
+                    "pid",
+                    "container",
+                    "runtime",
+                    "pod",
+                    "pod-uid",
+                    "pod-selector",
+                    "node-selector",
+                    "count",
+                    "percent",
+                    "allow-host",
+                ],
             ) else {
                 continue;
             };
@@ -482,11 +494,60 @@ impl Conv {
                 }
             };
             let allow_host = f.get("allow-host").map_or(Some(false), |n| self.boolean(n, "allow-host"));
-            if let (Some(selector), Some(allow_host)) = (selector, allow_host) {
-                out.push(TargetSpec { name, selector, allow_host, span: k.span });
+            let narrowing = self.narrowing(&f, &what, &given);
+            if let (Some(selector), Some(allow_host), Some((pick, node_selector))) =
+                (selector, allow_host, narrowing)
+            {
+                out.push(TargetSpec { name, selector, allow_host, pick, node_selector, span: k.span });
             }
         }
         Some(out)
+    }
+
+    /// `count`/`percent` and `node-selector`: they narrow what a
+    /// `pod-selector` matches, and mean nothing beside another key.
+    fn narrowing(
+        &mut self,
+        f: &Fields<'_>,
+        what: &str,
+        given: &[&str],
+    ) -> Option<(Pick, Vec<(String, String)>)> {
+        let mut ok = true;
+        for key in ["count", "percent", "node-selector"] {
+            if let Some(span) = f.key_span(key)
+                && given != ["pod-selector"]
+            {
+                self.err(
+                    span,
+                    format!("`{key}` in {what} narrows the pods `pod-selector` matches, and {what} has none"),
+                    Some("write e.g. `pod-selector: app=web` beside it, or drop it".into()),
+                );
+                ok = false;
+            }
+        }
+        let pick = match (f.get("count"), f.get("percent")) {
+            (Some(_), Some(_)) => {
+                let span = f.key_span("percent").unwrap_or(f.at);
+                self.err(span, format!("{what} gives `count` and `percent`; give one"), None);
+                None
+            }
+            (Some(n), None) => self.count(n, "count").map(Pick::Count),
+            (None, Some(n)) => self
+                .typed(n, "percent", |t| match t.trim_end_matches('%').parse::<f64>() {
+                    Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+                    _ => Err(format!("`{t}` is not a percentage above 0 and at most 100")),
+                })
+                .map(Pick::Percent),
+            (None, None) => Some(Pick::All),
+        };
+        let nodes = match f.get("node-selector") {
+            None => Some(Vec::new()),
+            Some(n) => self.typed(n, "node-selector", |t| label_pairs(t, "node")),
+        };
+        match (ok, pick, nodes) {
+            (true, Some(pick), Some(nodes)) => Some((pick, nodes)),
+            _ => None,
+        }
     }
 
     fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
