@@ -6,18 +6,22 @@
 #   kind create cluster --name chaos-e2e
 #   deploy/e2e.sh                  # KIND_CLUSTER=chaos-e2e by default
 #
-# It builds the agent's image (deploy/Containerfile), loads it into the
-# cluster's nodes, applies deploy/crds.yaml and deploy/agent.yaml, starts a
-# busy pod, pauses it for 20 s with a ChaosAttack, and checks from outside
-# chaos that the pod's container was frozen (its CPU time stood still,
-# read from the node's cgroup), that the attack ended by its deadline with
-# its Events, and that deleting everything leaves nothing: no chaos
-# namespace, CRD, cluster role or frozen cgroup. Exits non-zero at the
-# first check that fails.
+# It builds the image (deploy/Containerfile), loads it into the cluster's
+# nodes, applies deploy/crds.yaml and deploy/agent.yaml, starts a busy pod,
+# pauses it for 20 s with a ChaosAttack, and checks from outside chaos that
+# the pod's container was frozen (its CPU time stood still, read from the
+# node's cgroup) and that the attack ended by its deadline with its Events.
+# Then it applies deploy/controller.yaml and runs an experiment file with
+# `chaos-kube run` twice against a web pod: a pause its probe tolerates
+# (exit 0, held, with a JUnit report), and one it does not (exit 1,
+# violated; the pod answers again at once). Last, deleting everything
+# leaves nothing: no chaos namespace, CRD, cluster role, ChaosAttack or
+# frozen cgroup. Exits non-zero at the first check that fails.
 #
 # NOT RUN on the machines chaos is built on (no control plane can be
 # installed there); its node side is what kube_daemonset:: tests through
-# the CRI.
+# the CRI, its runner what kube_controller:: tests against a stand-in API
+# server.
 set -euo pipefail
 
 cluster=${KIND_CLUSTER:-chaos-e2e}
@@ -43,7 +47,7 @@ kind load image-archive "$work/image.tar" --name "$cluster"
 
 step "chaos on the cluster"
 kubectl apply -f "$here/deploy/crds.yaml"
-kubectl wait --for condition=established --timeout=60s crd/chaosattacks.chaos.dev
+kubectl wait --for condition=established --timeout=60s crd/chaosattacks.chaos.dev crd/chaosexperiments.chaos.dev
 kubectl apply -f "$here/deploy/agent.yaml"
 kubectl -n chaos-system rollout status daemonset/chaos-agent --timeout=180s
 
@@ -87,13 +91,54 @@ kubectl -n chaos-e2e get events --field-selector involvedObject.name=busy -o nam
 kubectl -n chaos-e2e get events --field-selector reason=ChaosInjected -o name | grep -q . \
   || fail "no ChaosInjected event"
 
+step "the runner"
+kubectl apply -f "$here/deploy/controller.yaml"
+kubectl -n chaos-system rollout status deployment/chaos-runner --timeout=180s
+
+step "an experiment: a web pod frozen, its probe tolerating it or not"
+kubectl -n chaos-e2e run web --image=busybox:1.36 --restart=Never --labels=app=web \
+  -- sh -c 'mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www'
+kubectl -n chaos-e2e wait --for condition=Ready --timeout=120s pod/web
+ip=$(kubectl -n chaos-e2e get pod web -o jsonpath='{.status.podIP}')
+# The probe runs from the runner's pod, over the pod network.
+cat > "$work/experiment.yaml" <<EOF
+name: web-frozen
+variables: {tolerated: 1000, length: 5s}
+targets:
+  web: {pod-selector: app=web}
+hypothesis:
+  recover-within: 30s
+  probes:
+    - name: web
+      http: {url: "http://$ip:8080/"}
+      interval: 250ms
+      timeout: 1s
+      failures: \${tolerated}
+method:
+  - {fault: pause, duration: \${length}}
+max-duration: 5m
+EOF
+code=0
+"$bin" run -n chaos-e2e --junit "$work/held.xml" "$work/experiment.yaml" || code=$?
+[ "$code" = 0 ] || fail "a pause the probe tolerates: exit $code, not 0 (held)"
+grep -q '<testsuite' "$work/held.xml" || fail "no JUnit report"
+code=0
+"$bin" run -n chaos-e2e --set tolerated=2 --set length=120s "$work/experiment.yaml" || code=$?
+[ "$code" = 1 ] || fail "a pause the probe does not tolerate: exit $code, not 1 (violated)"
+# Rolled back long before the attack's 120 s: the pod answers again.
+kubectl -n chaos-e2e exec busy -- wget -qO- -T 5 "http://$ip:8080/" | grep -q ok \
+  || fail "the web pod does not answer after the rollback"
+[ -z "$(kubectl -n chaos-e2e get chaosattacks -o name)" ] || fail "ChaosAttacks left after the runs"
+
 step "nothing left"
 kubectl delete namespace chaos-e2e --wait=true
+kubectl delete -f "$here/deploy/controller.yaml" --wait=true
 kubectl delete -f "$here/deploy/agent.yaml" --wait=true
 kubectl delete -f "$here/deploy/crds.yaml" --wait=true
 ! kubectl get namespace chaos-system 2>/dev/null || fail "chaos-system is still there"
 ! kubectl get crd chaosattacks.chaos.dev 2>/dev/null || fail "the CRD is still there"
-! kubectl get clusterrole chaos-agent 2>/dev/null || fail "the cluster role is still there"
+! kubectl get clusterrole chaos-agent 2>/dev/null || fail "the agent's cluster role is still there"
+! kubectl get clusterrole chaos-runner 2>/dev/null || fail "the runner's cluster role is still there"
 left=$(docker exec "$node" sh -c 'grep -l "^frozen 1" $(find /sys/fs/cgroup -name cgroup.events) 2>/dev/null || true')
 [ -z "$left" ] || fail "frozen cgroups left: $left"
 echo "e2e: ok"

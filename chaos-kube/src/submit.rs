@@ -29,6 +29,9 @@ use crate::{
     runner::reconcile::refusals,
 };
 
+/// After this long without a status, say that no runner may be running.
+const NO_RUNNER_HINT: Duration = Duration::from_secs(30);
+
 pub struct Submit {
     pub file: PathBuf,
     pub set: Vec<(String, String)>,
@@ -131,14 +134,18 @@ async fn follow(api: &Api<ChaosExperiment>, name: &str) -> anyhow::Result<Option
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut changes = watcher(api.clone(), config).default_backoff().applied_objects().boxed();
+    let mut changes = watcher(api.clone(), config).default_backoff().boxed();
     let mut last = ChaosExperimentStatus::default();
+    // Said once if no runner has taken it up by then.
+    let hint = tokio::time::sleep(NO_RUNNER_HINT);
+    tokio::pin!(hint);
+    let mut hinted = false;
     loop {
         tokio::select! {
             change = changes.next() => match change {
                 // The name is also checked here: a field selector is the
                 // server's to honour, and this must not follow another.
-                Some(Ok(exp)) if exp.name_any() == name => {
+                Some(Ok(watcher::Event::Apply(exp) | watcher::Event::InitApply(exp))) if exp.name_any() == name => {
                     let status = exp.status.unwrap_or_default();
                     say_changes(&last, &status);
                     if status.phase.as_deref() == Some("Done") {
@@ -146,18 +153,29 @@ async fn follow(api: &Api<ChaosExperiment>, name: &str) -> anyhow::Result<Option
                     }
                     last = status;
                 }
+                Some(Ok(watcher::Event::Delete(exp))) if exp.name_any() == name => {
+                    anyhow::bail!("{name} was deleted by someone else before its verdict (its runner rolls it back)");
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => eprintln!("chaos-kube: watching {name}: {e} (retrying)"),
                 None => anyhow::bail!("the watch of {name} ended"),
             },
+            () = &mut hint, if !hinted => {
+                hinted = true;
+                if last.phase.is_none() {
+                    eprintln!(
+                        "chaos-kube: no runner has taken {name} up after {}s: is the runner deployed \
+                         (deploy/controller.yaml; `kubectl -n chaos-system get deployment chaos-runner`)?",
+                        NO_RUNNER_HINT.as_secs()
+                    );
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     eprintln!("chaos-kube: interrupted: deleting {name}, which rolls its faults back");
     api.delete(name, &DeleteParams::background()).await.context("deleting the ChaosExperiment")?;
-    // Give the runner a moment to write what it rolled back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(None)
 }
 
@@ -194,4 +212,32 @@ fn save(map: &ConfigMap, report: &Option<PathBuf>, junit: &Option<PathBuf>) -> a
 /// symlink planted there is replaced, not followed (chaos::safe_fs).
 fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
     chaos::safe_fs::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARE: &str = "name: web-frozen\nvariables: {loss: 5}\ntargets: {web: {pod-selector: app=web}}\nhypothesis: {probes: []}\nmethod:\n  - {fault: net-loss, percent: '${loss}', duration: 10s}\n";
+
+    #[test]
+    fn a_bare_file_and_an_envelope_give_the_same_spec() {
+        let (name, ns, spec) = document(BARE, &[]).unwrap();
+        assert_eq!((name.as_str(), ns), ("web-frozen", None));
+        assert_eq!(spec.variables["loss"], 5);
+        assert!(spec.targets["web"].pod_selector.as_deref() == Some("app=web"));
+        let indented: String = BARE.lines().skip(1).map(|l| format!("  {l}\n")).collect();
+        let wrapped = format!(
+            "apiVersion: chaos.dev/v1alpha1\nkind: ChaosExperiment\nmetadata: {{name: web-frozen, namespace: shop}}\nspec:\n{indented}"
+        );
+        let (name2, ns2, spec2) = document(&wrapped, &[]).unwrap();
+        assert_eq!((name2.as_str(), ns2.as_deref()), ("web-frozen", Some("shop")));
+        assert_eq!(spec2, spec);
+    }
+
+    #[test]
+    fn set_values_become_the_variables_defaults() {
+        let (_, _, spec) = document(BARE, &[("loss".into(), "20".into())]).unwrap();
+        assert_eq!(spec.variables["loss"], "20");
+    }
 }

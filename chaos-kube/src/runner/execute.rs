@@ -267,6 +267,19 @@ impl Run {
         if !refused.is_empty() {
             return End::Invalid(refused.join("; "));
         }
+        // Every target must match a pod now, as a local run resolves its
+        // targets before anything: a typo in a selector is refused (3)
+        // rather than found at its step. Each step draws its pods again.
+        for t in exp.targets.iter().filter(|t| exp.attacks().any(|a| a.target == t.name)) {
+            let Selector::Pod { query, .. } = &t.selector else { continue };
+            match self.candidates(query, &t.node_selector) {
+                Ok(found) if found.is_empty() => {
+                    return End::Invalid(no_pods(&t.name, query, &t.node_selector, &ns));
+                }
+                Ok(_) => {}
+                Err(e) => return End::Error(e),
+            }
+        }
         self.status(json!({
             "phase": "Running",
             "runner": self.me,
@@ -427,12 +440,12 @@ impl Run {
             if cut.is_none() {
                 self.wait_final(&created);
             }
+            // One list request for every node's status, then the deletions,
+            // all at once.
             let failed = self.collect(i, &created, cut.as_ref());
-            let deleted_at = monotonic_ns();
             self.delete(&created);
-            if let Some(mut cut) = cut {
+            if let Some(cut) = cut {
                 self.report.steps[i].status = "aborted".into();
-                cut.decided_ns = cut.decided_ns.min(deleted_at);
                 self.record_cut(&cut);
                 return Ok(Some(cut));
             }
@@ -462,12 +475,7 @@ impl Run {
             };
             let matched = self.candidates(query, &target.node_selector)?;
             if matched.is_empty() {
-                return Err(format!(
-                    "target `{}` ({query}{}) matches no running, ready pod in namespace {}: nothing to attack",
-                    target.name,
-                    nodes_text(&target.node_selector),
-                    self.namespace()
-                ));
+                return Err(no_pods(&target.name, query, &target.node_selector, &self.namespace()));
             }
             let total = matched.len();
             let chosen = pods::pick(matched, target.pick, &mut self.rng);
@@ -828,12 +836,22 @@ fn label_selector(pairs: &[(String, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-fn nodes_text(selector: &[(String, String)]) -> String {
-    if selector.is_empty() {
+/// Target `web` (pods labelled app=web on nodes labelled zone=a) ...
+fn no_pods(
+    target: &str,
+    query: &chaos::runtime::PodQuery,
+    nodes: &[(String, String)],
+    namespace: &str,
+) -> String {
+    let on = if nodes.is_empty() {
         String::new()
     } else {
-        format!(" on nodes labelled {}", label_selector(selector))
-    }
+        format!(" on nodes labelled {}", label_selector(nodes))
+    };
+    format!(
+        "target `{target}` ({query}{on}) matches no running, ready pod in namespace {namespace}: nothing to \
+         attack (`kubectl -n {namespace} get pods --show-labels` lists them)"
+    )
 }
 
 /// `loss: target web, 2 of 5 pods (count 2): shop/web-0 on n1, ...`

@@ -377,6 +377,16 @@ fn count(node: &Node) -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn to_json_types_plain_scalars_and_keeps_quoted_ones_strings() {
+        let (node, _) =
+            parse("a: 5\nb: 2.5\nc: '5'\nd: true\ne: ~\nf: 50ms\ng: [1, x]\nh: {i: no}\n").unwrap();
+        assert_eq!(
+            node.to_json(),
+            serde_json::json!({"a": 5, "b": 2.5, "c": "5", "d": true, "e": null, "f": "50ms", "g": [1, "x"], "h": {"i": "no"}})
+        );
+    }
+
     fn map_keys(n: &Node) -> Vec<(String, Pos)> {
         n.as_map().unwrap().iter().map(|(k, _)| (k.text().unwrap().to_owned(), k.span.start)).collect()
     }

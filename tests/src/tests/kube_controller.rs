@@ -3,9 +3,9 @@
 //! fixtures/kube_api.rs; the pods and nodes it lists are recorded objects,
 //! the ChaosAttacks the runner creates are the real ones).
 //!
-//! - on this machine, the runner's own decisions: a spec refused
-//!   (`invalid`, 3) and a steady state that does not hold (`not-started`,
-//!   2) create no attack; `chaos-kube run` exits with those codes; two
+//! - on this machine, the runner's own decisions: a spec refused or a
+//!   target matching no pod (`invalid`, 3) and a steady state that does
+//!   not hold (`not-started`, 2) create no attack; `chaos-kube run` exits with those codes; two
 //!   runners share a Lease, and when the leader is killed (-9) in the
 //!   middle of an experiment the other takes the lease over, deletes the
 //!   attacks left behind and ends the experiment `aborted`; a runner
@@ -125,6 +125,21 @@ pub fn runner_verdicts_refusals_and_takeover_stand_in_api(_ctx: &mut Ctx) -> any
             && s["exitCode"] == 3
             && s["message"].as_str().is_some_and(|m| m.contains("a thing of one machine")),
         "machine-target: {s}\n{}",
+        logs()
+    );
+    // A selector that matches no pod is refused before anything, as a
+    // local run refuses a target it cannot resolve.
+    let mut spec = loss_spec(&open_at, "10s");
+    spec["targets"] = json!({"web": {"pod-selector": "app=nowhere"}});
+    api.put(experiment("no-pods", spec));
+    let s = verdict(&api, "no-pods", Duration::from_secs(20));
+    anyhow::ensure!(
+        s["verdict"] == "invalid"
+            && s["exitCode"] == 3
+            && s["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("matches no running, ready pod in namespace shop")),
+        "no-pods: {s}\n{}",
         logs()
     );
     // 2. The steady state does not hold: nothing is created.
