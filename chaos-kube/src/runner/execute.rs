@@ -513,12 +513,7 @@ impl Run {
                     status: "running".into(),
                     started_monotonic_ns: Some(monotonic_ns()),
                     deadline_monotonic_ns: Some(monotonic_ns() + a.duration.as_nanos() as u64),
-                    ended: None,
-                    counters: None,
-                    inert_monotonic_ns: None,
-                    inert_after_us: None,
-                    detached_after_us: None,
-                    error: None,
+                    ..AttackRecord::default()
                 });
                 created.push(Created { name, node, record: records.len() - 1 });
             }

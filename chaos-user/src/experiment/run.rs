@@ -582,14 +582,7 @@ impl<'a> Runner<'a> {
                         duration: dur(a.duration),
                         mechanism: serde_json::to_value(m).unwrap_or(Value::Null),
                         status: if self.opts.dry_run { "planned" } else { "not-run" }.into(),
-                        started_monotonic_ns: None,
-                        deadline_monotonic_ns: None,
-                        ended: None,
-                        counters: None,
-                        inert_monotonic_ns: None,
-                        inert_after_us: None,
-                        detached_after_us: None,
-                        error: None,
+                        ..AttackRecord::default()
                     })
                     .collect(),
             })

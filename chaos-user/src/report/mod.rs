@@ -90,7 +90,7 @@ pub struct StepRecord {
     pub attacks: Vec<AttackRecord>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct AttackRecord {
     pub id: String,
     pub fault: String,
