@@ -5,9 +5,11 @@
 #
 #   kind create cluster --name chaos-e2e
 #   deploy/e2e.sh                  # KIND_CLUSTER=chaos-e2e by default
+#   deploy/e2e.sh --helm           # installs with the chart (deploy/chart)
 #
 # It builds the image (deploy/Containerfile), loads it into the cluster's
-# nodes, applies deploy/crds.yaml and deploy/agent.yaml, starts a busy pod,
+# nodes, applies deploy/crds.yaml and deploy/agent.yaml (with --helm:
+# installs deploy/chart, which renders the same objects), starts a busy pod,
 # pauses it for 20 s with a ChaosAttack, and checks from outside chaos that
 # the pod's container was frozen (its CPU time stood still, read from the
 # node's cgroup) and that the attack ended by its deadline with its Events.
@@ -24,6 +26,12 @@
 # server.
 set -euo pipefail
 
+helm=false
+case ${1:-} in
+  --helm) helm=true ;;
+  "") ;;
+  *) echo "usage: $0 [--helm]" >&2; exit 2 ;;
+esac
 cluster=${KIND_CLUSTER:-chaos-e2e}
 image=localhost/chaos-kube:0.1.0
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,9 +54,17 @@ builder=$(command -v docker || command -v podman) || fail "neither docker nor po
 kind load image-archive "$work/image.tar" --name "$cluster"
 
 step "chaos on the cluster"
-kubectl apply -f "$here/deploy/crds.yaml"
-kubectl wait --for condition=established --timeout=60s crd/chaosattacks.chaos.dev crd/chaosexperiments.chaos.dev
-kubectl apply -f "$here/deploy/agent.yaml"
+if $helm; then
+  # The chart leaves the namespace to the installer: it must admit
+  # privileged pods (README.md, "Kubernetes").
+  kubectl create namespace chaos-system
+  kubectl label namespace chaos-system pod-security.kubernetes.io/enforce=privileged
+  helm install chaos "$here/deploy/chart" --namespace chaos-system
+else
+  kubectl apply -f "$here/deploy/crds.yaml"
+  kubectl wait --for condition=established --timeout=60s crd/chaosattacks.chaos.dev crd/chaosexperiments.chaos.dev
+  kubectl apply -f "$here/deploy/agent.yaml"
+fi
 kubectl -n chaos-system rollout status daemonset/chaos-agent --timeout=180s
 
 step "a busy pod"
@@ -92,7 +108,7 @@ kubectl -n chaos-e2e get events --field-selector reason=ChaosInjected -o name | 
   || fail "no ChaosInjected event"
 
 step "the runner"
-kubectl apply -f "$here/deploy/controller.yaml"
+$helm || kubectl apply -f "$here/deploy/controller.yaml"
 kubectl -n chaos-system rollout status deployment/chaos-runner --timeout=180s
 
 step "an experiment: a web pod frozen, its probe tolerating it or not"
@@ -132,9 +148,16 @@ kubectl -n chaos-e2e exec busy -- wget -qO- -T 5 "http://$ip:8080/" | grep -q ok
 
 step "nothing left"
 kubectl delete namespace chaos-e2e --wait=true
-kubectl delete -f "$here/deploy/controller.yaml" --wait=true
-kubectl delete -f "$here/deploy/agent.yaml" --wait=true
-kubectl delete -f "$here/deploy/crds.yaml" --wait=true
+if $helm; then
+  helm uninstall chaos --namespace chaos-system --wait
+  # Helm never deletes a chart's CRDs.
+  kubectl delete crd chaosattacks.chaos.dev chaosexperiments.chaos.dev --wait=true
+  kubectl delete namespace chaos-system --wait=true
+else
+  kubectl delete -f "$here/deploy/controller.yaml" --wait=true
+  kubectl delete -f "$here/deploy/agent.yaml" --wait=true
+  kubectl delete -f "$here/deploy/crds.yaml" --wait=true
+fi
 ! kubectl get namespace chaos-system 2>/dev/null || fail "chaos-system is still there"
 ! kubectl get crd chaosattacks.chaos.dev 2>/dev/null || fail "the CRD is still there"
 ! kubectl get clusterrole chaos-agent 2>/dev/null || fail "the agent's cluster role is still there"

@@ -203,16 +203,22 @@ if vm_missing; then
   fi
 fi
 
-# The Kubernetes API schemas, to check deploy/ offline (./x test's lint
-# section): kubernetes-validate carries every release's schemas, so no
-# cluster and no network is needed once it is installed. Its own venv, as
-# virtme-ng's.
-KUBERNETES_VALIDATE_VERSION=1.37.0
-if [[ $EUID -eq 0 ]] && ! compgen -G "$VM_CACHE/kubernetes-validate/lib/python3*/site-packages/kubernetes_validate-$KUBERNETES_VALIDATE_VERSION.dist-info" >/dev/null; then
-  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VM_CACHE/kubernetes-validate"
+# What checks deploy/ offline (./x test's lint section), in a venv of its
+# own as virtme-ng's: kubernetes-validate carries every Kubernetes
+# release's API schemas; helm-python-sdk is Helm's Go SDK (template engine,
+# values schema, linter) built as a C library, since no registry here
+# serves the helm binary; cloudcoil's Prometheus Operator models carry the
+# ServiceMonitor's schema (scripts/check-chart.py). No cluster and no
+# network once installed. The last is pinned to what Python 3.11 gets.
+KUBE_TOOLS=(kubernetes-validate==1.37.0 helm-python-sdk==0.2.2 cloudcoil-models-prometheus-operator==0.80.1.0)
+# A stamp naming what was installed: a change of pins installs again.
+if [[ $EUID -eq 0 ]] && [[ "$(cat "$VM_CACHE/kube-tools/installed" 2>/dev/null)" != "${KUBE_TOOLS[*]}" ]]; then
+  log "installing ${KUBE_TOOLS[*]} into $VM_CACHE/kube-tools"
   mkdir -p "$VM_CACHE"
-  /usr/bin/python3 -m venv --clear "$VM_CACHE/kubernetes-validate" \
-    && "$VM_CACHE/kubernetes-validate/bin/pip" install --quiet --disable-pip-version-check \
-      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    || log "WARNING: could not install kubernetes-validate: the manifest check will fail"
+  if /usr/bin/python3 -m venv --clear "$VM_CACHE/kube-tools" \
+    && "$VM_CACHE/kube-tools/bin/pip" install --quiet --disable-pip-version-check "${KUBE_TOOLS[@]}"; then
+    echo "${KUBE_TOOLS[*]}" >"$VM_CACHE/kube-tools/installed"
+  else
+    log "WARNING: could not install ${KUBE_TOOLS[*]}: the manifest and chart checks will fail"
+  fi
 fi

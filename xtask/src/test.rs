@@ -139,23 +139,34 @@ fn lints(summary: &mut Summary) -> anyhow::Result<()> {
         ]),
     )?;
     // deploy/'s manifests against the Kubernetes API's own schemas, offline
-    // (setup.sh installs the validator): the oldest release chaos-kube is
-    // built for (k8s-openapi's `earliest`) and the newest the validator
-    // knows. The custom resources' own objects are checked by chaos-kube's
-    // unit tests, against the CRDs generated there.
-    let validator = crate::kernels::cache_dir().join("kubernetes-validate/bin/kubernetes-validate");
-    for version in KUBERNETES_VERSIONS {
-        if !validator.is_file() {
-            eprintln!("!! {} is missing: `sudo ./x setup` installs it", validator.display());
-            summary.record("lint", Counts::one("failed"), 0.0);
-            continue;
+    // (setup.sh installs the tools): the oldest release chaos-kube is built
+    // for (k8s-openapi's `earliest`) and the newest the validator knows.
+    // The custom resources' own objects are checked by chaos-kube's unit
+    // tests, against the CRDs generated there.
+    let tools = crate::kernels::cache_dir().join("kube-tools/bin");
+    if !tools.join("kubernetes-validate").is_file() {
+        eprintln!("!! {} is missing: `sudo ./x setup` installs it", tools.display());
+        summary.record("lint", Counts { failed: 1 + KUBERNETES_VERSIONS.len(), ..Counts::default() }, 0.0);
+    } else {
+        for version in KUBERNETES_VERSIONS {
+            check(
+                summary,
+                "lint",
+                &format!("kubernetes-validate {version} (deploy/)"),
+                Command::new(tools.join("kubernetes-validate"))
+                    .args(["--strict", "--quiet", "-k", version])
+                    .args(MANIFESTS),
+            )?;
         }
-        check(
-            summary,
-            "lint",
-            &format!("kubernetes-validate {version} (deploy/)"),
-            Command::new(&validator).args(["--strict", "--quiet", "-k", version]).args(MANIFESTS),
-        )?;
+        // The Helm chart: `helm lint --strict`, rendered with its defaults
+        // into deploy/'s objects, every object valid, every setting in
+        // effect (the script says how without the helm binary).
+        let mut chart = Command::new(tools.join("python3"));
+        chart.arg("scripts/check-chart.py");
+        for version in KUBERNETES_VERSIONS {
+            chart.args(["--kubernetes", version]);
+        }
+        check(summary, "lint", "helm chart (deploy/chart)", &mut chart)?;
     }
     // The scripts users run as they are, though not run here (deploy/e2e.sh
     // needs a cluster): shellcheck, which setup.sh installs.

@@ -57,6 +57,40 @@ const CAPABILITIES: &[(u32, &str, &[&str], &str)] = &[
     (5, "KILL", &["kill"], "signals to processes of other users"),
 ];
 
+/// CAP_SYS_RESOURCE's bit: not in the DaemonSet, needed only on kernels
+/// that charge BPF memory to RLIMIT_MEMLOCK (below).
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// The RLIMIT_MEMLOCK an agent needs on a kernel before 5.11. Until then
+/// the kernel charges every map and program to the loading user's locked
+/// memory and refuses with EPERM past RLIMIT_MEMLOCK (`bpf_charge_memlock`,
+/// kernel/bpf/syscall.c; 5.11 moved the charge to the memory cgroup). The
+/// user is the node's root, so the sum is shared with every root process
+/// on the node. Measured on 5.10 (fdinfo's `memlock`): io-error's maps take
+/// 11.2 MiB, pause's 7.5 MiB, net-partition's 1.1 MiB; twice the largest,
+/// rounded up.
+const MEMLOCK_NEEDED: u64 = 32 << 20;
+
+/// Why BPF memory would be refused here: on a kernel before 5.11
+/// (`release`: major, minor), with a hard RLIMIT_MEMLOCK of `hard` bytes
+/// below [`MEMLOCK_NEEDED`] that the agent cannot raise (aya raises the
+/// limit to infinity on the first EPERM, which takes CAP_SYS_RESOURCE).
+pub fn memlock_shortfall(release: (u32, u32), hard: u64, cap_sys_resource: bool) -> Option<String> {
+    if release >= (5, 11) || hard == libc::RLIM_INFINITY || hard >= MEMLOCK_NEEDED || cap_sys_resource {
+        return None;
+    }
+    Some(format!(
+        "this kernel ({}.{}) charges BPF memory to RLIMIT_MEMLOCK (until 5.11), whose hard limit here is {} KiB, \
+         under the {} MiB an attack may need: add SYS_RESOURCE to securityContext.capabilities.add (on nodes \
+         before 5.11 only; the chart's agent.sysResource), or start the container runtime with \
+         LimitMEMLOCK=infinity",
+        release.0,
+        release.1,
+        hard >> 10,
+        MEMLOCK_NEEDED >> 20
+    ))
+}
+
 /// Why `kind` cannot run here, if it cannot.
 pub fn refusal(kind: &str, missing: &[Missing]) -> Option<String> {
     let reasons: Vec<&str> = missing
@@ -82,7 +116,8 @@ pub struct Checked {
 /// Check the pod the agent runs in, and join the node's cgroup namespace.
 pub fn check() -> Checked {
     let mut missing = Vec::new();
-    if let Some(eff) = effective_capabilities() {
+    let eff = effective_capabilities();
+    if let Some(eff) = eff {
         for (bit, name, kinds, why) in CAPABILITIES {
             if eff & (1 << bit) == 0 {
                 missing.push(Missing {
@@ -92,6 +127,17 @@ pub fn check() -> Checked {
                     kinds,
                 });
             }
+        }
+    }
+    if let Some(release) = kernel_release()
+        && release < (5, 11)
+    {
+        // The soft limit up to the hard one needs no capability (and is
+        // all a hard limit high enough asks for); every kind loads maps.
+        let hard = raise_memlock_to_hard();
+        let cap = eff.is_some_and(|eff| eff & (1 << CAP_SYS_RESOURCE) != 0);
+        if let Some(what) = memlock_shortfall(release, hard, cap) {
+            missing.push(Missing { what, kinds: &[] });
         }
     }
     let mut all = |what: String| missing.push(Missing { what, kinds: &[] });
@@ -204,6 +250,28 @@ pub fn remove_guardians(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// The running kernel's (major, minor).
+fn kernel_release() -> Option<(u32, u32)> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Set RLIMIT_MEMLOCK's soft limit to its hard one; the hard one.
+fn raise_memlock_to_hard() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: setrlimit reads the struct it is given; lowering nothing.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) };
+    }
+    limit.rlim_max
+}
+
 fn effective_capabilities() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
@@ -301,5 +369,19 @@ mod tests {
             Some("the agent's pod cannot run pause: no CRI socket")
         );
         assert_eq!(refusal("pause", &missing[..1]), None);
+    }
+
+    #[test]
+    fn memlock_matters_before_5_11_below_the_need_without_the_capability() {
+        let default_5_10 = 64 << 10;
+        let refused = memlock_shortfall((5, 10), default_5_10, false).unwrap();
+        assert!(refused.contains("RLIMIT_MEMLOCK") && refused.contains("64 KiB"), "{refused}");
+        assert!(refused.contains("SYS_RESOURCE") && refused.contains("LimitMEMLOCK=infinity"), "{refused}");
+        assert_eq!(memlock_shortfall((5, 10), default_5_10, true), None);
+        assert_eq!(memlock_shortfall((5, 10), libc::RLIM_INFINITY, false), None);
+        assert_eq!(memlock_shortfall((5, 10), 64 << 20, false), None);
+        assert_eq!(memlock_shortfall((5, 11), default_5_10, false), None);
+        assert_eq!(memlock_shortfall((6, 1), 0, false), None);
+        assert!(memlock_shortfall((4, 19), 8 << 20, false).is_some());
     }
 }

@@ -115,10 +115,14 @@ fn yaml(text: &str) -> Value {
 
 #[test]
 fn the_checked_in_crds_are_generated_from_the_types() {
-    assert!(
-        read("deploy/crds.yaml") == crds_yaml().unwrap(),
-        "deploy/crds.yaml differs from the types: run `cargo run -p chaos-kube -- crds > deploy/crds.yaml`"
-    );
+    // The plain manifests' copy and the Helm chart's (Helm installs the
+    // files of a chart's crds/ as they are, never templated).
+    for path in ["deploy/crds.yaml", "deploy/chart/crds/chaos.dev.yaml"] {
+        assert!(
+            read(path) == crds_yaml().unwrap(),
+            "{path} differs from the types: run `cargo run -p chaos-kube -- crds > {path}`"
+        );
+    }
 }
 
 #[test]
@@ -131,21 +135,30 @@ fn the_crd_schemas_are_structural() {
     }
 }
 
-/// The example is one document for both: `chaos run` reads it, the API
-/// server would store it whole, and the resource type reads it back.
+/// The examples are one document for both: `chaos run` reads them, the API
+/// server would store them whole, the resource type reads them back, and
+/// the runner takes them (nothing of one machine in them).
 #[test]
-fn the_example_experiment_is_taken_by_chaos_and_by_the_api() {
-    let text = read("deploy/examples/experiment.yaml");
-    let e = chaos::experiment::parse("experiment.yaml", &text, &[]).unwrap_or_else(|d| panic!("{d}"));
-    assert_eq!(e.name, "checkout-survives-a-lossy-cart");
-    let object = yaml(&text);
-    let misfits = spec_misfits(&object, &ChaosExperiment::crd());
-    assert!(misfits.is_empty(), "{misfits:#?}");
-    let typed: ChaosExperiment = serde_json::from_value(object.clone()).unwrap();
-    assert_eq!(typed.spec.targets["cart"].pod_selector.as_deref(), Some("app=cart"));
-    // Nothing is lost on the way through the type: the controller hands
-    // the spec to the parser as it was applied.
-    assert_eq!(serde_json::to_value(&typed.spec).unwrap(), object["spec"]);
+fn the_example_experiments_are_taken_by_chaos_by_the_api_and_by_the_runner() {
+    for (path, name, target, selector) in [
+        ("deploy/examples/experiment.yaml", "checkout-survives-a-lossy-cart", "cart", "app=cart"),
+        ("deploy/examples/first-experiment.yaml", "web-survives-a-lossy-pod", "one-web-pod", "app=web"),
+    ] {
+        let text = read(path);
+        let e = chaos::experiment::parse(path, &text, &[]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(e.name, name);
+        let object = yaml(&text);
+        let misfits = spec_misfits(&object, &ChaosExperiment::crd());
+        assert!(misfits.is_empty(), "{path}: {misfits:#?}");
+        let typed: ChaosExperiment = serde_json::from_value(object.clone()).unwrap();
+        assert_eq!(typed.spec.targets[target].pod_selector.as_deref(), Some(selector));
+        // Nothing is lost on the way through the type: the controller hands
+        // the spec to the parser as it was applied.
+        assert_eq!(serde_json::to_value(&typed.spec).unwrap(), object["spec"], "{path}");
+        let namespace = object["metadata"]["namespace"].as_str().unwrap();
+        let refused = crate::runner::reconcile::refusals(&e, namespace);
+        assert!(refused.is_empty(), "{path}: {refused:#?}");
+    }
 }
 
 #[test]

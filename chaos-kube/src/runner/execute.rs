@@ -24,6 +24,7 @@
 //! its node whatever happens here.
 
 use std::{
+    cell::RefCell,
     collections::BTreeMap,
     future::Future,
     sync::{
@@ -169,6 +170,10 @@ pub struct Run {
     t0: Instant,
     wall0: SystemTime,
     rng: fastrand::Rng,
+    /// Each attack's status as last listed: what the report keeps of an
+    /// attack deleted before its status could be read again (a rollback
+    /// does not wait for a list).
+    seen: RefCell<BTreeMap<String, ChaosAttackStatus>>,
 }
 
 impl Run {
@@ -182,6 +187,7 @@ impl Run {
             t0: Instant::now(),
             wall0: SystemTime::now(),
             rng: fastrand::Rng::new(),
+            seen: RefCell::default(),
         }
     }
 
@@ -440,10 +446,18 @@ impl Run {
             if cut.is_none() {
                 self.wait_final(&created);
             }
-            // One list request for every node's status, then the deletions,
-            // all at once.
-            let failed = self.collect(i, &created, cut.as_ref());
-            self.delete(&created);
+            // A cut deletes first (the rollback waits for nothing) and
+            // keeps the statuses last listed, at most ATTACK_POLL old;
+            // otherwise one list request for every node's final status,
+            // then the deletions. Either way all at once.
+            let failed = if cut.is_some() {
+                self.delete(&created);
+                self.collect(i, &created, cut.as_ref())
+            } else {
+                let failed = self.collect(i, &created, cut.as_ref());
+                self.delete(&created);
+                failed
+            };
             if let Some(cut) = cut {
                 self.report.steps[i].status = "aborted".into();
                 self.record_cut(&cut);
@@ -478,7 +492,7 @@ impl Run {
                 return Err(no_pods(&target.name, query, &target.node_selector, &self.namespace()));
             }
             let total = matched.len();
-            let chosen = pods::pick(matched, target.pick, &mut self.rng);
+            let chosen = target.pick.sample(matched, &mut self.rng);
             picked_lines.push(picked_line(&a.id, &target.name, target.pick, total, &chosen));
             plans.push((a, container.clone(), chosen));
         }
@@ -659,13 +673,17 @@ impl Run {
     }
 
     /// The statuses of this experiment's attacks, by name: one list
-    /// request, however many nodes (`None`: the list failed).
+    /// request, however many nodes (`None`: the list failed). Kept in
+    /// `seen`.
     fn statuses(&self) -> Option<BTreeMap<String, ChaosAttackStatus>> {
         let params = ListParams::default()
             .labels(&format!("{EXPERIMENT_LABEL}={}", self.exp.uid().unwrap_or_default()));
         match self.cluster.block(self.attacks().list(&params)) {
             Ok(list) => {
-                Some(list.into_iter().map(|a| (a.name_any(), a.status.unwrap_or_default())).collect())
+                let statuses: BTreeMap<_, _> =
+                    list.into_iter().map(|a| (a.name_any(), a.status.unwrap_or_default())).collect();
+                self.seen.borrow_mut().extend(statuses.clone());
+                Some(statuses)
             }
             Err(e) => {
                 tracing::warn!(experiment = self.exp.name_any(), "cannot list its attacks: {e}");
@@ -687,11 +705,12 @@ impl Run {
         }
     }
 
-    /// Each attack's final status into the report; `Some(message)` when
-    /// one was refused or failed.
+    /// Each attack's final status into the report (as listed now, else as
+    /// last listed); `Some(message)` when one was refused or failed.
     fn collect(&mut self, i: usize, created: &[Created], cut: Option<&Cut>) -> Option<String> {
         let mut failed = None;
-        let statuses = self.statuses().unwrap_or_default();
+        self.statuses();
+        let statuses = self.seen.take();
         for c in created {
             let record = &mut self.report.steps[i].attacks[c.record];
             let status = statuses.get(&c.name).cloned().unwrap_or_default();

@@ -7,10 +7,7 @@ use std::{
     time::SystemTime,
 };
 
-use chaos::{
-    experiment::{AttackSpec, Pick},
-    runtime::PodQuery,
-};
+use chaos::{experiment::AttackSpec, runtime::PodQuery};
 use k8s_openapi::{
     api::core::v1::{Node, Pod},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
@@ -92,11 +89,6 @@ fn ready(pod: &Pod) -> bool {
         && status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// The sample of `candidates` an attack takes.
-pub fn pick(candidates: Vec<Candidate>, pick: Pick, rng: &mut fastrand::Rng) -> Vec<Candidate> {
-    pick.sample(candidates, rng)
-}
-
 /// One `ChaosAttack` per node for `attack` on `picked`, owned by `exp`,
 /// ending at `deadline`.
 pub fn attacks_for(
@@ -172,6 +164,7 @@ pub fn attack_name(experiment: &str, attack: &str, node: &str) -> String {
 mod tests {
     use std::time::Duration;
 
+    use chaos::experiment::Pick;
     use serde_json::{Value, json};
 
     use super::*;
@@ -338,9 +331,9 @@ mod tests {
     fn picks_are_samples_of_the_candidates() {
         let all = candidates(&recorded(), &PodQuery::Selector(vec![("app".into(), "web".into())]), None);
         let mut rng = fastrand::Rng::with_seed(1);
-        let one = pick(all.clone(), Pick::Count(1), &mut rng);
+        let one = Pick::Count(1).sample(all.clone(), &mut rng);
         assert_eq!(one.len(), 1);
         assert!(all.contains(&one[0]));
-        assert_eq!(pick(all.clone(), Pick::Percent(100.0), &mut rng), all);
+        assert_eq!(Pick::Percent(100.0).sample(all.clone(), &mut rng), all);
     }
 }

@@ -180,6 +180,20 @@ pub(super) fn wait_frozen(pod: &Pod, want: bool, within: Duration) -> Option<Dur
     None
 }
 
+/// The pod `shop/web-0` (labelled app=web) with a container `app` busy
+/// enough to be measured, light enough for an emulated CPU; the pod and
+/// the container's id.
+pub(super) fn busy_pod(node: &mut cri::Node) -> anyhow::Result<(Pod, String)> {
+    let web = node.run_pod("shop", "web-0", &[("app", "web")])?;
+    let app = node.start_container_running(
+        &web,
+        "app",
+        0,
+        &["/bin/busybox", "sh", "-c", "while :; do /bin/busybox usleep 20000; done"],
+    )?;
+    Ok((web, app))
+}
+
 pub(super) fn phase(s: &Value) -> &str {
     s["phase"].as_str().unwrap_or("")
 }
@@ -192,14 +206,7 @@ pub(super) fn phase(s: &Value) -> &str {
 /// run when its deadline passed before any agent saw it.
 pub fn agent_runs_chaos_attacks_from_a_stand_in_api(_ctx: &mut Ctx) -> anyhow::Result<()> {
     let mut node = cri::Node::start()?;
-    let web = node.run_pod("shop", "web-0", &[("app", "web")])?;
-    // Busy enough to be measured, light enough for an emulated CPU.
-    node.start_container_running(
-        &web,
-        "app",
-        0,
-        &["/bin/busybox", "sh", "-c", "while :; do /bin/busybox usleep 20000; done"],
-    )?;
+    let (web, _) = busy_pod(&mut node)?;
     let dir = PrivDir::new("kube")?;
     let api = StandInApi::start()?;
     let kubeconfig = api.kubeconfig(dir.dir())?;

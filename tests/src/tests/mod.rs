@@ -164,6 +164,7 @@ crate::harness::register! {
     containers::kill_follows_a_docker_restart,
     kube::agent_runs_chaos_attacks_from_a_stand_in_api,
     kube_daemonset::agent_pod_with_the_daemonsets_security_context,
+    kube_daemonset::memlock_before_5_11_refused_then_granted,
     kube_controller::runner_verdicts_refusals_and_takeover_stand_in_api,
     kube_controller::runner_and_agent_on_a_cri_pod_stand_in_api,
     containers::pod_covers_its_containers_even_restarted,
