@@ -1,5 +1,6 @@
 //! What the agent checks about its own pod before it runs any attack: the
-//! capabilities, host namespaces and host paths of deploy/agent.yaml. An
+//! capabilities, host namespaces and host paths of deploy/agent.yaml, and
+//! on kernels before 5.11 the RLIMIT_MEMLOCK they charge BPF memory to. An
 //! item missing does not stop the agent (a DaemonSet pod that exits only
 //! loops in CrashLoopBackOff, and the attacks would wait with no reason
 //! given): each attack that needs it is refused, and its status names the
@@ -266,7 +267,8 @@ fn raise_memlock_to_hard() -> u64 {
     }
     if limit.rlim_cur < limit.rlim_max {
         let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-        // SAFETY: setrlimit reads the struct it is given; lowering nothing.
+        // SAFETY: setrlimit reads the struct it is given (the soft limit up
+        // to the hard one, which any process may do).
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) };
     }
     limit.rlim_max

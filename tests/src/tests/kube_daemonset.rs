@@ -132,6 +132,37 @@ fn node_with_the_agents_image(what: &str) -> anyhow::Result<(cri::Node, PrivDir,
     Ok((node, dir, spec))
 }
 
+/// This process's RLIMIT_MEMLOCK set to `bytes` (soft and hard) until
+/// dropped, when it is put back (root may raise it again).
+struct Memlock(libc::rlimit);
+
+impl Memlock {
+    fn set(bytes: u64) -> anyhow::Result<Self> {
+        let mut saved = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct it is given.
+        anyhow::ensure!(
+            unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut saved) } == 0,
+            "getrlimit: {}",
+            std::io::Error::last_os_error()
+        );
+        let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+        // SAFETY: setrlimit reads the struct it is given.
+        anyhow::ensure!(
+            unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } == 0,
+            "setrlimit: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(Self(saved))
+    }
+}
+
+impl Drop for Memlock {
+    fn drop(&mut self) {
+        // SAFETY: setrlimit reads the struct it is given.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &self.0) };
+    }
+}
+
 /// The web pod's pings to its gateway (the node) are answered (busybox's
 /// ping: its exit status is 0 when a reply came).
 fn reaches(node: &cri::Node, app: &str) -> bool {
@@ -274,9 +305,9 @@ pub fn agent_pod_with_the_daemonsets_security_context(_ctx: &mut Ctx) -> anyhow:
 
 /// On a kernel that charges BPF memory to RLIMIT_MEMLOCK (before 5.11; the
 /// 5.10 VM): the agent's container inherits the container runtime's limit,
-/// here the kernel's default of 64 KiB (containerd started by the fixture,
-/// as by a systemd unit that sets no LimitMEMLOCK; containerd's CRI sets no
-/// RLIMIT_MEMLOCK of its own). That the kernel refuses chaos's maps there
+/// here the kernel's default of 64 KiB (containerd started by the fixture
+/// under it, as by a systemd unit that sets no LimitMEMLOCK; containerd's
+/// CRI sets no RLIMIT_MEMLOCK of its own). That the kernel refuses chaos's maps there
 /// is checked first, with `chaos attack` alone. With the DaemonSet's pod
 /// spec as it is, the agent refuses its attacks, naming the limit and the
 /// two fixes, and the pod is untouched; with SYS_RESOURCE added (the
@@ -293,7 +324,15 @@ pub fn memlock_before_5_11_refused_then_granted(_ctx: &mut Ctx) -> anyhow::Resul
         ))
         .into());
     }
-    let (mut node, dir, spec) = node_with_the_agents_image("kube-memlock")?;
+    // The daemons the node starts inherit this process's limit, which aya
+    // may have raised to infinity in an earlier test of the run (it does
+    // on its first refused map before 5.11, as root can): set the limit a
+    // node whose runtime sets none has, the kernel's default before 5.16,
+    // for the node's start only.
+    let (mut node, dir, spec) = {
+        let _limit = Memlock::set(64 << 10)?;
+        node_with_the_agents_image("kube-memlock")?
+    };
     let (web, _) = busy_pod(&mut node)?;
     // The kernel's need first, with no agent: `chaos attack pause` under
     // the same 64 KiB fails without CAP_SYS_RESOURCE (aya's raise of the
