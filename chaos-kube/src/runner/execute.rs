@@ -709,7 +709,9 @@ impl Run {
     /// last listed); `Some(message)` when one was refused or failed.
     fn collect(&mut self, i: usize, created: &[Created], cut: Option<&Cut>) -> Option<String> {
         let mut failed = None;
-        self.statuses();
+        // A list now refreshes `seen`; what it no longer shows (deleted)
+        // stays as last listed.
+        let _ = self.statuses();
         let statuses = self.seen.take();
         for c in created {
             let record = &mut self.report.steps[i].attacks[c.record];

@@ -108,6 +108,19 @@ impl AgentRun {
         Ok(())
     }
 
+    /// Stop its container as the kubelet stops a pod: SIGTERM, then a
+    /// grace period.
+    fn stop(&self, node: &cri::Node) -> anyhow::Result<()> {
+        node.stop_container(&self.container, Duration::from_secs(20))
+    }
+
+    /// Stopped so, and its pod removed.
+    fn remove(self, node: &mut cri::Node) -> anyhow::Result<()> {
+        self.stop(node)?;
+        node.remove_pod(&self.pod);
+        Ok(())
+    }
+
     /// What the agent wrote, every attempt.
     fn log(&self) -> String {
         let mut text = String::new();
@@ -262,7 +275,7 @@ pub fn agent_pod_with_the_daemonsets_security_context(_ctx: &mut Ctx) -> anyhow:
     anyhow::ensure!(ok && s["reason"] == "deadline", "pause status {s}\n{}", agent.log());
 
     // Stopped as the kubelet stops a pod (SIGTERM, a grace period).
-    node.stop_container(&agent.container, Duration::from_secs(20))?;
+    agent.stop(&node)?;
     let guardians = agent.pod.cgroup.join(GUARDIANS);
     anyhow::ensure!(!guardians.exists(), "the agent left {}\n{}", guardians.display(), agent.log());
     node.remove_pod(&agent.pod);
@@ -294,9 +307,8 @@ pub fn agent_pod_with_the_daemonsets_security_context(_ctx: &mut Ctx) -> anyhow:
         }
     }
     anyhow::ensure!(!frozen(&web), "an agent without some item froze the pod");
-    for run in &runs {
-        node.stop_container(&run.container, Duration::from_secs(20))?;
-        node.remove_pod(&run.pod);
+    for run in runs {
+        run.remove(&mut node)?;
     }
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
     runner::recover_finds_nothing()?;
@@ -394,8 +406,7 @@ pub fn memlock_before_5_11_refused_then_granted(_ctx: &mut Ctx) -> anyhow::Resul
         agent.log()
     );
     anyhow::ensure!(!frozen(&web), "a refused attack froze the pod");
-    node.stop_container(&agent.container, Duration::from_secs(20))?;
-    node.remove_pod(&agent.pod);
+    agent.remove(&mut node)?;
 
     let granted = spec.with_capability("SYS_RESOURCE");
     let agent = AgentRun::start(&mut node, "chaos-agent-b", &granted, &files, dir.dir())?;
@@ -411,8 +422,7 @@ pub fn memlock_before_5_11_refused_then_granted(_ctx: &mut Ctx) -> anyhow::Resul
     at_the_deadline(thawed_vs(&web, deadline, Duration::from_secs(60)), "with SYS_RESOURCE", &agent.log())?;
     let (ok, s) = api.wait_status("granted", Duration::from_secs(60), ended);
     anyhow::ensure!(ok && s["reason"] == "deadline", "with SYS_RESOURCE: status {s}\n{}", agent.log());
-    node.stop_container(&agent.container, Duration::from_secs(20))?;
-    node.remove_pod(&agent.pod);
+    agent.remove(&mut node)?;
     runner::recover_finds_nothing()?;
     Ok(())
 }
